@@ -1,0 +1,131 @@
+"""Checkpoint I/O in one place: one self-contained file per checkpoint, loaded without running code.
+
+A checkpoint is a dict of tensors and plain values (``torch.load(weights_only=True)``):
+format tag and version, model config, tokenizer, weights, optimizer and training state.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pickle
+import zipfile
+
+import torch
+
+from charrnn.errors import CharrnnError
+from charrnn.fileio import atomic_save, safe_load
+from charrnn.model import ModelConfig, RNNLM
+from charrnn.tokenizers import tokenizer_from_state
+
+FORMAT = "charrnn-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str, *, model: RNNLM, tokenizer, run_config: dict, optimizer=None,
+                    train_state: dict | None = None) -> None:
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    for k, v in sd.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise CharrnnError(f"refusing to save non-finite weights ({k}) to '{path}'; "
+                               "lower --lr or --grad-clip")
+    atomic_save({
+        "format": FORMAT,
+        "version": VERSION,
+        "model_config": model.cfg.to_dict(),
+        "tokenizer": tokenizer.state(),
+        "model": sd,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "train_state": train_state or {},
+        "run_config": run_config,
+    }, path)
+
+
+def load_checkpoint(path: str) -> dict:
+    """Load and validate; every way a file can be wrong gets a one-line CharrnnError."""
+    if not os.path.lexists(path):
+        raise CharrnnError(f"checkpoint '{path}' does not exist; train a model first (charrnn train) "
+                           "or give the path of a .pt file")
+    if os.path.isdir(path):
+        raise CharrnnError(f"checkpoint '{path}' is a directory; give a .pt file or a run directory with best.pt")
+    if not os.path.isfile(path):
+        raise CharrnnError(f"checkpoint '{path}' is not a regular file")
+    if os.path.getsize(path) == 0:
+        raise CharrnnError(f"checkpoint '{path}' is empty (0 bytes); it is not a charrnn checkpoint")
+    try:
+        ckpt = safe_load(path)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
+            raise CharrnnError(f"checkpoint '{path}' contains code or objects that are not plain data; "
+                               "refused without running it (only load checkpoints you trust)") from None
+        raise CharrnnError(f"checkpoint '{path}' is not a readable checkpoint ({first[:80]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError) as e:
+        msg = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
+        if isinstance(e, OSError) and getattr(e, "strerror", None):
+            raise CharrnnError(f"cannot read checkpoint '{path}': {e.strerror}") from None
+        raise CharrnnError(f"checkpoint '{path}' is truncated or corrupt ({msg}); "
+                           "use another checkpoint (e.g. last.pt or best.pt)") from None
+    except Exception as e:  # noqa: BLE001 - any other failure of a foreign file is still a bad file
+        raise CharrnnError(f"checkpoint '{path}' could not be read ({type(e).__name__}); "
+                           "it is not a charrnn checkpoint") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CharrnnError(f"'{path}' is not a charrnn checkpoint (it was written by another tool)")
+    version = ckpt.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise CharrnnError(f"checkpoint '{path}' has format version {version}, newer than this charrnn "
+                           f"understands ({VERSION}); upgrade charrnn (pip install -U charrnn)")
+    for key in ("model_config", "tokenizer", "model"):
+        if not isinstance(ckpt.get(key), dict):
+            raise CharrnnError(f"checkpoint '{path}' is missing its {key.replace('_', ' ')}; it is damaged")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, path: str = "checkpoint") -> tuple[RNNLM, object]:
+    tokenizer = tokenizer_from_state(ckpt["tokenizer"])
+    try:
+        cfg = ModelConfig(**ckpt["model_config"])
+        model = RNNLM(cfg)
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, KeyError, RuntimeError, ValueError) as e:
+        msg = str(e).strip().splitlines()[0][:100]
+        raise CharrnnError(f"checkpoint '{path}' has weights that do not fit its model config ({msg}); "
+                           "it is damaged") from None
+    if cfg.vocab_size != tokenizer.vocab_size:
+        raise CharrnnError(f"checkpoint '{path}' has a tokenizer of {tokenizer.vocab_size} tokens but a model "
+                           f"of {cfg.vocab_size}; it is damaged")
+    return model, tokenizer
+
+
+def load_model(path: str, device: torch.device | str = "cpu"):
+    ckpt = load_checkpoint(path)
+    model, tokenizer = model_from_checkpoint(ckpt, path)
+    model.to(device).eval()
+    return model, tokenizer, ckpt
+
+
+def latest_run(checkpoint_dir: str) -> str | None:
+    """The run directory whose last.pt (or best.pt) was written most recently."""
+    best, best_t = None, -1.0
+    for d in glob.glob(os.path.join(checkpoint_dir, "*")):
+        for name in ("last.pt", "best.pt"):
+            p = os.path.join(d, name)
+            if os.path.isfile(p) and os.path.getmtime(p) > best_t:
+                best, best_t = d, os.path.getmtime(p)
+    return best
+
+
+def resolve_checkpoint(arg: str | None, checkpoint_dir: str, prefer: str = "best.pt") -> str:
+    """A checkpoint path from a file, a run directory, or (None) the most recent run."""
+    if arg is None:
+        run = latest_run(checkpoint_dir)
+        if run is None:
+            raise CharrnnError(f"no trained model found under '{checkpoint_dir}/'; run 'charrnn train' first "
+                               "or give a checkpoint path")
+        arg = run
+    if os.path.isdir(arg):
+        for name in (prefer, "best.pt", "last.pt"):
+            if os.path.isfile(os.path.join(arg, name)):
+                return os.path.join(arg, name)
+        raise CharrnnError(f"run directory '{arg}' has no best.pt or last.pt; train it first")
+    return arg

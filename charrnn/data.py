@@ -1,0 +1,289 @@
+"""Corpus reading, train/val/test splits, the encoded-corpus cache and truncated-BPTT batching."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import stat
+import sysconfig
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from charrnn.errors import CharrnnError
+from charrnn.fileio import atomic_save, safe_load
+from charrnn.tokenizers import fit_tokenizer, tokenizer_from_state
+
+BUILTIN_CORPORA = ("pystdlib",)
+CACHE_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- reading text
+
+def pystdlib_files() -> list[str]:
+    """The top-level modules of this Python's standard library, in sorted order."""
+    return sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py")))
+
+
+def read_pystdlib() -> str:
+    parts = []
+    for path in pystdlib_files():
+        try:
+            with open(path, encoding="utf-8") as f:
+                parts.append(f.read())
+        except (OSError, UnicodeDecodeError):
+            continue
+    if not parts:
+        raise CharrnnError("the built-in corpus 'pystdlib' found no Python sources in "
+                           f"{sysconfig.get_paths()['stdlib']}; pass a text file instead")
+    return "".join(parts)
+
+
+def read_bytes(path: str, what: str = "file") -> bytes:
+    """Read a regular, non-empty file, with a one-line error for every way that can fail."""
+    if not os.path.lexists(path):
+        raise CharrnnError(f"{what} '{path}' does not exist; check the path")
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise CharrnnError(f"cannot access {what} '{path}': {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CharrnnError(f"{what} '{path}' is a directory; give a text file")
+    if not stat.S_ISREG(st.st_mode):
+        raise CharrnnError(f"{what} '{path}' is not a regular file (a fifo, socket or device); give a text file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CharrnnError(f"cannot read {what} '{path}': {e.strerror}; check its permissions") from None
+    if not data:
+        raise CharrnnError(f"{what} '{path}' is empty; give a file with text in it")
+    return data
+
+
+def decode_text(data: bytes, path: str, what: str = "file") -> str:
+    nul = data.find(b"\x00", 0, 1 << 20)
+    if nul >= 0:
+        raise CharrnnError(f"{what} '{path}' looks binary (NUL byte at offset {nul}); give a UTF-8 text file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CharrnnError(f"{what} '{path}' is not valid UTF-8 (bad byte 0x{data[e.start]:02x} at offset "
+                           f"{e.start}); convert it to UTF-8 (e.g. iconv -t utf-8) or use --tokenizer byte") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if not text.strip():
+        raise CharrnnError(f"{what} '{path}' contains only whitespace; give a file with text in it")
+    return text
+
+
+def read_text(path: str, what: str = "file") -> str:
+    if path in BUILTIN_CORPORA and not os.path.exists(path):
+        return read_pystdlib()
+    return decode_text(read_bytes(path, what), path, what)
+
+
+def corpus_name(path: str) -> str:
+    base = os.path.basename(os.path.normpath(path))
+    stem = base.rsplit(".", 1)[0] if "." in base.strip(".") else base
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)
+    return safe or "run"
+
+
+# ----------------------------------------------------------------------------- splits and cache
+
+@dataclass
+class Split:
+    ids: np.ndarray       # token ids, int32
+    n_chars: int          # Unicode characters of the text these ids encode
+    n_bytes: int          # UTF-8 bytes of that text
+
+
+@dataclass
+class Corpus:
+    tokenizer: object
+    train: Split
+    val: Split
+    test: Split
+    source: str
+    digest: str
+
+
+def split_text(text: str, val_frac: float, test_frac: float) -> tuple[str, str, str]:
+    """Contiguous split by character fractions: train first, then val, then test (nanoGPT's order)."""
+    n = len(text)
+    n_test = int(round(n * test_frac))
+    n_val = int(round(n * val_frac))
+    n_train = n - n_val - n_test
+    return text[:n_train], text[n_train:n_train + n_val], text[n_train + n_val:]
+
+
+def make_split(tok, text: str) -> Split:
+    return Split(tok.encode(text) if text else np.zeros(0, np.int32), len(text), len(text.encode("utf-8")))
+
+
+def load_corpus(path: str, tokenizer: str = "char", vocab_size: int = 512, val_frac: float = 0.05,
+                test_frac: float = 0.05, val_file: str | None = None, cache_dir: str | None = None,
+                log=None, tok_state: dict | None = None) -> Corpus:
+    """Read, split and encode a corpus, reusing the cached encoding when nothing changed.
+
+    The tokenizer is fitted on the training split only (never on val/test), unless ``tok_state``
+    gives one (on resume).
+    """
+    builtin = path in BUILTIN_CORPORA and not os.path.exists(path)
+    raw = read_pystdlib().encode("utf-8") if builtin else read_bytes(path, "corpus")
+    raw_val = read_bytes(val_file, "validation file") if val_file else b""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (raw, b"\x00", raw_val, repr((CACHE_VERSION, tokenizer, vocab_size, val_frac, test_frac,
+                                              bool(val_file))).encode()):
+        h.update(part)
+    digest = h.hexdigest()
+    cache_path = os.path.join(cache_dir, f"{digest}.pt") if cache_dir else None
+    cached = _read_cache(cache_path) if cache_path and os.path.exists(cache_path) else None
+    if cached is not None and (tok_state is None or _same_state(cached["tokenizer"], tok_state)):
+        if log:
+            log(f"using cached encoding {cache_path}")
+        tok = tokenizer_from_state(cached["tokenizer"])
+        splits = [Split(cached[k].numpy(), int(cached[k + "_chars"]), int(cached[k + "_bytes"]))
+                  for k in ("train", "val", "test")]
+        return Corpus(tok, *splits, source=path, digest=digest)
+
+    kind = tok_state.get("kind") if tok_state else tokenizer
+    if kind == "byte" and not _is_utf8(raw):
+        # Bytes need no decoding: any file trains. Characters are counted with replacement chars.
+        if log:
+            log(f"note: '{path}' is not valid UTF-8; training on its raw bytes")
+        tok = tokenizer_from_state({"kind": "byte"})
+        parts = split_text(raw, 0.0 if val_file else val_frac, test_frac)
+        train, val, test = (Split(np.frombuffer(p, np.uint8).astype(np.int32),
+                                  len(p.decode("utf-8", "replace")), len(p)) for p in parts)
+        if val_file:
+            val = Split(np.frombuffer(raw_val, np.uint8).astype(np.int32),
+                        len(raw_val.decode("utf-8", "replace")), len(raw_val))
+    else:
+        text = decode_text(raw, path, "corpus")
+        if val_file:
+            val_text = decode_text(raw_val, val_file, "validation file")
+            train_text, _, test_text = split_text(text, 0.0, test_frac)
+        else:
+            train_text, val_text, test_text = split_text(text, val_frac, test_frac)
+        if not train_text.strip():
+            raise CharrnnError("the training split is empty; lower --val-frac/--test-frac")
+        if not val_text:
+            raise CharrnnError("the validation split is empty; raise --val-frac or give --val-file")
+        if tok_state:
+            tok = tokenizer_from_state(tok_state)
+        else:
+            # Characters come from the whole corpus (as in char-rnn); subword models see only train.
+            fit_on = text + val_text if (kind == "char" and val_file) else text if kind == "char" else train_text
+            tok = fit_tokenizer(tokenizer, fit_on, vocab_size, log=log)
+        if log:
+            log(f"encoding {len(text):,} characters with the {tok.kind} tokenizer ...")
+        hint = "use --tokenizer byte, which never meets an unknown character"
+        train, val, test = (make_split_checked(tok, t, hint) for t in (train_text, val_text, test_text))
+    if len(val.ids) < 2:
+        raise CharrnnError("the validation split is shorter than two tokens; raise --val-frac or give --val-file")
+    corpus = Corpus(tok, train, val, test, source=path, digest=digest)
+    if cache_path and tok_state is None:
+        _write_cache(cache_path, corpus)
+    return corpus
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def make_split_checked(tok, text: str, hint: str) -> Split:
+    try:
+        return make_split(tok, text)
+    except CharrnnError as e:
+        raise CharrnnError(f"{e}; {hint}") from None
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    if set(a) != set(b):
+        return False
+    for k in a:
+        x, y = a[k], b[k]
+        if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+            if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.shape == y.shape
+                    and torch.equal(x, y)):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def _read_cache(path: str):
+    try:
+        data = safe_load(path)
+        return data if isinstance(data, dict) and data.get("version") == CACHE_VERSION else None
+    except Exception:
+        return None
+
+
+def _write_cache(path: str, corpus: Corpus) -> None:
+    data = {"version": CACHE_VERSION, "tokenizer": corpus.tokenizer.state()}
+    for k in ("train", "val", "test"):
+        s = getattr(corpus, k)
+        data[k] = torch.from_numpy(s.ids.astype(np.int32))
+        data[k + "_chars"], data[k + "_bytes"] = s.n_chars, s.n_bytes
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_save(data, path)
+    except (OSError, CharrnnError):
+        pass  # a cache is an optimisation; never fail a run over it
+
+
+# ----------------------------------------------------------------------------- batching
+
+class StreamBatcher:
+    """B parallel contiguous streams over the training ids, read T tokens at a time.
+
+    Window k of an epoch is ``x = streams[:, kT : kT+T]``, ``y = streams[:, kT+1 : kT+T+1]``, so
+    each window continues where the previous one ended and the hidden state can be carried (TBPTT).
+    Each epoch starts the streams at a different offset (seeded), so window boundaries move.
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, seed: int = 0):
+        self.ids = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
+        self.B, self.T, self.seed = batch_size, seq_len, seed
+        need = batch_size * (seq_len + 1) + seq_len
+        if len(ids) < need:
+            raise CharrnnError(
+                f"the training split has {len(ids):,} tokens, but --batch-size {batch_size} x --seq-len "
+                f"{seq_len} needs at least {need:,}; use a smaller --batch-size or --seq-len, or more text")
+        self.stream_len = (len(ids) - seq_len) // batch_size
+        self.windows_per_epoch = (self.stream_len - 1) // seq_len
+
+    def epoch_streams(self, epoch: int) -> torch.Tensor:
+        offset = int(np.random.default_rng([self.seed, epoch]).integers(0, self.T)) if epoch else 0
+        n = self.B * self.stream_len
+        return self.ids[offset:offset + n].view(self.B, self.stream_len)
+
+    def window(self, streams: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s = k * self.T
+        return streams[:, s:s + self.T], streams[:, s + 1:s + self.T + 1]
+
+
+def eval_streams(ids: np.ndarray, max_streams: int = 32, min_len: int = 4096):
+    """Lay out a split for one stateful pass that scores every target once.
+
+    Inputs ``ids[:-1]`` and targets ``ids[1:]`` are cut into S contiguous streams (S grows with the
+    text, at least ``min_len`` tokens each); the last stream is padded with target -100 (ignored).
+    """
+    n = len(ids) - 1
+    if n < 1:
+        raise CharrnnError("the text to evaluate is too short: it needs at least two tokens")
+    s = int(max(1, min(max_streams, n // min_len)))
+    length = -(-n // s)
+    x = np.zeros(s * length, np.int64)
+    y = np.full(s * length, -100, np.int64)
+    x[:n], y[:n] = ids[:-1], ids[1:]
+    return torch.from_numpy(x).view(s, length), torch.from_numpy(y).view(s, length)

@@ -1,0 +1,246 @@
+"""Tokenizers: Unicode characters, UTF-8 bytes, or sentencepiece subwords (bpe/unigram).
+
+All share one small interface:
+
+    ids = tok.encode(text)          # numpy int array, vectorized (no per-character Python loop)
+    text = tok.decode(ids)          # str; decode(encode(text)) == text
+    tok.vocab_size
+    state = tok.state()             # plain dict of tensors/str/int, stored inside a checkpoint
+    tok = tokenizer_from_state(state)
+    dec = tok.stream_decoder()      # dec.feed(id) -> text that is complete so far; dec.flush()
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import os
+import re
+
+import numpy as np
+import torch
+
+from charrnn.errors import CharrnnError
+
+TOKENIZERS = ("char", "byte", "bpe", "unigram")
+
+
+def _describe_chars(chars) -> str:
+    shown = ", ".join(repr(c) for c in list(chars)[:8])
+    more = len(chars) - 8
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+class CharTokenizer:
+    """Unicode code points; the vocabulary is the sorted set of characters in the training text."""
+
+    kind = "char"
+
+    def __init__(self, codepoints: np.ndarray):
+        self.codepoints = np.asarray(codepoints, dtype=np.int64)
+        if self.codepoints.ndim != 1 or len(self.codepoints) == 0 or np.any(np.diff(self.codepoints) <= 0):
+            raise CharrnnError("checkpoint's character vocabulary is malformed; retrain the model")
+
+    @classmethod
+    def fit(cls, text: str) -> "CharTokenizer":
+        return cls(np.unique(_codepoints(text)))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.codepoints)
+
+    def encode(self, text: str, skip_unknown: bool = False, hint: str = "") -> np.ndarray:
+        cps = _codepoints(text)
+        idx = np.searchsorted(self.codepoints, cps)
+        idx_clipped = np.minimum(idx, len(self.codepoints) - 1)
+        known = self.codepoints[idx_clipped] == cps
+        if not known.all():
+            if not skip_unknown:
+                unknown = [chr(c) for c in np.unique(cps[~known])]
+                raise CharrnnError(
+                    f"text contains {len(unknown)} character(s) the model never saw: "
+                    f"{_describe_chars(unknown)}" + (f" ({hint})" if hint else "")
+                )
+            idx_clipped = idx_clipped[known]
+        return idx_clipped.astype(np.int32)
+
+    def decode(self, ids) -> str:
+        cps = self.codepoints[np.asarray(ids, dtype=np.int64)]
+        return cps.astype("<u4").tobytes().decode("utf-32-le")
+
+    def state(self) -> dict:
+        return {"kind": self.kind, "codepoints": torch.from_numpy(self.codepoints.copy())}
+
+    def stream_decoder(self):
+        return _CharStream(self)
+
+
+class ByteTokenizer:
+    """UTF-8 bytes: a fixed vocabulary of 256, nothing is ever unknown (the enwik8 standard)."""
+
+    kind = "byte"
+    vocab_size = 256
+
+    @classmethod
+    def fit(cls, text: str) -> "ByteTokenizer":
+        return cls()
+
+    def encode(self, text, skip_unknown: bool = False, hint: str = "") -> np.ndarray:
+        data = text if isinstance(text, (bytes, bytearray)) else text.encode("utf-8")
+        return np.frombuffer(data, dtype=np.uint8).astype(np.int32)
+
+    def decode(self, ids) -> str:
+        return np.asarray(ids, dtype=np.uint8).tobytes().decode("utf-8", errors="replace")
+
+    def state(self) -> dict:
+        return {"kind": self.kind}
+
+    def stream_decoder(self):
+        return _ByteStream()
+
+
+class SentencePieceTokenizer:
+    """Sentencepiece bpe/unigram, lossless: byte fallback, identity normalisation, spaces kept."""
+
+    def __init__(self, kind: str, model_proto: bytes):
+        import sentencepiece as spm
+
+        self.kind = kind
+        self.model_proto = bytes(model_proto)
+        self.sp = spm.SentencePieceProcessor()
+        try:
+            self.sp.LoadFromSerializedProto(self.model_proto)
+        except Exception as e:  # sentencepiece raises RuntimeError/OSError on bad protos
+            raise CharrnnError(f"checkpoint's sentencepiece model is corrupt ({e}); retrain the model") from None
+
+    @classmethod
+    def fit(cls, text: str, kind: str = "bpe", vocab_size: int = 512, log=None) -> "SentencePieceTokenizer":
+        import sentencepiece as spm
+
+        if vocab_size < 260:
+            raise CharrnnError(f"--vocab-size {vocab_size} is too small for {kind}: byte fallback needs 256 "
+                               "byte pieces plus room for merges; use 260 or more (e.g. 512)")
+        # Keep the alphabet within half the vocabulary: rarer characters are cut out of the
+        # tokenizer's training sentences, so at encode time they fall back to UTF-8 byte pieces.
+        cps, counts = np.unique(_codepoints(text), return_counts=True)
+        room = max(1, (vocab_size - 260) // 2)
+        splitter = "\n"
+        if len(cps) > room:
+            rare = cps[np.argsort(-counts, kind="stable")[room:]]
+            splitter = "[\n" + "".join(re.escape(chr(c)) for c in rare) + "]"
+        lines = [ln for ln in re.split(splitter, text) if ln]
+        if not lines:
+            raise CharrnnError(f"training text has no non-empty line to train the {kind} tokenizer on")
+        if log:
+            log(f"training {kind} tokenizer (vocab {vocab_size}) on {len(text):,} characters ...")
+        buf = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(lines), model_writer=buf, model_type=kind, vocab_size=vocab_size,
+                character_coverage=0.9995, byte_fallback=True, normalization_rule_name="identity",
+                add_dummy_prefix=False, remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
+                split_digits=True, user_defined_symbols=["\n"], unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
+                max_sentence_length=1 << 16, input_sentence_size=2_000_000, shuffle_input_sentence=True,
+                hard_vocab_limit=False, num_threads=os.cpu_count() or 1, minloglevel=2,
+            )
+        except RuntimeError as e:
+            msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise CharrnnError(f"sentencepiece could not train a {kind} tokenizer: {msg} "
+                               "(use a smaller --vocab-size or a larger corpus)") from None
+        return cls(kind, buf.getvalue())
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.GetPieceSize()
+
+    def encode(self, text: str, skip_unknown: bool = False, hint: str = "") -> np.ndarray:
+        # Newline is its own piece, so encoding line by line (in parallel) equals encoding the whole.
+        lines = text.split("\n")
+        pieces = self.sp.encode(lines, num_threads=os.cpu_count() or 1)
+        nl = np.array([self.sp.PieceToId("\n")], dtype=np.int32)
+        parts = []
+        for i, p in enumerate(pieces):
+            if i:
+                parts.append(nl)
+            parts.append(np.asarray(p, dtype=np.int32))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+    def decode(self, ids) -> str:
+        return self.sp.decode([int(i) for i in np.asarray(ids).reshape(-1)])
+
+    def state(self) -> dict:
+        return {"kind": self.kind, "model": torch.frombuffer(bytearray(self.model_proto), dtype=torch.uint8).clone()}
+
+    def stream_decoder(self):
+        return _PieceStream(self)
+
+
+class _CharStream:
+    def __init__(self, tok):
+        self.tok = tok
+
+    def feed(self, i: int) -> str:
+        return chr(int(self.tok.codepoints[i]))
+
+    def flush(self) -> str:
+        return ""
+
+
+class _ByteStream:
+    """Holds back a partial UTF-8 sequence until its last byte arrives."""
+
+    def __init__(self):
+        self.dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, i: int) -> str:
+        return self.dec.decode(bytes([i]))
+
+    def flush(self) -> str:
+        return self.dec.decode(b"", final=True)
+
+
+class _PieceStream:
+    """Holds back byte-fallback pieces until they decode to complete characters."""
+
+    def __init__(self, tok):
+        self.tok = tok
+        self.pending: list[int] = []
+
+    def feed(self, i: int) -> str:
+        self.pending.append(int(i))
+        text = self.tok.sp.decode(self.pending)
+        if text.endswith("\ufffd") and len(self.pending) < 4:
+            return ""
+        self.pending = []
+        return text
+
+    def flush(self) -> str:
+        text = self.tok.sp.decode(self.pending) if self.pending else ""
+        self.pending = []
+        return text
+
+
+def _codepoints(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype="<u4").astype(np.int64)
+
+
+def fit_tokenizer(kind: str, text: str, vocab_size: int = 512, log=None):
+    if kind == "char":
+        return CharTokenizer.fit(text)
+    if kind == "byte":
+        return ByteTokenizer()
+    if kind in ("bpe", "unigram"):
+        return SentencePieceTokenizer.fit(text, kind, vocab_size, log=log)
+    raise CharrnnError(f"unknown tokenizer {kind!r}; choose one of {', '.join(TOKENIZERS)}")
+
+
+def tokenizer_from_state(state: dict):
+    kind = state.get("kind") if isinstance(state, dict) else None
+    if kind == "char" and isinstance(state.get("codepoints"), torch.Tensor):
+        return CharTokenizer(state["codepoints"].numpy())
+    if kind == "byte":
+        return ByteTokenizer()
+    if kind in ("bpe", "unigram") and isinstance(state.get("model"), torch.Tensor):
+        return SentencePieceTokenizer(kind, state["model"].numpy().tobytes())
+    raise CharrnnError(f"checkpoint has an unknown or malformed tokenizer ({kind!r}); "
+                       "it was not written by this version of charrnn")
