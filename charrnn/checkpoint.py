@@ -6,6 +6,7 @@ format tag and version, model config, tokenizer, weights, optimizer and training
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import pickle
@@ -55,14 +56,14 @@ def load_checkpoint(path: str) -> dict:
     try:
         ckpt = safe_load(path)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
+        if "Unsupported global" in str(e) or "GLOBAL" in str(e):
             raise CharrnnError(f"checkpoint '{path}' contains code or objects that are not plain data; "
                                "refused without running it (only load checkpoints you trust)") from None
-        raise CharrnnError(f"checkpoint '{path}' is not a readable checkpoint ({first[:80]})") from None
+        raise CharrnnError(f"checkpoint '{path}' is not a readable checkpoint (truncated, corrupt or not a "
+                           "PyTorch file); it is not a charrnn checkpoint") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError) as e:
         msg = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
-        if isinstance(e, OSError) and getattr(e, "strerror", None):
+        if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EIO):
             raise CharrnnError(f"cannot read checkpoint '{path}': {e.strerror}") from None
         raise CharrnnError(f"checkpoint '{path}' is truncated or corrupt ({msg}); "
                            "use another checkpoint (e.g. last.pt or best.pt)") from None

@@ -162,7 +162,7 @@ def sample(checkpoint, temp, length, prime, top_k, seed, device, skip_unknown, c
     """Generate text from CHECKPOINT (a .pt file or run directory; default: best.pt of the latest run)."""
     from charrnn.checkpoint import load_model, resolve_checkpoint
     from charrnn.runtime import resolve_device
-    from charrnn.sample import generate
+    from charrnn.sample import generate, start_ids
 
     if length < 0:
         raise CharrnnError(f"--length must not be negative (got {length})")
@@ -173,6 +173,7 @@ def sample(checkpoint, temp, length, prime, top_k, seed, device, skip_unknown, c
     path = resolve_checkpoint(checkpoint, checkpoint_dir)
     dev = resolve_device(device)
     model, tok, _ = load_model(path, dev)
+    start_ids(tok, prime, skip_unknown)  # reject a bad --prime before printing anything
     _log(f"sampling from {path}")
     out = sys.stdout
     for piece in generate(model, tok, length, temp, prime, top_k, seed, dev, skip_unknown):

@@ -126,7 +126,8 @@ def make_split(tok, text: str) -> Split:
 
 def load_corpus(path: str, tokenizer: str = "char", vocab_size: int = 512, val_frac: float = 0.05,
                 test_frac: float = 0.05, val_file: str | None = None, cache_dir: str | None = None,
-                log=None, tok_state: dict | None = None) -> Corpus:
+                log=None, tok_state: dict | None = None, expect_digest: str | None = None,
+                check=None) -> Corpus:
     """Read, split and encode a corpus, reusing the cached encoding when nothing changed.
 
     The tokenizer is fitted on the training split only (never on val/test), unless ``tok_state``
@@ -140,6 +141,9 @@ def load_corpus(path: str, tokenizer: str = "char", vocab_size: int = 512, val_f
                                               bool(val_file))).encode()):
         h.update(part)
     digest = h.hexdigest()
+    if expect_digest is not None and digest != expect_digest:
+        raise CharrnnError(f"the corpus '{path}' differs from the one this run was trained on; "
+                           "resume with the same corpus file, or start a new run")
     cache_path = os.path.join(cache_dir, f"{digest}.pt") if cache_dir else None
     cached = _read_cache(cache_path) if cache_path and os.path.exists(cache_path) else None
     if cached is not None and (tok_state is None or _same_state(cached["tokenizer"], tok_state)):
@@ -179,13 +183,15 @@ def load_corpus(path: str, tokenizer: str = "char", vocab_size: int = 512, val_f
             # Characters come from the whole corpus (as in char-rnn); subword models see only train.
             fit_on = text + val_text if (kind == "char" and val_file) else text if kind == "char" else train_text
             tok = fit_tokenizer(tokenizer, fit_on, vocab_size, log=log)
-        if log:
+        if log and len(text) >= 1 << 20:  # a progress hint for slow work only
             log(f"encoding {len(text):,} characters with the {tok.kind} tokenizer ...")
         hint = "use --tokenizer byte, which never meets an unknown character"
         train, val, test = (make_split_checked(tok, t, hint) for t in (train_text, val_text, test_text))
     if len(val.ids) < 2:
         raise CharrnnError("the validation split is shorter than two tokens; raise --val-frac or give --val-file")
     corpus = Corpus(tok, train, val, test, source=path, digest=digest)
+    if check is not None:
+        check(corpus)  # e.g. too short for the batch shape: fail before caching anything
     if cache_path and tok_state is None:
         _write_cache(cache_path, corpus)
     return corpus

@@ -96,6 +96,8 @@ def evaluate_checkpoint(path: str, split: str = "val", file: str | None = None, 
             raise CharrnnError(f"unknown split {split!r}; choose val or test")
         if "corpus" not in run:
             raise CharrnnError(f"checkpoint '{path}' does not record its corpus; evaluate it with --file PATH")
+        if split == "test" and not run.get("test_frac", 0.05) > 0:
+            raise CharrnnError("this run has no test split (--test-frac was 0); use --split val or --file PATH")
         cache_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), ".cache")
         corpus = load_corpus(run["corpus"], run.get("tokenizer", tok.kind), run.get("vocab_size", 512),
                              run.get("val_frac", 0.05), run.get("test_frac", 0.05), run.get("val_file"),

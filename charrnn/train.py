@@ -253,7 +253,10 @@ class Trainer:
         cache_dir = os.path.join(cfg.checkpoint_dir, ".cache")
         tok_state = resume_ckpt["tokenizer"] if resume_ckpt else None
         self.corpus = load_corpus(cfg.corpus, cfg.tokenizer, cfg.vocab_size, cfg.val_frac, cfg.test_frac,
-                                  cfg.val_file, cache_dir, log=self.log, tok_state=tok_state)
+                                  cfg.val_file, cache_dir, log=self.log, tok_state=tok_state,
+                                  expect_digest=(resume_ckpt.get("train_state") or {}).get("corpus_digest")
+                                  if resume_ckpt else None,
+                                  check=lambda c: StreamBatcher(c.train.ids, cfg.batch_size, cfg.seq_len))
         self.tok = self.corpus.tokenizer
         self.batcher = StreamBatcher(self.corpus.train.ids, cfg.batch_size, cfg.seq_len, cfg.seed)
         if resume_ckpt:
@@ -292,9 +295,6 @@ class Trainer:
 
     def _restore(self, ckpt: dict) -> None:
         ts = ckpt.get("train_state") or {}
-        if ts.get("corpus_digest") not in (None, self.corpus.digest):
-            raise CharrnnError(f"the corpus '{self.cfg.corpus}' differs from the one this run was trained on; "
-                               "resume with the same corpus file, or start a new run")
         try:
             if ckpt.get("optimizer"):
                 self.opt.load_state_dict(ckpt["optimizer"])
@@ -476,10 +476,18 @@ def train(cfg: TrainConfig, log=None) -> dict:
     if not (cfg.max_steps or cfg.max_epochs or cfg.max_time):
         cfg.max_epochs = DEFAULT_MAX_EPOCHS
     run_dir = new_run_dir(cfg)
-    with RunLock(run_dir):
-        trainer = Trainer(cfg, run_dir, log=log)
-        atomic_write_bytes((json.dumps(cfg.to_dict(), indent=2) + "\n").encode(), os.path.join(run_dir, "config.json"))
-        return trainer.fit()
+    try:
+        with RunLock(run_dir):
+            trainer = Trainer(cfg, run_dir, log=log)
+            atomic_write_bytes((json.dumps(cfg.to_dict(), indent=2) + "\n").encode(),
+                               os.path.join(run_dir, "config.json"))
+            return trainer.fit()
+    except BaseException:
+        try:
+            os.rmdir(run_dir)  # only succeeds if the failed run wrote nothing there
+        except OSError:
+            pass
+        raise
 
 
 def resume(target: str | None, overrides: dict, checkpoint_dir: str = "checkpoints", log=None) -> dict:

@@ -1,0 +1,263 @@
+"""Evaluation metrics checked against hand computations; generation: seeds, primes, greedy recall."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import charrnn.evaluate as ev
+from charrnn.data import eval_streams as real_eval_streams
+from charrnn.errors import CharrnnError
+from charrnn.evaluate import evaluate_split, metrics, score
+from charrnn.model import ModelConfig, RNNLM
+from charrnn.sample import generate
+from charrnn.tokenizers import fit_tokenizer
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread avoids oversubscription stalls on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+_EN = ("the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!\n"
+       "how vexingly quick daft zebras jump; sphinx of black quartz, judge my vow.\n")
+_ZH = "床前明月光，疑是地上霜。举头望明月，低头思故乡。今天天气很好，我们去公园散步吧。\n"
+TEXT = (_EN + _ZH) * 30
+
+
+def _model(V: int, seed: int = 0, hidden: int = 32, sharpen: float = 6.0, memory: float = 2.0) -> RNNLM:
+    """A random tiny model whose predictions depend strongly on context.
+
+    The head is scaled up (peaked predictions) and so are the recurrent weights (a long memory),
+    so resetting or not carrying the state changes the loss visibly.
+    """
+    torch.manual_seed(seed)
+    model = RNNLM(ModelConfig(vocab_size=V, cell="lstm", layers=2, hidden=hidden, emb=16, dropout=0.0))
+    with torch.no_grad():
+        model.head.weight.mul_(sharpen)
+        model.head.bias.normal_(0, 1.0)
+        for name, p in model.rnn.named_parameters():
+            if name.startswith("weight_hh"):
+                p.mul_(memory)
+    return model.eval()
+
+
+@torch.no_grad()
+def _nll_direct(model: RNNLM, ids: np.ndarray, boundaries=None) -> float:
+    """Sum of -log p(ids[i+1] | ids[..i]) in one forward per segment; state reset at boundaries.
+
+    ``boundaries`` are target positions (indices into ids[1:]) where a fresh state starts.
+    """
+    n = len(ids) - 1
+    cuts = [0, *(boundaries or []), n]
+    total = 0.0
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        seg = torch.as_tensor(ids[lo:hi + 1], dtype=torch.long).view(1, -1)
+        logits, _ = model(seg[:, :-1])
+        total += F.cross_entropy(logits[0].double(), seg[0, 1:], reduction="sum").item()
+    return total
+
+
+@pytest.fixture(scope="module")
+def char_tok():
+    return fit_tokenizer("char", TEXT)
+
+
+@pytest.fixture(scope="module")
+def bpe_tok():
+    return fit_tokenizer("bpe", TEXT, vocab_size=400)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def test_metrics_formulas():
+    m = metrics(nll=1234.5, n_tokens=1000, n_chars=1500, n_bytes=2100)
+    assert m["loss"] == pytest.approx(1.2345)
+    assert m["perplexity"] == pytest.approx(math.exp(1.2345))
+    assert m["bpc"] == pytest.approx(1234.5 / math.log(2) / 1500)
+    assert m["bpb"] == pytest.approx(1234.5 / math.log(2) / 2100)
+    assert (m["tokens"], m["chars"], m["bytes"]) == (1000, 1500, 2100)
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_evaluate_split_matches_hand_computation(kind, char_tok, bpe_tok):
+    tok = char_tok if kind == "char" else bpe_tok
+    text = TEXT[:1500]
+    ids = tok.encode(text)
+    assert len(ids) - 1 < 4096 * 2  # one eval stream: no state reset anywhere
+    model = _model(tok.vocab_size, seed=3)
+    m = evaluate_split(model, tok, ids, len(text), len(text.encode("utf-8")), CPU)
+
+    nll = _nll_direct(model, ids)
+    first_chars = len(text) - len(tok.decode(ids[1:]))        # characters of the unpredicted token
+    first_bytes = len(text.encode()) - len(tok.decode(ids[1:]).encode())
+    if kind == "char":
+        assert first_chars == 1
+        assert len(ids) == len(text)
+    else:
+        assert len(ids) < 0.8 * len(text)                      # tokens != chars
+        assert first_chars >= 2                                 # and the correction is non-trivial
+    assert m["tokens"] == len(ids) - 1
+    assert m["loss"] == pytest.approx(nll / (len(ids) - 1), rel=1e-5)
+    assert m["perplexity"] == pytest.approx(math.exp(m["loss"]), rel=1e-9)
+    assert m["bpc"] == pytest.approx(nll / math.log(2) / (len(text) - first_chars), rel=1e-5)
+    assert m["bpb"] == pytest.approx(nll / math.log(2) / (len(text.encode()) - first_bytes), rel=1e-5)
+    assert m["chars"] == len(text) - first_chars
+    if kind == "char":
+        assert m["bpc"] == pytest.approx(m["loss"] / math.log(2), rel=1e-5)
+    else:
+        # per-token loss and per-char bits differ by the characters per token
+        assert m["bpc"] == pytest.approx(m["loss"] / math.log(2) * m["tokens"] / m["chars"], rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+@pytest.mark.parametrize("max_streams,min_len,window", [(5, 50, 37), (3, 100, 512), (7, 20, 1)])
+def test_score_matches_resets_at_stream_boundaries(monkeypatch, kind, char_tok, bpe_tok,
+                                                   max_streams, min_len, window):
+    tok = char_tok if kind == "char" else bpe_tok
+    ids = tok.encode(TEXT[:1200])
+    model = _model(tok.vocab_size, seed=4)
+    monkeypatch.setattr(ev, "eval_streams", lambda i: real_eval_streams(i, max_streams=max_streams,
+                                                                        min_len=min_len))
+    monkeypatch.setattr(ev, "EVAL_WINDOW", window)
+    total, count = score(model, ids, CPU)
+    x, _ = real_eval_streams(ids, max_streams=max_streams, min_len=min_len)
+    s, length = x.shape
+    assert s > 1
+    boundaries = [r * length for r in range(1, s)]
+    assert count == len(ids) - 1
+    assert total == pytest.approx(_nll_direct(model, ids, boundaries), rel=0, abs=1e-2)
+    # sensitivity: the resets at stream boundaries matter ...
+    assert abs(total - _nll_direct(model, ids)) > 1.0
+    # ... and the state is carried from window to window inside a stream
+    window_cuts = [c for c in range(window, len(ids) - 1, window) if c % length]
+    if window_cuts:
+        assert abs(total - _nll_direct(model, ids, sorted(set(boundaries + window_cuts)))) > 1.0
+
+
+def test_score_default_layout_multi_stream(char_tok):
+    """The real layout on a text long enough for two streams (> 2 x 4096 tokens)."""
+    ids = char_tok.encode(TEXT * 2)
+    assert len(ids) - 1 >= 2 * 4096
+    model = _model(char_tok.vocab_size, seed=5, hidden=16)
+    total, count = score(model, ids, CPU)
+    x, _ = real_eval_streams(ids)
+    assert x.shape[0] == 2
+    assert count == len(ids) - 1
+    assert total == pytest.approx(_nll_direct(model, ids, [x.shape[1]]), rel=0, abs=5e-2)
+    assert abs(total - _nll_direct(model, ids)) > 1.0
+
+
+def test_score_restores_training_mode(char_tok):
+    model = _model(char_tok.vocab_size)
+    model.train()
+    score(model, char_tok.encode(TEXT[:100]), CPU)
+    assert model.training
+
+
+# ----------------------------------------------------------------------------- generate
+
+def _gen(model, tok, **kw) -> list[str]:
+    return list(generate(model, tok, **kw))
+
+
+def test_same_seed_same_text_different_seed_different_text(char_tok):
+    model = _model(char_tok.vocab_size, seed=6, sharpen=1.0)
+    a = "".join(_gen(model, char_tok, length=60, temperature=1.0, seed=11))
+    b = "".join(_gen(model, char_tok, length=60, temperature=1.0, seed=11))
+    c = "".join(_gen(model, char_tok, length=60, temperature=1.0, seed=12))
+    assert len(a) == 60
+    assert a == b
+    assert a != c
+
+
+def test_unseeded_sampling_varies_but_greedy_is_deterministic(char_tok):
+    model = _model(char_tok.vocab_size, seed=7, sharpen=1.0)
+    hot = {"".join(_gen(model, char_tok, length=60, temperature=1.0)) for _ in range(3)}
+    assert len(hot) > 1
+    greedy = {"".join(_gen(model, char_tok, length=60, temperature=0.0, prime="the")) for _ in range(3)}
+    assert len(greedy) == 1
+    # greedy is the argmax path, which top_k=1 sampling must reproduce at any temperature/seed
+    top1 = "".join(_gen(model, char_tok, length=60, temperature=2.0, top_k=1, seed=3, prime="the"))
+    assert top1 == greedy.pop()
+
+
+def test_prime_is_yielded_first(char_tok):
+    model = _model(char_tok.vocab_size, seed=8)
+    chunks = _gen(model, char_tok, length=25, prime="the quick", seed=0)
+    assert chunks[0] == "the quick"
+    assert len("".join(chunks[1:])) == 25   # char tokenizer: one character per new token
+
+
+def test_chinese_prime(char_tok):
+    model = _model(char_tok.vocab_size, seed=9)
+    chunks = _gen(model, char_tok, length=20, prime="举头望明月", seed=1)
+    assert chunks[0] == "举头望明月"
+    rest = "".join(chunks[1:])
+    assert len(rest) == 20 and set(rest) <= set(TEXT)
+
+
+def test_unknown_prime_char_raises_and_skip_unknown_drops_it(char_tok):
+    model = _model(char_tok.vocab_size, seed=10)
+    with pytest.raises(CharrnnError) as exc:
+        _gen(model, char_tok, length=5, prime="the Ω fox")
+    assert "Ω" in str(exc.value)
+    chunks = _gen(model, char_tok, length=5, prime="the Ω fox", skip_unknown=True, seed=0)
+    assert chunks[0] == "the  fox"
+    assert len("".join(chunks[1:])) == 5
+    with pytest.raises(CharrnnError):  # nothing left of the prime
+        _gen(model, char_tok, length=5, prime="ΩЖ", skip_unknown=True)
+
+
+def test_length_zero_yields_only_the_prime(char_tok):
+    model = _model(char_tok.vocab_size, seed=11)
+    assert _gen(model, char_tok, length=0, prime="明月", seed=0) == ["明月"]
+    assert _gen(model, char_tok, length=0, seed=0) == []
+
+
+def test_generate_with_bpe_yields_text(bpe_tok):
+    model = _model(bpe_tok.vocab_size, seed=12, sharpen=1.0)
+    chunks = _gen(model, bpe_tok, length=30, prime="the quick", seed=0, temperature=0.0)
+    assert chunks[0] == "the quick"
+    assert all(isinstance(c, str) and c for c in chunks)
+
+
+def test_overfit_then_greedy_generation_reproduces_the_text():
+    text = "the cat sat on a mat, 猫在垫子上 ok!\n"  # ~40 characters, some repeated
+    assert 30 <= len(text) <= 45
+    tok = fit_tokenizer("char", text)
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(vocab_size=tok.vocab_size, cell="lstm", layers=1, hidden=64, emb=32,
+                              dropout=0.0))
+    seq = torch.as_tensor(tok.encode(text * 3), dtype=torch.long).view(1, -1)
+    x, y = seq[:, :-1], seq[:, 1:]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    loss = float("inf")
+    for step in range(600):
+        logits, _ = model(x)
+        loss_t = F.cross_entropy(logits.reshape(-1, tok.vocab_size), y.reshape(-1))
+        opt.zero_grad()
+        loss_t.backward()
+        opt.step()
+        loss = loss_t.item()
+        if loss < 0.05:
+            break
+    assert loss < 0.05, f"did not overfit: loss {loss:.3f} after {step + 1} steps"
+
+    out = "".join(generate(model, tok, length=2 * len(text) + 10, temperature=0.0, prime=text[0]))
+    expected = (text * 3)[:len(out)]
+    assert out.startswith(text[0])
+    prefix = 0
+    while prefix < len(out) and out[prefix] == expected[prefix]:
+        prefix += 1
+    assert prefix >= 2 * len(text), f"only {prefix} characters reproduced: {out!r}"
