@@ -68,7 +68,8 @@ def evaluate_split(model: RNNLM, tokenizer, ids: np.ndarray, n_chars: int, n_byt
     """Metrics over a split; characters/bytes of the first token (never predicted) are not counted."""
     nll, count = score(model, ids, device, precision, progress, desc)
     first = tokenizer.decode(ids[:1])
-    first_bytes = 1 if tokenizer.kind == "byte" else len(first.encode("utf-8"))
+    byte_piece = tokenizer.kind == "byte" or (hasattr(tokenizer, "sp") and tokenizer.sp.IsByte(int(ids[0])))
+    first_bytes = 1 if byte_piece else len(first.encode("utf-8"))
     return metrics(nll, count, n_chars - len(first), n_bytes - first_bytes)
 
 

@@ -39,7 +39,10 @@ def generate(model: RNNLM, tokenizer, length: int, temperature: float = 1.0, pri
         raise CharrnnError(f"--temp must be 0 (greedy) or positive (got {temperature})")
     device = torch.device(device)
     gen = torch.Generator(device=device)
-    gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+    if seed is not None:
+        gen.manual_seed(seed)
+    else:
+        gen.seed()  # non-deterministic, and leaves torch's global RNG alone
     model.eval()
     ids = start_ids(tokenizer, prime, skip_unknown)
     if prime:

@@ -23,6 +23,7 @@ import torch
 from charrnn.errors import CharrnnError
 
 TOKENIZERS = ("char", "byte", "bpe", "unigram")
+_META = "\u2581"  # sentencepiece's space symbol
 
 
 def _describe_chars(chars) -> str:
@@ -157,6 +158,12 @@ class SentencePieceTokenizer:
         # Newline is its own piece, so encoding line by line (in parallel) equals encoding the whole.
         lines = text.split("\n")
         pieces = self.sp.encode(lines, num_threads=os.cpu_count() or 1)
+        if _META in text:  # sentencepiece reads a literal U+2581 as a space: spell it in byte pieces
+            meta = [self.sp.PieceToId(f"<0x{b:02X}>") for b in _META.encode("utf-8")]
+            for i, line in enumerate(lines):
+                if _META in line:
+                    parts = self.sp.encode(line.split(_META))
+                    pieces[i] = [t for j, part in enumerate(parts) for t in (meta if j else []) + part]
         nl = np.array([self.sp.PieceToId("\n")], dtype=np.int32)
         parts = []
         for i, p in enumerate(pieces):
@@ -200,24 +207,23 @@ class _ByteStream:
 
 
 class _PieceStream:
-    """Holds back byte-fallback pieces until they decode to complete characters."""
+    """Decodes piece by piece through an incremental UTF-8 decoder, so byte-fallback pieces are
+    held back until they complete a character."""
 
     def __init__(self, tok):
-        self.tok = tok
-        self.pending: list[int] = []
+        self.sp = tok.sp
+        self.dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def feed(self, i: int) -> str:
-        self.pending.append(int(i))
-        text = self.tok.sp.decode(self.pending)
-        if text.endswith("\ufffd") and len(self.pending) < 4:
-            return ""
-        self.pending = []
-        return text
+        i = int(i)
+        if self.sp.IsByte(i):
+            data = bytes([int(self.sp.IdToPiece(i)[3:5], 16)])
+        else:
+            data = self.sp.decode([i]).encode("utf-8")
+        return self.dec.decode(data)
 
     def flush(self) -> str:
-        text = self.tok.sp.decode(self.pending) if self.pending else ""
-        self.pending = []
-        return text
+        return self.dec.decode(b"", final=True)
 
 
 def _codepoints(text: str) -> np.ndarray:

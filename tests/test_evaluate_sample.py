@@ -157,6 +157,17 @@ def test_score_default_layout_multi_stream(char_tok):
     assert abs(total - _nll_direct(model, ids)) > 1.0
 
 
+def test_bpb_first_token_is_a_byte_fallback_piece(bpe_tok):
+    text = "Ж" + TEXT[:300]  # Cyrillic: never seen in training, so it starts with two byte pieces
+    ids = bpe_tok.encode(text)
+    assert bpe_tok.sp.IsByte(int(ids[0])) and bpe_tok.sp.IsByte(int(ids[1]))
+    model = _model(bpe_tok.vocab_size, seed=13)
+    n_bytes = len(text.encode("utf-8"))
+    m = evaluate_split(model, bpe_tok, ids, len(text), n_bytes, CPU)
+    nll = _nll_direct(model, ids)
+    assert m["bpb"] == pytest.approx(nll / math.log(2) / (n_bytes - 1), rel=1e-5)  # only byte 0 is unscored
+
+
 def test_score_restores_training_mode(char_tok):
     model = _model(char_tok.vocab_size)
     model.train()
@@ -189,6 +200,15 @@ def test_unseeded_sampling_varies_but_greedy_is_deterministic(char_tok):
     # greedy is the argmax path, which top_k=1 sampling must reproduce at any temperature/seed
     top1 = "".join(_gen(model, char_tok, length=60, temperature=2.0, top_k=1, seed=3, prime="the"))
     assert top1 == greedy.pop()
+
+
+def test_unseeded_generate_leaves_global_rng_alone(char_tok):
+    model = _model(char_tok.vocab_size, seed=14)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    _gen(model, char_tok, length=5, temperature=1.0)
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_prime_is_yielded_first(char_tok):

@@ -123,17 +123,15 @@ def test_whole_training_text_round_trips(toks):
         assert toks[kind].decode(toks[kind].encode(TRAIN_TEXT)) == TRAIN_TEXT
 
 
-@pytest.mark.xfail(reason="BUG: sentencepiece maps U+2581 '▁' (its whitespace meta symbol) to a space, "
-                          "so bpe/unigram decode(encode('▁')) == ' '", strict=True)
 @pytest.mark.parametrize("kind", SUBWORD)
 def test_round_trip_whitespace_meta_symbol(toks, kind):
     text = "a\u2581b \u2581"
     assert toks[kind].decode(toks[kind].encode(text)) == text
 
 
-# Property tests. U+2581 is excluded from the subword strategies: it is covered (xfail) above.
+# Property tests.
 _ANY_TEXT = st.text(max_size=60)
-_SUBWORD_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\u2581"), max_size=60)
+_SUBWORD_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=60)
 _PROPS = settings(max_examples=150, deadline=None, database=None,
                   suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -192,8 +190,8 @@ def test_stream_decoder_holds_back_partial_characters(toks, kind):
     assert chunks[4] == ""
 
 
-# U+FFFD in the input is covered (xfail) below; the no-U+FFFD property needs it absent anyway.
-_STREAM_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\u2581\ufffd"), max_size=60)
+# U+FFFD in the input is covered by its own test below; the no-U+FFFD property needs it absent.
+_STREAM_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\ufffd"), max_size=60)
 
 
 @_PROPS
@@ -226,9 +224,6 @@ def test_property_stream_decoder_char(toks, text):
     assert "".join(_stream(toks["char"], toks["char"].encode(text))) == text
 
 
-@pytest.mark.xfail(reason="BUG: _PieceStream flushes its pending byte pieces once 4 are held even when "
-                          "they end in a partial UTF-8 sequence, so a literal U+FFFD followed by another "
-                          "byte-fallback character is corrupted", strict=True)
 @pytest.mark.parametrize("kind", SUBWORD)
 def test_stream_decoder_literal_replacement_char(toks, kind):
     text = "x\ufffd\ufffdy"
