@@ -130,12 +130,14 @@ def train(ctx, corpus, resume, **opts):
         if cfg.val_file:
             cfg.val_file = os.path.abspath(cfg.val_file)
         summary = train_run(cfg, log=_log)
-    v = summary["last_val"] or {}
-    _log(f"done ({summary['stop']}): step {summary['step']}, {summary['elapsed']:.0f}s; "
-         f"val loss {v.get('loss', float('nan')):.4f}, {v.get('bpc', float('nan')):.4f} bits/char "
-         f"(best {summary['best_val']:.4f}); run in {summary['run_dir']}")
+    best, run_dir = summary["best"], summary["run_dir"]
+    _log(f"done ({summary['stop']}) after {summary['step']} steps, {summary['elapsed']:.0f}s")
+    if best:
+        _log(f"best val: loss {best['loss']:.4f} nats/token, {best['bpc']:.4f} bits/char at step {best['step']} "
+             f"-> {os.path.join(run_dir, 'best.pt')}")
     if summary.get("skipped"):
         _log(f"skipped {summary['skipped']} batches with non-finite loss or gradient")
+    _log(f"sample with: charrnn sample {run_dir}")
 
 
 def _corpus_path(corpus: str) -> str:

@@ -111,12 +111,16 @@ class Corpus:
     digest: str
 
 
-def split_text(text: str, val_frac: float, test_frac: float) -> tuple[str, str, str]:
-    """Contiguous split by character fractions: train first, then val, then test (nanoGPT's order)."""
+def split_text(text, val_frac: float, test_frac: float):
+    """Contiguous split by character fractions: train first, then val, then test.
+
+    The training part is ``int(n * (1 - val_frac - test_frac))`` long, which is nanoGPT's split
+    (``int(n * 0.9)``) for ``--val-frac 0.1 --test-frac 0``.
+    """
     n = len(text)
-    n_test = int(round(n * test_frac))
-    n_val = int(round(n * val_frac))
-    n_train = n - n_val - n_test
+    n_train = int(n * (1 - val_frac - test_frac) + 1e-6)  # + 1e-6: 1 - 0.05 - 0.05 is 0.8999...
+    n_test = min(n - n_train, int(round(n * test_frac)))
+    n_val = n - n_train - n_test
     return text[:n_train], text[n_train:n_train + n_val], text[n_train + n_val:]
 
 

@@ -36,7 +36,7 @@ class TrainConfig:
     val_frac: float = 0.05
     test_frac: float = 0.05
     val_file: str | None = None
-    batch_size: int = 64
+    batch_size: int = 32
     seq_len: int = 128
     # model
     cell: str = "lstm"
@@ -48,7 +48,7 @@ class TrainConfig:
     # optimisation
     lr: float = 3e-3
     min_lr_frac: float = 0.1
-    warmup: int = 100
+    warmup: int = 30
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     # stopping
@@ -274,6 +274,7 @@ class Trainer:
         self.step = self.epoch = self.k = 0
         self.state = None
         self.best_val = math.inf
+        self.best: dict = {}  # metrics and step of the best evaluation
         self.bad_evals = 0
         self.elapsed = 0.0
         self.tokens = 0
@@ -289,7 +290,7 @@ class Trainer:
         st = self.state
         hidden = None if st is None else (list(st) if isinstance(st, tuple) else [st])
         return {"step": self.step, "epoch": self.epoch, "k": self.k, "hidden": hidden,
-                "best_val": self.best_val, "bad_evals": self.bad_evals, "elapsed": self.elapsed,
+                "best_val": self.best_val, "best": self.best, "bad_evals": self.bad_evals, "elapsed": self.elapsed,
                 "tokens": self.tokens, "skipped": self.skipped, "last_val": self.last_val,
                 "rng": _rng_state(self.device), "corpus_digest": self.corpus.digest}
 
@@ -304,6 +305,7 @@ class Trainer:
                 hidden = [h.to(self.device) for h in hidden]
                 self.state = tuple(hidden) if self.cfg.cell == "lstm" else hidden[0]
             self.best_val, self.bad_evals = float(ts["best_val"]), int(ts["bad_evals"])
+            self.best = dict(ts.get("best") or {})
             self.elapsed, self.tokens = float(ts["elapsed"]), int(ts["tokens"])
             self.skipped, self.last_val = int(ts.get("skipped", 0)), ts.get("last_val")
             _set_rng_state(ts["rng"], self.device)
@@ -336,6 +338,7 @@ class Trainer:
                                 "elapsed": round(self.elapsed, 2)}))
         if m["loss"] < self.best_val:
             self.best_val, self.bad_evals = m["loss"], 0
+            self.best = {**m, "step": self.step}
             self.save("best.pt")
         else:
             self.bad_evals += 1
@@ -437,7 +440,7 @@ class Trainer:
             for s, h in old.items():
                 signal.signal(s, h)
         return {"run_dir": self.run_dir, "step": self.step, "epoch": self.epoch, "stop": stop_reason,
-                "best_val": self.best_val, "last_val": self.last_val, "elapsed": self.elapsed,
+                "best_val": self.best_val, "best": self.best, "last_val": self.last_val, "elapsed": self.elapsed,
                 "skipped": self.skipped}
 
     def _stop_reason(self):

@@ -31,7 +31,7 @@ import signal
 import pytest
 import torch
 
-from conftest import TINY_MODEL, TINY_TEXT, snapshot
+from tests.conftest import TINY_MODEL, TINY_TEXT, snapshot
 
 CASE_TIMEOUT_S = 60
 

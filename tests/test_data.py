@@ -185,11 +185,18 @@ def test_split_text_fractions_and_order(n, val, test):
     text = "".join(chr(0x4E00 + i % 5000) for i in range(n))  # position-identifying characters
     tr, va, te = split_text(text, val, test)
     assert tr + va + te == text
-    assert len(va) == round(n * val)
+    assert len(tr) == int(n * (1 - val - test) + 1e-6)
     assert len(te) == round(n * test)
-    assert len(tr) == n - len(va) - len(te)
+    assert len(va) == n - len(tr) - len(te)
+    assert abs(len(va) - n * val) < 1.5
     assert text.startswith(tr) and text.endswith(te)
     assert text[len(tr):len(tr) + len(va)] == va
+
+
+def test_split_text_is_nanogpts_split():
+    n = 1_115_394  # tinyshakespeare: nanoGPT trains on data[:int(n * 0.9)]
+    tr, va, te = split_text("x" * n, 0.1, 0.0)
+    assert (len(tr), len(va), len(te)) == (int(n * 0.9), n - int(n * 0.9), 0)
 
 
 def test_split_text_train_first_then_val_then_test():
