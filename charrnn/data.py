@@ -253,6 +253,15 @@ def _write_cache(path: str, corpus: Corpus) -> None:
 
 # ----------------------------------------------------------------------------- batching
 
+def check_fits(n_tokens: int, batch_size: int, seq_len: int) -> None:
+    """The training split must give every stream at least one full window (plus the shifted target)."""
+    need = batch_size * (seq_len + 1) + seq_len
+    if n_tokens < need:
+        raise CharrnnError(
+            f"the training split has {n_tokens:,} tokens, but --batch-size {batch_size} x --seq-len "
+            f"{seq_len} needs at least {need:,}; use a smaller --batch-size or --seq-len, or more text")
+
+
 class StreamBatcher:
     """B parallel contiguous streams over the training ids, read T tokens at a time.
 
@@ -262,13 +271,9 @@ class StreamBatcher:
     """
 
     def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, seed: int = 0):
-        self.ids = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
+        check_fits(len(ids), batch_size, seq_len)
+        self.ids = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int32))  # int32: half the memory
         self.B, self.T, self.seed = batch_size, seq_len, seed
-        need = batch_size * (seq_len + 1) + seq_len
-        if len(ids) < need:
-            raise CharrnnError(
-                f"the training split has {len(ids):,} tokens, but --batch-size {batch_size} x --seq-len "
-                f"{seq_len} needs at least {need:,}; use a smaller --batch-size or --seq-len, or more text")
         self.stream_len = (len(ids) - seq_len) // batch_size
         self.windows_per_epoch = (self.stream_len - 1) // seq_len
 
@@ -279,7 +284,7 @@ class StreamBatcher:
 
     def window(self, streams: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         s = k * self.T
-        return streams[:, s:s + self.T], streams[:, s + 1:s + self.T + 1]
+        return streams[:, s:s + self.T].long(), streams[:, s + 1:s + self.T + 1].long()
 
 
 def eval_streams(ids: np.ndarray, max_streams: int = 32, min_len: int = 4096):

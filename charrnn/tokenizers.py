@@ -39,12 +39,13 @@ class CharTokenizer:
 
     def __init__(self, codepoints: np.ndarray):
         self.codepoints = np.asarray(codepoints, dtype=np.int64)
+        self._lut = None
         if self.codepoints.ndim != 1 or len(self.codepoints) == 0 or np.any(np.diff(self.codepoints) <= 0):
             raise CharrnnError("checkpoint's character vocabulary is malformed; retrain the model")
 
     @classmethod
     def fit(cls, text: str) -> "CharTokenizer":
-        return cls(np.unique(_codepoints(text)))
+        return cls(np.flatnonzero(np.bincount(_codepoints(text), minlength=1)))
 
     @property
     def vocab_size(self) -> int:
@@ -52,18 +53,20 @@ class CharTokenizer:
 
     def encode(self, text: str, skip_unknown: bool = False, hint: str = "") -> np.ndarray:
         cps = _codepoints(text)
-        idx = np.searchsorted(self.codepoints, cps)
-        idx_clipped = np.minimum(idx, len(self.codepoints) - 1)
-        known = self.codepoints[idx_clipped] == cps
-        if not known.all():
+        if self._lut is None:  # code point -> id, -1 for unknown: one O(n) gather per text
+            self._lut = np.full(int(self.codepoints[-1]) + 2, -1, dtype=np.int32)
+            self._lut[self.codepoints] = np.arange(len(self.codepoints), dtype=np.int32)
+        ids = self._lut[np.minimum(cps, len(self._lut) - 1)]
+        unknown = ids < 0
+        if unknown.any():
             if not skip_unknown:
-                unknown = [chr(c) for c in np.unique(cps[~known])]
+                chars = [chr(c) for c in np.unique(cps[unknown])]
                 raise CharrnnError(
-                    f"text contains {len(unknown)} character(s) the model never saw: "
-                    f"{_describe_chars(unknown)}" + (f" ({hint})" if hint else "")
+                    f"text contains {len(chars)} character(s) the model never saw: "
+                    f"{_describe_chars(chars)}" + (f" ({hint})" if hint else "")
                 )
-            idx_clipped = idx_clipped[known]
-        return idx_clipped.astype(np.int32)
+            ids = ids[~unknown]
+        return ids
 
     def decode(self, ids) -> str:
         cps = self.codepoints[np.asarray(ids, dtype=np.int64)]
@@ -227,7 +230,7 @@ class _PieceStream:
 
 
 def _codepoints(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype="<u4").astype(np.int64)
+    return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype="<u4")
 
 
 def fit_tokenizer(kind: str, text: str, vocab_size: int = 512, log=None):

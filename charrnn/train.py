@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint, save_checkpoint
-from charrnn.data import StreamBatcher, corpus_name, load_corpus
+from charrnn.data import StreamBatcher, check_fits, corpus_name, load_corpus
 from charrnn.errors import CharrnnError, Interrupted
 from charrnn.evaluate import evaluate_split
 from charrnn.fileio import append_line, atomic_write_bytes
@@ -256,7 +256,7 @@ class Trainer:
                                   cfg.val_file, cache_dir, log=self.log, tok_state=tok_state,
                                   expect_digest=(resume_ckpt.get("train_state") or {}).get("corpus_digest")
                                   if resume_ckpt else None,
-                                  check=lambda c: StreamBatcher(c.train.ids, cfg.batch_size, cfg.seq_len))
+                                  check=lambda c: check_fits(len(c.train.ids), cfg.batch_size, cfg.seq_len))
         self.tok = self.corpus.tokenizer
         self.batcher = StreamBatcher(self.corpus.train.ids, cfg.batch_size, cfg.seq_len, cfg.seed)
         if resume_ckpt:
@@ -460,7 +460,7 @@ class Trainer:
         return max(self.step, int(round(self.step / min(p, 1.0))))
 
     def _postfix(self, train_loss: float, tok_s: float) -> str:
-        parts = [f"loss {train_loss:.3f}"]
+        parts = [f"loss {train_loss:.3f}", f"bpc {train_loss * self.tokens_per_char / math.log(2):.3f}"]
         if self.last_val:
             parts.append(f"val bpc {self.last_val['bpc']:.3f}")
         parts.append(f"{tok_s / 1000:.1f}k tok/s")
