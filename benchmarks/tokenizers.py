@@ -46,8 +46,9 @@ def main() -> None:
             m = json.loads(subprocess.run([sys.executable, "-m", "charrnn", "eval", os.path.join(ck, tok), "--json"],
                                           check=True, capture_output=True, text=True).stdout)
             with open(os.path.join(ck, tok, "metrics.jsonl")) as f:
-                train_rows = [json.loads(line) for line in f if '"train"' in line]
-            m["steps"] = train_rows[-1]["step"] if train_rows else 0
+                rows = [json.loads(line) for line in f]
+            train_rows = [r for r in rows if r["split"] == "train"]
+            m["steps"] = rows[-1]["step"]
             m["tok_s"] = sorted(r["tok_s"] for r in train_rows)[len(train_rows) // 2] if train_rows else 0
             rows.append((tok + (" " + " ".join(extra) if extra else ""), m))
     print(f"\n{time.strftime('%Y-%m-%d')}, {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "

@@ -52,6 +52,16 @@ class RNNLM(nn.Module):
                         if name.startswith("bias_ih"):
                             p[h:2 * h].fill_(1.0)
 
+    @torch.no_grad()
+    def init_output_bias(self, counts) -> None:
+        """Start from the unigram model: output bias = log of the (add-one smoothed) token frequencies.
+
+        Training then begins at the unigram loss instead of ln(V) and skips the early plateau;
+        with large vocabularies (bytes, Chinese) most classes are rare or unused, and this matters.
+        """
+        counts = torch.as_tensor(counts, dtype=torch.float64) + 1.0
+        self.head.bias.copy_((counts / counts.sum()).log().float())
+
     def forward(self, x: torch.Tensor, state=None):
         """x: (B, T) token ids -> logits (B, T, V) and the final hidden state."""
         out, state = self.rnn(self.drop(self.embed(x)), state)

@@ -264,6 +264,7 @@ class Trainer:
         else:
             self.model = RNNLM(ModelConfig(self.tok.vocab_size, cfg.cell, cfg.layers, cfg.hidden, cfg.emb,
                                            cfg.dropout, cfg.tie_weights))
+            self.model.init_output_bias(np.bincount(self.corpus.train.ids, minlength=self.tok.vocab_size))
         self.model.to(self.device)
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "embed" not in n]
         no_decay = [p for n, p in self.model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
