@@ -359,6 +359,11 @@ class Trainer:
                  f"{model.num_parameters():,} parameters; device {self.device.type}, {self.precision}")
         self.log(f"data: {len(self.corpus.train.ids):,} train / {len(self.corpus.val.ids):,} val tokens; "
                  f"batch {cfg.batch_size} x {cfg.seq_len}, {self.batcher.windows_per_epoch} steps per epoch")
+        done = self._stop_reason()
+        if done:  # e.g. resuming a run that finished (or was killed just after its final save)
+            self.log(f"nothing to train: the run already {done}; "
+                     "give a larger limit to continue it")
+            return self._summary(done)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         bar = tqdm(total=self._estimate_total(), initial=self.step, desc="train", unit="step",
                    dynamic_ncols=True, disable=None, file=sys.stderr)
@@ -440,6 +445,9 @@ class Trainer:
             bar.close()
             for s, h in old.items():
                 signal.signal(s, h)
+        return self._summary(stop_reason)
+
+    def _summary(self, stop_reason: str) -> dict:
         return {"run_dir": self.run_dir, "step": self.step, "epoch": self.epoch, "stop": stop_reason,
                 "best_val": self.best_val, "best": self.best, "last_val": self.last_val, "elapsed": self.elapsed,
                 "skipped": self.skipped}

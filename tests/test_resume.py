@@ -157,6 +157,11 @@ def test_resume_in_process_matches_and_allows_new_limits(corpus, tmp_path, cli):
     r = cli("train", "--resume", tmp_path / "b", "--checkpoint-dir", tmp_path, "--max-steps", 35)
     assert r.code == 0, r.err
     assert load_checkpoint(str(tmp_path / "b" / "last.pt"))["train_state"]["step"] == 35
+    # a finished run resumed without a larger limit does not take another step
+    before = (tmp_path / "a" / "last.pt").read_bytes()
+    r = cli("train", "--resume", tmp_path / "a", "--checkpoint-dir", tmp_path)
+    assert r.code == 0 and "nothing to train: the run already reached --max-steps 30" in r.err
+    assert (tmp_path / "a" / "last.pt").read_bytes() == before
     r = cli("train", "--resume", tmp_path / "a", "--checkpoint-dir", tmp_path, "--cell", "gru")
     assert r.code != 0 and "cannot change --cell" in r.err
 
