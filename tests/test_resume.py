@@ -225,3 +225,37 @@ def test_disk_full_during_save_keeps_previous_checkpoints(trained_run, tmp_path,
     for name in ("best.pt", "last.pt"):
         assert after[name] == before[name]
     assert not [f for f in os.listdir(tmp_path / "tiny") if f.endswith(".tmp")]
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """Make a directory unwritable even for root (chattr +i); skip where that is not possible."""
+    made = []
+
+    def make(path):
+        r = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot make a directory unwritable here (chattr: {r.stderr.strip() or r.returncode})")
+        made.append(path)
+
+    yield make
+    for path in made:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
+
+
+def test_unwritable_run_directory_is_a_clear_error(trained_run, tmp_path, cli, immutable):
+    import shutil
+
+    run_dir, corpus, _ = trained_run
+    shutil.copytree(run_dir, tmp_path / "tiny")
+    before = snapshot(tmp_path / "tiny")
+    immutable(tmp_path / "tiny")
+    r = cli("train", "--resume", tmp_path / "tiny", "--checkpoint-dir", tmp_path, "--max-steps", 60)
+    assert r.code != 0 and "Traceback" not in r.err
+    assert r.err.count("\n") == 1 and "writable" in r.err and str(tmp_path / "tiny") in r.err
+    assert snapshot(tmp_path / "tiny") == before
+    # and a new run in an unwritable checkpoint directory
+    (tmp_path / "ro").mkdir()
+    immutable(tmp_path / "ro")
+    r = cli("train", corpus, "--checkpoint-dir", tmp_path / "ro", "--max-steps", 1)
+    assert r.code != 0 and r.err.count("\n") == 1 and "cannot create run directory" in r.err
