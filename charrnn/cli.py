@@ -203,7 +203,7 @@ def evaluate(checkpoint, split, file, as_json, device, precision, skip_unknown, 
     from charrnn.evaluate import evaluate_checkpoint
 
     path = resolve_checkpoint(checkpoint, checkpoint_dir)
-    m = evaluate_checkpoint(path, split, file, device, precision, skip_unknown, progress=True, log=_log)
+    m = evaluate_checkpoint(path, split, file, device, precision, skip_unknown, progress=True)
     if as_json:
         click.echo(json.dumps(m))
         return

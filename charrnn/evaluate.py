@@ -74,8 +74,7 @@ def evaluate_split(model: RNNLM, tokenizer, ids: np.ndarray, n_chars: int, n_byt
 
 
 def evaluate_checkpoint(path: str, split: str = "val", file: str | None = None, device: str = "auto",
-                        precision: str = "auto", skip_unknown: bool = False, progress: bool = True,
-                        log=None) -> dict:
+                        precision: str = "auto", skip_unknown: bool = False, progress: bool = True) -> dict:
     """Metrics of a checkpoint on its run's val/test split, or on any text file."""
     dev = resolve_device(device)
     model, tok, ckpt = load_model(path, dev)
@@ -102,7 +101,7 @@ def evaluate_checkpoint(path: str, split: str = "val", file: str | None = None, 
         cache_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), ".cache")
         corpus = load_corpus(run["corpus"], run.get("tokenizer", tok.kind), run.get("vocab_size", 512),
                              run.get("val_frac", 0.05), run.get("test_frac", 0.05), run.get("val_file"),
-                             cache_dir=cache_dir, log=log, tok_state=ckpt["tokenizer"])
+                             cache_dir=cache_dir, tok_state=ckpt["tokenizer"])
         part = getattr(corpus, split)
         if len(part.ids) < 2:
             raise CharrnnError(f"this run has no {split} split (--{split}-frac was 0); "
