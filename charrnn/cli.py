@@ -158,7 +158,7 @@ def _corpus_path(corpus: str) -> str:
 @click.option("--seed", type=int, default=None, help="Random seed: the same seed gives the same text.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
               help="Device for generation (one token at a time: the CPU is usually fastest).")
-@click.option("--skip-unknown", is_flag=True, help="Drop prime characters the model never saw.")
+@click.option("--skip-unknown", is_flag=True, default=False, help="Drop prime characters the model never saw.")
 @CKPT_DIR
 def sample(checkpoint, temp, length, prime, top_k, seed, device, skip_unknown, checkpoint_dir):
     """Generate text from CHECKPOINT (a .pt file or run directory; default: best.pt of the latest run)."""
@@ -190,12 +190,12 @@ def sample(checkpoint, temp, length, prime, top_k, seed, device, skip_unknown, c
 @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True,
               help="Which held-out part of the run's corpus to score.")
 @click.option("--file", "file", type=str, default=None, metavar="PATH", help="Score this text file instead.")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object on stdout.")
+@click.option("--json", "as_json", is_flag=True, default=False, help="Print the results as one JSON object on stdout.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto picks CUDA when present.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="auto: the precision the run trained with on this device.")
-@click.option("--skip-unknown", is_flag=True, help="Drop characters of --file the model never saw.")
+@click.option("--skip-unknown", is_flag=True, default=False, help="Drop characters of --file the model never saw.")
 @CKPT_DIR
 def evaluate(checkpoint, split, file, as_json, device, precision, skip_unknown, checkpoint_dir):
     """Cross-entropy, perplexity and bits per character of CHECKPOINT on a whole text."""

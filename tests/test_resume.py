@@ -157,6 +157,10 @@ def test_resume_in_process_matches_and_allows_new_limits(corpus, tmp_path, cli):
     r = cli("train", "--resume", tmp_path / "b", "--checkpoint-dir", tmp_path, "--max-steps", 35)
     assert r.code == 0, r.err
     assert load_checkpoint(str(tmp_path / "b" / "last.pt"))["train_state"]["step"] == 35
+    # bare --resume continues the latest run (b, written last)
+    r = cli("train", "--resume", "--checkpoint-dir", tmp_path, "--max-steps", 37)
+    assert r.code == 0, r.err
+    assert load_checkpoint(str(tmp_path / "b" / "last.pt"))["train_state"]["step"] == 37
     # a finished run resumed without a larger limit does not take another step
     before = (tmp_path / "a" / "last.pt").read_bytes()
     r = cli("train", "--resume", tmp_path / "a", "--checkpoint-dir", tmp_path)
