@@ -16,9 +16,13 @@ import codecs
 import io
 import os
 import re
+import sys
+import threading
+import time
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from charrnn.errors import CharrnnError
 
@@ -135,22 +139,27 @@ class SentencePieceTokenizer:
         lines = [ln for ln in re.split(splitter, text) if ln]
         if not lines:
             raise CharrnnError(f"training text has no non-empty line to train the {kind} tokenizer on")
-        if log:
-            log(f"training {kind} tokenizer (vocab {vocab_size}) on {len(text):,} characters ...")
         buf = io.BytesIO()
+        settings = dict(
+            model_writer=buf, model_type=kind, vocab_size=vocab_size,
+            character_coverage=0.9995, byte_fallback=True, normalization_rule_name="identity",
+            add_dummy_prefix=False, remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
+            split_digits=True, user_defined_symbols=["\n"], unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
+            max_sentence_length=1 << 16, input_sentence_size=2_000_000, shuffle_input_sentence=True,
+            hard_vocab_limit=False, num_threads=os.cpu_count() or 1, minloglevel=2,
+        )
+        t0 = time.perf_counter()
         try:
-            spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(lines), model_writer=buf, model_type=kind, vocab_size=vocab_size,
-                character_coverage=0.9995, byte_fallback=True, normalization_rule_name="identity",
-                add_dummy_prefix=False, remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
-                split_digits=True, user_defined_symbols=["\n"], unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
-                max_sentence_length=1 << 16, input_sentence_size=2_000_000, shuffle_input_sentence=True,
-                hard_vocab_limit=False, num_threads=os.cpu_count() or 1, minloglevel=2,
-            )
+            _with_elapsed(f"training {kind} tokenizer (vocab {vocab_size}) on {len(text):,} characters",
+                          lambda: spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), **settings),
+                          show=log is not None)
         except RuntimeError as e:
             msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             raise CharrnnError(f"sentencepiece could not train a {kind} tokenizer: {msg} "
                                "(use a smaller --vocab-size or a larger corpus)") from None
+        if log:
+            log(f"trained the {kind} tokenizer (vocab {vocab_size}) on {len(text):,} characters "
+                f"in {time.perf_counter() - t0:.1f}s")
         return cls(kind, buf.getvalue())
 
     @property
@@ -227,6 +236,22 @@ class _PieceStream:
 
     def flush(self) -> str:
         return self.dec.decode(b"", final=True)
+
+
+def _with_elapsed(desc: str, fn, show: bool = True):
+    """Run a long blocking call with a ticking elapsed-time line on a terminal (stderr)."""
+    bar = tqdm(desc=desc, bar_format="{desc}: {elapsed}", disable=None if show else True, file=sys.stderr,
+               leave=False)
+    done = threading.Event()
+    ticker = threading.Thread(target=lambda: [bar.refresh() for _ in iter(lambda: done.wait(0.5), True)],
+                              daemon=True)
+    ticker.start()
+    try:
+        return fn()
+    finally:
+        done.set()
+        ticker.join()
+        bar.close()
 
 
 def _codepoints(text: str) -> np.ndarray:
