@@ -81,6 +81,9 @@ d = TrainConfig()  # the defaults live in one place
               help="Dropout on embeddings, between layers and before the output layer.")
 @click.option("--tie-weights/--no-tie-weights", default=d.tie_weights, show_default=True,
               help="Share embedding and output weights (needs --emb equal to --hidden).")
+@click.option("--head", type=click.Choice(["auto", "full", "adaptive"]), default=d.head, show_default=True,
+              help="Output layer: full softmax, or adaptive softmax (cheap for big vocabularies, e.g. "
+                   "Chinese); auto: adaptive above 1024 tokens.")
 @click.option("--lr", type=NUMBER, default=d.lr, show_default=True, help="Peak learning rate (AdamW).")
 @click.option("--min-lr-frac", type=NUMBER, default=d.min_lr_frac, show_default=True,
               help="Final learning rate as a fraction of --lr (cosine decay).")

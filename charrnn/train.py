@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint, save_checkpoint
@@ -21,7 +20,7 @@ from charrnn.data import StreamBatcher, check_fits, corpus_name, load_corpus
 from charrnn.errors import CharrnnError, Interrupted
 from charrnn.evaluate import evaluate_split
 from charrnn.fileio import append_line, atomic_write_bytes
-from charrnn.model import CELLS, ModelConfig, RNNLM, detach_state
+from charrnn.model import CELLS, HEADS, ModelConfig, RNNLM, detach_state, resolve_head
 from charrnn.runtime import autocast, resolve_device, resolve_precision, setup_backend
 from charrnn.tokenizers import TOKENIZERS
 
@@ -45,6 +44,7 @@ class TrainConfig:
     emb: int = 64
     dropout: float = 0.1
     tie_weights: bool = False
+    head: str = "auto"
     # optimisation
     lr: float = 3e-3
     min_lr_frac: float = 0.1
@@ -113,6 +113,10 @@ def validate_config(cfg: TrainConfig) -> None:
         bad(f"unknown --cell {cfg.cell!r}; choose one of {', '.join(CELLS)}")
     if cfg.tokenizer not in TOKENIZERS:
         bad(f"unknown --tokenizer {cfg.tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
+    if cfg.head not in HEADS:
+        bad(f"unknown --head {cfg.head!r}; choose one of {', '.join(HEADS)}")
+    if cfg.tie_weights and cfg.head == "adaptive":
+        bad("--tie-weights needs the full softmax head; use --head full (or auto)")
     if cfg.tie_weights and cfg.emb != cfg.hidden:
         bad(f"--tie-weights needs --emb equal to --hidden (got {cfg.emb} and {cfg.hidden})")
     if cfg.name is not None and (not cfg.name or "/" in cfg.name or cfg.name in (".", "..")):
@@ -262,8 +266,9 @@ class Trainer:
         if resume_ckpt:
             self.model, _ = model_from_checkpoint(resume_ckpt, os.path.join(run_dir, "last.pt"))
         else:
+            head, cutoffs = resolve_head(cfg.head, self.tok.vocab_size, cfg.tie_weights)
             self.model = RNNLM(ModelConfig(self.tok.vocab_size, cfg.cell, cfg.layers, cfg.hidden, cfg.emb,
-                                           cfg.dropout, cfg.tie_weights))
+                                           cfg.dropout, cfg.tie_weights, head, cutoffs))
             self.model.init_output_bias(np.bincount(self.corpus.train.ids, minlength=self.tok.vocab_size))
         self.model.to(self.device)
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "embed" not in n]
@@ -355,7 +360,8 @@ class Trainer:
         cfg, model = self.cfg, self.model
         params = [p for p in model.parameters()]
         vocab = self.tok.vocab_size
-        self.log(f"model: {cfg.cell} {cfg.layers}x{cfg.hidden}, emb {cfg.emb}, vocab {vocab}, "
+        head = model.cfg.head + (f" softmax, clusters at {list(model.cfg.cutoffs)}" if model.cfg.cutoffs else " softmax")
+        self.log(f"model: {cfg.cell} {cfg.layers}x{cfg.hidden}, emb {cfg.emb}, vocab {vocab} ({head}), "
                  f"{model.num_parameters():,} parameters; device {self.device.type}, {self.precision}")
         self.log(f"data: {len(self.corpus.train.ids):,} train / {len(self.corpus.val.ids):,} val tokens; "
                  f"batch {cfg.batch_size} x {cfg.seq_len}, {self.batcher.windows_per_epoch} steps per epoch")
@@ -383,8 +389,7 @@ class Trainer:
                 for g in self.opt.param_groups:
                     g["lr"] = lr
                 with autocast(self.device, self.precision):
-                    logits, state = model(x, self.state)
-                loss = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1))
+                    loss, state = model.loss(x, y, self.state)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
