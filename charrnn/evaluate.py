@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ from charrnn.checkpoint import load_model
 from charrnn.data import decode_text, eval_streams, load_corpus, read_bytes
 from charrnn.errors import CharrnnError
 from charrnn.model import RNNLM
-from charrnn.runtime import autocast, resolve_device, resolve_precision
+from charrnn.runtime import autocast, resolve_device, resolve_precision, stderr_is_terminal
 
 EVAL_WINDOW = 512
 
@@ -34,7 +35,8 @@ def score(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = 
     total, count, state = 0.0, int((y >= 0).sum()), None
     n_windows = -(-x.shape[1] // EVAL_WINDOW)
     bar = tqdm(total=count, desc=desc, unit="tok", unit_scale=True, leave=False,
-               disable=True if not progress or n_windows < 4 else None, dynamic_ncols=True)
+               disable=not (progress and n_windows >= 4 and stderr_is_terminal()), dynamic_ncols=True,
+               file=sys.stderr)
     for s in range(0, x.shape[1], EVAL_WINDOW):
         xb, yb = x[:, s:s + EVAL_WINDOW], y[:, s:s + EVAL_WINDOW]
         with autocast(device, precision):

@@ -240,7 +240,7 @@ class _PieceStream:
 
 def _with_elapsed(desc: str, fn, show: bool = True):
     """Run a long blocking call with a ticking elapsed-time line on a terminal (stderr)."""
-    bar = tqdm(desc=desc, bar_format="{desc}: {elapsed}", disable=None if show else True, file=sys.stderr,
+    bar = tqdm(desc=desc, bar_format="{desc}: {elapsed}", disable=not (show and sys.stderr.isatty()), file=sys.stderr,
                leave=False)
     done = threading.Event()
     ticker = threading.Thread(target=lambda: [bar.refresh() for _ in iter(lambda: done.wait(0.5), True)],

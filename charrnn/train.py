@@ -21,7 +21,7 @@ from charrnn.errors import CharrnnError, Interrupted
 from charrnn.evaluate import evaluate_split
 from charrnn.fileio import append_line, atomic_write_bytes
 from charrnn.model import CELLS, HEADS, ModelConfig, RNNLM, detach_state, resolve_head
-from charrnn.runtime import autocast, resolve_device, resolve_precision, setup_backend
+from charrnn.runtime import autocast, resolve_device, resolve_precision, setup_backend, stderr_is_terminal
 from charrnn.tokenizers import TOKENIZERS
 
 
@@ -372,7 +372,7 @@ class Trainer:
             return self._summary(done)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         bar = tqdm(total=self._estimate_total(), initial=self.step, desc="train", unit="step",
-                   dynamic_ncols=True, disable=None, file=sys.stderr)
+                   dynamic_ncols=True, disable=not stderr_is_terminal(), file=sys.stderr)
         model.train()
         streams = self.batcher.epoch_streams(self.epoch)
         t_mark, run_loss, run_n, tok_mark = time.perf_counter(), 0.0, 0, self.tokens
