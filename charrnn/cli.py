@@ -219,8 +219,9 @@ def evaluate(checkpoint, split, file, as_json, device, precision, skip_unknown, 
 
 def main(argv=None) -> None:
     """Entry point: one-line errors, conventional exit codes, no tracebacks for user mistakes."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        rv = cli.main(args=argv, prog_name="charrnn", standalone_mode=False)
+        rv = cli.main(args=args or ["--help"], prog_name="charrnn", standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as e:

@@ -153,3 +153,8 @@ def test_tinyshakespeare_split_is_nanogpts(tmp_path, cli):
 def test_python_dash_m_entry_point(tmp_path):
     r = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "charrnn" in r.stdout
+
+
+def test_no_arguments_prints_help_and_succeeds(cli):
+    r = cli()
+    assert r.code == 0 and "charrnn train corpus.txt" in r.out and "error" not in r.err
