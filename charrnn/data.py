@@ -17,7 +17,7 @@ from charrnn.fileio import atomic_save, safe_load
 from charrnn.tokenizers import fit_tokenizer, tokenizer_from_state
 
 BUILTIN_CORPORA = ("pystdlib",)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump whenever splitting or encoding changes: old caches are then ignored
 
 
 # ----------------------------------------------------------------------------- reading text
