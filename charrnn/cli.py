@@ -167,14 +167,9 @@ def sample(checkpoint, temp, length, prime, top_k, seed, device, skip_unknown, c
     """Generate text from CHECKPOINT (a .pt file or run directory; default: best.pt of the latest run)."""
     from charrnn.checkpoint import load_model, resolve_checkpoint
     from charrnn.runtime import resolve_device
-    from charrnn.sample import generate, start_ids
+    from charrnn.sample import check_sample_args, generate, start_ids
 
-    if length < 0:
-        raise CharrnnError(f"--length must not be negative (got {length})")
-    if temp < 0:
-        raise CharrnnError(f"--temp must be 0 (greedy) or positive (got {temp:g})")
-    if top_k < 0:
-        raise CharrnnError(f"--top-k must not be negative (got {top_k})")
+    check_sample_args(length, temp, top_k)  # before loading anything
     path = resolve_checkpoint(checkpoint, checkpoint_dir)
     dev = resolve_device(device)
     model, tok, _ = load_model(path, dev)

@@ -11,6 +11,15 @@ from charrnn.errors import CharrnnError
 from charrnn.model import RNNLM
 
 
+def check_sample_args(length: int, temperature: float, top_k: int = 0) -> None:
+    if length < 0:
+        raise CharrnnError(f"--length must not be negative (got {length})")
+    if not temperature >= 0:
+        raise CharrnnError(f"--temp must be 0 (greedy) or positive (got {temperature:g})")
+    if top_k < 0:
+        raise CharrnnError(f"--top-k must not be negative (got {top_k})")
+
+
 def start_ids(tokenizer, prime: str, skip_unknown: bool = False) -> np.ndarray:
     """Token ids of the prime text; without one, a newline (or the first token) starts the text."""
     if prime:
@@ -77,10 +86,7 @@ def generate(model: RNNLM, tokenizer, length: int, temperature: float = 1.0, pri
 
     temperature 0 is greedy (argmax); top_k > 0 samples among the k most likely tokens only.
     """
-    if length < 0:
-        raise CharrnnError(f"--length must not be negative (got {length})")
-    if not temperature >= 0:
-        raise CharrnnError(f"--temp must be 0 (greedy) or positive (got {temperature})")
+    check_sample_args(length, temperature, top_k)
     device = torch.device(device)
     gen = torch.Generator(device=device)
     if seed is not None:

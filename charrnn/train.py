@@ -487,6 +487,11 @@ def _round(v):
 
 # ----------------------------------------------------------------------------- entry points
 
+def write_config(cfg: TrainConfig, run_dir: str) -> None:
+    """The run's settings, human-readable, next to its checkpoints."""
+    atomic_write_bytes((json.dumps(cfg.to_dict(), indent=2) + "\n").encode(), os.path.join(run_dir, "config.json"))
+
+
 def train(cfg: TrainConfig, log=None) -> dict:
     """Start a new run."""
     validate_config(cfg)
@@ -496,8 +501,7 @@ def train(cfg: TrainConfig, log=None) -> dict:
     try:
         with RunLock(run_dir):
             trainer = Trainer(cfg, run_dir, log=log)
-            atomic_write_bytes((json.dumps(cfg.to_dict(), indent=2) + "\n").encode(),
-                               os.path.join(run_dir, "config.json"))
+            write_config(cfg, run_dir)
             return trainer.fit()
     except BaseException:
         try:
@@ -527,7 +531,7 @@ def resume(target: str | None, overrides: dict, checkpoint_dir: str = "checkpoin
     with RunLock(run_dir):
         trainer = Trainer(cfg, run_dir, log=log, resume_ckpt=ckpt)
         _truncate_metrics(os.path.join(run_dir, "metrics.jsonl"), trainer.step)
-        atomic_write_bytes((json.dumps(cfg.to_dict(), indent=2) + "\n").encode(), os.path.join(run_dir, "config.json"))
+        write_config(cfg, run_dir)
         (log or (lambda m: print(m, file=sys.stderr)))(f"resuming {path} at step {trainer.step}")
         return trainer.fit()
 

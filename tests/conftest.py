@@ -50,16 +50,30 @@ TINY_MODEL = ["--layers", "1", "--hidden", "32", "--emb", "16", "--batch-size", 
               "--precision", "fp32", "--eval-every", "20", "--save-every", "20", "--log-every", "10"]
 
 
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory):
-    """A tiny char model trained for a few steps: (run_dir, corpus_path, checkpoint_dir)."""
-    base = tmp_path_factory.mktemp("trained")
-    corpus = base / "tiny.txt"
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread avoids oversubscription stalls on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def train_tiny(base: Path, name: str, *extra: str) -> tuple[Path, Path]:
+    """Train a tiny char model on TINY_TEXT in-process: (corpus_path, checkpoint_dir)."""
+    corpus = base / f"{name}.txt"
     corpus.write_text(TINY_TEXT, encoding="utf-8")
     ckdir = base / "checkpoints"
     with pytest.raises(SystemExit) as exc:
-        main(["train", str(corpus), "--checkpoint-dir", str(ckdir), "--max-steps", "40", *TINY_MODEL])
+        main(["train", str(corpus), "--checkpoint-dir", str(ckdir), *TINY_MODEL, *extra])
     assert exc.value.code == 0
+    return corpus, ckdir
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A tiny char model trained for a few steps: (run_dir, corpus_path, checkpoint_dir)."""
+    corpus, ckdir = train_tiny(tmp_path_factory.mktemp("trained"), "tiny", "--max-steps", "40")
     return ckdir / "tiny", corpus, ckdir
 
 

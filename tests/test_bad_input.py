@@ -31,7 +31,7 @@ import signal
 import pytest
 import torch
 
-from tests.conftest import TINY_MODEL, TINY_TEXT, snapshot
+from tests.conftest import TINY_MODEL, TINY_TEXT, snapshot, train_tiny
 
 CASE_TIMEOUT_S = 60
 
@@ -103,24 +103,24 @@ def _fifo(ctx):
     return p
 
 
-def _unreadable(ctx):  # skipped when running as root
-    p = ctx["tmp"] / "unreadable.txt"
-    p.write_text(TINY_TEXT, encoding="utf-8")
+def _make_unreadable(p):  # skipped when running as root
     p.chmod(0)
     if os.access(p, os.R_OK):
         p.chmod(0o644)
         pytest.skip("running as root (or with CAP_DAC_OVERRIDE): chmod 000 does not stop reading")
     return p
+
+
+def _unreadable(ctx):
+    p = ctx["tmp"] / "unreadable.txt"
+    p.write_text(TINY_TEXT, encoding="utf-8")
+    return _make_unreadable(p)
 
 
 def _unreadable_ckpt(ctx):
     p = ctx["tmp"] / "unreadable.pt"
     p.write_bytes((ctx["run"] / "best.pt").read_bytes())
-    p.chmod(0)
-    if os.access(p, os.R_OK):
-        p.chmod(0o644)
-        pytest.skip("running as root (or with CAP_DAC_OVERRIDE): chmod 000 does not stop reading")
-    return p
+    return _make_unreadable(p)
 
 
 def _short_corpus(ctx):
@@ -472,16 +472,7 @@ def test_bad_invocation(argv, needles, absent, setup, cli, run_copy, tmp_path, m
 @pytest.fixture(scope="module")
 def run_without_test_split(tmp_path_factory):
     """A tiny run trained for one step with --test-frac 0 (a second or two)."""
-    from charrnn.cli import main
-
-    base = tmp_path_factory.mktemp("notest")
-    corpus = base / "notest.txt"
-    corpus.write_text(TINY_TEXT, encoding="utf-8")
-    ckdir = base / "checkpoints"
-    with pytest.raises(SystemExit) as exc:
-        main(["train", str(corpus), "--checkpoint-dir", str(ckdir), *TINY_MODEL, "--max-steps", "1",
-              "--test-frac", "0"])
-    assert exc.value.code == 0
+    _, ckdir = train_tiny(tmp_path_factory.mktemp("notest"), "notest", "--max-steps", "1", "--test-frac", "0")
     return ckdir / "notest", ckdir
 
 

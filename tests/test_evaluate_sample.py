@@ -20,13 +20,7 @@ from charrnn.tokenizers import fit_tokenizer
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread avoids oversubscription stalls on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 _EN = ("the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!\n"
        "how vexingly quick daft zebras jump; sphinx of black quartz, judge my vow.\n")

@@ -13,13 +13,7 @@ from charrnn.model import ModelConfig, RNNLM, detach_state
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread avoids oversubscription stalls on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def closed_form(V: int, e: int, h: int, layers: int, cell: str, tied: bool = False) -> int:

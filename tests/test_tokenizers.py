@@ -194,26 +194,11 @@ def test_stream_decoder_holds_back_partial_characters(toks, kind):
 _STREAM_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\ufffd"), max_size=60)
 
 
+@pytest.mark.parametrize("kind", ["byte", "bpe", "unigram"])
 @_PROPS
 @given(text=_STREAM_TEXT)
-def test_property_stream_decoder_byte(toks, text):
-    chunks = _stream(toks["byte"], toks["byte"].encode(text))
-    assert "".join(chunks) == text
-    assert not any("\ufffd" in c for c in chunks)
-
-
-@_PROPS
-@given(text=_STREAM_TEXT)
-def test_property_stream_decoder_bpe(toks, text):
-    chunks = _stream(toks["bpe"], toks["bpe"].encode(text))
-    assert "".join(chunks) == text
-    assert not any("\ufffd" in c for c in chunks)
-
-
-@_PROPS
-@given(text=_STREAM_TEXT)
-def test_property_stream_decoder_unigram(toks, text):
-    chunks = _stream(toks["unigram"], toks["unigram"].encode(text))
+def test_property_stream_decoder(toks, kind, text):
+    chunks = _stream(toks[kind], toks[kind].encode(text))
     assert "".join(chunks) == text
     assert not any("\ufffd" in c for c in chunks)
 
