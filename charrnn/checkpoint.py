@@ -1,13 +1,16 @@
 """Checkpoint I/O in one place: one self-contained file per checkpoint, loaded without running code.
 
 A checkpoint is a dict of tensors and plain values (``torch.load(weights_only=True)``):
-format tag and version, model config, tokenizer, weights, optimizer and training state.
+format tag and version, model config, tokenizer, weights, optimizer, the run's settings and the
+training state (which carries its own version, owned by train.py).
+
+Format history: 1 kept the adaptive head's rank buffer at the model's top level ("rank"); 2 keeps
+it in the head ("head.rank") and versions the training state. Older files are upgraded on load.
 """
 
 from __future__ import annotations
 
 import errno
-import glob
 import os
 import pickle
 import zipfile
@@ -20,7 +23,7 @@ from charrnn.model import ModelConfig, RNNLM
 from charrnn.tokenizers import tokenizer_from_state
 
 FORMAT = "charrnn-checkpoint"
-VERSION = 1
+VERSION = 2
 
 
 def save_checkpoint(path: str, *, model: RNNLM, tokenizer, run_config: dict, optimizer=None,
@@ -79,6 +82,19 @@ def load_checkpoint(path: str) -> dict:
     for key in ("model_config", "tokenizer", "model"):
         if not isinstance(ckpt.get(key), dict):
             raise CharrnnError(f"checkpoint '{path}' is missing its {key.replace('_', ' ')}; it is damaged")
+    return _upgrade(ckpt)
+
+
+def _upgrade(ckpt: dict) -> dict:
+    """Bring an older format up to VERSION in memory (the file itself is never rewritten)."""
+    if ckpt["version"] < 2:
+        sd = ckpt["model"]
+        if "rank" in sd:
+            sd["head.rank"] = sd.pop("rank")
+        ts = ckpt.get("train_state")
+        if isinstance(ts, dict) and ts:
+            ts.setdefault("version", 1)
+        ckpt["version"] = 2
     return ckpt
 
 
@@ -103,30 +119,3 @@ def load_model(path: str, device: torch.device | str = "cpu"):
     model, tokenizer = model_from_checkpoint(ckpt, path)
     model.to(device).eval()
     return model, tokenizer, ckpt
-
-
-def latest_run(checkpoint_dir: str) -> str | None:
-    """The run directory whose last.pt (or best.pt) was written most recently."""
-    best, best_t = None, -1.0
-    for d in glob.glob(os.path.join(checkpoint_dir, "*")):
-        for name in ("last.pt", "best.pt"):
-            p = os.path.join(d, name)
-            if os.path.isfile(p) and os.path.getmtime(p) > best_t:
-                best, best_t = d, os.path.getmtime(p)
-    return best
-
-
-def resolve_checkpoint(arg: str | None, checkpoint_dir: str, prefer: str = "best.pt") -> str:
-    """A checkpoint path from a file, a run directory, or (None) the most recent run."""
-    if arg is None:
-        run = latest_run(checkpoint_dir)
-        if run is None:
-            raise CharrnnError(f"no trained model found under '{checkpoint_dir}/'; run 'charrnn train' first "
-                               "or give a checkpoint path")
-        arg = run
-    if os.path.isdir(arg):
-        for name in (prefer, "best.pt", "last.pt"):
-            if os.path.isfile(os.path.join(arg, name)):
-                return os.path.join(arg, name)
-        raise CharrnnError(f"run directory '{arg}' has no best.pt or last.pt; train it first")
-    return arg

@@ -85,13 +85,6 @@ def read_text(path: str, what: str = "file") -> str:
     return decode_text(read_bytes(path, what), path, what)
 
 
-def corpus_name(path: str) -> str:
-    base = os.path.basename(os.path.normpath(path))
-    stem = base.rsplit(".", 1)[0] if "." in base.strip(".") else base
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)
-    return safe or "run"
-
-
 # ----------------------------------------------------------------------------- splits and cache
 
 @dataclass

@@ -1,21 +1,23 @@
-"""Evaluation: one stateful pass over a whole text, every token scored once; loss, ppl, bits/char."""
+"""Evaluation: one stateful pass over a whole text, every token scored once; loss, ppl, bits/char.
+
+The library half: the API (``Model.evaluate``) and training call these; the CLI only prints.
+"""
 
 from __future__ import annotations
 
 import math
-import os
 import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from charrnn.checkpoint import load_model
 from charrnn.data import decode_text, eval_streams, load_corpus, read_bytes
 from charrnn.errors import CharrnnError
 from charrnn.model import RNNLM
-from charrnn.runtime import autocast, resolve_device, resolve_precision, stderr_is_terminal
+from charrnn.rundir import cache_dir, checkpoint_dir_of
+from charrnn.runtime import autocast
+from charrnn.settings import config_from_saved
 
 EVAL_WINDOW = 512
 
@@ -35,15 +37,13 @@ def score(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = 
     total, count, state = 0.0, int((y >= 0).sum()), None
     n_windows = -(-x.shape[1] // EVAL_WINDOW)
     bar = tqdm(total=count, desc=desc, unit="tok", unit_scale=True, leave=False,
-               disable=not (progress and n_windows >= 4 and stderr_is_terminal()), dynamic_ncols=True,
+               disable=not (progress and n_windows >= 4), dynamic_ncols=True,
                file=sys.stderr)
     for s in range(0, x.shape[1], EVAL_WINDOW):
         xb, yb = x[:, s:s + EVAL_WINDOW], y[:, s:s + EVAL_WINDOW]
         with autocast(device, precision):
-            logits, state = model(xb, state)
-        nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), yb.reshape(-1),
-                              ignore_index=-100, reduction="sum")
-        total += float(nll)
+            nll, state = model.token_nll(xb, yb, state)
+        total += float(nll.sum())
         bar.update(int((yb >= 0).sum()))
     bar.close()
     model.train(was_training)
@@ -75,41 +75,34 @@ def evaluate_split(model: RNNLM, tokenizer, ids: np.ndarray, n_chars: int, n_byt
     return metrics(nll, count, n_chars - len(first), n_bytes - first_bytes)
 
 
-def evaluate_checkpoint(path: str, split: str = "val", file: str | None = None, device: str = "auto",
-                        precision: str = "auto", skip_unknown: bool = False, progress: bool = True) -> dict:
-    """Metrics of a checkpoint on its run's val/test split, or on any text file."""
-    dev = resolve_device(device)
-    model, tok, ckpt = load_model(path, dev)
-    run = ckpt.get("run_config") or {}
-    prec = resolve_precision(precision if precision != "auto" else run.get("precision", "auto"), dev)
-    if file is not None:
-        raw = read_bytes(file, "file")
-        if tok.kind == "byte":
-            ids = tok.encode(raw)
-            text = raw.decode("utf-8", "replace")
-        else:
-            text = decode_text(raw, file, "file")
-            ids = tok.encode(text, skip_unknown=skip_unknown, hint="pass --skip-unknown to drop them")
-            if skip_unknown:  # count only the characters that were scored
-                text = tok.decode(ids)
-        n_chars, n_bytes, where = len(text), len(raw) if tok.kind == "byte" else len(text.encode()), file
-    else:
-        if split not in ("val", "test"):
-            raise CharrnnError(f"unknown split {split!r}; choose val or test")
-        if "corpus" not in run:
-            raise CharrnnError(f"checkpoint '{path}' does not record its corpus; evaluate it with --file PATH")
-        if split == "test" and not run.get("test_frac", 0.05) > 0:
-            raise CharrnnError("this run has no test split (--test-frac was 0); use --split val or --file PATH")
-        cache_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), ".cache")
-        corpus = load_corpus(run["corpus"], run.get("tokenizer", tok.kind), run.get("vocab_size", 512),
-                             run.get("val_frac", 0.05), run.get("test_frac", 0.05), run.get("val_file"),
-                             cache_dir=cache_dir, tok_state=ckpt["tokenizer"])
-        part = getattr(corpus, split)
-        if len(part.ids) < 2:
-            raise CharrnnError(f"this run has no {split} split (--{split}-frac was 0); "
-                               "use --split val or --file PATH")
-        ids, n_chars, n_bytes, where = part.ids, part.n_chars, part.n_bytes, f"{split} split of {run['corpus']}"
-    if len(ids) < 2:
-        raise CharrnnError(f"{where} is too short to evaluate: it needs at least two tokens")
-    m = evaluate_split(model, tok, ids, n_chars, n_bytes, dev, prec, progress=progress, desc="eval")
-    return {"checkpoint": path, "text": where, "tokenizer": tok.kind, **m}
+def file_ids(tok, path: str, skip_unknown: bool = False):
+    """Token ids of a text file, and the characters and bytes they stand for."""
+    raw = read_bytes(path, "file")
+    return text_ids(tok, raw if tok.kind == "byte" else decode_text(raw, path, "file"), skip_unknown)
+
+
+def text_ids(tok, text: str | bytes, skip_unknown: bool = False):
+    """Token ids of a text (bytes for byte models), and the characters and bytes they stand for."""
+    if tok.kind == "byte":
+        raw = text if isinstance(text, bytes) else text.encode("utf-8")
+        return tok.encode(raw), len(raw.decode("utf-8", "replace")), len(raw)
+    ids = tok.encode(text, skip_unknown=skip_unknown, hint="pass --skip-unknown to drop them")
+    if skip_unknown:  # count only the characters that were scored
+        text = tok.decode(ids)
+    return ids, len(text), len(text.encode("utf-8"))
+
+
+def split_ids(ckpt: dict, path: str, split: str):
+    """Token ids, characters and bytes of a run's val or test split (the encoded-corpus cache is reused)."""
+    run = ckpt.get("run_config")
+    if not isinstance(run, dict) or "corpus" not in run:
+        raise CharrnnError(f"checkpoint '{path}' does not record its corpus; evaluate it with --file PATH")
+    cfg = config_from_saved(run)
+    if split == "test" and not cfg.test_frac > 0:
+        raise CharrnnError("this run has no test split (--test-frac was 0); use --split val or --file PATH")
+    corpus = load_corpus(cfg.corpus, cfg.tokenizer, cfg.vocab_size, cfg.val_frac, cfg.test_frac, cfg.val_file,
+                         cache_dir=cache_dir(checkpoint_dir_of(path)), tok_state=ckpt["tokenizer"])
+    part = getattr(corpus, split)
+    if len(part.ids) < 2:
+        raise CharrnnError(f"this run has no {split} split (--{split}-frac was 0); use --split val or --file PATH")
+    return part.ids, part.n_chars, part.n_bytes

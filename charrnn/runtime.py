@@ -8,8 +8,7 @@ import sys
 import torch
 
 from charrnn.errors import CharrnnError
-
-PRECISIONS = ("auto", "fp32", "bf16")
+from charrnn.settings import DEVICES, PRECISIONS
 
 
 def resolve_device(name: str) -> torch.device:
@@ -17,8 +16,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise CharrnnError("--device cuda was asked for, but no CUDA GPU is available; use --device cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise CharrnnError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    if name not in DEVICES:
+        raise CharrnnError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
     return torch.device(name)
 
 
@@ -52,6 +51,21 @@ def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter/Colab kernel, where tqdm draws a notebook widget instead of text."""
+    shell = sys.modules.get("IPython")
+    try:
+        ip = shell.get_ipython() if shell is not None else None
+    except Exception:  # noqa: BLE001 - any failure means "not a notebook"
+        return False
+    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell" or "google.colab" in sys.modules
+
+
+def show_progress(progress: bool | None = None) -> bool:
+    """Whether to draw progress bars: True/False as asked, None (auto) on a terminal or in a notebook."""
+    return bool(progress) if progress is not None else (stderr_is_terminal() or in_notebook())
 
 
 def stderr_is_terminal() -> bool:

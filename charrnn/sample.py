@@ -1,4 +1,7 @@
-"""Generation: feed the prime once, then one token per step with the hidden state kept."""
+"""Generation: feed the prime once, then one token per step with the hidden state kept.
+
+The library half: ``Model.sample``/``Model.stream`` (api.py) call ``generate``; the CLI prints.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +12,11 @@ import torch
 
 from charrnn.errors import CharrnnError
 from charrnn.model import RNNLM
+from charrnn.settings import SAMPLE, check_values
 
 
 def check_sample_args(length: int, temperature: float, top_k: int = 0) -> None:
-    if length < 0:
-        raise CharrnnError(f"--length must not be negative (got {length})")
-    if not temperature >= 0:
-        raise CharrnnError(f"--temp must be 0 (greedy) or positive (got {temperature:g})")
-    if top_k < 0:
-        raise CharrnnError(f"--top-k must not be negative (got {top_k})")
+    check_values(SAMPLE, {"length": length, "temp": temperature, "top_k": top_k}, "sampling option")
 
 
 def start_ids(tokenizer, prime: str, skip_unknown: bool = False) -> np.ndarray:
@@ -73,9 +72,7 @@ class Stepper:
             else:
                 h = torch.tanh(gi + gh)
             hs[i] = x = h
-        if self.model.cfg.head == "full":
-            return self.model.head(x)[0]
-        return self.model.head.log_prob(x)[0].index_select(0, self.model.rank)
+        return self.model.head.log_probs(x)[0]
 
 
 @torch.no_grad()

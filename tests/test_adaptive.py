@@ -77,7 +77,7 @@ def test_chinese_corpus_trains_adaptive_samples_and_evaluates(tmp_path, cli):
     assert "adaptive softmax" in r.err
     ckpt = load_checkpoint(str(tmp_path / "ck" / "zh" / "best.pt"))
     assert ckpt["model_config"]["head"] == "adaptive"
-    assert sorted(ckpt["model"]["rank"].tolist()) == list(range(ckpt["model_config"]["vocab_size"]))
+    assert sorted(ckpt["model"]["head.rank"].tolist()) == list(range(ckpt["model_config"]["vocab_size"]))
     r = cli("sample", tmp_path / "ck" / "zh", "--prime", alphabet[0], "--length", 30, "--seed", 0)
     assert r.code == 0 and r.out.startswith(alphabet[0]) and len(r.out.strip()) == 31
     r = cli("eval", tmp_path / "ck" / "zh", "--json")

@@ -1,0 +1,208 @@
+"""The Python API, the library's front door (the CLI is a thin layer over it):
+
+    import charrnn
+    run = charrnn.train("corpus.txt", hidden=256, max_time=60)   # every CLI setting, as a keyword
+    model = charrnn.load("checkpoints/corpus")                   # run dir, best.pt or last.pt
+    print(model.sample("ROMEO:", length=300, temp=0.8, seed=1))  # str
+    for piece in model.stream("ROMEO:", length=300): ...         # text as it is generated
+    model.evaluate("other.txt")                                  # loss, perplexity, bpc, bpb, ...
+
+Errors raise ``charrnn.CharrnnError`` with a one-line message. Nothing is printed to stdout;
+progress lines go to stderr (``verbose=False`` silences them) and the progress bar is a notebook
+widget inside Jupyter/Colab.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from typing import Callable, Iterator
+
+from charrnn import rundir
+from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
+from charrnn.data import BUILTIN_CORPORA
+from charrnn.errors import CharrnnError
+from charrnn.evaluate import evaluate_split, file_ids, split_ids, text_ids
+from charrnn.runtime import resolve_device, resolve_precision, show_progress
+from charrnn.sample import generate, start_ids
+from charrnn.settings import (EVAL, SAMPLE, TRAIN, apply_changes, check_values, config_from_saved, defaults,
+                              help_lines, make_config, signature, with_default_limit)
+from charrnn.trainer import Trainer
+
+P = inspect.Parameter
+
+
+def _logger(verbose: bool):
+    return (lambda msg: print(msg, file=sys.stderr, flush=True)) if verbose else (lambda msg: None)
+
+
+def _corpus_path(corpus: str) -> str:
+    """Built-in corpus names stay names; files become absolute paths (so a run resumes from anywhere)."""
+    corpus = os.fspath(corpus)
+    return corpus if corpus in BUILTIN_CORPORA and not os.path.exists(corpus) else os.path.abspath(corpus)
+
+
+def train(corpus=None, *, progress: bool | None = None, on_eval: Callable | None = None,
+          on_log: Callable | None = None, verbose: bool = True, **settings) -> "TrainResult":
+    values = {**settings, "corpus": _corpus_path(corpus if corpus is not None else defaults(TRAIN)["corpus"])}
+    if values.get("val_file") is not None:
+        values["val_file"] = os.path.abspath(os.fspath(values["val_file"]))
+    cfg = with_default_limit(make_config(**values))
+    log = _logger(verbose)
+    run_dir = rundir.new_run_dir(cfg.checkpoint_dir, cfg.corpus, cfg.name)
+    try:
+        with rundir.RunLock(run_dir):
+            trainer = Trainer(cfg, run_dir, log=log, progress=progress, on_eval=on_eval, on_log=on_log)
+            rundir.write_config(run_dir, cfg.to_dict())
+            return TrainResult(trainer.fit())
+    except BaseException:
+        try:
+            os.rmdir(run_dir)  # only succeeds if the failed run wrote nothing there
+        except OSError:
+            pass
+        raise
+
+
+train.__doc__ = f"""Train a new model; returns a TrainResult (run directory, best metrics, the best model).
+
+    corpus: a UTF-8 text file, or the built-in 'pystdlib' corpus (the default).
+    progress: draw a progress bar (None: on a terminal or in a notebook).
+    on_eval(record): called after every validation with its metrics (step, loss, bpc, ...).
+    on_log(record): called every log_every steps with the training metrics.
+    verbose: print progress lines to stderr.
+
+Settings (the same as `charrnn train --help`, as keywords):
+{help_lines(TRAIN[1:])}
+"""
+train.__signature__ = signature(
+    TRAIN[1:], P("corpus", P.POSITIONAL_OR_KEYWORD, default=None),
+    *[P(n, P.KEYWORD_ONLY, default=d) for n, d in (("progress", None), ("on_eval", None), ("on_log", None),
+                                                    ("verbose", True))])
+
+
+def resume(run=None, *, checkpoint_dir: str = "checkpoints", progress: bool | None = None,
+           on_eval: Callable | None = None, on_log: Callable | None = None, verbose: bool = True,
+           **changes) -> "TrainResult":
+    """Continue a run (a run directory or last.pt; None: the latest) exactly where it stopped.
+
+    Keywords change settings that may change on resume (limits such as max_time, evaluation and save
+    intervals, device, precision); changing the model, tokenizer, data or optimizer is refused.
+    """
+    path = rundir.resolve_checkpoint(None if run is None else os.fspath(run), checkpoint_dir, prefer=rundir.LAST)
+    run_dir = os.path.dirname(os.path.abspath(path))
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt.get("run_config"), dict):
+        raise CharrnnError(f"checkpoint '{path}' has no run configuration; it cannot be resumed")
+    if "corpus" in changes:
+        changes["corpus"] = _corpus_path(changes["corpus"])
+    cfg = apply_changes(config_from_saved(ckpt["run_config"]), changes)
+    cfg.checkpoint_dir = os.path.dirname(run_dir)
+    log = _logger(verbose)
+    with rundir.RunLock(run_dir):
+        trainer = Trainer(cfg, run_dir, log=log, resume_ckpt=ckpt, progress=progress, on_eval=on_eval,
+                          on_log=on_log)
+        rundir.truncate_metrics(run_dir, trainer.step)
+        rundir.write_config(run_dir, cfg.to_dict())
+        log(f"resuming {path} at step {trainer.step}")
+        return TrainResult(trainer.fit())
+
+
+def load(path=None, *, device: str = "auto", checkpoint_dir: str = "checkpoints") -> "Model":
+    """A trained model from a run directory (its best.pt), a .pt file, or None (the latest run)."""
+    return Model(rundir.resolve_checkpoint(None if path is None else os.fspath(path), checkpoint_dir), device)
+
+
+class Model:
+    """A trained model, ready to sample from and to score text with.
+
+    Attributes: path, config (the run's settings), tokenizer, module (the torch nn.Module),
+    device, num_parameters.
+    """
+
+    def __init__(self, path: str, device: str = "auto"):
+        self.path = path
+        self.device = resolve_device(device)
+        ckpt = load_checkpoint(path)
+        self.module, self.tokenizer = model_from_checkpoint(ckpt, path)
+        self.module.to(self.device).eval()
+        run = ckpt.get("run_config")
+        self.config = config_from_saved(run) if isinstance(run, dict) else None
+        self._ckpt = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")}
+
+    @property
+    def num_parameters(self) -> int:
+        return self.module.num_parameters()
+
+    def __repr__(self) -> str:
+        c = self.module.cfg
+        return (f"<charrnn.Model {self.path}: {c.cell} {c.layers}x{c.hidden}, {self.tokenizer.kind} tokenizer "
+                f"({c.vocab_size} tokens), {self.num_parameters:,} parameters>")
+
+    def stream(self, prime: str = "", **options) -> Iterator[str]:
+        """Generate text piece by piece (first the prime, then new text as soon as it is complete)."""
+        opts = {**defaults(SAMPLE), **check_values(SAMPLE, options, "sampling option")}
+        start_ids(self.tokenizer, prime, opts["skip_unknown"])  # a bad prime fails before anything is yielded
+        return generate(self.module, self.tokenizer, opts["length"], opts["temp"], prime, opts["top_k"],
+                        opts["seed"], self.device, opts["skip_unknown"])
+
+    def sample(self, prime: str = "", **options) -> str:
+        """Generated text (the prime first) as one string."""
+        return "".join(self.stream(prime, **options))
+
+    def evaluate(self, file=None, *, text: str | None = None, progress: bool | None = None, **options) -> dict:
+        """Loss, perplexity, bits per character and per byte of a text file, a string (``text=``),
+        or the run's own held-out split (``split="val"`` or ``"test"``, the default when no text is given)."""
+        opts = {**defaults(EVAL), **check_values(EVAL, options, "evaluation option")}
+        tok = self.tokenizer
+        if file is not None and text is not None:
+            raise CharrnnError("give a file or a text to evaluate, not both")
+        if file is not None:
+            (ids, n_chars, n_bytes), where = file_ids(tok, os.fspath(file), opts["skip_unknown"]), os.fspath(file)
+        elif text is not None:
+            (ids, n_chars, n_bytes), where = text_ids(tok, text, opts["skip_unknown"]), "text"
+        else:
+            ids, n_chars, n_bytes = split_ids(self._ckpt, self.path, opts["split"])
+            where = f"{opts['split']} split of {self.config.corpus}"
+        if len(ids) < 2:
+            raise CharrnnError(f"{where} is too short to evaluate: it needs at least two tokens")
+        trained = self.config.precision if self.config else "auto"
+        prec = resolve_precision(opts["precision"] if opts["precision"] != "auto" else trained, self.device)
+        m = evaluate_split(self.module, tok, ids, n_chars, n_bytes, self.device, prec,
+                           progress=show_progress(progress), desc="eval")
+        return {"checkpoint": self.path, "text": where, "tokenizer": tok.kind, **m}
+
+
+Model.stream.__signature__ = signature(SAMPLE, P("self", P.POSITIONAL_OR_KEYWORD),
+                                       P("prime", P.POSITIONAL_OR_KEYWORD, default=""))
+Model.sample.__signature__ = Model.stream.__signature__
+
+
+class TrainResult:
+    """What a training run left: its directory, why it stopped, the best and last validation metrics,
+    every logged metric (``metrics``), and the best model (``model``, loaded on first use)."""
+
+    def __init__(self, summary: dict):
+        self.run_dir = summary["run_dir"]
+        self.stop, self.steps, self.elapsed = summary["stop"], summary["step"], summary["elapsed"]
+        self.best, self.last_val, self.skipped = summary["best"], summary["last_val"], summary["skipped"]
+        self._model = None
+
+    @property
+    def best_path(self) -> str:
+        return os.path.join(self.run_dir, rundir.BEST)
+
+    @property
+    def metrics(self) -> list[dict]:
+        """Every line of the run's metrics.jsonl: train records and val records (``split``)."""
+        return rundir.read_metrics(self.run_dir)
+
+    @property
+    def model(self) -> Model:
+        if self._model is None:
+            self._model = load(self.run_dir)
+        return self._model
+
+    def __repr__(self) -> str:
+        best = f", best val bpc {self.best['bpc']:.4f} at step {self.best['step']}" if self.best else ""
+        return f"<charrnn.TrainResult {self.run_dir}: {self.steps} steps, {self.elapsed:.0f}s{best}>"

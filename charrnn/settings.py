@@ -1,0 +1,257 @@
+"""Every setting defined once: the declarative tables behind the CLI flags, the API's keywords,
+validation, the resume rule and the README flag tables. Imports no torch (fast ``--help``).
+
+Adding a training setting is one ``Setting(...)`` entry in TRAIN below; the click option, the
+``charrnn.train(...)`` keyword, its validation and whether ``--resume`` may change it all follow.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from typing import Any
+
+from charrnn.errors import CharrnnError
+
+# Registries: the names each stage of the pipeline implements (the implementations key off these).
+TOKENIZERS = ("char", "byte", "bpe", "unigram")   # tokenizers.fit_tokenizer
+CELLS = ("lstm", "gru", "rnn")                     # model: nn.LSTM / nn.GRU / nn.RNN
+HEADS = ("auto", "full", "adaptive")               # model.resolve_head / heads.py
+PRECISIONS = ("auto", "fp32", "bf16")              # runtime.resolve_precision
+DEVICES = ("auto", "cpu", "cuda")                  # runtime.resolve_device
+SPLITS = ("val", "test")                           # data.Corpus parts that can be evaluated
+DEFAULT_MAX_EPOCHS = 10                            # when no limit at all is given
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its type, default, allowed values and help (shown by --help and the README)."""
+
+    name: str
+    type: type                   # int, float, str or bool
+    default: Any
+    help: str
+    choices: tuple | None = None
+    min: float | None = None     # lowest allowed value (inclusive unless min_open)
+    max: float | None = None     # highest allowed value (inclusive unless max_open)
+    min_open: bool = False
+    max_open: bool = False
+    optional: bool = False       # None is allowed (and is the default)
+    resumable: bool = False      # may change on --resume
+    negatable: bool = False      # bool flag with a --no- form
+    metavar: str | None = None
+    rule: str | None = None      # wording of the allowed range, where the generic one reads badly
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value) -> Any:
+        """The value, validated (ints accepted for floats); a one-line CharrnnError otherwise."""
+        if value is None and self.optional:
+            return None
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise CharrnnError(f"{self.flag} must be true or false (got {value!r})")
+            return value
+        if self.type is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise CharrnnError(f"{self.flag} must be an integer (got {value!r})")
+        elif self.type is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise CharrnnError(f"{self.flag} must be a number (got {value!r})")
+            if not math.isfinite(value):
+                raise CharrnnError(f"{self.flag} must be a finite number (got {value})")
+            value = float(value)
+        elif not isinstance(value, str):
+            raise CharrnnError(f"{self.flag} must be a string (got {value!r})")
+        if self.choices is not None and value not in self.choices:
+            raise CharrnnError(f"unknown {self.flag} {value!r}; choose one of {', '.join(self.choices)}")
+        low_bad = self.min is not None and (value <= self.min if self.min_open else value < self.min)
+        high_bad = self.max is not None and (value >= self.max if self.max_open else value > self.max)
+        if low_bad or high_bad:
+            rule = self.range_text()
+            raise CharrnnError(f"{self.flag} must {'not be negative' if rule == 'not negative' else 'be ' + rule} "
+                               f"(got {value:g})")
+        return value
+
+    def range_text(self) -> str:
+        if self.rule:
+            return self.rule
+        if self.max is None and self.min == 0:
+            return "positive" if self.min_open else "not negative"
+        if self.type is int and self.min == 1 and self.max is None and not self.optional:
+            return "a positive integer"
+        if self.min is not None and self.max is not None:
+            return f"in {'(' if self.min_open else '['}{self.min:g}, {self.max:g}{')' if self.max_open else ']'}"
+        if self.min is not None:
+            return f"{'above' if self.min_open else 'at least'} {self.min:g}"
+        return f"{'below' if self.max_open else 'at most'} {self.max:g}"
+
+
+S = Setting
+POS = dict(type=int, min=1)
+TRAIN = (
+    # data and tokenizer
+    S("corpus", str, "pystdlib", "The text to train on: a UTF-8 file, or the built-in 'pystdlib' corpus.",
+      resumable=True),
+    S("tokenizer", str, "char", "char: Unicode characters; byte: UTF-8 bytes; bpe/unigram: sentencepiece.",
+      choices=TOKENIZERS),
+    S("vocab_size", default=512, help="Vocabulary size of a bpe/unigram tokenizer.", **POS),
+    S("val_frac", float, 0.05, "Fraction of the text (after train) held out for validation.", min=0, max=1,
+      max_open=True),
+    S("test_frac", float, 0.05, "Fraction of the text (at the end) held out for testing.", min=0, max=1,
+      max_open=True),
+    S("val_file", str, None, "Validate on this file instead of a slice of the corpus.", optional=True,
+      resumable=True, metavar="PATH"),
+    S("batch_size", default=32, help="Parallel streams per step (B).", **POS),
+    S("seq_len", default=128, help="Window length T of truncated backprop through time.", **POS),
+    # model
+    S("cell", str, "lstm", "Recurrent cell.", choices=CELLS),
+    S("layers", default=2, help="Stacked recurrent layers.", **POS),
+    S("hidden", default=512, help="Hidden units per layer.", **POS),
+    S("emb", default=64, help="Embedding size.", **POS),
+    S("dropout", float, 0.1, "Dropout on embeddings, between layers and before the output layer.", min=0, max=1,
+      max_open=True),
+    S("tie_weights", bool, False, "Share embedding and output weights (needs --emb equal to --hidden).",
+      negatable=True),
+    S("head", str, "auto", "Output layer: full softmax, or adaptive softmax (cheap for big vocabularies, e.g. "
+      "Chinese); auto: adaptive above 1024 tokens.", choices=HEADS),
+    # optimisation
+    S("lr", float, 3e-3, "Peak learning rate (AdamW).", min=0, min_open=True),
+    S("min_lr_frac", float, 0.1, "Final learning rate as a fraction of --lr (cosine decay).", min=0, max=1),
+    S("warmup", int, 30, "Linear warmup steps.", min=0),
+    S("weight_decay", float, 0.01, "AdamW weight decay on weight matrices.", min=0),
+    S("grad_clip", float, 1.0, "Clip the global gradient norm to this (0: off).", min=0),
+    # stopping
+    S("max_steps", int, None, "Stop after this many steps.", min=1, optional=True, resumable=True),
+    S("max_epochs", float, None, f"Stop after this many passes over the training text ({DEFAULT_MAX_EPOCHS} if no "
+      "limit is given).", min=0, min_open=True, optional=True, resumable=True),
+    S("max_time", float, None, "Stop after this much wall-clock training time; the LR schedule fits the budget.",
+      min=0, min_open=True, optional=True, resumable=True, metavar="SECONDS"),
+    S("patience", int, 0, "Stop after this many evaluations without improvement (0: never).", min=0,
+      resumable=True),
+    # bookkeeping
+    S("eval_every", default=200, help="Evaluate on the whole validation text every N steps.", resumable=True, **POS),
+    S("save_every", default=200, help="Write last.pt every N steps (also at the end and on Ctrl-C).",
+      resumable=True, **POS),
+    S("log_every", default=50, help="Record train loss to metrics.jsonl every N steps.", resumable=True, **POS),
+    S("seed", int, 1337, "Random seed."),
+    S("device", str, "auto", "auto picks CUDA when present.", choices=DEVICES, resumable=True),
+    S("precision", str, "auto", "auto: bf16 autocast on CPUs with AMX, fp32 (TF32 matmuls) elsewhere.",
+      choices=PRECISIONS, resumable=True),
+    S("skip_nonfinite", bool, False, "Skip (and count) batches with a non-finite loss or gradient instead of "
+      "stopping.", resumable=True),
+    S("name", str, None, "Run name (default: from the corpus file name).", optional=True, resumable=True),
+    S("checkpoint_dir", str, "checkpoints", "Directory that holds the runs (used to find the latest run).",
+      resumable=True, metavar="DIR"),
+)
+
+SAMPLE = (
+    S("temp", float, 0.8, "Sampling temperature; 0 is greedy (always the most likely token).", min=0,
+      rule="0 (greedy) or positive"),
+    S("length", int, 1000, "Tokens to generate.", min=0),
+    S("top_k", int, 0, "Sample among the k most likely (0: all).", min=0),
+    S("seed", int, None, "Random seed: the same seed gives the same text.", optional=True),
+    S("skip_unknown", bool, False, "Drop prime characters the model never saw."),
+)
+
+EVAL = (
+    S("split", str, "val", "Which held-out part of the run's corpus to score.", choices=SPLITS),
+    S("precision", str, "auto", "auto: the precision the run trained with on this device.", choices=PRECISIONS),
+    S("skip_unknown", bool, False, "Drop characters of --file the model never saw."),
+)
+
+
+def by_name(table) -> dict[str, Setting]:
+    return {s.name: s for s in table}
+
+
+def check_values(table, values: dict, what: str = "setting") -> dict:
+    """Validate keyword values against a table: unknown names get a 'did you mean' line."""
+    known = by_name(table)
+    out = {}
+    for k, v in values.items():
+        if k not in known:
+            near = difflib.get_close_matches(k, known, n=1)
+            raise CharrnnError(f"unknown {what} {k!r}" + (f"; did you mean {near[0]!r}?" if near else
+                                                          f"; see the list with help() or --help"))
+        out[k] = known[k].check(v)
+    return out
+
+
+def defaults(table) -> dict:
+    return {s.name: s.default for s in table}
+
+
+def signature(table, *leading: inspect.Parameter) -> inspect.Signature:
+    """A keyword-only signature built from a table: notebooks tab-complete every setting."""
+    params = [inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=s.default) for s in table]
+    return inspect.Signature([*leading, *params])
+
+
+def help_lines(table) -> str:
+    return "\n".join(f"    {s.name} ({s.default!r}): {s.help}" for s in table)
+
+
+# ----------------------------------------------------------------------------- a run's settings
+
+def _to_dict(self) -> dict:
+    return asdict(self)
+
+
+TrainConfig = make_dataclass(
+    "TrainConfig", [(s.name, s.type if not s.optional else s.type | None, field(default=s.default)) for s in TRAIN],
+    namespace={"to_dict": _to_dict, "__doc__": "A run's settings: one field per entry of settings.TRAIN."})
+
+
+def make_config(**values) -> "TrainConfig":
+    """Validated settings from keywords (each checked against its table entry and the others)."""
+    cfg = TrainConfig(**check_values(TRAIN, values))
+    check_combination(cfg)
+    return cfg
+
+
+def config_from_saved(saved: dict) -> "TrainConfig":
+    """A run's settings as recorded in a checkpoint or config.json; settings it predates keep their
+    defaults, entries this version no longer knows are ignored."""
+    known = by_name(TRAIN)
+    return TrainConfig(**{k: v for k, v in saved.items() if k in known})
+
+
+def check_combination(cfg) -> None:
+    """Rules between settings (each value alone was checked by its table entry)."""
+    if cfg.val_frac + cfg.test_frac >= 1:
+        raise CharrnnError(f"--val-frac and --test-frac must sum below 1 (got {cfg.val_frac}, {cfg.test_frac})")
+    if cfg.val_file is None and cfg.val_frac <= 0:
+        raise CharrnnError("--val-frac 0 leaves no validation text; give a positive --val-frac or a --val-file")
+    if cfg.tie_weights and cfg.head == "adaptive":
+        raise CharrnnError("--tie-weights needs the full softmax head; use --head full (or auto)")
+    if cfg.tie_weights and cfg.emb != cfg.hidden:
+        raise CharrnnError(f"--tie-weights needs --emb equal to --hidden (got {cfg.emb} and {cfg.hidden})")
+    if cfg.name is not None and (not cfg.name or "/" in cfg.name or cfg.name in (".", "..")):
+        raise CharrnnError(f"--name {cfg.name!r} must be a plain directory name")
+
+
+def apply_changes(cfg, changes: dict):
+    """A resumed run's settings: only settings marked resumable may differ from the saved ones."""
+    table = by_name(TRAIN)
+    for k, v in check_values(TRAIN, changes).items():
+        if not table[k].resumable and getattr(cfg, k) != v:
+            raise CharrnnError(f"cannot change {table[k].flag} when resuming (the run has {getattr(cfg, k)!r}); "
+                               "start a new run to change it")
+        setattr(cfg, k, v)
+    check_combination(cfg)
+    return cfg
+
+
+def with_default_limit(cfg):
+    if not (cfg.max_steps or cfg.max_epochs or cfg.max_time):
+        cfg.max_epochs = DEFAULT_MAX_EPOCHS
+    return cfg
+
+
+def field_names(dataclass_type) -> set[str]:
+    return {f.name for f in fields(dataclass_type)}

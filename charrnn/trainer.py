@@ -1,0 +1,355 @@
+"""Training: truncated BPTT over parallel streams, AdamW + warmup/cosine, evaluations, crash-safe
+checkpoints. ``Trainer.fit`` reads as the list of its steps; api.py starts or resumes a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from charrnn import rundir
+from charrnn.checkpoint import model_from_checkpoint, save_checkpoint
+from charrnn.data import StreamBatcher, check_fits, load_corpus
+from charrnn.errors import CharrnnError, Interrupted
+from charrnn.evaluate import evaluate_split
+from charrnn.model import ModelConfig, RNNLM, detach_state
+from charrnn.rng import rng_state, seed_everything, set_rng_state
+from charrnn.runtime import autocast, resolve_device, resolve_precision, setup_backend, show_progress
+
+TRAIN_STATE_VERSION = 2  # 1: format-1 checkpoints; 2 adds the resolved device/precision
+
+
+def lr_at(cfg, step: int, progress: float) -> float:
+    """Linear warmup over cfg.warmup steps, then cosine decay to min_lr_frac * lr as progress -> 1."""
+    warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
+    p = min(max(progress, 0.0), 1.0)
+    return cfg.lr * warm * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+class Trainer:
+    """One run's model, data, optimizer and position; ``fit`` trains until a limit or a signal."""
+
+    def __init__(self, cfg, run_dir: str, log=None, resume_ckpt: dict | None = None, progress: bool | None = None,
+                 on_eval=None, on_log=None):
+        self.cfg, self.run_dir = cfg, run_dir
+        self.log = log or _stderr
+        self.progress_bar = show_progress(progress)
+        self.on_eval, self.on_log = on_eval, on_log
+        self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        setup_backend(self.device)
+        seed_everything(cfg.seed)
+        self.corpus = load_corpus(
+            cfg.corpus, cfg.tokenizer, cfg.vocab_size, cfg.val_frac, cfg.test_frac, cfg.val_file,
+            rundir.cache_dir(cfg.checkpoint_dir), log=self.log,
+            tok_state=resume_ckpt["tokenizer"] if resume_ckpt else None,
+            expect_digest=(resume_ckpt.get("train_state") or {}).get("corpus_digest") if resume_ckpt else None,
+            check=lambda c: check_fits(len(c.train.ids), cfg.batch_size, cfg.seq_len))
+        self.tok = self.corpus.tokenizer
+        self.batcher = StreamBatcher(self.corpus.train.ids, cfg.batch_size, cfg.seq_len, cfg.seed)
+        if resume_ckpt:
+            self.model, _ = model_from_checkpoint(resume_ckpt, os.path.join(run_dir, rundir.LAST))
+        else:
+            self.model = RNNLM(ModelConfig.from_settings(cfg, self.tok.vocab_size))
+            self.model.init_output_bias(np.bincount(self.corpus.train.ids, minlength=self.tok.vocab_size))
+        self.model.to(self.device)
+        self.params = list(self.model.parameters())
+        self.opt = self._optimizer()
+        # the training position and history (all of it goes into every checkpoint)
+        self.step = self.epoch = self.k = 0
+        self.state = None
+        self.best_val, self.best, self.bad_evals, self.last_val = math.inf, {}, 0, None
+        self.elapsed, self.tokens, self.skipped = 0.0, 0, 0
+        if resume_ckpt:
+            self._restore(resume_ckpt)
+        self.tokens_per_char = len(self.corpus.train.ids) / max(self.corpus.train.n_chars, 1)
+        self._signal = None
+        self._window = _Window()
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+        ids = {id(p) for p in decay}
+        no_decay = [p for p in self.model.parameters() if id(p) not in ids]
+        return torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
+                                  {"params": no_decay, "weight_decay": 0.0}], lr=self.cfg.lr, betas=(0.9, 0.99),
+                                 fused=self.device.type == "cuda" or None)
+
+    # -- state in and out of checkpoints
+    def _train_state(self) -> dict:
+        st = self.state
+        hidden = None if st is None else (list(st) if isinstance(st, tuple) else [st])
+        return {"version": TRAIN_STATE_VERSION, "step": self.step, "epoch": self.epoch, "k": self.k,
+                "hidden": hidden, "best_val": self.best_val, "best": self.best, "bad_evals": self.bad_evals,
+                "elapsed": self.elapsed, "tokens": self.tokens, "skipped": self.skipped, "last_val": self.last_val,
+                "rng": rng_state(self.device), "corpus_digest": self.corpus.digest,
+                "device": self.device.type, "precision": self.precision}
+
+    def _restore(self, ckpt: dict) -> None:
+        ts = ckpt.get("train_state") or {}
+        try:
+            if int(ts.get("version", 1)) > TRAIN_STATE_VERSION:
+                raise CharrnnError("checkpoint's training state is newer than this charrnn understands; "
+                                   "upgrade charrnn (pip install -U charrnn)")
+            if ckpt.get("optimizer"):
+                self.opt.load_state_dict(ckpt["optimizer"])
+            self.step, self.epoch, self.k = int(ts["step"]), int(ts["epoch"]), int(ts["k"])
+            hidden = ts.get("hidden")
+            if hidden is not None:
+                hidden = [h.to(self.device) for h in hidden]
+                self.state = tuple(hidden) if self.cfg.cell == "lstm" else hidden[0]
+            self.best_val, self.bad_evals = float(ts["best_val"]), int(ts["bad_evals"])
+            self.best = dict(ts.get("best") or {})
+            self.elapsed, self.tokens = float(ts["elapsed"]), int(ts["tokens"])
+            self.skipped, self.last_val = int(ts.get("skipped", 0)), ts.get("last_val")
+            set_rng_state(ts["rng"], self.device)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise CharrnnError(f"checkpoint's training state is incomplete ({type(e).__name__}: {e}); "
+                               "it cannot be resumed exactly") from None
+
+    def save(self, name: str) -> None:
+        save_checkpoint(os.path.join(self.run_dir, name), model=self.model, tokenizer=self.tok,
+                        run_config=self.cfg.to_dict(), optimizer=self.opt, train_state=self._train_state())
+
+    # -- the loop
+    def fit(self) -> dict:
+        self._announce()
+        stop = self._stop_reason()
+        if stop:  # e.g. resuming a run that finished (or was killed just after its final save)
+            self.log(f"nothing to train: the run already {stop}; give a larger limit to continue it")
+            return self._summary(stop)
+        with self._signals_caught(), self._progress_bar() as bar:
+            self.model.train()
+            streams = self.batcher.epoch_streams(self.epoch)
+            while stop is None:
+                streams = self._next_epoch_if_done(streams)
+                x, y = self._batch(streams)
+                loss, gnorm = self._train_step(x, y)
+                self._account(x, loss, gnorm, bar)
+                stop = self._stop_reason()
+                if self.step % self.cfg.eval_every == 0 or stop:
+                    stop = self._evaluate_and_track(bar) or stop
+                if self.step % self.cfg.save_every == 0 or stop or self._signal is not None:
+                    self.save(rundir.LAST)
+                    self._window.restart_clock()  # saving is not training time
+                if self._signal is not None and not stop:
+                    raise Interrupted(self._signal, f"interrupted; saved {os.path.join(self.run_dir, rundir.LAST)} "
+                                      f"at step {self.step}. Resume with: charrnn train --resume {self.run_dir}")
+        return self._summary(stop)
+
+    # -- the steps of the loop
+    def _next_epoch_if_done(self, streams):
+        if self.k < self.batcher.windows_per_epoch:
+            return streams
+        self.epoch, self.k, self.state = self.epoch + 1, 0, None
+        return self.batcher.epoch_streams(self.epoch)
+
+    def _batch(self, streams):
+        x, y = self.batcher.window(streams, self.k)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def _train_step(self, x, y) -> tuple[float, float]:
+        """One optimizer step on one window; the hidden state is carried (detached) to the next."""
+        self.lr = lr_at(self.cfg, self.step, self.progress())
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr
+        with autocast(self.device, self.precision):
+            loss, state = self.model.loss(x, y, self.state)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        loss_v, gnorm = loss.detach().item(), float(torch.nn.utils.clip_grad_norm_(self.params, clip))
+        if math.isfinite(loss_v) and math.isfinite(gnorm):
+            self.opt.step()
+        elif self.cfg.skip_nonfinite:
+            self.skipped += 1
+            self.opt.zero_grad(set_to_none=True)
+            state = None
+        else:
+            raise CharrnnError(
+                f"non-finite {'loss' if not math.isfinite(loss_v) else 'gradient'} at step {self.step + 1}; "
+                f"lower --lr (now {self.cfg.lr:g}) or --grad-clip, or pass --skip-nonfinite "
+                f"(last good checkpoint: {self.run_dir}/{rundir.LAST})")
+        self.state = detach_state(state)
+        self.step, self.k = self.step + 1, self.k + 1
+        return loss_v, gnorm
+
+    def _account(self, x, loss: float, gnorm: float, bar) -> None:
+        """Time, token count, progress bar, and every log_every steps a train line in metrics.jsonl."""
+        self.tokens += x.numel()
+        self.elapsed += self._window.lap()
+        bar.update(1)
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        self._window.add(loss, gnorm, clip)
+        if self.step % self.cfg.log_every or not self._window.n:
+            return
+        w = self._window.take(self.tokens)
+        rec = {"step": self.step, "split": "train",
+               "epoch": round(self.epoch + self.k / self.batcher.windows_per_epoch, 4),
+               "loss": _round(w["loss"]), "bpc": _round(self._bpc(w["loss"])), "lr": float(f"{self.lr:.4g}"),
+               "tok_s": round(w["tok_s"]), "elapsed": round(self.elapsed, 2), "skipped": self.skipped,
+               "grad_norm": _round(w["grad_norm"]), "grad_norm_max": _round(w["grad_norm_max"]),
+               "clipped": w["clipped"]}
+        rundir.append_metrics(self.run_dir, rec)
+        if self.on_log:
+            self.on_log(rec)
+        bar.set_postfix_str(self._postfix(w["loss"], w["tok_s"]), refresh=False)
+        bar.total = self._estimate_total()
+
+    def _evaluate_and_track(self, bar) -> str | None:
+        """Validate, keep best.pt, write the val line; a stop reason when patience runs out."""
+        t0 = time.perf_counter()
+        m = self.evaluate()
+        self.elapsed += time.perf_counter() - t0  # evaluation counts towards --max-time
+        self._window.restart_clock()
+        if bar.disable:
+            self.log(f"step {self.step}: val loss {m['loss']:.4f}, bpc {m['bpc']:.4f} ({self.elapsed:.0f}s)")
+        if self.cfg.patience and self.bad_evals >= self.cfg.patience and not self._stop_reason():
+            return f"no val improvement in {self.cfg.patience} evaluations"
+        return None
+
+    def evaluate(self) -> dict:
+        c = self.corpus
+        m = evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, self.device,
+                           self.precision, progress=self.progress_bar, desc="val")
+        self.last_val = m
+        rec = {"step": self.step, "split": "val", **{k: _round(v) for k, v in m.items()},
+               "elapsed": round(self.elapsed, 2)}
+        rundir.append_metrics(self.run_dir, rec)
+        if m["loss"] < self.best_val:
+            self.best_val, self.bad_evals = m["loss"], 0
+            self.best = {**m, "step": self.step}
+            self.save(rundir.BEST)
+        else:
+            self.bad_evals += 1
+        if self.on_eval:
+            self.on_eval(rec)
+        return m
+
+    # -- limits, progress and messages
+    def progress(self) -> float:
+        cfg, p = self.cfg, 0.0
+        if cfg.max_steps:
+            p = max(p, self.step / cfg.max_steps)
+        if cfg.max_epochs:
+            p = max(p, (self.epoch + self.k / self.batcher.windows_per_epoch) / cfg.max_epochs)
+        if cfg.max_time:
+            p = max(p, self.elapsed / cfg.max_time)
+        return p
+
+    def _stop_reason(self) -> str | None:
+        cfg = self.cfg
+        if cfg.max_steps and self.step >= cfg.max_steps:
+            return f"reached --max-steps {cfg.max_steps}"
+        if cfg.max_epochs and self.epoch + self.k / self.batcher.windows_per_epoch >= cfg.max_epochs - 1e-9:
+            return f"reached --max-epochs {cfg.max_epochs:g}"
+        if cfg.max_time and self.elapsed >= cfg.max_time:
+            return f"reached --max-time {cfg.max_time:g}s"
+        return None
+
+    def _announce(self) -> None:
+        cfg, mc = self.cfg, self.model.cfg
+        head = mc.head + (f" softmax, clusters at {list(mc.cutoffs)}" if mc.cutoffs else " softmax")
+        self.log(f"model: {mc.cell} {mc.layers}x{mc.hidden}, emb {mc.emb}, vocab {mc.vocab_size} ({head}), "
+                 f"{self.model.num_parameters():,} parameters; device {self.device.type}, {self.precision}")
+        self.log(f"data: {len(self.corpus.train.ids):,} train / {len(self.corpus.val.ids):,} val tokens; "
+                 f"batch {cfg.batch_size} x {cfg.seq_len}, {self.batcher.windows_per_epoch} steps per epoch")
+
+    @contextlib.contextmanager
+    def _signals_caught(self):
+        """SIGINT/SIGTERM finish the current step and save (a second signal stops at once)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _on_signal(self, signum, frame):
+        if self._signal is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        self._signal = signum
+
+    @contextlib.contextmanager
+    def _progress_bar(self):
+        bar = tqdm(total=self._estimate_total(), initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not self.progress_bar, file=sys.stderr)
+        self._window.restart_clock(self.tokens)
+        try:
+            yield bar
+        finally:
+            bar.close()
+
+    def _estimate_total(self):
+        p = self.progress()
+        if p <= 0 or self.step == 0:
+            return self.cfg.max_steps or None
+        return max(self.step, int(round(self.step / min(p, 1.0))))
+
+    def _bpc(self, loss: float) -> float:
+        return loss * self.tokens_per_char / math.log(2)
+
+    def _postfix(self, train_loss: float, tok_s: float) -> str:
+        parts = [f"loss {train_loss:.3f}", f"bpc {self._bpc(train_loss):.3f}"]
+        if self.last_val:
+            parts.append(f"val bpc {self.last_val['bpc']:.3f}")
+        return ", ".join(parts + [f"{tok_s / 1000:.1f}k tok/s"])
+
+    def _summary(self, stop: str | None) -> dict:
+        return {"run_dir": self.run_dir, "step": self.step, "epoch": self.epoch, "stop": stop,
+                "best_val": self.best_val, "best": self.best, "last_val": self.last_val, "elapsed": self.elapsed,
+                "skipped": self.skipped}
+
+
+class _Window:
+    """Running sums between two train log lines: loss, gradient norms, clipping, throughput."""
+
+    def __init__(self):
+        self.restart_clock(0)
+        self._reset()
+
+    def _reset(self):
+        self.n, self.loss, self.gsum, self.gmax, self.clipped = 0, 0.0, 0.0, 0.0, 0
+
+    def restart_clock(self, tokens: int | None = None) -> None:
+        self.t = time.perf_counter()
+        if tokens is not None:
+            self.log_t, self.log_tokens = self.t, tokens
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        dt, self.t = now - self.t, now
+        return dt
+
+    def add(self, loss: float, gnorm: float, clip: float) -> None:
+        if math.isfinite(loss) and math.isfinite(gnorm):
+            self.n, self.loss, self.gsum = self.n + 1, self.loss + loss, self.gsum + gnorm
+            self.gmax, self.clipped = max(self.gmax, gnorm), self.clipped + (gnorm > clip)
+
+    def take(self, tokens: int) -> dict:
+        now = time.perf_counter()
+        out = {"loss": self.loss / self.n, "grad_norm": self.gsum / self.n, "grad_norm_max": self.gmax,
+               "clipped": self.clipped, "tok_s": (tokens - self.log_tokens) / max(now - self.log_t, 1e-9)}
+        self.log_t, self.log_tokens = now, tokens
+        self._reset()
+        return out
+
+
+def _round(v):
+    return float(f"{v:.6g}") if isinstance(v, float) else v
