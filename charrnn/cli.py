@@ -162,7 +162,7 @@ def flag_table(command: str) -> str:
         if p.param_type_name != "option":
             continue
         flag = " / ".join(f"`{o}`" for o in p.opts + p.secondary_opts)
-        default = "" if p.default is None or p.name == "resume" else (
+        default = "" if p.default in (None, "") or p.name == "resume" else (
             ("`on`" if p.default else "`off`") if isinstance(p.default, bool) else f"`{p.default}`")
         choices = f" ({', '.join(p.type.choices)})" if isinstance(p.type, click.Choice) else ""
         rows.append(f"| {flag} | {default} | {p.help}{choices} |")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from typing import Any
 
@@ -65,7 +66,9 @@ class Setting:
             if not math.isfinite(value):
                 raise CharrnnError(f"{self.flag} must be a finite number (got {value})")
             value = float(value)
-        elif not isinstance(value, str):
+        elif isinstance(value, os.PathLike):
+            value = os.fspath(value)  # paths as pathlib.Path objects are welcome
+        if self.type is str and not isinstance(value, str):
             raise CharrnnError(f"{self.flag} must be a string (got {value!r})")
         if self.choices is not None and value not in self.choices:
             raise CharrnnError(f"unknown {self.flag} {value!r}; choose one of {', '.join(self.choices)}")
@@ -175,7 +178,7 @@ def check_values(table, values: dict, what: str = "setting") -> dict:
     out = {}
     for k, v in values.items():
         if k not in known:
-            near = difflib.get_close_matches(k, known, n=1)
+            near = difflib.get_close_matches(k, known, n=1, cutoff=0.5)
             raise CharrnnError(f"unknown {what} {k!r}" + (f"; did you mean {near[0]!r}?" if near else
                                                           f"; see the list with help() or --help"))
         out[k] = known[k].check(v)
