@@ -6,17 +6,15 @@ The library half: the API (``Model.evaluate``) and training call these; the CLI 
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from charrnn.data import decode_text, eval_streams, load_corpus, read_bytes
 from charrnn.errors import CharrnnError
 from charrnn.model import RNNLM
 from charrnn.rundir import cache_dir, checkpoint_dir_of
-from charrnn.runtime import autocast
+from charrnn.runtime import autocast, progress_bar
 from charrnn.settings import config_from_saved
 
 EVAL_WINDOW = 512
@@ -36,9 +34,8 @@ def score(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = 
     x, y = x.to(device), y.to(device)
     total, count, state = 0.0, int((y >= 0).sum()), None
     n_windows = -(-x.shape[1] // EVAL_WINDOW)
-    bar = tqdm(total=count, desc=desc, unit="tok", unit_scale=True, leave=False,
-               disable=not (progress and n_windows >= 4), dynamic_ncols=True,
-               file=sys.stderr)
+    bar = progress_bar(total=count, desc=desc, unit="tok", unit_scale=True, leave=False, dynamic_ncols=True,
+                       disable=not (progress and n_windows >= 4))
     for s in range(0, x.shape[1], EVAL_WINDOW):
         xb, yb = x[:, s:s + EVAL_WINDOW], y[:, s:s + EVAL_WINDOW]
         with autocast(device, precision):

@@ -63,6 +63,19 @@ def in_notebook() -> bool:
     return ip is not None and type(ip).__name__ == "ZMQInteractiveShell" or "google.colab" in sys.modules
 
 
+def progress_bar(*, disable: bool, **kwargs):
+    """A tqdm bar on stderr; inside a notebook (with ipywidgets installed) tqdm's notebook widget."""
+    from tqdm import tqdm
+
+    if not disable and in_notebook():
+        try:
+            import ipywidgets  # noqa: F401  - tqdm.notebook needs it, and fails without
+            from tqdm.notebook import tqdm
+        except ImportError:
+            pass
+    return tqdm(disable=disable, file=sys.stderr, **kwargs)
+
+
 def show_progress(progress: bool | None = None) -> bool:
     """Whether to draw progress bars: True/False as asked, None (auto) on a terminal or in a notebook."""
     return bool(progress) if progress is not None else (stderr_is_terminal() or in_notebook())

@@ -14,7 +14,6 @@ import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from charrnn import rundir
 from charrnn.checkpoint import model_from_checkpoint, save_checkpoint
@@ -23,7 +22,7 @@ from charrnn.errors import CharrnnError, Interrupted
 from charrnn.evaluate import evaluate_split
 from charrnn.model import ModelConfig, RNNLM, detach_state
 from charrnn.rng import rng_state, seed_everything, set_rng_state
-from charrnn.runtime import autocast, resolve_device, resolve_precision, setup_backend, show_progress
+from charrnn.runtime import autocast, progress_bar, resolve_device, resolve_precision, setup_backend, show_progress
 
 TRAIN_STATE_VERSION = 2  # 1: format-1 checkpoints; 2 adds the resolved device/precision
 
@@ -288,8 +287,8 @@ class Trainer:
 
     @contextlib.contextmanager
     def _progress_bar(self):
-        bar = tqdm(total=self._estimate_total(), initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                   disable=not self.progress_bar, file=sys.stderr)
+        bar = progress_bar(total=self._estimate_total(), initial=self.step, desc="train", unit="step",
+                           dynamic_ncols=True, disable=not self.progress_bar)
         self._window.restart_clock(self.tokens)
         try:
             yield bar
