@@ -320,3 +320,31 @@ def test_a_broken_catalogue_is_one_clear_line(tmp_path, monkeypatch, text, probl
     with pytest.raises(CharrnnError) as e:
         corpora.catalogue()
     assert problem in one_line_error(e) and str(tmp_path / "c.json") in str(e.value)
+
+
+# ----------------------------------------------------------------------------- the command
+
+def test_corpora_command_lists_and_fetches(env, server, cli):
+    data = env()
+    r = cli("corpora", "--json")
+    assert r.code == 0
+    listing = json.loads(r.out)
+    assert listing["data_dir"] == str(data)
+    rows = {row["name"]: row for row in listing["corpora"]}
+    assert set(rows) == {"plain", "zipped"} and not rows["plain"]["downloaded"]
+    assert rows["zipped"]["size"] == len(MEMBER) and rows["zipped"]["tokenizer"] == "byte"
+    assert rows["zipped"]["path"] == str(data / "tiny8") and rows["zipped"]["split"]["test_frac"] == 0.05
+    r = cli("corpora", "--fetch", "plain")
+    assert r.code == 0 and r.out.strip() == str(data / "plain.txt") and "downloading plain" in r.err
+    rows = {row["name"]: row for row in json.loads(cli("corpora", "--json").out)["corpora"]}
+    assert rows["plain"]["downloaded"] and rows["plain"]["status"] == "downloaded"
+    table = cli("corpora").out
+    assert "90/10/0" in table and "downloaded" in table and "not downloaded" in table and str(data) in table
+    r = cli("corpora", "--fetch", "nope")
+    assert r.code == 2 and r.err.startswith("error: unknown corpus 'nope'") and r.err.count("\n") == 1
+
+
+def test_the_corpora_modules_do_not_import_torch():
+    code = "import sys, charrnn.corpora, charrnn.corpora_command; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
