@@ -195,3 +195,6 @@ def main(argv=None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+from charrnn.corpora_command import corpora_cmd  # noqa: E402
+cli.add_command(corpora_cmd)
