@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Callable, Iterator
 
-from charrnn import rundir
+from charrnn import corpora, rundir
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data import BUILTIN_CORPORA
 from charrnn.errors import CharrnnError
@@ -43,13 +43,32 @@ def _corpus_path(corpus: str) -> str:
     return corpus if corpus in BUILTIN_CORPORA and not os.path.exists(corpus) else os.path.abspath(corpus)
 
 
+def _named_corpus(values: dict, progress: bool | None, log) -> None:
+    """A catalogue name (enwik8, text8, tinyshakespeare): fetched once; its standard split and
+    tokenizer become the defaults of settings the caller did not give. A file of that name wins."""
+    name = values["corpus"]
+    if os.path.exists(name) or name in BUILTIN_CORPORA:
+        return
+    if not corpora.is_named(name):
+        if os.sep not in name and "." not in name:  # a bare word: meant as a name, not a file
+            raise CharrnnError(f"no file '{name}' and no named corpus '{name}'; the named corpora are "
+                               f"{', '.join(sorted(corpora.catalogue()))} (see 'charrnn corpora')")
+        return
+    e = corpora.entry(name)
+    for k, v in (*e["split"].items(), ("tokenizer", e["tokenizer"])):
+        values.setdefault(k, v)
+    values["corpus"] = corpora.fetch(name, progress=show_progress(progress), log=log)
+
+
 def train(corpus=None, *, progress: bool | None = None, on_eval: Callable | None = None,
           on_log: Callable | None = None, verbose: bool = True, **settings) -> "TrainResult":
-    values = {**settings, "corpus": _corpus_path(corpus if corpus is not None else defaults(TRAIN)["corpus"])}
+    log = _logger(verbose)
+    values = {**settings, "corpus": os.fspath(corpus) if corpus is not None else defaults(TRAIN)["corpus"]}
+    _named_corpus(values, progress, log)
+    values["corpus"] = _corpus_path(values["corpus"])
     if values.get("val_file") is not None:
         values["val_file"] = os.path.abspath(os.fspath(values["val_file"]))
     cfg = with_default_limit(make_config(**values))
-    log = _logger(verbose)
     run_dir = rundir.new_run_dir(cfg.checkpoint_dir, cfg.corpus, cfg.name)
     try:
         with rundir.RunLock(run_dir):
@@ -66,7 +85,8 @@ def train(corpus=None, *, progress: bool | None = None, on_eval: Callable | None
 
 train.__doc__ = f"""Train a new model; returns a TrainResult (run directory, best metrics, the best model).
 
-    corpus: a UTF-8 text file, or the built-in 'pystdlib' corpus (the default).
+    corpus: a UTF-8 text file, the built-in 'pystdlib' corpus (the default), or a named corpus
+        (enwik8, text8, tinyshakespeare: downloaded once, with its standard split and tokenizer).
     progress: draw a progress bar (None: on a terminal or in a notebook).
     on_eval(record): called after every validation with its metrics (step, loss, bpc, ...).
     on_log(record): called every log_every steps with the training metrics.

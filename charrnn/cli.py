@@ -82,21 +82,21 @@ def cli():
 @options(TRAIN, skip=("corpus",))
 @click.pass_context
 def train(ctx, corpus, resume, **settings):
-    """Train a model on CORPUS, a UTF-8 text file (default: 'pystdlib', this Python's stdlib source).
+    """Train a model on CORPUS: a UTF-8 text file, a named corpus (enwik8, text8, tinyshakespeare:
+    see 'charrnn corpora'), or by default 'pystdlib', this Python's standard-library source.
 
     Checkpoints go to CHECKPOINT_DIR/<name>/ (best.pt, last.pt, config.json, metrics.jsonl).
     """
     from charrnn import api
 
+    given = {k: v for k, v in settings.items() if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
     if resume is not None:
-        given = {k: v for k, v in settings.items()
-                 if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
         if corpus is not None:
             given["corpus"] = corpus
         given.pop("checkpoint_dir", None)
         result = api.resume(resume or None, checkpoint_dir=settings["checkpoint_dir"], **given)
     else:
-        result = api.train(corpus, **settings)
+        result = api.train(corpus, **given)  # settings not given keep their defaults (or a named corpus's)
     _log(f"done ({result.stop}) after {result.steps} steps, {result.elapsed:.0f}s")
     if result.best:
         _log(f"best val: loss {result.best['loss']:.4f} nats/token, {result.best['bpc']:.4f} bits/char at step "

@@ -348,3 +348,20 @@ def test_the_corpora_modules_do_not_import_torch():
     code = "import sys, charrnn.corpora, charrnn.corpora_command; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_training_on_a_named_corpus_fetches_it_with_its_split_and_tokenizer(env, server, cli, tmp_path):
+    from .conftest import TINY_MODEL
+
+    ck = tmp_path / "ck"
+    r = cli("train", "zipped", "--checkpoint-dir", ck, *TINY_MODEL, "--max-steps", 3)
+    assert r.code == 0, r.err
+    cfg = json.loads((ck / "tiny8" / "config.json").read_text())
+    assert (cfg["tokenizer"], cfg["val_frac"], cfg["test_frac"]) == ("byte", 0.05, 0.05)
+    assert cfg["corpus"] == str(env() / "tiny8") and len(server.requests) == 1
+    r = cli("train", "plain", "--checkpoint-dir", ck, *TINY_MODEL, "--max-steps", 3, "--val-frac", 0.2)
+    assert r.code == 0, r.err
+    cfg = json.loads((ck / "plain" / "config.json").read_text())
+    assert (cfg["tokenizer"], cfg["val_frac"], cfg["test_frac"]) == ("char", 0.2, 0.0)  # explicit flags win
+    r = cli("train", "enwik9", "--checkpoint-dir", ck)
+    assert r.code != 0 and "no named corpus 'enwik9'; the named corpora are plain, zipped" in r.err
