@@ -1,0 +1,41 @@
+"""Device, precision and progress-bar choices."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from charrnn import runtime
+from charrnn.errors import CharrnnError
+
+
+def test_auto_device_is_cuda_only_when_present(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runtime.resolve_device("auto").type == "cpu"
+    with pytest.raises(CharrnnError, match="no CUDA GPU is available"):
+        runtime.resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runtime.resolve_device("auto").type == "cuda"
+
+
+@pytest.mark.parametrize("amx,want", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_is_bf16_only_on_cpus_with_amx(monkeypatch, amx, want):
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: amx)
+    assert runtime.resolve_precision("auto", torch.device("cpu")) == want
+    assert runtime.resolve_precision("auto", torch.device("cuda")) == "fp32"  # TF32 matmuls instead
+    assert runtime.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+
+
+def test_progress_is_shown_on_a_terminal_or_in_a_notebook_unless_told(monkeypatch):
+    monkeypatch.setattr(runtime, "stderr_is_terminal", lambda: False)
+    monkeypatch.setattr(runtime, "in_notebook", lambda: False)
+    assert runtime.show_progress(None) is False and runtime.show_progress(True) is True
+    monkeypatch.setattr(runtime, "in_notebook", lambda: True)
+    assert runtime.show_progress(None) is True and runtime.show_progress(False) is False
+
+
+def test_not_a_notebook_here():
+    assert runtime.in_notebook() is False
+    bar = runtime.progress_bar(total=3, disable=True)
+    bar.update(3)
+    bar.close()
