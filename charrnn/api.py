@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 
 from charrnn import corpora, rundir
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
-from charrnn.data import BUILTIN_CORPORA
+from charrnn.data import is_builtin
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate_split, file_ids, split_ids, text_ids
 from charrnn.runtime import resolve_device, resolve_precision, show_progress
@@ -40,14 +40,14 @@ def _logger(verbose: bool):
 def _corpus_path(corpus: str) -> str:
     """Built-in corpus names stay names; files become absolute paths (so a run resumes from anywhere)."""
     corpus = os.fspath(corpus)
-    return corpus if corpus in BUILTIN_CORPORA and not os.path.exists(corpus) else os.path.abspath(corpus)
+    return corpus if is_builtin(corpus) else os.path.abspath(corpus)
 
 
 def _named_corpus(values: dict, progress: bool | None, log) -> None:
     """A catalogue name (enwik8, text8, tinyshakespeare): fetched once; its standard split and
     tokenizer become the defaults of settings the caller did not give. A file of that name wins."""
     name = values["corpus"]
-    if os.path.exists(name) or name in BUILTIN_CORPORA:
+    if os.path.exists(name) or is_builtin(name):
         return
     if not corpora.is_named(name):
         if os.sep not in name and "." not in name:  # a bare word: meant as a name, not a file

@@ -22,6 +22,11 @@ CACHE_VERSION = 2  # bump whenever splitting or encoding changes: old caches are
 
 # ----------------------------------------------------------------------------- reading text
 
+def is_builtin(path: str) -> bool:
+    """A built-in corpus name (a file of that name wins)."""
+    return path in BUILTIN_CORPORA and not os.path.exists(path)
+
+
 def pystdlib_files() -> list[str]:
     """The top-level modules of this Python's standard library, in sorted order."""
     return sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py")))
@@ -80,7 +85,7 @@ def decode_text(data: bytes, path: str, what: str = "file") -> str:
 
 
 def read_text(path: str, what: str = "file") -> str:
-    if path in BUILTIN_CORPORA and not os.path.exists(path):
+    if is_builtin(path):
         return read_pystdlib()
     return decode_text(read_bytes(path, what), path, what)
 
@@ -130,7 +135,7 @@ def load_corpus(path: str, tokenizer: str = "char", vocab_size: int = 512, val_f
     The tokenizer is fitted on the training split only (never on val/test), unless ``tok_state``
     gives one (on resume).
     """
-    builtin = path in BUILTIN_CORPORA and not os.path.exists(path)
+    builtin = is_builtin(path)
     raw = read_pystdlib().encode("utf-8") if builtin else read_bytes(path, "corpus")
     raw_val = read_bytes(val_file, "validation file") if val_file else b""
     h = hashlib.blake2b(digest_size=16)

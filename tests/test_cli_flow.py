@@ -13,6 +13,7 @@ import pytest
 
 from charrnn.checkpoint import load_checkpoint
 from charrnn.data import pystdlib_files
+from charrnn.settings import TOKENIZERS
 from charrnn.tokenizers import tokenizer_from_state
 from tests.conftest import SHARED, TINY_MODEL, TINY_TEXT
 
@@ -46,7 +47,7 @@ def test_installed_console_script_train_sample_eval(tmp_path):
     assert m["bpc"] == pytest.approx(last_val(tmp_path / "checkpoints" / "story")["bpc"], rel=1e-4)
 
 
-@pytest.mark.parametrize("tokenizer", ["char", "byte", "bpe", "unigram"])
+@pytest.mark.parametrize("tokenizer", TOKENIZERS)
 def test_every_tokenizer_trains_samples_and_evaluates(tokenizer, tmp_path, cli):
     corpus = tmp_path / "mixed.txt"
     corpus.write_text(TINY_TEXT * 2, encoding="utf-8")
