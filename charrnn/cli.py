@@ -238,3 +238,8 @@ def main(argv=None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+from charrnn.see_commands import inspect_cmd, plot_cmd, runs_cmd, viz_cmd  # noqa: E402
+for _cmd in (inspect_cmd, runs_cmd, plot_cmd, viz_cmd):
+    cli.add_command(_cmd)
