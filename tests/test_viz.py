@@ -4,6 +4,7 @@ headless-Chromium look at it (skipped where Chromium is not installed)."""
 from __future__ import annotations
 
 import base64
+import html
 import json
 import math
 import re
@@ -292,10 +293,39 @@ def test_the_page_in_a_browser_follows_its_fragment(page, tmp_path):
     assert diff.mean() > 0.005, "two different units gave the same picture"
 
 
+HARNESS = """<script>
+try {  // the page's own $ and globals are in scope
+  const rec = (k, v) => document.body.setAttribute("data-" + k, v);
+  rec("warn", $("warn").textContent);
+  rec("link", $("permalink").getAttribute("href"));
+  const sp = $("text").children[40];
+  sp.dispatchEvent(new MouseEvent("mousemove", {bubbles: true, clientX: 100, clientY: 100}));
+  rec("tip", $("tip").textContent);
+  $("unit").value = "7"; $("unit").dispatchEvent(new Event("change"));
+  rec("after-unit", location.hash);
+  $("v-s").click();
+  rec("after-surprisal", location.hash + " " + $("permalink").getAttribute("href"));
+  $("next").click();
+  rec("after-next", location.hash);
+} catch (e) { document.body.setAttribute("data-error", String(e)); }
+</script></body></html>"""
+
+
 @needs_chromium
-def test_a_bad_fragment_is_explained_on_the_page(page, tmp_path):
-    r = chromium(tmp_path, f"{page.as_uri()}#layer=1&unit=99&state=c", "--dump-dom")
-    dom = r.stdout
-    assert "unit 99 of layer 1 is not on this page (units 0-31)" in dom
-    assert re.search(r'id="permalink" href="#layer=1&amp;unit=0&amp;state=c"', dom)  # fell back to unit 0
-    assert dom.count('style="background: rgba(') > 100  # the text is coloured by the unit
+def test_the_page_reacts_to_its_fragment_hover_and_selectors(page, tmp_path):
+    """A bad fragment is explained; hovering shows predictions; the selectors rewrite the fragment."""
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body></html>", HARNESS), encoding="utf-8")
+    dom = chromium(tmp_path, f"{probe.as_uri()}#layer=1&unit=99&state=c", "--dump-dom").stdout
+    body = re.search(r"<body([^>]*)>", dom).group(1)
+    got = {k: html.unescape(v) for k, v in re.findall(r'data-([a-z-]+)="([^"]*)"', body)}
+    assert got and "error" not in got, got.get("error", "the probe script did not run")
+    assert got["warn"] == "unit 99 of layer 1 is not on this page (units 0-31)"
+    assert got["link"] == "#layer=1&unit=0&state=c"  # fell back to unit 0, kept layer and state
+    tip = got["tip"].splitlines()
+    assert tip[0] == repr(TINY_TEXT[40]) and tip[1].startswith("surprisal ") and tip[2].startswith("layer 1 c[0] = ")
+    assert tip[3] == "next:" and len(tip) == 4 + 5 and all(line.endswith("%") for line in tip[4:])
+    assert got["after-unit"] == "#layer=1&unit=7&state=c"
+    assert got["after-surprisal"] == "#view=surprisal #view=surprisal"
+    assert got["after-next"] == "#layer=1&unit=8&state=c"
+    assert dom.count('style="background: rgba(') > 100  # the text is coloured by a unit again
