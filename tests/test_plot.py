@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import sys
 
@@ -56,6 +57,9 @@ def test_plot_one_run_writes_a_png_into_the_run(cli, mpl, tmp_path):
     w, h = png_size(data)
     assert (w, h) == (1080, 720) and len(data) > 30_000
     assert f"wrote {run / 'plot.png'}" in r.err
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (run / "plot.png").stat().st_mode & 0o777 == 0o666 & ~mask  # not the temp file's private 0600
 
 
 def test_plot_two_runs_overlaid(cli, mpl, tmp_path, monkeypatch):
