@@ -167,7 +167,7 @@ def format_report(info: dict) -> str:
     epoch = f" (in epoch {tr['epoch'] + 1})" if isinstance(tr["epoch"], int) else ""
     tokens = f", {tr['tokens']:,} tokens" if tr["tokens"] is not None else ""
     out.append(f"  steps       {tr['steps']:,}{epoch}{tokens}")
-    out.append(f"  wall time   {fmt_duration(tr['elapsed'])}")
+    out.append(f"  wall time   {fmt_duration(tr['elapsed'])} (training and evaluation)")
     unresolved = "" if tr["device_recorded"] else " (as asked for: this checkpoint does not record what they resolved to)"
     out.append(f"  device      {tr['device'] or '-'}, {tr['precision'] or '-'}{unresolved}")
     if tr["best_val_bpc"] is not None:
