@@ -150,7 +150,7 @@ def correlated_units(columns: np.ndarray, labels: list[tuple], feats: dict, per_
     xn = np.linalg.norm(xc, axis=0)
     found, absent = [], []
     for name, f in feats.items():
-        fc = f - f.mean()
+        fc = (f - f.mean()).astype(columns.dtype)
         if np.linalg.norm(fc) == 0:
             absent.append(name)
             continue
@@ -175,7 +175,7 @@ def page_data(model, tok, text: str, *, title: str = "", notes: list[str] | None
     top_p, top_i = logp[torch.as_tensor(last)].exp().topk(min(TOP_K, logp.shape[1]), dim=1)
     vocab = {int(i): token_label(tok, int(i)) for i in torch.unique(top_i)}
     states = {"h": hs} if cs is None else {"h": hs, "c": cs}
-    per_layer = {st: [v[torch.as_tensor(last)].cpu().numpy().astype(np.float64) for v in vals]
+    per_layer = {st: [v[torch.as_tensor(last)].float().cpu().numpy() for v in vals]  # float32: big models
                  for st, vals in states.items()}
     cols, labels = [], []
     for st, arrs in per_layer.items():

@@ -17,6 +17,8 @@ from charrnn.inspect import list_runs, parameter_table, rnn_layer_count
 from charrnn.model import ModelConfig, RNNLM
 from tests.conftest import TINY_TEXT, train_tiny
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread, no stalls
+
 ROOT = Path(__file__).resolve().parents[1]
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
@@ -105,7 +107,7 @@ def test_inspect_errors_are_one_line(cli, tmp_path):
     assert r.code == 2 and "no trained model found" in r.err
 
 
-def test_runs_lists_runs_newest_first(cli, run_copy, tmp_path, one_thread):
+def test_runs_lists_runs_newest_first(cli, run_copy, tmp_path):
     run_dir, _, ckdir = run_copy
     old = run_dir.stat().st_mtime - 3600
     for f in run_dir.iterdir():

@@ -25,6 +25,8 @@ from charrnn.viz import (check_selection, correlated_units, layer_states, page_d
                          text_features, token_logprobs)
 from tests.conftest import TINY_TEXT
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread, no stalls
+
 
 def random_model(cell="lstm", vocab=9, layers=3, hidden=6, emb=4, **kw):
     torch.manual_seed(0)
