@@ -107,7 +107,7 @@ def plot_cmd(runs, out, checkpoint_dir):
 @click.option("--layer", type=int, default=None, help="Open the page on this layer (counted from 1).")
 @click.option("--unit", type=int, default=None, help="Open the page on this hidden unit (counted from 0).")
 @click.option("--state", type=click.Choice(["h", "c"]), default="h", show_default=True,
-              help="Hidden state h, or the LSTM cell state c.")
+              help="Hidden state h, or the LSTM cell state c (c alone opens layer 1, unit 0).")
 @click.option("--skip-unknown", is_flag=True, default=False, help="Drop characters the model never saw.")
 @CKPT_DIR
 def viz_cmd(checkpoint, file, text, out, max_chars, layer, unit, state, skip_unknown, checkpoint_dir):

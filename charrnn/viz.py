@@ -270,7 +270,7 @@ def check_selection(model, layer, unit, state) -> dict:
         raise CharrnnError(f"--layer {layer} is out of range: the model has layers 1 to {cfg.layers}")
     if unit is not None and not 0 <= unit < cfg.hidden:
         raise CharrnnError(f"--unit {unit} is out of range: each layer has units 0 to {cfg.hidden - 1}")
-    if unit is None and layer is None:
+    if unit is None and layer is None and state == "h":
         return {"view": "surprisal", "state": state}
     return {"view": "unit", "layer": layer or 1, "unit": unit or 0, "state": state}
 

@@ -217,6 +217,8 @@ def test_viz_errors_are_one_line(cli, trained_run, tmp_path):
     data = page_json(out.read_text(encoding="utf-8"))
     assert "".join(data["segs"]) == "the mega fox" and any("dropped" in n for n in data["notes"])
     assert data["initial"] == {"view": "unit", "layer": 1, "unit": 3, "state": "h"}
+    assert check_selection(random_model(), None, None, "c") == {"view": "unit", "layer": 1, "unit": 0, "state": "c"}
+    assert check_selection(random_model(), None, None, "h")["view"] == "surprisal"
     with pytest.raises(CharrnnError, match="--state c needs an LSTM"):
         check_selection(random_model("gru"), 1, 0, "c")
 
