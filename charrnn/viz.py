@@ -193,11 +193,12 @@ def page_data(model, tok, text: str, *, title: str = "", notes: list[str] | None
         if keep >= hidden:
             units.append(list(range(hidden)))
             continue
-        want = {c["unit"] for c in corr if c["layer"] == li + 1}
+        want = [c["unit"] for c in corr if c["layer"] == li + 1]
         if initial and initial.get("layer") == li + 1 and initial.get("unit") is not None:
-            want.add(initial["unit"])
+            want.insert(0, initial["unit"])  # the unit the page opens on comes first
+        want = list(dict.fromkeys(want))
         by_var = np.argsort(-per_layer["h"][li].var(0), kind="stable")
-        chosen = list(want)[:keep]
+        chosen = want[:keep]
         chosen += [int(u) for u in by_var if int(u) not in want][:keep - len(chosen)]
         units.append(sorted(chosen))
     if keep < hidden:
