@@ -72,6 +72,9 @@ def cli():
       charrnn train corpus.txt       train a model (no file: the built-in 'pystdlib' corpus)
       charrnn sample --temp 0.8      generate text from the latest model
       charrnn eval                   loss, perplexity and bits per character
+      charrnn inspect / runs         what a checkpoint holds; a table of the runs
+      charrnn plot / viz             learning curves; a neuron-activation page in the browser
+      charrnn corpora                the named corpora (enwik8, text8, tinyshakespeare)
     """
 
 
@@ -197,4 +200,7 @@ def main(argv=None) -> None:
     sys.exit(rv if isinstance(rv, int) else 0)
 
 from charrnn.corpora_command import corpora_cmd  # noqa: E402
-cli.add_command(corpora_cmd)
+from charrnn.see_commands import inspect_cmd, plot_cmd, runs_cmd, viz_cmd  # noqa: E402
+
+for _cmd in (inspect_cmd, runs_cmd, plot_cmd, viz_cmd, corpora_cmd):
+    cli.add_command(_cmd)
