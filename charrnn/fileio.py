@@ -11,6 +11,15 @@ import torch
 from charrnn.errors import CharrnnError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write_bytes(data: bytes, path: str) -> None:
     """Write to a temp file in the same directory, flush + fsync, then rename over ``path``.
 
@@ -25,6 +34,7 @@ def atomic_write_bytes(data: bytes, path: str) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp makes files private; give the usual mode
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:

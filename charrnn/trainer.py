@@ -209,9 +209,7 @@ class Trainer:
 
     def _evaluate_and_track(self, bar) -> str | None:
         """Validate, keep best.pt, write the val line; a stop reason when patience runs out."""
-        t0 = time.perf_counter()
         m = self.evaluate()
-        self.elapsed += time.perf_counter() - t0  # evaluation counts towards --max-time
         self._window.restart_clock()
         if bar.disable:
             self.log(f"step {self.step}: val loss {m['loss']:.4f}, bpc {m['bpc']:.4f} ({self.elapsed:.0f}s)")
@@ -220,9 +218,11 @@ class Trainer:
         return None
 
     def evaluate(self) -> dict:
-        c = self.corpus
+        """Score the validation split (its time counts towards --max-time), keep best.pt, log the line."""
+        c, t0 = self.corpus, time.perf_counter()
         m = evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, self.device,
                            self.precision, progress=self.progress_bar, desc="val")
+        self.elapsed += time.perf_counter() - t0
         self.last_val = m
         rec = {"step": self.step, "split": "val", **{k: _round(v) for k, v in m.items()},
                "elapsed": round(self.elapsed, 2)}

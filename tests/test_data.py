@@ -327,3 +327,4 @@ def test_read_pystdlib_concatenates_in_sorted_order():
     assert len(parts) > 20
     assert text == "".join(parts)
     assert text.startswith(parts[0]) and text.endswith(parts[-1])
+
