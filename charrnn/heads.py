@@ -5,6 +5,7 @@
     head.log_probs(h)       normalised log-probabilities over token ids (sampling, inspection)
     head.init_bias(counts)  start from the unigram distribution
     head.init_weights()     initial weights (called by the model after the embedding's)
+    head.parameter_rows()   closed-form parameter counts (charrnn inspect)
 
 ``FullSoftmax`` is one linear layer; ``AdaptiveSoftmax`` (Grave et al. 2017) gives frequent tokens
 the full hidden size and rare ones cheaper projections, so thousands of Chinese characters do not
@@ -68,6 +69,15 @@ class FullSoftmax(nn.Linear):
     def init_bias(self, counts) -> None:
         self.bias.copy_(_smoothed_logp(counts).float())
 
+    def parameter_rows(self) -> list[dict]:
+        """Closed-form parameter counts beside the real ones (for ``charrnn inspect``)."""
+        h, V = self.in_features, self.out_features
+        if self.tied:
+            return [{"part": "output head (tied)", "formula": "V (weight shared with the embedding)",
+                     "numbers": f"{V}", "closed_form": V, "count": self.bias.numel()}]
+        return [{"part": "output head (full softmax)", "formula": "h·V + V", "numbers": f"{h}·{V} + {V}",
+                 "closed_form": h * V + V, "count": self.weight.numel() + self.bias.numel()}]
+
 
 class AdaptiveSoftmax(nn.AdaptiveLogSoftmaxWithLoss):
     """Adaptive softmax over token ids; classes are kept in frequency order internally (``rank``)."""
@@ -105,6 +115,19 @@ class AdaptiveSoftmax(nn.AdaptiveLogSoftmaxWithLoss):
         head_bias = [ranked[:edges[1]]] + [torch.logsumexp(ranked[a:b], 0).view(1)
                                            for a, b in zip(edges[1:], edges[2:])]
         self.head.bias.copy_(torch.cat(head_bias).float())
+
+    def parameter_rows(self) -> list[dict]:
+        """Closed-form parameter counts beside the real ones (for ``charrnn inspect``)."""
+        h, c0, k = self.in_features, self.shortlist_size, self.n_clusters
+        rows = [{"part": f"adaptive head: shortlist {c0} + {k} clusters", "formula": "(h + 1)(c₀ + k)",
+                 "numbers": f"({h} + 1)·({c0} + {k})", "closed_form": (h + 1) * (c0 + k),
+                 "count": sum(p.numel() for p in self.head.parameters())}]
+        for i, tail in enumerate(self.tail):
+            d, n = tail[0].out_features, tail[1].out_features
+            rows.append({"part": f"adaptive tail {i + 1}: {n} tokens via {d} dims", "formula": "h·d + d·n",
+                         "numbers": f"{h}·{d} + {d}·{n}", "closed_form": h * d + d * n,
+                         "count": sum(p.numel() for p in tail.parameters())})
+        return rows
 
 
 def make_head(kind: str, hidden: int, vocab_size: int, cutoffs=(), tied: nn.Embedding | None = None):

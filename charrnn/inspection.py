@@ -47,24 +47,7 @@ def parameter_table(model) -> list[dict]:
         rows.append({"part": f"{cfg.cell} layer {i + 1} (m={m}, h={h})", "formula": f"{g}(mh + h² + 2h)",
                      "numbers": f"{g}({m}·{h} + {h}² + 2·{h})", "closed_form": rnn_layer_count(cfg.cell, m, h),
                      "count": actual})
-    head = model.head
-    if cfg.head == "full":
-        if cfg.tie_weights:
-            rows.append({"part": "output head (tied)", "formula": "V (weight shared with the embedding)",
-                         "numbers": f"{V}", "closed_form": V, "count": head.bias.numel()})
-        else:
-            rows.append({"part": "output head (full softmax)", "formula": "h·V + V", "numbers": f"{h}·{V} + {V}",
-                         "closed_form": h * V + V, "count": head.weight.numel() + head.bias.numel()})
-        return rows
-    c0, k = head.shortlist_size, head.n_clusters
-    rows.append({"part": f"adaptive head: shortlist {c0} + {k} clusters", "formula": "(h + 1)(c₀ + k)",
-                 "numbers": f"({h} + 1)·({c0} + {k})", "closed_form": (h + 1) * (c0 + k),
-                 "count": sum(p.numel() for p in head.head.parameters())})
-    for i, tail in enumerate(head.tail):
-        d, n = tail[0].out_features, tail[1].out_features
-        rows.append({"part": f"adaptive tail {i + 1}: {n} tokens via {d} dims", "formula": "h·d + d·n",
-                     "numbers": f"{h}·{d} + {d}·{n}", "closed_form": h * d + d * n,
-                     "count": sum(p.numel() for p in tail.parameters())})
+    rows.extend(model.head.parameter_rows())
     return rows
 
 
