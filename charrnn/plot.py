@@ -132,16 +132,6 @@ def _clip_top(ax, runs) -> None:
             ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.3 * (hi - lo))
 
 
-def _shareable(path: str) -> None:
-    """atomic_write_bytes leaves a private (0600) file; a picture or page is for sharing: honour the umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    try:
-        os.chmod(path, 0o666 & ~mask)
-    except OSError:
-        pass
-
-
 def plot_runs(run_dirs: list[str], out: str | None = None) -> str:
     """Draw the runs' curves into a PNG (default: <run>/plot.png for one run, runs.png for several)."""
     if not run_dirs:
@@ -152,5 +142,4 @@ def plot_runs(run_dirs: list[str], out: str | None = None) -> str:
         out = os.path.join(run_dirs[0], "plot.png") if len(run_dirs) == 1 else "runs.png"
     png = draw(runs, run_labels(run_dirs))
     atomic_write_bytes(png, out)
-    _shareable(out)
     return out

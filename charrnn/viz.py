@@ -276,16 +276,6 @@ def check_selection(model, layer, unit, state) -> dict:
     return {"view": "unit", "layer": layer or 1, "unit": unit or 0, "state": state}
 
 
-def _shareable(path: str) -> None:
-    """atomic_write_bytes leaves a private (0600) file; a picture or page is for sharing: honour the umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    try:
-        os.chmod(path, 0o666 & ~mask)
-    except OSError:
-        pass
-
-
 def viz_checkpoint(path: str, text: str, out: str, *, max_chars: int = MAX_CHARS, skip_unknown: bool = False,
                    layer: int | None = None, unit: int | None = None, state: str = "h", source: str = "",
                    log=None) -> dict:
@@ -302,6 +292,5 @@ def viz_checkpoint(path: str, text: str, out: str, *, max_chars: int = MAX_CHARS
     data = page_data(model, tok, text, title=title, notes=notes, initial=initial)
     page = render(data).encode("utf-8")
     atomic_write_bytes(page, out)
-    _shareable(out)
     return {"out": out, "bytes": len(page), "chars": len(text), "bpc": data["bpc"], "notes": data["notes"],
             "corr": data["corr"]}
