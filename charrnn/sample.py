@@ -90,21 +90,32 @@ class Stepper:
     every call); the same step as matrix products costs ~0.5 ms. The state is a tuple of per-layer
     (B, H) tensors (LSTM: hidden states then cell states); rows are independent streams. LSTM and
     RNN layers take one matrix product per step ([x, h] times the stacked weights); the weights are
-    copied when the Stepper is built (build a new one after changing the model).
+    copied when the Stepper is built (build a new one after changing the model). ``precision="bf16"``
+    multiplies in bfloat16 (several times faster for big batches on CPUs with AVX512-BF16 or AMX);
+    states, gates and the output layer stay fp32.
     """
 
-    def __init__(self, model: RNNLM):
+    def __init__(self, model: RNNLM, precision: str = "fp32"):
         self.model, self.cell = model, model.cfg.cell
         rnn, self.layers = model.rnn, []
         self.num_layers = rnn.num_layers
+        self.dtype = torch.bfloat16 if precision == "bf16" else None  # bf16: products in bf16, the rest fp32
         with torch.no_grad():
             for i in range(rnn.num_layers):
                 w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{k}_l{i}") for k in ("weight_ih", "weight_hh", "bias_ih",
                                                                                "bias_hh"))
                 if self.cell == "gru":  # the candidate gate needs W_hn h apart: two products
-                    self.layers.append((w_ih.t().contiguous(), w_hh.t().contiguous(), b_ih.clone(), b_hh.clone()))
+                    self.layers.append((self._weight(w_ih), self._weight(w_hh), b_ih.clone(), b_hh.clone()))
                 else:
-                    self.layers.append((torch.cat([w_ih, w_hh], 1).t().contiguous(), b_ih + b_hh))
+                    self.layers.append((self._weight(torch.cat([w_ih, w_hh], 1)), b_ih + b_hh))
+
+    def _weight(self, w: torch.Tensor) -> torch.Tensor:
+        return w.t().contiguous().to(self.dtype or w.dtype)
+
+    def _affine(self, b: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if self.dtype is None:
+            return torch.addmm(b, x, w)
+        return torch.mm(x.to(self.dtype), w).float() + b
 
     def from_module(self, state, batch: int = 1):
         """nn.LSTM-style (L, 1, H) state -> this stepper's state with ``batch`` copies of it."""
@@ -128,13 +139,13 @@ class Stepper:
         for i, layer in enumerate(self.layers):
             if self.cell == "gru":
                 w_ih, w_hh, b_ih, b_hh = layer
-                ir, iz, in_ = torch.addmm(b_ih, x, w_ih).chunk(3, 1)
-                hr, hz, hn = torch.addmm(b_hh, hs[i], w_hh).chunk(3, 1)
+                ir, iz, in_ = self._affine(b_ih, x, w_ih).chunk(3, 1)
+                hr, hz, hn = self._affine(b_hh, hs[i], w_hh).chunk(3, 1)
                 r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
                 h = (1 - z) * torch.tanh(in_ + r * hn) + z * hs[i]
             else:
                 w, b = layer
-                g = torch.addmm(b, torch.cat([x, hs[i]], 1), w)
+                g = self._affine(b, torch.cat([x, hs[i]], 1), w)
                 if self.cell == "lstm":
                     ig, fg, gg, og = g.chunk(4, 1)
                     c = torch.sigmoid(fg) * state[1][i] + torch.sigmoid(ig) * torch.tanh(gg)
@@ -210,7 +221,7 @@ class Job:
     def events(self, context=None, gen: torch.Generator | None = None, echo: bool = True) -> Iterator:
         o, model = self.opts, self.model
         model.eval()
-        stepper = Stepper(model)
+        stepper = Stepper(model, o["precision"])
         state, logp = self.context = self._start(stepper, context)
         if o["beam"] is not None:
             from charrnn.beam import search

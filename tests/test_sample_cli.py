@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import charrnn
 from tests.conftest import TINY_TEXT
@@ -60,6 +61,19 @@ def test_beam_json_is_best_first_and_beats_greedy(cli, trained_run):
     assert beams[0]["logprob"] >= greedy["logprob"]
     one = json.loads(cli("sample", run, "--prime", "the ", "--length", 30, "--beam", 1, "--json").out)
     assert one["text"] == greedy["text"]
+
+
+def test_bf16_products_give_the_models_log_probabilities_closely(cli, trained_run, model):
+    run = trained_run[0]
+    r = cli("sample", run, "--prime", "the ", "--length", 40, "--seed", 2, "--num-samples", 3, "--json",
+            "--precision", "bf16")
+    for line in r.out.splitlines():
+        s = json.loads(line)
+        ids = torch.as_tensor(model.tokenizer.encode(s["text"]), dtype=torch.long).view(1, -1)
+        with torch.no_grad():
+            logp, _ = model.module(ids[:, :-1])  # fp32, teacher forcing
+        exact = float(logp[0, 3:].gather(-1, ids[0, 4:, None]).sum())
+        assert s["tokens"] == 40 and s["logprob"] == pytest.approx(exact, rel=0.02)
 
 
 def test_prime_file_is_the_prime(cli, trained_run, tmp_path):
@@ -124,6 +138,7 @@ CASES = [
         _file("l.txt", "caf\u00e9\n".encode("latin-1"))),
     bad("prime-file-unknown-chars", ["--prime-file", "{bad}"], ["never saw", "'Ω'", "--skip-unknown"],
         _file("u.txt", "the Ω\n".encode())),
+    bad("precision-unknown", ["--precision", "fp16"], ["--precision", "fp16", "fp32", "bf16"]),
     bad("interactive-not-a-terminal", ["--interactive"], ["--interactive needs a terminal"]),
 ]
 

@@ -69,3 +69,19 @@ def test_module_state_round_trip():
         back = step.to_module(step.from_module(state, 3))
     for a, b in zip(state, back):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_bf16_products_stay_close_to_fp32(cell):
+    m = _model(cell, "full", V=60)
+    ids = torch.randint(0, 60, (4, 20))
+    with torch.no_grad():
+        exact, fast = Stepper(m), Stepper(m, "bf16")
+        assert exact.layers[0][0].dtype == torch.float32 and fast.layers[0][0].dtype == torch.bfloat16
+        zeros = tuple(tuple(torch.zeros(4, 24) for _ in range(2)) for _ in range(2 if cell == "lstm" else 1))
+        a, b = zeros, zeros
+        for t in range(20):
+            la, a = exact(ids[:, t], a)
+            lb, b = fast(ids[:, t], b)
+            assert lb.dtype == torch.float32 and not torch.equal(la, lb)
+            torch.testing.assert_close(lb, la, atol=0.05, rtol=0.05)
