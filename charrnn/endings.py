@@ -122,6 +122,9 @@ class Tracker:
         if not piece or self.done:
             return ""
         r = self.rules
+        if not r.active:  # nothing can end the sample early: all text is final at once
+            self.out = (self.out, piece)
+            return piece
         window = self.tail + piece  # a stop string may begin in earlier text
         base = len(self.tail) - len(self.held)  # where the text not yet emitted starts in window
         cut, end, cut_key = None, None, None  # where the sample ends (window coordinates) and why

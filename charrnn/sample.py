@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from charrnn.beam import search
 from charrnn.data import decode_text, read_bytes
 from charrnn.endings import Rules, Tracker, line_start_tokens
 from charrnn.errors import CharrnnError
@@ -31,10 +32,6 @@ class Sample:
     tokens: int      # tokens generated (forced line-start tokens included; the prime's not)
     logprob: float   # sum of the model's own log-probabilities (temperature 1) of those tokens
     end: str         # why it ended: length, stop, max_lines or line_starts
-
-
-def check_sample_args(length: int, temperature: float, top_k: int = 0) -> None:
-    check_values(SAMPLE, {"length": length, "temp": temperature, "top_k": top_k}, "sampling option")
 
 
 def start_ids(tokenizer, prime: str, skip_unknown: bool = False) -> np.ndarray:
@@ -98,7 +95,6 @@ class Stepper:
     def __init__(self, model: RNNLM, precision: str = "fp32"):
         self.model, self.cell = model, model.cfg.cell
         rnn, self.layers = model.rnn, []
-        self.num_layers = rnn.num_layers
         self.dtype = torch.bfloat16 if precision == "bf16" else None  # bf16: products in bf16, the rest fp32
         with torch.no_grad():
             for i in range(rnn.num_layers):
@@ -203,7 +199,8 @@ class Job:
         self.prime_text = tokenizer.decode(self.ids) if prime else ""
         starts = line_start_tokens(tokenizer, opts["line_starts"]) if opts["line_starts"] else ()
         self.rules = Rules(tuple(opts["stop"]), opts["strip_stop"], opts["max_lines"], starts)
-        self.at_line_start = not prime or self.prime_text.endswith("\n")
+        # a fresh text starts a line; a conversation continued without new text is taken to be mid-line
+        self.at_line_start = self.prime_text.endswith("\n") if prime else fresh
         self.context = None
 
     def tracker(self) -> Tracker:
@@ -214,20 +211,23 @@ class Job:
         if len(self.ids) == 0:
             return context
         x = torch.as_tensor(self.ids, dtype=torch.long, device=self.device).view(1, -1)
-        logp, state = self.model(x, None if context is None else stepper.to_module(context[0]))
-        return stepper.from_module(state), logp[:, -1].float()
+        h, state = self.model.features(x, None if context is None else stepper.to_module(context[0]))
+        return stepper.from_module(state), self.model.head.log_probs(h[:, -1]).float()  # a long prime: one row
 
-    @torch.no_grad()
     def events(self, context=None, gen: torch.Generator | None = None, echo: bool = True) -> Iterator:
+        for step in self._steps(context, gen, echo):
+            yield from step
+
+    @torch.no_grad()  # (entered and left at every yield: one yield per step, not per stream)
+    def _steps(self, context, gen, echo) -> Iterator[list]:
+        """The events of each step, as one list."""
         o, model = self.opts, self.model
         model.eval()
         stepper = Stepper(model, o["precision"])
         state, logp = self.context = self._start(stepper, context)
         if o["beam"] is not None:
-            from charrnn.beam import search
-            for s in search(stepper, state, logp, self, o["beam"], o["num_samples"], o["length"]):
-                yield s.index, s.text
-                yield s
+            yield [e for s in search(stepper, state, logp, self, o["beam"], o["num_samples"], o["length"])
+                   for e in ((s.index, s.text), s)]
             return
         gen = gen or make_generator(o["seed"], self.device)
         n = o["num_samples"]
@@ -236,7 +236,7 @@ class Job:
         rows = list(range(1, n + 1))  # the sample number of each row still generating
         trackers = [self.tracker() for _ in rows]
         if self.prime_text and echo:
-            yield from ((i, self.prime_text) for i in rows)
+            yield [(i, self.prime_text) for i in rows]
         for _ in range(o["length"]):
             nxt = choose(logp, o["temp"], o["top_k"], o["top_p"], gen)
             if self.rules.line_starts:
@@ -245,25 +245,24 @@ class Job:
                     where, what = zip(*forced)
                     nxt[list(where)] = torch.tensor(what, device=nxt.device)
             ids, lps = nxt.tolist(), logp.gather(1, nxt.view(-1, 1)).view(-1).tolist()
-            for r, t in enumerate(trackers):
-                text = t.feed(ids[r], lps[r])
-                if text:
-                    yield rows[r], text
+            out = [(i, text) for i, t, tok, lp in zip(rows, trackers, ids, lps) if (text := t.feed(tok, lp))]
             logp, state = stepper(nxt, state)
             self.context = (state, logp[:1])
             if any(t.done for t in trackers):
                 keep = [r for r, t in enumerate(trackers) if not t.done]
-                yield from (self.result(rows[r], t) for r, t in enumerate(trackers) if t.done)
+                out += [self.result(rows[r], t) for r, t in enumerate(trackers) if t.done]
                 if not keep:
+                    yield out
                     return
                 index = torch.tensor(keep, device=self.device)
                 state, logp = stepper.select(state, index), logp.index_select(0, index)
                 rows, trackers = [rows[r] for r in keep], [trackers[r] for r in keep]
+            yield out
+        out = []
         for i, t in zip(rows, trackers):
             text = t.finish("length")
-            if text:
-                yield i, text
-            yield self.result(i, t)
+            out += [(i, text), self.result(i, t)] if text else [self.result(i, t)]
+        yield out
 
     def result(self, index: int, t: Tracker) -> Sample:
         return Sample(index, self.prime_text + t.text(), t.tokens, t.logprob, t.end)
