@@ -25,7 +25,7 @@ from charrnn.data import is_builtin
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate_split, file_ids, split_ids, text_ids
 from charrnn.runtime import resolve_device, resolve_precision, show_progress
-from charrnn.sample import generate, start_ids
+from charrnn.sample import Job, Sample, sample_options
 from charrnn.settings import (EVAL, SAMPLE, TRAIN, apply_changes, check_values, config_from_saved, defaults,
                               help_lines, make_config, signature, with_default_limit)
 from charrnn.trainer import Trainer
@@ -159,16 +159,29 @@ class Model:
         return (f"<charrnn.Model {self.path}: {c.cell} {c.layers}x{c.hidden}, {self.tokenizer.kind} tokenizer "
                 f"({c.vocab_size} tokens), {self.num_parameters:,} parameters>")
 
-    def stream(self, prime: str = "", **options) -> Iterator[str]:
-        """Generate text piece by piece (first the prime, then new text as soon as it is complete)."""
-        opts = {**defaults(SAMPLE), **check_values(SAMPLE, options, "sampling option")}
-        start_ids(self.tokenizer, prime, opts["skip_unknown"])  # a bad prime fails before anything is yielded
-        return generate(self.module, self.tokenizer, opts["length"], opts["temp"], prime, opts["top_k"],
-                        opts["seed"], self.device, opts["skip_unknown"])
+    def stream(self, prime: str = "", **options) -> Iterator:
+        """Generate text piece by piece (first the prime, then new text as soon as it is final).
 
-    def sample(self, prime: str = "", **options) -> str:
-        """Generated text (the prime first) as one string."""
-        return "".join(self.stream(prime, **options))
+        With ``num_samples=N`` above 1 the N samples are generated together (one batch) and the
+        pieces come as ``(index, text)`` pairs, index 1..N, the streams interleaved.
+        """
+        job = self._job(prime, options)  # a bad option or prime fails here, before anything is yielded
+        if job.opts["num_samples"] == 1:
+            return job.pieces()
+        return (e for e in job.events() if not isinstance(e, Sample))
+
+    def sample(self, prime: str = "", **options) -> str | list[str]:
+        """Generated text (the prime first) as one string; a list of N strings with ``num_samples=N`` > 1."""
+        texts = [s.text for s in self._job(prime, options).samples()]
+        return texts if len(texts) > 1 else texts[0]
+
+    def generate(self, prime: str = "", **options) -> Iterator[Sample]:
+        """One ``charrnn.sample.Sample`` per sample (index, text, tokens, logprob, end), in index order,
+        each as soon as it is finished: what ``charrnn sample --json`` prints."""
+        return self._job(prime, options).samples()
+
+    def _job(self, prime, options) -> Job:
+        return Job(self.module, self.tokenizer, prime, sample_options(options), self.device)
 
     def evaluate(self, file=None, *, text: str | None = None, progress: bool | None = None, **options) -> dict:
         """Loss, perplexity, bits per character and per byte of a text file, a string (``text=``),
@@ -195,7 +208,11 @@ class Model:
 
 Model.stream.__signature__ = signature(SAMPLE, P("self", P.POSITIONAL_OR_KEYWORD),
                                        P("prime", P.POSITIONAL_OR_KEYWORD, default=""))
-Model.sample.__signature__ = Model.stream.__signature__
+Model.sample.__signature__ = Model.generate.__signature__ = Model.stream.__signature__
+Model.sample.__doc__ += f"""
+        Options (the same as `charrnn sample --help`, as keywords):
+{help_lines(SAMPLE)}
+        """
 
 
 class TrainResult:

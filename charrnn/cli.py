@@ -47,8 +47,8 @@ def option(s: Setting):
         return click.option(decl, s.name, is_flag=True, default=s.default, show_default=s.negatable,
                             help=s.help)
     kind = click.Choice(s.choices) if s.choices else {int: int, float: NUMBER, str: str}[s.type]
-    return click.option(s.flag, s.name, type=kind, default=s.default, show_default=s.default is not None,
-                        metavar=s.metavar, help=s.help)
+    return click.option(s.flag, s.name, type=kind, default=s.default, show_default=s.default not in (None, ()),
+                        metavar=s.metavar, help=s.help, multiple=s.multiple)
 
 
 def options(table, skip=()):
@@ -114,24 +114,82 @@ def train(ctx, corpus, resume, **settings):
 @options(SAMPLE[:2])
 @click.option("--prime", type=str, default="", help="Text to start from (printed first).")
 @options(SAMPLE[2:])
+@click.option("--json", "as_json", is_flag=True, default=False,
+              help="One JSON object per sample and line: index (1..N), text (the prime included), tokens "
+                   "(generated), logprob (the model's own log-probability of them at temperature 1), end.")
+@click.option("--interactive", is_flag=True, default=False,
+              help="A prompt on the terminal: type a prime, get a continuation (the model's state is kept "
+                   "across turns; /help lists the commands).")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
               help="Device for generation (one token at a time: the CPU is usually fastest).")
 @CKPT_DIR
-def sample(checkpoint, prime, device, checkpoint_dir, **opts):
-    """Generate text from CHECKPOINT (a .pt file or run directory; default: best.pt of the latest run)."""
+def sample(checkpoint, prime, as_json, interactive, device, checkpoint_dir, **opts):
+    """Generate text from CHECKPOINT (a .pt file or run directory; default: best.pt of the latest run).
+
+    Several samples (--num-samples) are separated by a line '--- sample I ---' before each.
+    """
     from charrnn import api
+    from charrnn.sample import check_options
     from charrnn.settings import check_values
 
-    check_values(SAMPLE, opts)  # before loading anything
+    opts = check_values(SAMPLE, opts)  # before loading anything
+    check_options(prime, opts)
+    if interactive:
+        _check_interactive(prime, as_json, opts)
     model = api.load(checkpoint, device=device, checkpoint_dir=checkpoint_dir)
-    pieces = model.stream(prime, **opts)  # a bad --prime fails here, before any output
-    _log(f"sampling from {model.path}")
-    out = sys.stdout
-    for piece in pieces:
-        out.write(piece)
-        out.flush()
-    out.write("\n")
-    out.flush()
+    if interactive:
+        from charrnn.interactive import Session, repl
+
+        session = Session(model, opts)
+        _log(f"sampling from {model.path}; type a prime and Enter (/help: commands, Ctrl-D: quit)")
+        repl(session)
+        return
+    if opts["num_samples"] == 1 and opts["beam"] is None and not as_json:
+        pieces = model.stream(prime, **opts)  # a bad --prime fails here, before any output
+        _log(f"sampling from {model.path}")
+        _note_escapes(opts["stop"])
+        last = ""
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            last = piece or last
+        _end_line(last)
+        return
+    samples = model.generate(prime, **opts)
+    _log(f"sampling from {model.path}" + (f" ({opts['num_samples']} samples)" if opts["num_samples"] > 1 else ""))
+    _note_escapes(opts["stop"])
+    for s in samples:
+        if as_json:
+            sys.stdout.write(json.dumps({"index": s.index, "text": s.text, "tokens": s.tokens,
+                                         "logprob": round(s.logprob, 4), "end": s.end}, ensure_ascii=False) + "\n")
+        else:
+            if opts["num_samples"] > 1:
+                sys.stdout.write(f"--- sample {s.index} ---\n")
+            sys.stdout.write(s.text)
+            _end_line(s.text)
+        sys.stdout.flush()
+
+
+def _note_escapes(stops) -> None:
+    for s in stops:
+        if "\\n" in s or "\\t" in s:
+            _log(f"note: --stop {s!r} holds a backslash, not a line break or tab; in bash write $'\\n' for one")
+
+
+def _end_line(text: str) -> None:
+    """Finish the output with a line break, unless the text ended with one."""
+    if not text.endswith("\n"):
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def _check_interactive(prime, as_json, opts) -> None:
+    if not sys.stdin.isatty():
+        raise CharrnnError("--interactive needs a terminal on stdin; pipe primes with --prime-file or --prime instead")
+    for flag, bad in (("--prime", prime), ("--prime-file", opts["prime_file"] is not None), ("--json", as_json),
+                      ("--num-samples", opts["num_samples"] != 1), ("--beam", opts["beam"] is not None)):
+        if bad:
+            raise CharrnnError(f"{flag} does not go with --interactive (type the prime at the prompt); drop it")
 
 
 @cli.command(name="eval")
@@ -165,7 +223,7 @@ def flag_table(command: str) -> str:
         if p.param_type_name != "option":
             continue
         flag = " / ".join(f"`{o}`" for o in p.opts + p.secondary_opts)
-        default = "" if p.default in (None, "") or p.name == "resume" else (
+        default = "" if p.default in (None, "", ()) or p.name == "resume" else (
             ("`on`" if p.default else "`off`") if isinstance(p.default, bool) else f"`{p.default}`")
         choices = f" ({', '.join(p.type.choices)})" if isinstance(p.type, click.Choice) else ""
         rows.append(f"| {flag} | {default} | {p.help}{choices} |")

@@ -1,22 +1,37 @@
-"""Generation: feed the prime once, then one token per step with the hidden state kept.
+"""Generation: feed the prime once, then one token per step for a batch of streams, state kept.
 
-The library half: ``Model.sample``/``Model.stream`` (api.py) call ``generate``; the CLI prints.
+N samples are N rows of one batch: each step is one matrix product per layer for all of them
+(``Stepper``), then temperature, top-k and top-p per row (``choose``). ``Job`` is one validated
+request; ``Model.sample``/``stream``/``generate`` (api.py) run it and the CLI prints. Where a
+sample ends and which tokens a line must start with is endings.py; beam search is beam.py.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import torch
 
+from charrnn.beam import search
+from charrnn.data import decode_text, read_bytes
+from charrnn.endings import Rules, Tracker, line_start_tokens
 from charrnn.errors import CharrnnError
 from charrnn.model import RNNLM
-from charrnn.settings import SAMPLE, check_values
+from charrnn.settings import SAMPLE, check_values, defaults
 
 
-def check_sample_args(length: int, temperature: float, top_k: int = 0) -> None:
-    check_values(SAMPLE, {"length": length, "temp": temperature, "top_k": top_k}, "sampling option")
+@dataclass
+class Sample:
+    """One finished sample (what ``charrnn sample --json`` prints, one per line)."""
+
+    index: int       # 1, 2, ... N: the sample's number, as the CLI prints it
+    text: str        # the prime, then the generated text
+    tokens: int      # tokens generated (forced line-start tokens included; the prime's not)
+    logprob: float   # sum of the model's own log-probabilities (temperature 1) of those tokens
+    end: str         # why it ended: length, stop, max_lines or line_starts
 
 
 def start_ids(tokenizer, prime: str, skip_unknown: bool = False) -> np.ndarray:
@@ -33,86 +48,251 @@ def start_ids(tokenizer, prime: str, skip_unknown: bool = False) -> np.ndarray:
     return ids[:1] if len(ids) else np.zeros(1, np.int32)
 
 
+def read_prime_file(path) -> str:
+    """The prime from a UTF-8 file, verbatim (a final newline included), checked like a corpus."""
+    path = os.fspath(path)
+    try:
+        return decode_text(read_bytes(path, "prime file"), path, "prime file")
+    except CharrnnError as e:  # the corpus wording suggests a training flag that sample does not have
+        raise CharrnnError(str(e).replace(" or use --tokenizer byte", "")) from None
+
+
+def check_options(prime: str, opts: dict) -> None:
+    """Rules between sampling options (each value alone was checked by its SAMPLE entry)."""
+    if prime and opts["prime_file"] is not None:
+        raise CharrnnError("give --prime or --prime-file, not both")
+    if any(s == "" for s in opts["stop"]):
+        raise CharrnnError("--stop must not be an empty string; give the text that ends a sample")
+    if opts["line_starts"] == "":
+        raise CharrnnError("--line-starts is empty; give one character per line (e.g. 春夏秋冬)")
+    if opts["beam"] is not None:
+        for name, off in (("top_k", 0), ("top_p", 1.0)):
+            if opts[name] != off:
+                flag = "--" + name.replace("_", "-")
+                raise CharrnnError(f"{flag} does not apply to --beam (beam search picks the most likely text); "
+                                   f"drop one of them")
+        if opts["num_samples"] > opts["beam"]:
+            raise CharrnnError(f"--num-samples {opts['num_samples']} is more than --beam {opts['beam']} can give; "
+                               f"use --num-samples {opts['beam']} or a wider --beam")
+
+
+def sample_options(options: dict) -> dict:
+    return {**defaults(SAMPLE), **check_values(SAMPLE, options, "sampling option")}
+
+
 class Stepper:
-    """One token at a time through the model, with the same math as nn.LSTM/GRU/RNN.
+    """One token per stream per step through the model, with the same math as nn.LSTM/GRU/RNN.
 
     Calling the fused nn.LSTM for a single step costs ~3 ms on a CPU (it prepares its kernels on
-    every call); the same step as a few matrix-vector products costs ~0.5 ms. Sampling is
-    sequential by nature, so this is the one place that walks time step by step.
+    every call); the same step as matrix products costs ~0.5 ms. The state is a tuple of per-layer
+    (B, H) tensors (LSTM: hidden states then cell states); rows are independent streams. LSTM and
+    RNN layers take one matrix product per step ([x, h] times the stacked weights); the weights are
+    copied when the Stepper is built (build a new one after changing the model). ``precision="bf16"``
+    multiplies in bfloat16 (several times faster for big batches on CPUs with AVX512-BF16 or AMX);
+    states, gates and the output layer stay fp32.
     """
 
-    def __init__(self, model: RNNLM):
+    def __init__(self, model: RNNLM, precision: str = "fp32"):
         self.model, self.cell = model, model.cfg.cell
-        rnn = model.rnn
-        self.layers = [(getattr(rnn, f"weight_ih_l{i}"), getattr(rnn, f"weight_hh_l{i}"),
-                        getattr(rnn, f"bias_ih_l{i}"), getattr(rnn, f"bias_hh_l{i}")) for i in range(rnn.num_layers)]
+        rnn, self.layers = model.rnn, []
+        self.dtype = torch.bfloat16 if precision == "bf16" else None  # bf16: products in bf16, the rest fp32
+        with torch.no_grad():
+            for i in range(rnn.num_layers):
+                w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{k}_l{i}") for k in ("weight_ih", "weight_hh", "bias_ih",
+                                                                               "bias_hh"))
+                if self.cell == "gru":  # the candidate gate needs W_hn h apart: two products
+                    self.layers.append((self._weight(w_ih), self._weight(w_hh), b_ih.clone(), b_hh.clone()))
+                else:
+                    self.layers.append((self._weight(torch.cat([w_ih, w_hh], 1)), b_ih + b_hh))
 
-    def split_state(self, state):
-        """nn.LSTM-style (L, 1, H) state -> per-layer lists of (1, H)."""
-        if self.cell == "lstm":
-            return [list(state[0].unbind(0)), list(state[1].unbind(0))]
-        return [list(state.unbind(0))]
+    def _weight(self, w: torch.Tensor) -> torch.Tensor:
+        return w.t().contiguous().to(self.dtype or w.dtype)
 
-    def __call__(self, token: int, state):
-        x = self.model.embed.weight[token].view(1, -1)
-        hs = state[0]
-        for i, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.layers):
-            gi = torch.addmm(b_ih, x, w_ih.t())
-            gh = torch.addmm(b_hh, hs[i], w_hh.t())
-            if self.cell == "lstm":
-                ig, fg, gg, og = (gi + gh).chunk(4, 1)
-                c = torch.sigmoid(fg) * state[1][i] + torch.sigmoid(ig) * torch.tanh(gg)
-                h = torch.sigmoid(og) * torch.tanh(c)
-                state[1][i] = c
-            elif self.cell == "gru":
-                ir, iz, in_ = gi.chunk(3, 1)
-                hr, hz, hn = gh.chunk(3, 1)
+    def _affine(self, b: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if self.dtype is None:
+            return torch.addmm(b, x, w)
+        return torch.mm(x.to(self.dtype), w).float() + b
+
+    def from_module(self, state, batch: int = 1):
+        """nn.LSTM-style (L, 1, H) state -> this stepper's state with ``batch`` copies of it."""
+        parts = state if isinstance(state, tuple) else (state,)
+        return tuple(t[:, :1].expand(-1, batch, -1).unbind(0) for t in parts)
+
+    def to_module(self, state):
+        """The first row of the state in nn.LSTM style (L, 1, H), to continue with a fused forward."""
+        parts = tuple(torch.stack([s[:1] for s in layers]) for layers in state)
+        return parts if self.cell == "lstm" else parts[0]
+
+    @staticmethod
+    def select(state, index: torch.Tensor):
+        """The state of the given rows (drop finished streams, or follow beams to their parents)."""
+        return tuple(tuple(s.index_select(0, index) for s in layers) for layers in state)
+
+    def __call__(self, tokens: torch.Tensor, state):
+        """tokens (B,) -> next-token log-probabilities (B, V) and the new state."""
+        x = self.model.embed.weight.index_select(0, tokens.view(-1))
+        hs, new_h, new_c = state[0], [], []
+        for i, layer in enumerate(self.layers):
+            if self.cell == "gru":
+                w_ih, w_hh, b_ih, b_hh = layer
+                ir, iz, in_ = self._affine(b_ih, x, w_ih).chunk(3, 1)
+                hr, hz, hn = self._affine(b_hh, hs[i], w_hh).chunk(3, 1)
                 r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
                 h = (1 - z) * torch.tanh(in_ + r * hn) + z * hs[i]
             else:
-                h = torch.tanh(gi + gh)
-            hs[i] = x = h
-        return self.model.head.log_probs(x)[0]
+                w, b = layer
+                g = self._affine(b, torch.cat([x, hs[i]], 1), w)
+                if self.cell == "lstm":
+                    ig, fg, gg, og = g.chunk(4, 1)
+                    c = torch.sigmoid(fg) * state[1][i] + torch.sigmoid(ig) * torch.tanh(gg)
+                    h = torch.sigmoid(og) * torch.tanh(c)
+                    new_c.append(c)
+                else:
+                    h = torch.tanh(g)
+            new_h.append(h)
+            x = h
+        new = (tuple(new_h), tuple(new_c)) if self.cell == "lstm" else (tuple(new_h),)
+        return self.model.head.log_probs(x).float(), new
 
 
-@torch.no_grad()
-def generate(model: RNNLM, tokenizer, length: int, temperature: float = 1.0, prime: str = "",
-             top_k: int = 0, seed: int | None = None, device: torch.device | str = "cpu",
-             skip_unknown: bool = False) -> Iterator[str]:
-    """Yield decoded text as soon as it is complete: first the prime, then ``length`` new tokens.
+def choose(logp: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0,
+           gen: torch.Generator | None = None) -> torch.Tensor:
+    """Next tokens (B,) from log-probabilities (B, V): temperature, then top-k, then top-p; 0 is greedy."""
+    if temperature == 0:
+        return logp.argmax(-1)
+    scaled = (logp - logp.amax(-1, keepdim=True)) / temperature
+    if 0 < top_k < scaled.shape[-1]:
+        kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, -float("inf"))
+    probs = torch.softmax(scaled, dim=-1)
+    if top_p < 1:  # the smallest set of most likely tokens whose probabilities reach top_p
+        p, order = probs.sort(-1, descending=True)
+        p = p.masked_fill(p.cumsum(-1) - p >= top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, order, p)
+    return torch.multinomial(probs, 1, generator=gen).view(-1)
 
-    temperature 0 is greedy (argmax); top_k > 0 samples among the k most likely tokens only.
-    """
-    check_sample_args(length, temperature, top_k)
-    device = torch.device(device)
+
+def make_generator(seed: int | None, device) -> torch.Generator:
     gen = torch.Generator(device=device)
     if seed is not None:
         gen.manual_seed(seed)
     else:
         gen.seed()  # non-deterministic, and leaves torch's global RNG alone
-    model.eval()
-    ids = start_ids(tokenizer, prime, skip_unknown)
-    if prime:
-        yield tokenizer.decode(ids)
-    logits, state = model(torch.as_tensor(ids, dtype=torch.long, device=device).view(1, -1))
-    logits = logits[0, -1].float()
-    step = Stepper(model)
-    state = step.split_state(state)
-    decoder = tokenizer.stream_decoder()
-    for _ in range(length):
-        if temperature == 0:
-            nxt = int(torch.argmax(logits))
-        else:
-            scaled = (logits - logits.max()) / temperature
-            if 0 < top_k < scaled.numel():
-                kth = torch.topk(scaled, top_k).values[-1]
-                scaled = scaled.masked_fill(scaled < kth, -float("inf"))
-            probs = torch.softmax(scaled, dim=-1)
-            nxt = int(torch.multinomial(probs, 1, generator=gen))
-        text = decoder.feed(nxt)
-        if text:
-            yield text
-        logits = step(nxt, state).float()
-    tail = decoder.flush()
-    if tail:
-        yield tail
+    return gen
+
+
+class Job:
+    """One sampling request, validated when made (every error comes before any output).
+
+    ``events()`` yields ``(index, text)`` as text of sample ``index`` becomes final (the prime
+    first, unless ``echo`` is false) and a ``Sample`` as each sample finishes. ``context`` is the
+    last (state, log-probs) of stream 1, for a conversation that continues (interactive mode).
+    """
+
+    def __init__(self, model: RNNLM, tokenizer, prime: str, opts: dict, device="cpu", fresh: bool = True):
+        check_options(prime, opts)
+        if opts["prime_file"] is not None:
+            prime = read_prime_file(opts["prime_file"])
+        self.model, self.tokenizer, self.opts = model, tokenizer, opts
+        self.device = torch.device(device)
+        self.ids = start_ids(tokenizer, prime, opts["skip_unknown"]) if prime or fresh else np.zeros(0, np.int32)
+        self.prime_text = tokenizer.decode(self.ids) if prime else ""
+        starts = line_start_tokens(tokenizer, opts["line_starts"]) if opts["line_starts"] else ()
+        self.rules = Rules(tuple(opts["stop"]), opts["strip_stop"], opts["max_lines"], starts)
+        # a fresh text starts a line; a conversation continued without new text is taken to be mid-line
+        self.at_line_start = self.prime_text.endswith("\n") if prime else fresh
+        self.context = None
+
+    def tracker(self) -> Tracker:
+        return Tracker(self.rules, self.tokenizer.stream_decoder(), self.at_line_start)
+
+    def _start(self, stepper: Stepper, context):
+        """State and next-token log-probabilities (batch 1) after the prime (from ``context`` if given)."""
+        if len(self.ids) == 0:
+            return context
+        x = torch.as_tensor(self.ids, dtype=torch.long, device=self.device).view(1, -1)
+        h, state = self.model.features(x, None if context is None else stepper.to_module(context[0]))
+        return stepper.from_module(state), self.model.head.log_probs(h[:, -1]).float()  # a long prime: one row
+
+    def events(self, context=None, gen: torch.Generator | None = None, echo: bool = True) -> Iterator:
+        for step in self._steps(context, gen, echo):
+            yield from step
+
+    @torch.no_grad()  # (entered and left at every yield: one yield per step, not per stream)
+    def _steps(self, context, gen, echo) -> Iterator[list]:
+        """The events of each step, as one list."""
+        o, model = self.opts, self.model
+        model.eval()
+        stepper = Stepper(model, o["precision"])
+        state, logp = self.context = self._start(stepper, context)
+        if o["beam"] is not None:
+            yield [e for s in search(stepper, state, logp, self, o["beam"], o["num_samples"], o["length"])
+                   for e in ((s.index, s.text), s)]
+            return
+        gen = gen or make_generator(o["seed"], self.device)
+        n = o["num_samples"]
+        state = stepper.select(state, torch.zeros(n, dtype=torch.long, device=self.device))
+        logp = logp.expand(n, -1)
+        rows = list(range(1, n + 1))  # the sample number of each row still generating
+        trackers = [self.tracker() for _ in rows]
+        if self.prime_text and echo:
+            yield [(i, self.prime_text) for i in rows]
+        for _ in range(o["length"]):
+            nxt = choose(logp, o["temp"], o["top_k"], o["top_p"], gen)
+            if self.rules.line_starts:
+                forced = [(r, t.forced[0]) for r, t in enumerate(trackers) if t.forced]
+                if forced:
+                    where, what = zip(*forced)
+                    nxt[list(where)] = torch.tensor(what, device=nxt.device)
+            ids, lps = nxt.tolist(), logp.gather(1, nxt.view(-1, 1)).view(-1).tolist()
+            out = [(i, text) for i, t, tok, lp in zip(rows, trackers, ids, lps) if (text := t.feed(tok, lp))]
+            logp, state = stepper(nxt, state)
+            self.context = (state, logp[:1])
+            if any(t.done for t in trackers):
+                keep = [r for r, t in enumerate(trackers) if not t.done]
+                out += [self.result(rows[r], t) for r, t in enumerate(trackers) if t.done]
+                if not keep:
+                    yield out
+                    return
+                index = torch.tensor(keep, device=self.device)
+                state, logp = stepper.select(state, index), logp.index_select(0, index)
+                rows, trackers = [rows[r] for r in keep], [trackers[r] for r in keep]
+            yield out
+        out = []
+        for i, t in zip(rows, trackers):
+            text = t.finish("length")
+            out += [(i, text), self.result(i, t)] if text else [self.result(i, t)]
+        yield out
+
+    def result(self, index: int, t: Tracker) -> Sample:
+        return Sample(index, self.prime_text + t.text(), t.tokens, t.logprob, t.end)
+
+    def pieces(self, context=None, gen=None) -> Iterator[str]:
+        """The text of sample 1 as it becomes final (the prime first)."""
+        for e in self.events(context, gen):
+            if not isinstance(e, Sample):
+                yield e[1]
+
+    def samples(self) -> Iterator[Sample]:
+        """Every sample in index order, each as soon as it and those before it are finished."""
+        done, nxt = {}, 1
+        for e in self.events():
+            if isinstance(e, Sample):
+                done[e.index] = e
+                while nxt in done:
+                    yield done.pop(nxt)
+                    nxt += 1
+
+
+@torch.no_grad()
+def generate(model: RNNLM, tokenizer, length: int, temperature: float = 1.0, prime: str = "",
+             top_k: int = 0, seed: int | None = None, device: torch.device | str = "cpu",
+             skip_unknown: bool = False, **options) -> Iterator[str]:
+    """Yield decoded text as soon as it is complete: first the prime, then ``length`` new tokens.
+
+    temperature 0 is greedy (argmax); top_k > 0 samples among the k most likely tokens only; any
+    other SAMPLE setting (top_p, stop, max_lines, line_starts, beam) is a keyword too.
+    """
+    opts = sample_options({"length": length, "temp": temperature, "top_k": top_k, "seed": seed,
+                           "skip_unknown": skip_unknown, **options})
+    yield from Job(model, tokenizer, prime, opts, device).pieces()

@@ -11,7 +11,7 @@ import difflib
 import inspect
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from dataclasses import asdict, dataclass, field, fields, make_dataclass, replace as _replace
 from typing import Any
 
 from charrnn.errors import CharrnnError
@@ -44,6 +44,7 @@ class Setting:
     negatable: bool = False      # bool flag with a --no- form
     metavar: str | None = None
     rule: str | None = None      # wording of the allowed range, where the generic one reads badly
+    multiple: bool = False       # repeatable: the value is a tuple of such values (default ())
 
     @property
     def flag(self) -> str:
@@ -51,6 +52,11 @@ class Setting:
 
     def check(self, value) -> Any:
         """The value, validated (ints accepted for floats); a one-line CharrnnError otherwise."""
+        if self.multiple:  # a tuple of values (one value alone is accepted as a tuple of one)
+            values = (value,) if isinstance(value, (str, int, float)) else value
+            if not isinstance(values, (tuple, list)):
+                raise CharrnnError(f"{self.flag} must be a {self.type.__name__} or a list of them (got {value!r})")
+            return tuple(_replace(self, multiple=False).check(v) for v in values)
         if value is None and self.optional:
             return None
         if self.type is bool:
@@ -155,9 +161,27 @@ TRAIN = (
 SAMPLE = (
     S("temp", float, 0.8, "Sampling temperature; 0 is greedy (always the most likely token).", min=0,
       rule="0 (greedy) or positive"),
-    S("length", int, 1000, "Tokens to generate.", min=0),
+    S("length", int, 1000, "Tokens to generate (per sample; an upper bound when a sample may stop earlier).",
+      min=0),
+    S("prime_file", str, None, "Start from the text of this UTF-8 file (used verbatim) instead of --prime.",
+      optional=True, metavar="PATH"),
     S("top_k", int, 0, "Sample among the k most likely (0: all).", min=0),
+    S("top_p", float, 1.0, "Nucleus sampling: among the most likely tokens whose probabilities add up to P "
+      "(1: off); applied after --temp and --top-k.", min=0, max=1, min_open=True, metavar="P"),
     S("seed", int, None, "Random seed: the same seed gives the same text.", optional=True),
+    S("num_samples", int, 1, "Generate N samples at once, as N parallel streams of one batch.", min=1, metavar="N"),
+    S("stop", str, (), "End a sample right after it generates this text (repeatable; a newline in bash: "
+      "$'\\n').", multiple=True, metavar="TEXT"),
+    S("strip_stop", bool, False, "Leave the stop text out of the sample."),
+    S("max_lines", int, None, "End a sample after it generates N line breaks.", min=1, optional=True,
+      metavar="N"),
+    S("line_starts", str, None, "Begin each line with the next of these characters (acrostic; the first line "
+      "too when the prime is empty or ends a line); end after the last one's line.", optional=True,
+      metavar="CHARS"),
+    S("beam", int, None, "Beam search with K beams: the most likely text of --length tokens (deterministic; "
+      "--num-samples up to K best).", min=1, optional=True, metavar="K"),
+    S("precision", str, "fp32", "Matrix products of each step: fp32, or bf16 (several times faster for many "
+      "streams on CPUs with AVX512-BF16 or AMX; the numbers differ slightly).", choices=("fp32", "bf16")),
     S("skip_unknown", bool, False, "Drop prime characters the model never saw."),
 )
 

@@ -1,4 +1,5 @@
-"""The one-token sampling step computes exactly what the fused nn.LSTM/GRU/RNN computes."""
+"""The one-token sampling step computes exactly what the fused nn.LSTM/GRU/RNN computes, and the
+rows of a batch are independent streams."""
 
 from __future__ import annotations
 
@@ -9,21 +10,78 @@ from charrnn.model import ModelConfig, RNNLM, resolve_head
 from charrnn.sample import Stepper
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("head", ["full", "adaptive"])
-def test_step_by_step_equals_fused_forward(cell, head):
+def _model(cell: str, head: str, V: int = 1200) -> RNNLM:
     torch.manual_seed(0)
-    V = 1200
     m = RNNLM(ModelConfig(V, cell, 2, 24, 8, 0.0, False, *resolve_head(head, V, False))).eval()
     if head == "adaptive":
         m.init_output_bias(torch.randint(0, 50, (V,)).numpy())
-    ids = torch.randint(0, V, (1, 12))
+    return m
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("head", ["full", "adaptive"])
+def test_step_by_step_equals_fused_forward(cell, head):
+    m = _model(cell, head)
+    ids = torch.randint(0, m.cfg.vocab_size, (1, 12))
     with torch.no_grad():
         want, _ = m(ids)
         _, state = m(ids[:, :4])
         step = Stepper(m)
-        state = step.split_state(state)
-        got = [step(int(t), state) for t in ids[0, 4:]]
+        state = step.from_module(state)
+        got = []
+        for t in ids[0, 4:]:
+            logp, state = step(t.view(1), state)
+            got.append(logp[0])
     for k, g in enumerate(got):
         torch.testing.assert_close(torch.log_softmax(g, -1), torch.log_softmax(want[0, 4 + k], -1),
                                    atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_batched_rows_are_independent_streams(cell):
+    """B different token sequences stepped together equal each sequence run alone through the fused model,
+    also after rows are dropped and reordered (what finished streams and beam search do)."""
+    m = _model(cell, "full", V=50)
+    B, T = 5, 10
+    ids = torch.randint(0, 50, (B, T))
+    with torch.no_grad():
+        want = torch.stack([m(ids[b:b + 1])[0][0] for b in range(B)])  # (B, T, V), one stream at a time
+        step = Stepper(m)
+        _, s0 = m(ids[:1, :1])
+        copies = step.from_module(s0, B)
+        assert all(torch.equal(layer[0], layer[b]) for part in copies for layer in part for b in range(B))
+        state = tuple(tuple(torch.zeros(B, 24) for _ in range(2)) for _ in range(2 if cell == "lstm" else 1))
+        rows = torch.arange(B)
+        for t in range(T):
+            if t == 6:  # drop row 1 and reverse the rest
+                rows = torch.tensor([4, 3, 2, 0])
+                state = step.select(state, torch.tensor([4, 3, 2, 0]))
+            logp, state = step(ids[rows, t], state)
+            torch.testing.assert_close(logp, want[rows, t], atol=1e-5, rtol=1e-5)
+
+
+def test_module_state_round_trip():
+    m = _model("lstm", "full", V=40)
+    ids = torch.randint(0, 40, (1, 7))
+    with torch.no_grad():
+        _, state = m(ids)
+        step = Stepper(m)
+        back = step.to_module(step.from_module(state, 3))
+    for a, b in zip(state, back):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_bf16_products_stay_close_to_fp32(cell):
+    m = _model(cell, "full", V=60)
+    ids = torch.randint(0, 60, (4, 20))
+    with torch.no_grad():
+        exact, fast = Stepper(m), Stepper(m, "bf16")
+        assert exact.layers[0][0].dtype == torch.float32 and fast.layers[0][0].dtype == torch.bfloat16
+        zeros = tuple(tuple(torch.zeros(4, 24) for _ in range(2)) for _ in range(2 if cell == "lstm" else 1))
+        a, b = zeros, zeros
+        for t in range(20):
+            la, a = exact(ids[:, t], a)
+            lb, b = fast(ids[:, t], b)
+            assert lb.dtype == torch.float32 and not torch.equal(la, lb)
+            torch.testing.assert_close(lb, la, atol=0.05, rtol=0.05)
