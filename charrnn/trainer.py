@@ -23,6 +23,7 @@ from charrnn.evaluate import evaluate_split
 from charrnn.model import ModelConfig, RNNLM, detach_state
 from charrnn.rng import rng_state, seed_everything, set_rng_state
 from charrnn.runtime import autocast, progress_bar, resolve_device, resolve_precision, setup_backend, show_progress
+from charrnn.trainlog import LogWindow, rounded as _round
 
 TRAIN_STATE_VERSION = 2  # 1: format-1 checkpoints; 2 adds the resolved device/precision
 
@@ -76,7 +77,7 @@ class Trainer:
             self._restore(resume_ckpt)
         self.tokens_per_char = len(self.corpus.train.ids) / max(self.corpus.train.n_chars, 1)
         self._signal = None
-        self._window = _Window()
+        self._window = LogWindow()
 
     def _optimizer(self) -> torch.optim.Optimizer:
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "embed" not in n]
@@ -314,41 +315,3 @@ class Trainer:
         return {"run_dir": self.run_dir, "step": self.step, "epoch": self.epoch, "stop": stop,
                 "best_val": self.best_val, "best": self.best, "last_val": self.last_val, "elapsed": self.elapsed,
                 "skipped": self.skipped}
-
-
-class _Window:
-    """Running sums between two train log lines: loss, gradient norms, clipping, throughput."""
-
-    def __init__(self):
-        self.restart_clock(0)
-        self._reset()
-
-    def _reset(self):
-        self.n, self.loss, self.gsum, self.gmax, self.clipped = 0, 0.0, 0.0, 0.0, 0
-
-    def restart_clock(self, tokens: int | None = None) -> None:
-        self.t = time.perf_counter()
-        if tokens is not None:
-            self.log_t, self.log_tokens = self.t, tokens
-
-    def lap(self) -> float:
-        now = time.perf_counter()
-        dt, self.t = now - self.t, now
-        return dt
-
-    def add(self, loss: float, gnorm: float, clip: float) -> None:
-        if math.isfinite(loss) and math.isfinite(gnorm):
-            self.n, self.loss, self.gsum = self.n + 1, self.loss + loss, self.gsum + gnorm
-            self.gmax, self.clipped = max(self.gmax, gnorm), self.clipped + (gnorm > clip)
-
-    def take(self, tokens: int) -> dict:
-        now = time.perf_counter()
-        out = {"loss": self.loss / self.n, "grad_norm": self.gsum / self.n, "grad_norm_max": self.gmax,
-               "clipped": self.clipped, "tok_s": (tokens - self.log_tokens) / max(now - self.log_t, 1e-9)}
-        self.log_t, self.log_tokens = now, tokens
-        self._reset()
-        return out
-
-
-def _round(v):
-    return float(f"{v:.6g}") if isinstance(v, float) else v
