@@ -24,7 +24,7 @@ from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data import is_builtin
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate_split, file_ids, split_ids, text_ids
-from charrnn.finetune import apply_source
+from charrnn.finetune import finetune_config
 from charrnn.records import records_separator
 from charrnn.records_score import evaluate_run_split
 from charrnn.runtime import resolve_device, resolve_precision, show_progress
@@ -71,8 +71,9 @@ def train(corpus=None, *, progress: bool | None = None, on_eval: Callable | None
     values["corpus"] = _corpus_path(values["corpus"])
     if values.get("val_file") is not None:
         values["val_file"] = os.path.abspath(os.fspath(values["val_file"]))
-    cfg = with_default_limit(make_config(**values))
-    source = apply_source(cfg, explicit=set(settings)) if cfg.init_from is not None else None  # fine-tuning
+    cfg, source = (finetune_config(values, explicit=set(settings)) if values.get("init_from") is not None
+                   else (make_config(**values), None))  # source: the checkpoint being fine-tuned
+    cfg = with_default_limit(cfg)
     run_dir = rundir.new_run_dir(cfg.checkpoint_dir, cfg.corpus, cfg.name)
     try:
         with rundir.RunLock(run_dir):

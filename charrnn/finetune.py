@@ -32,7 +32,7 @@ from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.errors import CharrnnError
 from charrnn.heads import _smoothed_logp
 from charrnn.model import RNNLM
-from charrnn.settings import check_combination, finetune_defaults
+from charrnn.settings import TRAIN, TrainConfig, check_combination, check_values, finetune_defaults
 
 ARCHITECTURE = ("cell", "layers", "hidden", "emb", "tie_weights", "head", "tokenizer", "vocab_size")
 SAMPLE_TOKENS = 4096  # hidden states used to set the new output units' biases
@@ -77,6 +77,13 @@ def apply_source(cfg, explicit) -> dict:
     cfg.init_from = path
     check_combination(cfg)
     return ckpt
+
+
+def finetune_config(values: dict, explicit) -> tuple:
+    """A fine-tuning run's settings and the source checkpoint. The rules between settings are checked
+    once the architecture is the source's (with defaults such as --hidden 512 they would misfire)."""
+    cfg = TrainConfig(**check_values(TRAIN, values))
+    return cfg, apply_source(cfg, explicit)
 
 
 def unknown_policy(cfg, resuming: bool) -> str | None:

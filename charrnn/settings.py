@@ -25,6 +25,7 @@ PRECISIONS = ("auto", "fp32", "bf16")              # runtime.resolve_precision
 DEVICES = ("auto", "cpu", "cuda")                  # runtime.resolve_device
 SPLITS = ("val", "test")                           # data.Corpus parts that can be evaluated
 DEFAULT_MAX_EPOCHS = 10                            # when no limit at all is given
+FINETUNE_LR = 1e-3                                 # --lr when fine-tuning (docs/BENCHMARKS.md)
 
 
 @dataclass(frozen=True)
@@ -150,8 +151,8 @@ TRAIN = (
     S("extend_vocab", bool, False, "With --init-from: add the characters the model never saw to its vocabulary."),
     S("skip_unknown", bool, False, "With --init-from: drop the characters the model never saw from the text."),
     # optimisation
-    S("lr", float, 3e-3, "Peak learning rate (AdamW); 1e-3 when fine-tuning (--init-from).", min=0, min_open=True,
-      finetune_default=1e-3),
+    S("lr", float, 3e-3, f"Peak learning rate (AdamW); {FINETUNE_LR:g} when fine-tuning (--init-from).", min=0,
+      min_open=True, finetune_default=FINETUNE_LR),
     S("min_lr_frac", float, 0.1, "Final learning rate as a fraction of --lr (cosine decay).", min=0, max=1),
     S("warmup", int, 30, "Linear warmup steps.", min=0),
     S("weight_decay", float, 0.01, "AdamW weight decay on weight matrices.", min=0),
