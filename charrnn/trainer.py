@@ -276,7 +276,7 @@ class Trainer:
                  f"{self.model.num_parameters():,} parameters; device {self.device.type}, {self.precision}")
         self.log(f"data: {len(self.corpus.train.ids):,} train / {len(self.corpus.val.ids):,} val tokens; "
                  f"batch {cfg.batch_size} x {cfg.seq_len}, {self.batcher.windows_per_epoch} steps per epoch")
-        if cfg.init_from:
+        if cfg.init_from and self.step == 0:
             self.log(f"fine-tuning {cfg.init_from}: fresh optimizer and schedule, lr {cfg.lr:g}")
         if cfg.records:
             self.log(self.batcher.describe())
