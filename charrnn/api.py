@@ -24,6 +24,9 @@ from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data import is_builtin
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate_split, file_ids, split_ids, text_ids
+from charrnn.finetune import finetune_config
+from charrnn.records import records_separator
+from charrnn.records_score import evaluate_run_split
 from charrnn.runtime import resolve_device, resolve_precision, show_progress
 from charrnn.sample import Job, Sample, sample_options
 from charrnn.settings import (EVAL, SAMPLE, TRAIN, apply_changes, check_values, config_from_saved, defaults,
@@ -68,12 +71,15 @@ def train(corpus=None, *, progress: bool | None = None, on_eval: Callable | None
     values["corpus"] = _corpus_path(values["corpus"])
     if values.get("val_file") is not None:
         values["val_file"] = os.path.abspath(os.fspath(values["val_file"]))
-    cfg = with_default_limit(make_config(**values))
+    cfg, source = (finetune_config(values, explicit=set(settings)) if values.get("init_from") is not None
+                   else (make_config(**values), None))  # source: the checkpoint being fine-tuned
+    cfg = with_default_limit(cfg)
     run_dir = rundir.new_run_dir(cfg.checkpoint_dir, cfg.corpus, cfg.name)
     try:
         with rundir.RunLock(run_dir):
-            trainer = Trainer(cfg, run_dir, log=log, progress=progress, on_eval=on_eval, on_log=on_log)
-            rundir.write_config(run_dir, cfg.to_dict())
+            trainer = Trainer(cfg, run_dir, log=log, progress=progress, on_eval=on_eval, on_log=on_log,
+                              init_ckpt=source)
+            rundir.write_config(run_dir, trainer.run_record())
             return TrainResult(trainer.fit())
     except BaseException:
         try:
@@ -87,6 +93,8 @@ train.__doc__ = f"""Train a new model; returns a TrainResult (run directory, bes
 
     corpus: a UTF-8 text file, the built-in 'pystdlib' corpus (the default), or a named corpus
         (enwik8, text8, tinyshakespeare: downloaded once, with its standard split and tokenizer).
+    init_from: fine-tune: start from this checkpoint's weights and tokenizer (its architecture; the
+        settings given here that contradict it are refused; lr defaults lower), in a new run.
     progress: draw a progress bar (None: on a terminal or in a notebook).
     on_eval(record): called after every validation with its metrics (step, loss, bpc, ...).
     on_log(record): called every log_every steps with the training metrics.
@@ -109,6 +117,9 @@ def resume(run=None, *, checkpoint_dir: str = "checkpoints", progress: bool | No
     Keywords change settings that may change on resume (limits such as max_time, evaluation and save
     intervals, device, precision); changing the model, tokenizer, data or optimizer is refused.
     """
+    if "init_from" in changes:
+        raise CharrnnError("--init-from starts a new run and cannot be combined with --resume; resume the run "
+                           "alone (a fine-tuned run remembers where it started from)")
     path = rundir.resolve_checkpoint(None if run is None else os.fspath(run), checkpoint_dir, prefer=rundir.LAST)
     run_dir = os.path.dirname(os.path.abspath(path))
     ckpt = load_checkpoint(path)
@@ -123,7 +134,7 @@ def resume(run=None, *, checkpoint_dir: str = "checkpoints", progress: bool | No
         trainer = Trainer(cfg, run_dir, log=log, resume_ckpt=ckpt, progress=progress, on_eval=on_eval,
                           on_log=on_log)
         rundir.truncate_metrics(run_dir, trainer.step)
-        rundir.write_config(run_dir, cfg.to_dict())
+        rundir.write_config(run_dir, trainer.run_record())
         log(f"resuming {path} at step {trainer.step}")
         return TrainResult(trainer.fit())
 
@@ -190,6 +201,13 @@ class Model:
         tok = self.tokenizer
         if file is not None and text is not None:
             raise CharrnnError("give a file or a text to evaluate, not both")
+        trained = self.config.precision if self.config else "auto"
+        prec = resolve_precision(opts["precision"] if opts["precision"] != "auto" else trained, self.device)
+        if file is None and text is None and records_separator(self._ckpt.get("run_config")) is not None:
+            m = evaluate_run_split(self.module, self._ckpt, self.path, opts["split"], self.device, prec,
+                                   show_progress(progress))  # --records: each record from a fresh state
+            return {"checkpoint": self.path, "text": f"{opts['split']} split of {self.config.corpus} (records)",
+                    "tokenizer": tok.kind, **m}
         if file is not None:
             (ids, n_chars, n_bytes), where = file_ids(tok, os.fspath(file), opts["skip_unknown"]), os.fspath(file)
         elif text is not None:
@@ -199,8 +217,6 @@ class Model:
             where = f"{opts['split']} split of {self.config.corpus}"
         if len(ids) < 2:
             raise CharrnnError(f"{where} is too short to evaluate: it needs at least two tokens")
-        trained = self.config.precision if self.config else "auto"
-        prec = resolve_precision(opts["precision"] if opts["precision"] != "auto" else trained, self.device)
         m = evaluate_split(self.module, tok, ids, n_chars, n_bytes, self.device, prec,
                            progress=show_progress(progress), desc="eval")
         return {"checkpoint": self.path, "text": where, "tokenizer": tok.kind, **m}

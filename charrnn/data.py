@@ -14,7 +14,8 @@ import torch
 
 from charrnn.errors import CharrnnError
 from charrnn.fileio import atomic_save, safe_load
-from charrnn.tokenizers import fit_tokenizer, tokenizer_from_state
+from charrnn.records import encode_records, split_records
+from charrnn.tokenizers import adapt_vocab, fit_tokenizer, tokenizer_from_state
 
 BUILTIN_CORPORA = ("pystdlib",)
 CACHE_VERSION = 2  # bump whenever splitting or encoding changes: old caches are then ignored
@@ -97,6 +98,7 @@ class Split:
     ids: np.ndarray       # token ids, int32
     n_chars: int          # Unicode characters of the text these ids encode
     n_bytes: int          # UTF-8 bytes of that text
+    starts: np.ndarray | None = None  # --records: where each record starts in ids (records.py)
 
 
 @dataclass
@@ -107,6 +109,7 @@ class Corpus:
     test: Split
     source: str
     digest: str
+    records: str | None = None  # the record separator (--records), or None for one continuous text
 
 
 def split_text(text, val_frac: float, test_frac: float):
@@ -122,25 +125,33 @@ def split_text(text, val_frac: float, test_frac: float):
     return text[:n_train], text[n_train:n_train + n_val], text[n_train + n_val:]
 
 
-def make_split(tok, text: str) -> Split:
-    return Split(tok.encode(text) if text else np.zeros(0, np.int32), len(text), len(text.encode("utf-8")))
+def make_split(tok, text: str, records: str | None = None) -> Split:
+    n_chars, n_bytes = len(text), len(text.encode("utf-8"))
+    if records is not None:
+        ids, starts = encode_records(tok, text, records)
+        return Split(ids, n_chars, n_bytes, starts)
+    return Split(tok.encode(text) if text else np.zeros(0, np.int32), n_chars, n_bytes)
 
 
 def load_corpus(path: str, tokenizer: str = "char", vocab_size: int = 512, val_frac: float = 0.05,
                 test_frac: float = 0.05, val_file: str | None = None, cache_dir: str | None = None,
                 log=None, tok_state: dict | None = None, expect_digest: str | None = None,
-                check=None) -> Corpus:
+                check=None, records: str | None = None, unknown: str | None = None) -> Corpus:
     """Read, split and encode a corpus, reusing the cached encoding when nothing changed.
 
     The tokenizer is fitted on the training split only (never on val/test), unless ``tok_state``
-    gives one (on resume).
+    gives one (on resume, or the model being fine-tuned: then ``unknown`` says what to do with
+    characters it never saw, see adapt_vocab). ``records``: the separator of a corpus of records
+    (records.py): splits fall between records and each split knows where its records start.
     """
     builtin = is_builtin(path)
     raw = read_pystdlib().encode("utf-8") if builtin else read_bytes(path, "corpus")
     raw_val = read_bytes(val_file, "validation file") if val_file else b""
+    key = (CACHE_VERSION, tokenizer, vocab_size, val_frac, test_frac, bool(val_file))
+    key += (("records", records),) if records is not None else ()  # older runs keep their digest
+    key += (("unknown", unknown),) if unknown == "skip" else ()
     h = hashlib.blake2b(digest_size=16)
-    for part in (raw, b"\x00", raw_val, repr((CACHE_VERSION, tokenizer, vocab_size, val_frac, test_frac,
-                                              bool(val_file))).encode()):
+    for part in (raw, b"\x00", raw_val, repr(key).encode()):
         h.update(part)
     digest = h.hexdigest()
     if expect_digest is not None and digest != expect_digest:
@@ -152,9 +163,10 @@ def load_corpus(path: str, tokenizer: str = "char", vocab_size: int = 512, val_f
         if log:
             log(f"using cached encoding {cache_path}")
         tok = tokenizer_from_state(cached["tokenizer"])
-        splits = [Split(cached[k].numpy(), int(cached[k + "_chars"]), int(cached[k + "_bytes"]))
+        splits = [Split(cached[k].numpy(), int(cached[k + "_chars"]), int(cached[k + "_bytes"]),
+                        cached[k + "_starts"].numpy() if k + "_starts" in cached else None)
                   for k in ("train", "val", "test")]
-        return Corpus(tok, *splits, source=path, digest=digest)
+        return Corpus(tok, *splits, source=path, digest=digest, records=records)
 
     kind = tok_state.get("kind") if tok_state else tokenizer
     if kind == "byte" and not _is_utf8(raw):
@@ -162,41 +174,50 @@ def load_corpus(path: str, tokenizer: str = "char", vocab_size: int = 512, val_f
         if log:
             log(f"note: '{path}' is not valid UTF-8; training on its raw bytes")
         tok = tokenizer_from_state({"kind": "byte"})
-        parts = split_text(raw, 0.0 if val_file else val_frac, test_frac)
-        train, val, test = (Split(np.frombuffer(p, np.uint8).astype(np.int32),
-                                  len(p.decode("utf-8", "replace")), len(p)) for p in parts)
-        if val_file:
-            val = Split(np.frombuffer(raw_val, np.uint8).astype(np.int32),
-                        len(raw_val.decode("utf-8", "replace")), len(raw_val))
+        sep = records.encode("utf-8") if records is not None else None
+        parts = _cut(raw, 0.0 if val_file else val_frac, test_frac, sep, path)
+        train, val, test = (_byte_split(tok, p, records) for p in (parts[0], raw_val or parts[1], parts[2]))
     else:
         text = decode_text(raw, path, "corpus")
+        val_text = decode_text(raw_val, val_file, "validation file") if val_file else None
+        tok = tokenizer_from_state(tok_state) if tok_state else None
+        if tok is not None and unknown is not None:
+            tok, text, val_text = adapt_vocab(tok, text, val_text, unknown, log)
         if val_file:
-            val_text = decode_text(raw_val, val_file, "validation file")
-            train_text, _, test_text = split_text(text, 0.0, test_frac)
+            train_text, _, test_text = _cut(text, 0.0, test_frac, records, path)
         else:
-            train_text, val_text, test_text = split_text(text, val_frac, test_frac)
+            train_text, val_text, test_text = _cut(text, val_frac, test_frac, records, path)
         if not train_text.strip():
             raise CharrnnError("the training split is empty; lower --val-frac/--test-frac")
         if not val_text:
             raise CharrnnError("the validation split is empty; raise --val-frac or give --val-file")
-        if tok_state:
-            tok = tokenizer_from_state(tok_state)
-        else:
+        if tok is None:
             # Characters come from the whole corpus (as in char-rnn); subword models see only train.
             fit_on = text + val_text if (kind == "char" and val_file) else text if kind == "char" else train_text
             tok = fit_tokenizer(tokenizer, fit_on, vocab_size, log=log)
         if log and len(text) >= 1 << 20:  # a progress hint for slow work only
             log(f"encoding {len(text):,} characters with the {tok.kind} tokenizer ...")
         hint = "use --tokenizer byte, which never meets an unknown character"
-        train, val, test = (make_split_checked(tok, t, hint) for t in (train_text, val_text, test_text))
+        train, val, test = (make_split_checked(tok, t, hint, records) for t in (train_text, val_text, test_text))
     if len(val.ids) < 2:
         raise CharrnnError("the validation split is shorter than two tokens; raise --val-frac or give --val-file")
-    corpus = Corpus(tok, train, val, test, source=path, digest=digest)
+    corpus = Corpus(tok, train, val, test, source=path, digest=digest, records=records)
     if check is not None:
         check(corpus)  # e.g. too short for the batch shape: fail before caching anything
     if cache_path and tok_state is None:
         _write_cache(cache_path, corpus)
     return corpus
+
+
+def _cut(text, val_frac: float, test_frac: float, records, path: str):
+    if records is None:
+        return split_text(text, val_frac, test_frac)
+    return split_records(text, records, val_frac, test_frac, path)
+
+
+def _byte_split(tok, p: bytes, records: str | None) -> Split:
+    ids, starts = encode_records(tok, p, records) if records else (np.frombuffer(p, np.uint8).astype(np.int32), None)
+    return Split(ids, len(p.decode("utf-8", "replace")), len(p), starts)
 
 
 def _is_utf8(raw: bytes) -> bool:
@@ -207,9 +228,9 @@ def _is_utf8(raw: bytes) -> bool:
         return False
 
 
-def make_split_checked(tok, text: str, hint: str) -> Split:
+def make_split_checked(tok, text: str, hint: str, records: str | None = None) -> Split:
     try:
-        return make_split(tok, text)
+        return make_split(tok, text, records)
     except CharrnnError as e:
         raise CharrnnError(f"{e}; {hint}") from None
 
@@ -242,6 +263,8 @@ def _write_cache(path: str, corpus: Corpus) -> None:
         s = getattr(corpus, k)
         data[k] = torch.from_numpy(s.ids.astype(np.int32))
         data[k + "_chars"], data[k + "_bytes"] = s.n_chars, s.n_bytes
+        if s.starts is not None:
+            data[k + "_starts"] = torch.from_numpy(s.starts.astype(np.int64))
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         atomic_save(data, path)
@@ -283,6 +306,10 @@ class StreamBatcher:
     def window(self, streams: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         s = k * self.T
         return streams[:, s:s + self.T].long(), streams[:, s + 1:s + self.T + 1].long()
+
+    def fresh(self, streams: torch.Tensor, k: int) -> bool:
+        """Whether the hidden state starts at zero at window k: only at an epoch's start (see records.py)."""
+        return False
 
 
 def eval_streams(ids: np.ndarray, max_streams: int = 32, min_len: int = 4096):

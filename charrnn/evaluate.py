@@ -98,7 +98,8 @@ def split_ids(ckpt: dict, path: str, split: str):
     if split == "test" and not cfg.test_frac > 0:
         raise CharrnnError("this run has no test split (--test-frac was 0); use --split val or --file PATH")
     corpus = load_corpus(cfg.corpus, cfg.tokenizer, cfg.vocab_size, cfg.val_frac, cfg.test_frac, cfg.val_file,
-                         cache_dir=cache_dir(checkpoint_dir_of(path)), tok_state=ckpt["tokenizer"])
+                         cache_dir=cache_dir(checkpoint_dir_of(path)), tok_state=ckpt["tokenizer"],
+                         records=cfg.records, unknown="skip" if cfg.skip_unknown else None)
     part = getattr(corpus, split)
     if len(part.ids) < 2:
         raise CharrnnError(f"this run has no {split} split (--{split}-frac was 0); use --split val or --file PATH")

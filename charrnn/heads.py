@@ -91,7 +91,10 @@ class AdaptiveSoftmax(nn.AdaptiveLogSoftmaxWithLoss):
         """PyTorch's own initialisation is kept."""
 
     def loss(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self(h.reshape(-1, h.shape[-1]), self.rank[y.reshape(-1)]).loss
+        h, y = h.reshape(-1, h.shape[-1]), y.reshape(-1)
+        if (y < 0).any():  # padding targets (--records) are left out, as cross_entropy ignores -100
+            h, y = h[y >= 0], y[y >= 0]
+        return self(h, self.rank[y]).loss
 
     def token_nll(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Only the targets' log-probabilities are computed (no full-vocabulary log-softmax)."""

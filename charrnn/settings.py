@@ -11,6 +11,7 @@ import difflib
 import inspect
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields, make_dataclass, replace as _replace
 from typing import Any
 
@@ -24,6 +25,7 @@ PRECISIONS = ("auto", "fp32", "bf16")              # runtime.resolve_precision
 DEVICES = ("auto", "cpu", "cuda")                  # runtime.resolve_device
 SPLITS = ("val", "test")                           # data.Corpus parts that can be evaluated
 DEFAULT_MAX_EPOCHS = 10                            # when no limit at all is given
+FINETUNE_LR = 1e-3                                 # --lr when fine-tuning (docs/BENCHMARKS.md)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class Setting:
     metavar: str | None = None
     rule: str | None = None      # wording of the allowed range, where the generic one reads badly
     multiple: bool = False       # repeatable: the value is a tuple of such values (default ())
+    escapes: bool = False        # a string in which \n, \t, \r and \\ are read as escapes (see unescape)
+    finetune_default: Any = None  # the default when fine-tuning (--init-from), where it differs
 
     @property
     def flag(self) -> str:
@@ -76,6 +80,8 @@ class Setting:
             value = os.fspath(value)  # paths as pathlib.Path objects are welcome
         if self.type is str and not isinstance(value, str):
             raise CharrnnError(f"{self.flag} must be a string (got {value!r})")
+        if self.escapes:
+            value = unescape(self.flag, value)
         if self.choices is not None and value not in self.choices:
             raise CharrnnError(f"unknown {self.flag} {value!r}; choose one of {', '.join(self.choices)}")
         low_bad = self.min is not None and (value <= self.min if self.min_open else value < self.min)
@@ -100,6 +106,20 @@ class Setting:
         return f"{'below' if self.max_open else 'at most'} {self.max:g}"
 
 
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def unescape(flag: str, value: str) -> str:
+    """A flag value with the escapes \\n (newline), \\t (tab), \\r and \\\\ (backslash) read, so that
+    ``--records '\\n'`` works in a shell; any other backslash sequence is refused."""
+    def one(m):
+        if m.group(1) not in ESCAPES:
+            what = f"unknown escape '\\{m.group(1)}'" if m.group(1) else "a lone backslash at the end"
+            raise CharrnnError(f"{flag} '{value}' has {what}; use \\n, \\t, \\r or \\\\ (a backslash)")
+        return ESCAPES[m.group(1)]
+    return re.sub(r"\\(.?)", one, value, flags=re.S)
+
+
 S = Setting
 POS = dict(type=int, min=1)
 TRAIN = (
@@ -115,6 +135,9 @@ TRAIN = (
       max_open=True),
     S("val_file", str, None, "Validate on this file instead of a slice of the corpus.", optional=True,
       resumable=True, metavar="PATH"),
+    S("records", str, None, "The corpus is independent records, each ending in SEP (e.g. `\\n`: one per line; the "
+      "escapes `\\n`, `\\t`, `\\\\` are read): each is modelled from a fresh state, its ending SEP included.", optional=True,
+      metavar="SEP", escapes=True),
     S("batch_size", default=32, help="Parallel streams per step (B).", **POS),
     S("seq_len", default=128, help="Window length T of truncated backprop through time.", **POS),
     # model
@@ -128,8 +151,14 @@ TRAIN = (
       negatable=True),
     S("head", str, "auto", "Output layer: full softmax, or adaptive softmax (cheap for big vocabularies, e.g. "
       "Chinese); auto: adaptive above 1024 tokens.", choices=HEADS),
+    # fine-tuning
+    S("init_from", str, None, "Fine-tune: start a new run from this checkpoint's weights and tokenizer (a run "
+      "directory: its best.pt); the architecture comes from it.", optional=True, metavar="CKPT|RUN_DIR"),
+    S("extend_vocab", bool, False, "With --init-from: add the characters the model never saw to its vocabulary."),
+    S("skip_unknown", bool, False, "With --init-from: drop the characters the model never saw from the text."),
     # optimisation
-    S("lr", float, 3e-3, "Peak learning rate (AdamW).", min=0, min_open=True),
+    S("lr", float, 3e-3, f"Peak learning rate (AdamW); {FINETUNE_LR:g} when fine-tuning (--init-from).", min=0,
+      min_open=True, finetune_default=FINETUNE_LR),
     S("min_lr_frac", float, 0.1, "Final learning rate as a fraction of --lr (cosine decay).", min=0, max=1),
     S("warmup", int, 30, "Linear warmup steps.", min=0),
     S("weight_decay", float, 0.01, "AdamW weight decay on weight matrices.", min=0),
@@ -260,6 +289,15 @@ def check_combination(cfg) -> None:
         raise CharrnnError(f"--tie-weights needs --emb equal to --hidden (got {cfg.emb} and {cfg.hidden})")
     if cfg.name is not None and (not cfg.name or "/" in cfg.name or cfg.name in (".", "..")):
         raise CharrnnError(f"--name {cfg.name!r} must be a plain directory name")
+    if cfg.records == "":
+        raise CharrnnError("--records '' is empty; give the separator that ends each record, e.g. --records '\\n' "
+                           "(one record per line) or '\\n\\n' (paragraphs)")
+    for flag, on in (("--extend-vocab", cfg.extend_vocab), ("--skip-unknown", cfg.skip_unknown)):
+        if on and cfg.init_from is None:
+            raise CharrnnError(f"{flag} only applies when fine-tuning; add --init-from CKPT (or drop {flag})")
+    if cfg.extend_vocab and cfg.skip_unknown:
+        raise CharrnnError("--extend-vocab and --skip-unknown exclude each other: add the unseen characters or "
+                           "drop them, not both")
 
 
 def apply_changes(cfg, changes: dict):
@@ -272,6 +310,11 @@ def apply_changes(cfg, changes: dict):
         setattr(cfg, k, v)
     check_combination(cfg)
     return cfg
+
+
+def finetune_defaults() -> dict:
+    """Settings whose default differs when fine-tuning (--init-from), with that default."""
+    return {s.name: s.finetune_default for s in TRAIN if s.finetune_default is not None}
 
 
 def with_default_limit(cfg):

@@ -30,7 +30,7 @@ TOKENIZERS = ("char", "byte", "bpe", "unigram")
 _META = "\u2581"  # sentencepiece's space symbol
 
 
-def _describe_chars(chars) -> str:
+def describe_chars(chars) -> str:
     shown = ", ".join(repr(c) for c in list(chars)[:8])
     more = len(chars) - 8
     return shown + (f" and {more} more" if more > 0 else "")
@@ -67,10 +67,19 @@ class CharTokenizer:
                 chars = [chr(c) for c in np.unique(cps[unknown])]
                 raise CharrnnError(
                     f"text contains {len(chars)} character(s) the model never saw: "
-                    f"{_describe_chars(chars)}" + (f" ({hint})" if hint else "")
+                    f"{describe_chars(chars)}" + (f" ({hint})" if hint else "")
                 )
             ids = ids[~unknown]
         return ids
+
+    def unknown_chars(self, text: str) -> list[str]:
+        """The distinct characters of text outside the vocabulary, in code point order."""
+        present = np.flatnonzero(np.bincount(_codepoints(text), minlength=1))
+        return [chr(c) for c in present[~np.isin(present, self.codepoints)]]
+
+    def with_chars(self, chars) -> "CharTokenizer":
+        """This vocabulary plus chars (still sorted: ids of known characters may move up)."""
+        return CharTokenizer(np.union1d(self.codepoints, [ord(c) for c in chars]))
 
     def decode(self, ids) -> str:
         cps = self.codepoints[np.asarray(ids, dtype=np.int64)]
@@ -256,6 +265,30 @@ def _with_elapsed(desc: str, fn, show: bool = True):
 
 def _codepoints(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype="<u4")
+
+
+def adapt_vocab(tok, text: str, val_text: str | None, unknown: str, log=None):
+    """Fine-tuning a char model on text with characters it never saw: "extend" adds them to the
+    vocabulary, "skip" drops them from the text, "error" refuses naming them and both options.
+    Other tokenizers never meet an unknown character."""
+    if tok.kind != "char":
+        return tok, text, val_text
+    new = sorted(set(tok.unknown_chars(text)) | set(tok.unknown_chars(val_text or "")))
+    if not new:
+        return tok, text, val_text
+    say = f"{len(new)} character(s) the model never saw: {describe_chars(new)}"
+    if unknown == "extend":
+        if log:
+            log(f"extending the vocabulary with {say}")
+        return tok.with_chars(new), text, val_text
+    if unknown == "skip":
+        keep = lambda t: tok.decode(tok.encode(t, skip_unknown=True)) if t else t  # noqa: E731
+        kept, val_text = keep(text), keep(val_text)
+        if log:
+            log(f"dropping {len(text) - len(kept):,} occurrences of {say}")
+        return tok, kept, val_text
+    raise CharrnnError(f"the text has {say}; pass --extend-vocab to add them to the model, or --skip-unknown "
+                       "to drop them from the text")
 
 
 def fit_tokenizer(kind: str, text: str, vocab_size: int = 512, log=None):

@@ -20,9 +20,13 @@ from charrnn.checkpoint import model_from_checkpoint, save_checkpoint
 from charrnn.data import StreamBatcher, check_fits, load_corpus
 from charrnn.errors import CharrnnError, Interrupted
 from charrnn.evaluate import evaluate_split
+from charrnn.finetune import start_model, unknown_policy
 from charrnn.model import ModelConfig, RNNLM, detach_state
+from charrnn.records import RecordBatcher, separator_ids
+from charrnn.records_score import evaluate_records
 from charrnn.rng import rng_state, seed_everything, set_rng_state
 from charrnn.runtime import autocast, progress_bar, resolve_device, resolve_precision, setup_backend, show_progress
+from charrnn.trainlog import LogWindow, rounded as _round
 
 TRAIN_STATE_VERSION = 2  # 1: format-1 checkpoints; 2 adds the resolved device/precision
 
@@ -42,7 +46,7 @@ class Trainer:
     """One run's model, data, optimizer and position; ``fit`` trains until a limit or a signal."""
 
     def __init__(self, cfg, run_dir: str, log=None, resume_ckpt: dict | None = None, progress: bool | None = None,
-                 on_eval=None, on_log=None):
+                 on_eval=None, on_log=None, init_ckpt: dict | None = None):
         self.cfg, self.run_dir = cfg, run_dir
         self.log = log or _stderr
         self.progress_bar = show_progress(progress)
@@ -51,16 +55,21 @@ class Trainer:
         self.precision = resolve_precision(cfg.precision, self.device)
         setup_backend(self.device)
         seed_everything(cfg.seed)
-        self.corpus = load_corpus(
+        source = resume_ckpt or init_ckpt  # init_ckpt: the model being fine-tuned (finetune.py)
+        self.corpus = c = load_corpus(
             cfg.corpus, cfg.tokenizer, cfg.vocab_size, cfg.val_frac, cfg.test_frac, cfg.val_file,
-            rundir.cache_dir(cfg.checkpoint_dir), log=self.log,
-            tok_state=resume_ckpt["tokenizer"] if resume_ckpt else None,
+            rundir.cache_dir(cfg.checkpoint_dir), log=self.log, tok_state=source["tokenizer"] if source else None,
             expect_digest=(resume_ckpt.get("train_state") or {}).get("corpus_digest") if resume_ckpt else None,
-            check=lambda c: check_fits(len(c.train.ids), cfg.batch_size, cfg.seq_len))
-        self.tok = self.corpus.tokenizer
-        self.batcher = StreamBatcher(self.corpus.train.ids, cfg.batch_size, cfg.seq_len, cfg.seed)
+            check=None if cfg.records else lambda c: check_fits(len(c.train.ids), cfg.batch_size, cfg.seq_len),
+            records=cfg.records, unknown=unknown_policy(cfg, resuming=resume_ckpt is not None))
+        self.tok = c.tokenizer
+        self.batcher = (RecordBatcher(c.train.ids, c.train.starts, separator_ids(self.tok, cfg.records), cfg.batch_size,
+                                      cfg.seq_len, cfg.seed) if cfg.records else
+                        StreamBatcher(c.train.ids, cfg.batch_size, cfg.seq_len, cfg.seed))
         if resume_ckpt:
             self.model, _ = model_from_checkpoint(resume_ckpt, os.path.join(run_dir, rundir.LAST))
+        elif init_ckpt:
+            self.model = start_model(init_ckpt, self.tok, c.train.ids, cfg.dropout, self.log)
         else:
             self.model = RNNLM(ModelConfig.from_settings(cfg, self.tok.vocab_size))
             self.model.init_output_bias(np.bincount(self.corpus.train.ids, minlength=self.tok.vocab_size))
@@ -76,7 +85,7 @@ class Trainer:
             self._restore(resume_ckpt)
         self.tokens_per_char = len(self.corpus.train.ids) / max(self.corpus.train.n_chars, 1)
         self._signal = None
-        self._window = _Window()
+        self._window = LogWindow()
 
     def _optimizer(self) -> torch.optim.Optimizer:
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "embed" not in n]
@@ -136,7 +145,7 @@ class Trainer:
                 streams = self._next_epoch_if_done(streams)
                 x, y = self._batch(streams)
                 loss, gnorm = self._train_step(x, y)
-                self._account(x, loss, gnorm, bar)
+                self._account(y, loss, gnorm, bar)
                 stop = self._stop_reason()
                 if self.step % self.cfg.eval_every == 0 or stop:
                     stop = self._evaluate_and_track(bar) or stop
@@ -156,6 +165,8 @@ class Trainer:
         return self.batcher.epoch_streams(self.epoch)
 
     def _batch(self, streams):
+        if self.batcher.fresh(streams, self.k):  # --records: a new group of records starts here
+            self.state = None
         x, y = self.batcher.window(streams, self.k)
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
@@ -185,9 +196,9 @@ class Trainer:
         self.step, self.k = self.step + 1, self.k + 1
         return loss_v, gnorm
 
-    def _account(self, x, loss: float, gnorm: float, bar) -> None:
+    def _account(self, y, loss: float, gnorm: float, bar) -> None:
         """Time, token count, progress bar, and every log_every steps a train line in metrics.jsonl."""
-        self.tokens += x.numel()
+        self.tokens += int((y >= 0).sum())  # targets, not padding (--records)
         self.elapsed += self._window.lap()
         bar.update(1)
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
@@ -220,8 +231,9 @@ class Trainer:
     def evaluate(self) -> dict:
         """Score the validation split (its time counts towards --max-time), keep best.pt, log the line."""
         c, t0 = self.corpus, time.perf_counter()
-        m = evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, self.device,
-                           self.precision, progress=self.progress_bar, desc="val")
+        args = (self.device, self.precision, self.progress_bar, "val")
+        m = (evaluate_records(self.model, self.tok, c.val, c.records, *args) if c.records else
+             evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, *args))
         self.elapsed += time.perf_counter() - t0
         self.last_val = m
         rec = {"step": self.step, "split": "val", **{k: _round(v) for k, v in m.items()},
@@ -265,6 +277,15 @@ class Trainer:
                  f"{self.model.num_parameters():,} parameters; device {self.device.type}, {self.precision}")
         self.log(f"data: {len(self.corpus.train.ids):,} train / {len(self.corpus.val.ids):,} val tokens; "
                  f"batch {cfg.batch_size} x {cfg.seq_len}, {self.batcher.windows_per_epoch} steps per epoch")
+        if cfg.init_from and self.step == 0:
+            self.log(f"fine-tuning {cfg.init_from}: fresh optimizer and schedule, lr {cfg.lr:g}")
+        if cfg.records:
+            self.log(self.batcher.describe())
+
+    def run_record(self) -> dict:
+        """What config.json holds: the settings, and for --records the layout's padding fraction."""
+        pad = {"records_padding": round(self.batcher.padding, 4)} if self.cfg.records else {}
+        return {**self.cfg.to_dict(), **pad}
 
     @contextlib.contextmanager
     def _signals_caught(self):
@@ -314,41 +335,3 @@ class Trainer:
         return {"run_dir": self.run_dir, "step": self.step, "epoch": self.epoch, "stop": stop,
                 "best_val": self.best_val, "best": self.best, "last_val": self.last_val, "elapsed": self.elapsed,
                 "skipped": self.skipped}
-
-
-class _Window:
-    """Running sums between two train log lines: loss, gradient norms, clipping, throughput."""
-
-    def __init__(self):
-        self.restart_clock(0)
-        self._reset()
-
-    def _reset(self):
-        self.n, self.loss, self.gsum, self.gmax, self.clipped = 0, 0.0, 0.0, 0.0, 0
-
-    def restart_clock(self, tokens: int | None = None) -> None:
-        self.t = time.perf_counter()
-        if tokens is not None:
-            self.log_t, self.log_tokens = self.t, tokens
-
-    def lap(self) -> float:
-        now = time.perf_counter()
-        dt, self.t = now - self.t, now
-        return dt
-
-    def add(self, loss: float, gnorm: float, clip: float) -> None:
-        if math.isfinite(loss) and math.isfinite(gnorm):
-            self.n, self.loss, self.gsum = self.n + 1, self.loss + loss, self.gsum + gnorm
-            self.gmax, self.clipped = max(self.gmax, gnorm), self.clipped + (gnorm > clip)
-
-    def take(self, tokens: int) -> dict:
-        now = time.perf_counter()
-        out = {"loss": self.loss / self.n, "grad_norm": self.gsum / self.n, "grad_norm_max": self.gmax,
-               "clipped": self.clipped, "tok_s": (tokens - self.log_tokens) / max(now - self.log_t, 1e-9)}
-        self.log_t, self.log_tokens = now, tokens
-        self._reset()
-        return out
-
-
-def _round(v):
-    return float(f"{v:.6g}") if isinstance(v, float) else v
