@@ -6,6 +6,7 @@
     print(model.sample("ROMEO:", length=300, temp=0.8, seed=1))  # str
     for piece in model.stream("ROMEO:", length=300): ...         # text as it is generated
     model.evaluate("other.txt")                                  # loss, perplexity, bpc, bpb, ...
+    model.evaluate("other.txt", dynamic=True)                    # the model adapting as it reads
 
 Errors raise ``charrnn.CharrnnError`` with a one-line message. Nothing is printed to stdout;
 progress lines go to stderr (``verbose=False`` silences them) and the progress bar is a notebook
@@ -26,8 +27,8 @@ from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate_split, file_ids, split_ids, text_ids
 from charrnn.runtime import resolve_device, resolve_precision, show_progress
 from charrnn.sample import generate, start_ids
-from charrnn.settings import (EVAL, SAMPLE, TRAIN, apply_changes, check_values, config_from_saved, defaults,
-                              help_lines, make_config, signature, with_default_limit)
+from charrnn.settings import (DYNAMIC, EVAL, SAMPLE, TRAIN, apply_changes, check_values, config_from_saved,
+                              defaults, help_lines, make_config, signature, with_default_limit)
 from charrnn.trainer import Trainer
 
 P = inspect.Parameter
@@ -172,8 +173,16 @@ class Model:
 
     def evaluate(self, file=None, *, text: str | None = None, progress: bool | None = None, **options) -> dict:
         """Loss, perplexity, bits per character and per byte of a text file, a string (``text=``),
-        or the run's own held-out split (``split="val"`` or ``"test"``, the default when no text is given)."""
-        opts = {**defaults(EVAL), **check_values(EVAL, options, "evaluation option")}
+        or the run's own held-out split (``split="val"`` or ``"test"``, the default when no text is given).
+
+        ``dynamic=True``: dynamic evaluation (``dyn_lr``, ``dyn_seq``, ``dyn_decay``): each segment is
+        scored, then trained on with one SGD step; the weights are restored afterwards."""
+        given = check_values(EVAL, options, "evaluation option")
+        opts = {**defaults(EVAL), **given}
+        stray = [k for k in DYNAMIC if k in given]
+        if stray and not opts["dynamic"]:
+            flag = "--" + stray[0].replace("_", "-")
+            raise CharrnnError(f"{flag} only acts with --dynamic; add --dynamic or leave {flag} out")
         tok = self.tokenizer
         if file is not None and text is not None:
             raise CharrnnError("give a file or a text to evaluate, not both")
@@ -186,11 +195,16 @@ class Model:
             where = f"{opts['split']} split of {self.config.corpus}"
         if len(ids) < 2:
             raise CharrnnError(f"{where} is too short to evaluate: it needs at least two tokens")
+        dyn = {k[4:]: opts[k] for k in DYNAMIC} if opts["dynamic"] else None
+        m = evaluate_split(self.module, tok, ids, n_chars, n_bytes, self.device, self._precision(opts["precision"]),
+                           progress=show_progress(progress), desc="eval", dynamic=dyn)
+        extra = {"dynamic": True, **{k: opts[k] for k in DYNAMIC}} if dyn else {}
+        return {"checkpoint": self.path, "text": where, "tokenizer": tok.kind, **m, **extra}
+
+    def _precision(self, asked: str) -> str:
+        """auto: the precision the run trained with, resolved for this device."""
         trained = self.config.precision if self.config else "auto"
-        prec = resolve_precision(opts["precision"] if opts["precision"] != "auto" else trained, self.device)
-        m = evaluate_split(self.module, tok, ids, n_chars, n_bytes, self.device, prec,
-                           progress=show_progress(progress), desc="eval")
-        return {"checkpoint": self.path, "text": where, "tokenizer": tok.kind, **m}
+        return resolve_precision(asked if asked != "auto" else trained, self.device)
 
 
 Model.stream.__signature__ = signature(SAMPLE, P("self", P.POSITIONAL_OR_KEYWORD),

@@ -71,7 +71,7 @@ def cli():
     \b
       charrnn train corpus.txt       train a model (no file: the built-in 'pystdlib' corpus)
       charrnn sample --temp 0.8      generate text from the latest model
-      charrnn eval                   loss, perplexity and bits per character
+      charrnn eval                   loss, perplexity and bits per character (--dynamic: adapting)
       charrnn inspect / runs         what a checkpoint holds; a table of the runs
       charrnn plot / viz             learning curves; a neuron-activation page in the browser
       charrnn corpora                the named corpora (enwik8, text8, tinyshakespeare)
@@ -143,15 +143,26 @@ def sample(checkpoint, prime, device, checkpoint_dir, **opts):
               help="auto picks CUDA when present.")
 @options(EVAL[1:])
 @CKPT_DIR
-def evaluate(checkpoint, file, as_json, device, checkpoint_dir, **opts):
-    """Cross-entropy, perplexity and bits per character of CHECKPOINT on a whole text."""
-    from charrnn import api
+@click.pass_context
+def evaluate(ctx, checkpoint, file, as_json, device, checkpoint_dir, **opts):
+    """Cross-entropy, perplexity and bits per character of CHECKPOINT on a whole text.
 
-    m = api.load(checkpoint, device=device, checkpoint_dir=checkpoint_dir).evaluate(file, **opts)
+    --dynamic: dynamic evaluation (Krause et al. 2018): the model adapts to the text as it reads it,
+    each segment of --dyn-seq tokens scored before one SGD step is taken on it.
+    """
+    from charrnn import api
+    from charrnn.settings import check_values
+
+    given = {k: v for k, v in opts.items() if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
+    check_values(EVAL, given)  # before loading anything
+    m = api.load(checkpoint, device=device, checkpoint_dir=checkpoint_dir).evaluate(file, **given)
     if as_json:
         click.echo(json.dumps(m))
         return
     click.echo(f"{m['text']} ({m['tokens']:,} {m['tokenizer']} tokens, {m['chars']:,} characters)")
+    if m.get("dynamic"):
+        click.echo(f"  dynamic evaluation: --dyn-lr {m['dyn_lr']:g}, --dyn-seq {m['dyn_seq']}, "
+                   f"--dyn-decay {m['dyn_decay']:g}")
     click.echo(f"  loss        {m['loss']:.4f} nats/token")
     click.echo(f"  perplexity  {m['perplexity']:.3f} per token")
     click.echo(f"  bits/char   {m['bpc']:.4f}")
