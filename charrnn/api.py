@@ -7,6 +7,7 @@
     for piece in model.stream("ROMEO:", length=300): ...         # text as it is generated
     model.evaluate("other.txt")                                  # loss, perplexity, bpc, bpb, ...
     model.evaluate("other.txt", dynamic=True)                    # the model adapting as it reads
+    model.score("one line\nanother\n")                          # per line: chars, nll, bpc
 
 Errors raise ``charrnn.CharrnnError`` with a one-line message. Nothing is printed to stdout;
 progress lines go to stderr (``verbose=False`` silences them) and the progress bar is a notebook
@@ -27,7 +28,8 @@ from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate_split, file_ids, split_ids, text_ids
 from charrnn.runtime import resolve_device, resolve_precision, show_progress
 from charrnn.sample import generate, start_ids
-from charrnn.settings import (DYNAMIC, EVAL, SAMPLE, TRAIN, apply_changes, check_values, config_from_saved,
+from charrnn.score import read_text, score_lines
+from charrnn.settings import (DYNAMIC, EVAL, SAMPLE, SCORE, TRAIN, apply_changes, check_values, config_from_saved,
                               defaults, help_lines, make_config, signature, with_default_limit)
 from charrnn.trainer import Trainer
 
@@ -201,6 +203,21 @@ class Model:
         extra = {"dynamic": True, **{k: opts[k] for k in DYNAMIC}} if dyn else {}
         return {"checkpoint": self.path, "text": where, "tokenizer": tok.kind, **m, **extra}
 
+    def score(self, text: str | None = None, *, file=None, progress: bool | None = None, **options) -> list[dict]:
+        """Per line of a text (or of ``file=``): {"line", "text", "chars", "nll", "bpc"}; the text is read as
+        one continuous stream (the lines' nll add up to evaluate()'s total), or each line alone after a
+        newline (``independent=True``). ``per_char=True`` adds "surprisal": bits of every character."""
+        opts = {**defaults(SCORE), **check_values(SCORE, options, "scoring option")}
+        if (file is None) == (text is None):
+            raise CharrnnError("give a text or a file to score (one of them)")
+        if file is not None:
+            text = read_text(self.tokenizer, os.fspath(file))
+        elif not isinstance(text, str):
+            raise CharrnnError(f"the text to score must be a string (got {type(text).__name__})")
+        return score_lines(self.module, self.tokenizer, text, self.device, self._precision(opts["precision"]),
+                           independent=opts["independent"], per_char=opts["per_char"],
+                           skip_unknown=opts["skip_unknown"], progress=show_progress(progress))
+
     def _precision(self, asked: str) -> str:
         """auto: the precision the run trained with, resolved for this device."""
         trained = self.config.precision if self.config else "auto"
@@ -210,6 +227,9 @@ class Model:
 Model.stream.__signature__ = signature(SAMPLE, P("self", P.POSITIONAL_OR_KEYWORD),
                                        P("prime", P.POSITIONAL_OR_KEYWORD, default=""))
 Model.sample.__signature__ = Model.stream.__signature__
+Model.score.__signature__ = signature(SCORE, P("self", P.POSITIONAL_OR_KEYWORD),
+                                      P("text", P.POSITIONAL_OR_KEYWORD, default=None),
+                                      *[P(n, P.KEYWORD_ONLY, default=None) for n in ("file", "progress")])
 
 
 class TrainResult:

@@ -176,6 +176,15 @@ EVAL = (
 )
 DYNAMIC = ("dyn_lr", "dyn_seq", "dyn_decay")  # the settings that only act with --dynamic
 
+SCORE = (
+    S("independent", bool, False, "Score every line on its own, from a fresh state after a newline (to rank "
+      "candidate lines); default: the text as one continuous stream."),
+    S("per_char", bool, False, "Add each character's surprisal in bits (\"surprisal\": [...] per line, with --json)."),
+    S("skip_unknown", bool, False, "Drop characters the model never saw (counted per line as \"skipped\")."),
+    SCORING_PRECISION,
+)
+
+
 def by_name(table) -> dict[str, Setting]:
     return {s.name: s for s in table}
 

@@ -17,7 +17,7 @@ def _section(command: str) -> str:
     return README.split(f"**`charrnn {command}`**\n\n", 1)[1].split("\n\n", 1)[0]
 
 
-@pytest.mark.parametrize("command", ["train", "sample", "eval"])
+@pytest.mark.parametrize("command", ["train", "sample", "eval", "score"])
 def test_readme_flag_table_is_the_cli_table(command):
     """Regenerate with: CHARRNN_UPDATE_README=1 python3 -m pytest tests/test_docs.py"""
     if os.environ.get("CHARRNN_UPDATE_README"):
@@ -29,7 +29,7 @@ def test_readme_flag_table_is_the_cli_table(command):
         f"README's charrnn {command} table is stale; run CHARRNN_UPDATE_README=1 python3 -m pytest tests/test_docs.py"
 
 
-@pytest.mark.parametrize("command", ["train", "sample", "eval"])
+@pytest.mark.parametrize("command", ["train", "sample", "eval", "score"])
 def test_every_flag_is_in_the_readme_table_with_its_default(command):
     section = _section(command)
     for p in cli.commands[command].params:
