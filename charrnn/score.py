@@ -72,7 +72,9 @@ def score_lines(model, tok, text: str, device: torch.device, precision: str = "f
         chars[tok_line[0]] -= first_token_size(tok, ids)[0]
     line_nll = np.bincount(tok_line, weights=np.nan_to_num(nll), minlength=n_lines)
     starts = np.searchsorted(char_line, np.arange(n_lines + 1))
-    bits = _char_bits(nll / LN2, n_done, len(scored)) if per_char else None
+    if per_char:  # JSON-ready: 3 decimals, None where nothing predicts the character
+        bits = _char_bits(nll / LN2, n_done, len(scored))
+        bits = np.where(np.isnan(bits), None, np.round(bits, 3).astype(object))
     skipped = np.bincount(line_of[~keep], minlength=n_lines) if keep is not None else None
     records = []
     for i in range(n_lines):
@@ -80,7 +82,7 @@ def score_lines(model, tok, text: str, device: torch.device, precision: str = "f
         r = {"line": i + 1, "text": scored[a:b].removesuffix("\n"), "chars": int(chars[i]), "nll": float(line_nll[i]),
              "bpc": float(line_nll[i] / LN2 / chars[i]) if chars[i] > 0 else None}
         if per_char:
-            r["surprisal"] = [None if v != v else round(float(v), 3) for v in bits[a:b]]
+            r["surprisal"] = bits[a:b].tolist()
         if skip_unknown:
             r["skipped"] = int(skipped[i]) if skipped is not None else 0
         records.append(r)
