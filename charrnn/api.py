@@ -6,6 +6,8 @@
     print(model.sample("ROMEO:", length=300, temp=0.8, seed=1))  # str
     for piece in model.stream("ROMEO:", length=300): ...         # text as it is generated
     model.evaluate("other.txt")                                  # loss, perplexity, bpc, bpb, ...
+    model.evaluate("other.txt", dynamic=True)                    # the model adapting as it reads
+    model.score("one line\nanother\n")                          # per line: chars, nll, bpc
 
 Errors raise ``charrnn.CharrnnError`` with a one-line message. Nothing is printed to stdout;
 progress lines go to stderr (``verbose=False`` silences them) and the progress bar is a notebook
@@ -29,8 +31,9 @@ from charrnn.records import records_separator
 from charrnn.records_score import evaluate_run_split
 from charrnn.runtime import resolve_device, resolve_precision, show_progress
 from charrnn.sample import Job, Sample, sample_options
-from charrnn.settings import (EVAL, SAMPLE, TRAIN, apply_changes, check_values, config_from_saved, defaults,
-                              help_lines, make_config, signature, with_default_limit)
+from charrnn.score import read_text, score_lines
+from charrnn.settings import (DYNAMIC, EVAL, SAMPLE, SCORE, TRAIN, apply_changes, check_values, config_from_saved,
+                              defaults, help_lines, make_config, signature, with_default_limit)
 from charrnn.trainer import Trainer
 
 P = inspect.Parameter
@@ -196,14 +199,24 @@ class Model:
 
     def evaluate(self, file=None, *, text: str | None = None, progress: bool | None = None, **options) -> dict:
         """Loss, perplexity, bits per character and per byte of a text file, a string (``text=``),
-        or the run's own held-out split (``split="val"`` or ``"test"``, the default when no text is given)."""
-        opts = {**defaults(EVAL), **check_values(EVAL, options, "evaluation option")}
+        or the run's own held-out split (``split="val"`` or ``"test"``, the default when no text is given).
+
+        ``dynamic=True``: dynamic evaluation (``dyn_lr``, ``dyn_seq``, ``dyn_decay``): each segment is
+        scored, then trained on with one SGD step; the weights are restored afterwards."""
+        given = check_values(EVAL, options, "evaluation option")
+        opts = {**defaults(EVAL), **given}
+        stray = [k for k in DYNAMIC if k in given]
+        if stray and not opts["dynamic"]:
+            flag = "--" + stray[0].replace("_", "-")
+            raise CharrnnError(f"{flag} only acts with --dynamic; add --dynamic or leave {flag} out")
         tok = self.tokenizer
         if file is not None and text is not None:
             raise CharrnnError("give a file or a text to evaluate, not both")
-        trained = self.config.precision if self.config else "auto"
-        prec = resolve_precision(opts["precision"] if opts["precision"] != "auto" else trained, self.device)
+        prec = self._precision(opts["precision"])
         if file is None and text is None and records_separator(self._ckpt.get("run_config")) is not None:
+            if opts["dynamic"]:
+                raise CharrnnError("--dynamic reads a text as one stream; a --records run's split is scored "
+                                   "record by record: give --file PATH for dynamic evaluation")
             m = evaluate_run_split(self.module, self._ckpt, self.path, opts["split"], self.device, prec,
                                    show_progress(progress))  # --records: each record from a fresh state
             return {"checkpoint": self.path, "text": f"{opts['split']} split of {self.config.corpus} (records)",
@@ -217,9 +230,31 @@ class Model:
             where = f"{opts['split']} split of {self.config.corpus}"
         if len(ids) < 2:
             raise CharrnnError(f"{where} is too short to evaluate: it needs at least two tokens")
+        dyn = {k[4:]: opts[k] for k in DYNAMIC} if opts["dynamic"] else None
         m = evaluate_split(self.module, tok, ids, n_chars, n_bytes, self.device, prec,
-                           progress=show_progress(progress), desc="eval")
-        return {"checkpoint": self.path, "text": where, "tokenizer": tok.kind, **m}
+                           progress=show_progress(progress), desc="eval", dynamic=dyn)
+        extra = {"dynamic": True, **{k: opts[k] for k in DYNAMIC}} if dyn else {}
+        return {"checkpoint": self.path, "text": where, "tokenizer": tok.kind, **m, **extra}
+
+    def score(self, text: str | None = None, *, file=None, progress: bool | None = None, **options) -> list[dict]:
+        """Per line of a text (or of ``file=``): {"line", "text", "chars", "nll", "bpc"}; the text is read as
+        one continuous stream (the lines' nll add up to evaluate()'s total), or each line alone after a
+        newline (``independent=True``). ``per_char=True`` adds "surprisal": bits of every character."""
+        opts = {**defaults(SCORE), **check_values(SCORE, options, "scoring option")}
+        if (file is None) == (text is None):
+            raise CharrnnError("give a text or a file to score (one of them)")
+        if file is not None:
+            text = read_text(self.tokenizer, os.fspath(file))
+        elif not isinstance(text, str):
+            raise CharrnnError(f"the text to score must be a string (got {type(text).__name__})")
+        return score_lines(self.module, self.tokenizer, text, self.device, self._precision(opts["precision"]),
+                           independent=opts["independent"], per_char=opts["per_char"],
+                           skip_unknown=opts["skip_unknown"], progress=show_progress(progress))
+
+    def _precision(self, asked: str) -> str:
+        """auto: the precision the run trained with, resolved for this device."""
+        trained = self.config.precision if self.config else "auto"
+        return resolve_precision(asked if asked != "auto" else trained, self.device)
 
 
 Model.stream.__signature__ = signature(SAMPLE, P("self", P.POSITIONAL_OR_KEYWORD),
@@ -229,6 +264,9 @@ Model.sample.__doc__ += f"""
         Options (the same as `charrnn sample --help`, as keywords):
 {help_lines(SAMPLE)}
         """
+Model.score.__signature__ = signature(SCORE, P("self", P.POSITIONAL_OR_KEYWORD),
+                                      P("text", P.POSITIONAL_OR_KEYWORD, default=None),
+                                      *[P(n, P.KEYWORD_ONLY, default=None) for n in ("file", "progress")])
 
 
 class TrainResult:

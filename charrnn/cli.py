@@ -16,7 +16,7 @@ import click
 
 from charrnn import __version__
 from charrnn.errors import CharrnnError, Interrupted
-from charrnn.settings import DEVICES, EVAL, SAMPLE, TRAIN, Setting, by_name
+from charrnn.settings import DEVICES, EVAL, SAMPLE, SCORE, TRAIN, Setting, by_name
 
 
 class FiniteFloat(click.ParamType):
@@ -71,7 +71,8 @@ def cli():
     \b
       charrnn train corpus.txt       train a model (no file: the built-in 'pystdlib' corpus)
       charrnn sample --temp 0.8      generate text from the latest model
-      charrnn eval                   loss, perplexity and bits per character
+      charrnn eval                   loss, perplexity and bits per character (--dynamic: adapting)
+      charrnn score FILE             bits per character of every line of a text
       charrnn inspect / runs         what a checkpoint holds; a table of the runs
       charrnn plot / viz             learning curves; a neuron-activation page in the browser
       charrnn corpora                the named corpora (enwik8, text8, tinyshakespeare)
@@ -201,19 +202,89 @@ def _check_interactive(prime, as_json, opts) -> None:
               help="auto picks CUDA when present.")
 @options(EVAL[1:])
 @CKPT_DIR
-def evaluate(checkpoint, file, as_json, device, checkpoint_dir, **opts):
-    """Cross-entropy, perplexity and bits per character of CHECKPOINT on a whole text."""
-    from charrnn import api
+@click.pass_context
+def evaluate(ctx, checkpoint, file, as_json, device, checkpoint_dir, **opts):
+    """Cross-entropy, perplexity and bits per character of CHECKPOINT on a whole text.
 
-    m = api.load(checkpoint, device=device, checkpoint_dir=checkpoint_dir).evaluate(file, **opts)
+    --dynamic: dynamic evaluation (Krause et al. 2018): the model adapts to the text as it reads it,
+    each segment of --dyn-seq tokens scored before one SGD step is taken on it.
+    """
+    from charrnn import api
+    from charrnn.settings import check_values
+
+    given = {k: v for k, v in opts.items() if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
+    check_values(EVAL, given)  # before loading anything
+    m = api.load(checkpoint, device=device, checkpoint_dir=checkpoint_dir).evaluate(file, **given)
     if as_json:
         click.echo(json.dumps(m))
         return
     click.echo(f"{m['text']} ({m['tokens']:,} {m['tokenizer']} tokens, {m['chars']:,} characters)")
+    if m.get("dynamic"):
+        click.echo(f"  dynamic evaluation: --dyn-lr {m['dyn_lr']:g}, --dyn-seq {m['dyn_seq']}, "
+                   f"--dyn-decay {m['dyn_decay']:g}")
     click.echo(f"  loss        {m['loss']:.4f} nats/token")
     click.echo(f"  perplexity  {m['perplexity']:.3f} per token")
     click.echo(f"  bits/char   {m['bpc']:.4f}")
     click.echo(f"  bits/byte   {m['bpb']:.4f}")
+
+
+@cli.command(name="score")
+@click.argument("file", metavar="FILE")
+@click.option("--checkpoint", "checkpoint", default=None, metavar="CKPT",
+              help="The model: a .pt file or run directory (default: best.pt of the latest run).")
+@click.option("--json", "as_json", is_flag=True, default=False,
+              help="One JSON object per line of FILE on stdout (line, text, chars, nll, bpc).")
+@options(SCORE[:-1])
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="auto picks CUDA when present.")
+@options(SCORE[-1:])
+@CKPT_DIR
+def score(file, checkpoint, as_json, device, checkpoint_dir, **opts):
+    """Bits per character of every line of FILE ('-': standard input) under a model.
+
+    The text is read as one stream, as 'charrnn eval --file' reads it: the lines' nll add up to its
+    total, and the first character (nothing predicts it) is context only. A table by default; --json
+    gives one object per line.
+    """
+    from charrnn import api
+    from charrnn.settings import check_values
+
+    check_values(SCORE, opts)
+    if opts["per_char"] and not as_json:
+        raise CharrnnError("--per-char adds a list of surprisals to every JSON line; add --json")
+    model = api.load(checkpoint, device=device, checkpoint_dir=checkpoint_dir)
+    if file == "-":
+        from charrnn.data import decode_text
+
+        raw = sys.stdin.buffer.read()
+        if not raw:
+            raise CharrnnError("standard input is empty; pipe some text into 'charrnn score -'")
+        records = model.score(decode_text(raw, "<stdin>", "input"), **opts)
+    else:
+        records = model.score(file=file, **opts)
+    _log(f"scored {len(records):,} lines of {'standard input' if file == '-' else file} with {model.path}"
+         + (" (each line on its own)" if opts["independent"] else ""))
+    if opts["skip_unknown"]:
+        _log(f"skipped {sum(r['skipped'] for r in records):,} characters the model never saw")
+    chars, nll = sum(r["chars"] for r in records), sum(r["nll"] for r in records)
+    total = f"{nll / math.log(2) / chars:.4f} bits/char" if chars else "no characters scored"
+    if as_json:
+        for r in records:
+            click.echo(json.dumps(r, ensure_ascii=False))
+        _log(f"total: {chars:,} characters, {total}")
+        return
+    width = max(4, len(str(len(records))))
+    click.echo(f"{'line':>{width}}  {'chars':>6}  {'bpc':>6}  text")
+    for r in records:
+        bpc = f"{r['bpc']:6.3f}" if r["bpc"] is not None else f"{'-':>6}"
+        click.echo(f"{r['line']:>{width}}  {r['chars']:>6}  {bpc}  {_shorten(r['text'], 60)}")
+    click.echo(f"total: {len(records):,} lines, {chars:,} characters, {total} (nll {nll:,.2f} nats)")
+
+
+def _shorten(text: str, width: int) -> str:
+    """A line for the table: control characters escaped, cut to width with an ellipsis."""
+    text = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def flag_table(command: str) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from charrnn.data import decode_text, eval_streams, load_corpus, read_bytes
+from charrnn.dynamic import dynamic_nlls
 from charrnn.errors import CharrnnError
 from charrnn.model import RNNLM
 from charrnn.rundir import cache_dir, checkpoint_dir_of
@@ -20,7 +21,6 @@ from charrnn.settings import config_from_saved
 EVAL_WINDOW = 512
 
 
-@torch.no_grad()
 def score(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = "fp32",
           progress: bool = False, desc: str = "eval") -> tuple[float, int]:
     """Total negative log-likelihood (nats) of ids[1:] given everything before, and the count.
@@ -28,11 +28,31 @@ def score(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = 
     The text is cut into a few contiguous streams (see data.eval_streams); each stream is read
     window by window with the hidden state carried, so context flows through the whole stream.
     """
+    x, y = eval_streams(ids)
+    total, count, _ = _stateful_pass(model, x, y, device, precision, progress, desc)
+    return total, count
+
+
+def token_nlls(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = "fp32",
+               progress: bool = False, desc: str = "score", one_stream: bool = False) -> np.ndarray:
+    """The nll (nats) of each of ids[1:] given everything before it, in text order (float64).
+
+    The layout is score's (so these sum to the total eval reports, stream resets included), or,
+    with ``one_stream``, a single stream: context is never reset (what dynamic evaluation reads).
+    """
+    x, y = eval_streams(ids, max_streams=1) if one_stream else eval_streams(ids)
+    _, _, nll = _stateful_pass(model, x, y, device, precision, progress, desc, keep=True)
+    return nll.reshape(-1)[:len(ids) - 1].double().numpy()
+
+
+@torch.no_grad()
+def _stateful_pass(model, x, y, device, precision, progress, desc, keep=False):
+    """Read streams x (S, L) window by window with the state carried; total nll, count, and with
+    ``keep`` every target's nll (S, L) on the CPU."""
     was_training = model.training
     model.eval()
-    x, y = eval_streams(ids)
     x, y = x.to(device), y.to(device)
-    total, count, state = 0.0, int((y >= 0).sum()), None
+    total, count, state, parts = 0.0, int((y >= 0).sum()), None, []
     n_windows = -(-x.shape[1] // EVAL_WINDOW)
     bar = progress_bar(total=count, desc=desc, unit="tok", unit_scale=True, leave=False, dynamic_ncols=True,
                        disable=not (progress and n_windows >= 4))
@@ -41,10 +61,12 @@ def score(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = 
         with autocast(device, precision):
             nll, state = model.token_nll(xb, yb, state)
         total += float(nll.sum())
+        if keep:
+            parts.append(nll.float().cpu())
         bar.update(int((yb >= 0).sum()))
     bar.close()
     model.train(was_training)
-    return total, count
+    return total, count, torch.cat(parts, 1) if keep else None
 
 
 def metrics(nll: float, n_tokens: int, n_chars: int, n_bytes: int) -> dict:
@@ -63,13 +85,26 @@ def metrics(nll: float, n_tokens: int, n_chars: int, n_bytes: int) -> dict:
 
 def evaluate_split(model: RNNLM, tokenizer, ids: np.ndarray, n_chars: int, n_bytes: int,
                    device: torch.device, precision: str = "fp32", progress: bool = False,
-                   desc: str = "eval") -> dict:
-    """Metrics over a split; characters/bytes of the first token (never predicted) are not counted."""
-    nll, count = score(model, ids, device, precision, progress, desc)
+                   desc: str = "eval", dynamic: dict | None = None) -> dict:
+    """Metrics over a split; characters/bytes of the first token (never predicted) are not counted.
+
+    ``dynamic`` (lr, seq, decay): dynamic evaluation (dynamic.py), one stream, the model adapting
+    to the text as it reads it; the model's weights are the same afterwards.
+    """
+    if dynamic is not None:
+        nll_each = dynamic_nlls(model, ids, device, precision, progress=progress, **dynamic)
+        nll, count = float(nll_each.sum()), len(nll_each)
+    else:
+        nll, count = score(model, ids, device, precision, progress, desc)
+    first_chars, first_bytes = first_token_size(tokenizer, ids)
+    return metrics(nll, count, n_chars - first_chars, n_bytes - first_bytes)
+
+
+def first_token_size(tokenizer, ids: np.ndarray) -> tuple[int, int]:
+    """Characters and bytes of the first token, which nothing predicts (a lone byte counts as one of each)."""
     first = tokenizer.decode(ids[:1])
     byte_piece = tokenizer.kind == "byte" or (hasattr(tokenizer, "sp") and tokenizer.sp.IsByte(int(ids[0])))
-    first_bytes = 1 if byte_piece else len(first.encode("utf-8"))
-    return metrics(nll, count, n_chars - len(first), n_bytes - first_bytes)
+    return len(first), 1 if byte_piece else len(first.encode("utf-8"))
 
 
 def file_ids(tok, path: str, skip_unknown: bool = False):

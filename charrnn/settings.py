@@ -214,10 +214,27 @@ SAMPLE = (
     S("skip_unknown", bool, False, "Drop prime characters the model never saw."),
 )
 
+SCORING_PRECISION = S("precision", str, "auto", "auto: the precision the run trained with on this device.",
+                      choices=PRECISIONS)
 EVAL = (
     S("split", str, "val", "Which held-out part of the run's corpus to score.", choices=SPLITS),
-    S("precision", str, "auto", "auto: the precision the run trained with on this device.", choices=PRECISIONS),
+    SCORING_PRECISION,
     S("skip_unknown", bool, False, "Drop characters of --file the model never saw."),
+    S("dynamic", bool, False, "Dynamic evaluation: after scoring each segment, one SGD step on it, so the model "
+      "adapts to the text (weights restored afterwards; the checkpoint is not changed)."),
+    S("dyn_lr", float, 0.01, "Learning rate of the --dynamic SGD steps (on a segment's mean nll).", min=0),
+    S("dyn_seq", int, 50, "Tokens per --dynamic segment: each is scored, then trained on.", min=1),
+    S("dyn_decay", float, 0.0, "Pull towards the trained weights per --dynamic step: theta += decay * (theta_0 "
+      "- theta).", min=0, max=1),
+)
+DYNAMIC = ("dyn_lr", "dyn_seq", "dyn_decay")  # the settings that only act with --dynamic
+
+SCORE = (
+    S("independent", bool, False, "Score every line on its own, from a fresh state after a newline (to rank "
+      "candidate lines); default: the text as one continuous stream."),
+    S("per_char", bool, False, "Add each character's surprisal in bits (\"surprisal\": [...] per line, with --json)."),
+    S("skip_unknown", bool, False, "Drop characters the model never saw (counted per line as \"skipped\")."),
+    SCORING_PRECISION,
 )
 
 

@@ -25,7 +25,8 @@ def test_readme_flag_table_is_the_cli_table(command):
     """Regenerate with: CHARRNN_UPDATE_README=1 python3 -m pytest tests/test_docs.py"""
     if os.environ.get("CHARRNN_UPDATE_README"):
         text = README_PATH.read_text(encoding="utf-8")
-        README_PATH.write_text(text.replace(_section(command), flag_table(command)), encoding="utf-8")
+        head = f"**`charrnn {command}`**\n\n"  # with its heading: an empty table's header is every table's
+        README_PATH.write_text(text.replace(head + _section(command), head + flag_table(command), 1), encoding="utf-8")
         return
     assert _section(command) == flag_table(command), \
         f"README's charrnn {command} table is stale; run CHARRNN_UPDATE_README=1 python3 -m pytest tests/test_docs.py"
