@@ -195,7 +195,11 @@ class Model:
         return self._job(prime, options).samples()
 
     def _job(self, prime, options) -> Job:
-        return Job(self.module, self.tokenizer, prime, sample_options(options), self.device)
+        opts = sample_options(options)
+        sep = records_separator(self._ckpt.get("run_config"))
+        if sep is not None and "stop" not in options:  # a records model writes whole records, one each
+            opts.update(stop=(sep,), strip_stop=options.get("strip_stop", True))
+        return Job(self.module, self.tokenizer, prime, opts, self.device, lead=sep or "")
 
     def evaluate(self, file=None, *, text: str | None = None, progress: bool | None = None, **options) -> dict:
         """Loss, perplexity, bits per character and per byte of a text file, a string (``text=``),

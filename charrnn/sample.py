@@ -189,13 +189,16 @@ class Job:
     last (state, log-probs) of stream 1, for a conversation that continues (interactive mode).
     """
 
-    def __init__(self, model: RNNLM, tokenizer, prime: str, opts: dict, device="cpu", fresh: bool = True):
+    def __init__(self, model: RNNLM, tokenizer, prime: str, opts: dict, device="cpu", fresh: bool = True,
+                 lead: str = ""):
         check_options(prime, opts)
         if opts["prime_file"] is not None:
             prime = read_prime_file(opts["prime_file"])
         self.model, self.tokenizer, self.opts = model, tokenizer, opts
         self.device = torch.device(device)
         self.ids = start_ids(tokenizer, prime, opts["skip_unknown"]) if prime or fresh else np.zeros(0, np.int32)
+        if lead:  # context read before the prime and never printed (a records model starts after its separator)
+            self.ids = np.concatenate([tokenizer.encode(lead), self.ids if prime else self.ids[:0]]).astype(np.int32)
         self.prime_text = tokenizer.decode(self.ids) if prime else ""
         starts = line_start_tokens(tokenizer, opts["line_starts"]) if opts["line_starts"] else ()
         self.rules = Rules(tuple(opts["stop"]), opts["strip_stop"], opts["max_lines"], starts)

@@ -285,3 +285,19 @@ def test_records_resume_is_bit_exact(records_run, tmp_path, one_thread):
 
 def test_record_lengths_count_the_separator_prefix():
     assert list(record_lengths(10, np.array([0, 3, 7]), 2)) == [4, 5, 4]
+
+
+def test_a_records_model_samples_whole_records(records_run, cli):
+    run_dir, corpus, _ = records_run
+    model = charrnn.load(run_dir, device="cpu")
+    samples = list(model.generate(num_samples=4, length=200, temp=1.0, seed=3))
+    assert len(samples) == 4
+    for s in samples:  # each is one record: it ends at the separator (stripped) or when --length runs out
+        assert "\n" not in s.text
+        assert s.end == "stop" or s.tokens == 200
+    assert any(s.end == "stop" for s in samples)
+    kept = list(model.generate(num_samples=2, length=200, seed=3, strip_stop=False))
+    assert all(s.text.endswith("\n") for s in kept if s.end == "stop")
+    r = cli("sample", run_dir, "--num-samples", 3, "--length", 200, "--seed", 3, "--json")
+    assert r.code == 0, r.err
+    assert [json.loads(line)["index"] for line in r.out.splitlines()] == [1, 2, 3]
