@@ -186,8 +186,9 @@ class Model:
 
     def sample(self, prime: str = "", **options) -> str | list[str]:
         """Generated text (the prime first) as one string; a list of N strings with ``num_samples=N`` > 1."""
-        texts = [s.text for s in self._job(prime, options).samples()]
-        return texts if len(texts) > 1 else texts[0]
+        job = self._job(prime, options)
+        texts = [s.text for s in job.samples()]
+        return texts if job.opts["num_samples"] > 1 else texts[0]
 
     def generate(self, prime: str = "", **options) -> Iterator[Sample]:
         """One ``charrnn.sample.Sample`` per sample (index, text, tokens, logprob, end), in index order,

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import charrnn
+from charrnn.errors import CharrnnError
 from charrnn.interactive import Session
 from charrnn.settings import SAMPLE, defaults
 
@@ -45,6 +46,9 @@ def test_session_keeps_the_state_across_turns_until_reset(model):
     assert c == _greedy(model, "the " + a + "the " + b)
     assert s.command("/reset") == "state cleared"
     assert "".join(s.reply("the ")) == a
+    with pytest.raises(CharrnnError, match="never saw"):  # the prompt loop prints it and goes on
+        "".join(s.reply("the Ω"))
+    assert "".join(s.reply("the ")) == _greedy(model, "the " + a + "the ")  # the bad turn changed nothing
 
 
 def test_session_commands_change_temperature_and_length(model):

@@ -30,6 +30,21 @@ def test_num_samples_print_each_under_a_header_as_the_api_gives_them(cli, traine
     assert "3 samples" in r.err
 
 
+def test_stream_of_several_samples_gives_index_text_pairs(model):
+    pairs = list(model.stream("the ", length=30, seed=6, num_samples=3, stop="e"))
+    texts = model.sample("the ", length=30, seed=6, num_samples=3, stop="e")
+    assert {i for i, _ in pairs} == {1, 2, 3} and [i for i, _ in pairs[:3]] == [1, 2, 3]  # the prime first
+    assert ["".join(t for i, t in pairs if i == k) for k in (1, 2, 3)] == texts
+    assert all(t.startswith("the ") and (t.endswith("e") or len(t) == 34) for t in texts)
+
+
+def test_interactive_refuses_what_does_not_go_with_it(cli, trained_run, monkeypatch):
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    for extra in (["--json"], ["--num-samples", "2"], ["--beam", "2"], ["--prime", "the"]):
+        r = cli("sample", trained_run[0], "--interactive", *extra)
+        assert r.code == 2 and r.out == "" and r.err.startswith(f"error: {extra[0]} does not go with --interactive")
+
+
 def test_json_lines_are_the_api_records(cli, trained_run, model):
     run = trained_run[0]
     r = cli("sample", run, "--prime", "the ", "--length", 30, "--seed", 5, "--num-samples", 4, "--json",
