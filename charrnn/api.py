@@ -96,8 +96,8 @@ train.__doc__ = f"""Train a new model; returns a TrainResult (run directory, bes
 
     corpus: a UTF-8 text file, the built-in 'pystdlib' corpus (the default), or a named corpus
         (enwik8, text8, tinyshakespeare: downloaded once, with its standard split and tokenizer).
-    init_from: fine-tune: start from this checkpoint's weights and tokenizer (its architecture; the
-        settings given here that contradict it are refused; lr defaults lower), in a new run.
+    init_from: fine-tune: start a new run from this checkpoint's weights, tokenizer and architecture
+        (architecture settings given here that contradict it are refused).
     progress: draw a progress bar (None: on a terminal or in a notebook).
     on_eval(record): called after every validation with its metrics (step, loss, bpc, ...).
     on_log(record): called every log_every steps with the training metrics.

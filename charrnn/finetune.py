@@ -1,9 +1,9 @@
 """Fine-tuning (``--init-from``): a new run that starts from a trained model's weights and tokenizer.
 
-``apply_source`` (called by api.train) reads the source checkpoint, takes the architecture from it
-(refusing architecture settings given explicitly that contradict it) and the fine-tuning defaults
-(settings.finetune_defaults); ``start_model`` (called by the trainer once the corpus is encoded)
-builds the starting model. The optimizer, warmup and schedule are those of a new run, and the
+``apply_source`` (called by api.train) reads the source checkpoint and takes the architecture from
+it (refusing architecture settings given explicitly that contradict it); ``start_model`` (called by
+the trainer once the corpus is encoded) builds the starting model. The optimizer, warmup, schedule
+and learning rate are those of a new run (a lower --lr measurably hurt: docs/BENCHMARKS.md), and the
 source checkpoint is only ever read.
 
 Characters the source never saw (char tokenizer; tokenizers.adapt_vocab) are refused, dropped
@@ -32,7 +32,7 @@ from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.errors import CharrnnError
 from charrnn.heads import _smoothed_logp
 from charrnn.model import RNNLM
-from charrnn.settings import TRAIN, TrainConfig, check_combination, check_values, finetune_defaults
+from charrnn.settings import TRAIN, TrainConfig, check_combination, check_values
 
 ARCHITECTURE = ("cell", "layers", "hidden", "emb", "tie_weights", "head", "tokenizer", "vocab_size")
 SAMPLE_TOKENS = 4096  # hidden states used to set the new output units' biases
@@ -71,9 +71,6 @@ def apply_source(cfg, explicit) -> dict:
             raise CharrnnError(f"{flag} {_show(mine)} contradicts the model being fine-tuned ({name} {_show(src[name])} "
                                f"in {path}); the architecture comes from --init-from, so drop {flag}")
         setattr(cfg, name, src[name])
-    for name, value in finetune_defaults().items():
-        if name not in explicit:
-            setattr(cfg, name, value)
     cfg.init_from = path
     check_combination(cfg)
     return ckpt

@@ -25,7 +25,6 @@ PRECISIONS = ("auto", "fp32", "bf16")              # runtime.resolve_precision
 DEVICES = ("auto", "cpu", "cuda")                  # runtime.resolve_device
 SPLITS = ("val", "test")                           # data.Corpus parts that can be evaluated
 DEFAULT_MAX_EPOCHS = 10                            # when no limit at all is given
-FINETUNE_LR = 1e-3                                 # --lr when fine-tuning (docs/BENCHMARKS.md)
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,6 @@ class Setting:
     rule: str | None = None      # wording of the allowed range, where the generic one reads badly
     multiple: bool = False       # repeatable: the value is a tuple of such values (default ())
     escapes: bool = False        # a string in which \n, \t, \r and \\ are read as escapes (see unescape)
-    finetune_default: Any = None  # the default when fine-tuning (--init-from), where it differs
 
     @property
     def flag(self) -> str:
@@ -157,8 +155,7 @@ TRAIN = (
     S("extend_vocab", bool, False, "With --init-from: add the characters the model never saw to its vocabulary."),
     S("skip_unknown", bool, False, "With --init-from: drop the characters the model never saw from the text."),
     # optimisation
-    S("lr", float, 3e-3, f"Peak learning rate (AdamW); {FINETUNE_LR:g} when fine-tuning (--init-from).", min=0,
-      min_open=True, finetune_default=FINETUNE_LR),
+    S("lr", float, 3e-3, "Peak learning rate (AdamW).", min=0, min_open=True),
     S("min_lr_frac", float, 0.1, "Final learning rate as a fraction of --lr (cosine decay).", min=0, max=1),
     S("warmup", int, 30, "Linear warmup steps.", min=0),
     S("weight_decay", float, 0.01, "AdamW weight decay on weight matrices.", min=0),
@@ -327,11 +324,6 @@ def apply_changes(cfg, changes: dict):
         setattr(cfg, k, v)
     check_combination(cfg)
     return cfg
-
-
-def finetune_defaults() -> dict:
-    """Settings whose default differs when fine-tuning (--init-from), with that default."""
-    return {s.name: s.finetune_default for s in TRAIN if s.finetune_default is not None}
 
 
 def with_default_limit(cfg):
