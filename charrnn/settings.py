@@ -219,7 +219,7 @@ EVAL = (
     S("skip_unknown", bool, False, "Drop characters of --file the model never saw."),
     S("dynamic", bool, False, "Dynamic evaluation: after scoring each segment, one SGD step on it, so the model "
       "adapts to the text (weights restored afterwards; the checkpoint is not changed)."),
-    S("dyn_lr", float, 0.01, "Learning rate of the --dynamic SGD steps (on a segment's mean nll).", min=0),
+    S("dyn_lr", float, 0.1, "Learning rate of the --dynamic SGD steps (on a segment's mean nll).", min=0),
     S("dyn_seq", int, 50, "Tokens per --dynamic segment: each is scored, then trained on.", min=1),
     S("dyn_decay", float, 0.0, "Pull towards the trained weights per --dynamic step: theta += decay * (theta_0 "
       "- theta).", min=0, max=1),
