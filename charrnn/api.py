@@ -198,8 +198,8 @@ class Model:
     def _job(self, prime, options) -> Job:
         opts = sample_options(options)
         sep = records_separator(self._ckpt.get("run_config"))
-        if sep is not None and "stop" not in options:  # a records model writes whole records, one each
-            opts.update(stop=(sep,), strip_stop=options.get("strip_stop", True))
+        if sep is not None and not opts["stop"]:  # a records model writes whole records, one each,
+            opts.update(stop=(sep,), strip_stop=True)  # the separator ending it left out (--stop SEP keeps it)
         return Job(self.module, self.tokenizer, prime, opts, self.device, lead=sep or "")
 
     def evaluate(self, file=None, *, text: str | None = None, progress: bool | None = None, **options) -> dict:

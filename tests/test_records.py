@@ -296,7 +296,7 @@ def test_a_records_model_samples_whole_records(records_run, cli):
         assert "\n" not in s.text
         assert s.end == "stop" or s.tokens == 200
     assert any(s.end == "stop" for s in samples)
-    kept = list(model.generate(num_samples=2, length=200, seed=3, strip_stop=False))
+    kept = list(model.generate(num_samples=2, length=200, seed=3, stop=("\n",)))  # explicit: the separator kept
     assert all(s.text.endswith("\n") for s in kept if s.end == "stop")
     r = cli("sample", run_dir, "--num-samples", 3, "--length", 200, "--seed", 3, "--json")
     assert r.code == 0, r.err
