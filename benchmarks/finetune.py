@@ -14,8 +14,9 @@
 --flags go to every run (default: a 2x256 LSTM at 16 x 64 tokens per step; the 2x512 default at
 32 x 128 takes 1-5 s per step on 2 shared cores without AMX: too few steps in 60 s to compare).
 Run it with OMP_NUM_THREADS=1 on a busy machine: two threads that keep waiting for each other
-made every step ~9x slower there (docs/BENCHMARKS.md). Prints a markdown table (CPU model, threads, torch) for docs/BENCHMARKS.md and keeps every run, its
-stderr log and a sample under --dir (run it from the repository root).
+made every step ~9x slower there (docs/BENCHMARKS.md). Prints a markdown table (CPU model,
+threads, torch) for docs/BENCHMARKS.md and keeps every run, its stderr log and a sample under --dir
+(run it from the repository root).
 """
 
 from __future__ import annotations

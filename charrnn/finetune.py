@@ -68,8 +68,9 @@ def apply_source(cfg, explicit) -> dict:
         mine = getattr(cfg, name)
         if name in explicit and mine != src[name] and not (name == "head" and mine == "auto"):
             flag = "--" + name.replace("_", "-")
-            raise CharrnnError(f"{flag} {_show(mine)} contradicts the model being fine-tuned ({name} {_show(src[name])} "
-                               f"in {path}); the architecture comes from --init-from, so drop {flag}")
+            raise CharrnnError(f"{flag} {_show(mine)} contradicts the model being fine-tuned ({name} "
+                               f"{_show(src[name])} in {path}); the architecture comes from --init-from, so "
+                               f"drop {flag}")
         setattr(cfg, name, src[name])
     cfg.init_from = path
     check_combination(cfg)

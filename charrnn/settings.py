@@ -134,8 +134,8 @@ TRAIN = (
     S("val_file", str, None, "Validate on this file instead of a slice of the corpus.", optional=True,
       resumable=True, metavar="PATH"),
     S("records", str, None, "The corpus is independent records, each ending in SEP (e.g. `\\n`: one per line; the "
-      "escapes `\\n`, `\\t`, `\\\\` are read): each is modelled from a fresh state, its ending SEP included.", optional=True,
-      metavar="SEP", escapes=True),
+      "escapes `\\n`, `\\t`, `\\\\` are read): each is modelled from a fresh state, its ending SEP included.",
+      optional=True, metavar="SEP", escapes=True),
     S("batch_size", default=32, help="Parallel streams per step (B).", **POS),
     S("seq_len", default=128, help="Window length T of truncated backprop through time.", **POS),
     # model
