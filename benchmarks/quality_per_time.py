@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from charrnn.data import load_corpus
 from charrnn.evaluate import evaluate_split
 from charrnn.model import ModelConfig, RNNLM
-from charrnn.train import TrainConfig
+from charrnn.settings import TrainConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CORPUS = os.path.join(HERE, "..", "..", "shared", "corpora", "tinyshakespeare.txt")
