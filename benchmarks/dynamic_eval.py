@@ -23,12 +23,22 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from quality_per_time import DEFAULT_CORPUS, cpu_model  # noqa: E402
-
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's charrnn
 import charrnn  # noqa: E402
+from charrnn.runtime import resolve_precision  # noqa: E402
 from charrnn.settings import EVAL, by_name  # noqa: E402
+
+DEFAULT_CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "corpora",
+                              "tinyshakespeare.txt")
+
+
+def cpu_model() -> str:
+    """The CPU's name as lscpu gives it (platform's processor string is often empty on Linux)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, StopIteration, subprocess.SubprocessError):
+        return "unknown CPU"
 
 
 def train(corpus: str, seconds: float, ck: str) -> str:
@@ -40,9 +50,10 @@ def train(corpus: str, seconds: float, ck: str) -> str:
 
 
 def timed(fn):
-    t0 = time.perf_counter()
+    """The result, wall seconds and CPU seconds of this process (less sensitive to a busy machine)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
-    return out, time.perf_counter() - t0
+    return out, time.perf_counter() - t0, time.process_time() - c0
 
 
 def main() -> None:
@@ -76,13 +87,13 @@ def main() -> None:
     load_after = os.getloadavg()
     m = rows[0][1]
     print(f"\n{time.strftime('%Y-%m-%d')}, {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"{model.config.precision} run precision -> {model.module.cfg.cell} {model.module.cfg.layers}x"
+          f"{resolve_precision(model.config.precision, model.device)} -> {model.module.cfg.cell} {model.module.cfg.layers}x"
           f"{model.module.cfg.hidden} trained {steps} steps; {m['text']} ({m['tokens']:,} tokens scored); "
           f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after\n")
-    print("| evaluation | val loss (nats/token) | val bits/char | seconds |")
-    print("|---|---:|---:|---:|")
-    for name, r, secs in rows:
-        print(f"| {name} | {r['loss']:.4f} | {r['bpc']:.4f} | {secs:.0f} |")
+    print("| evaluation | val loss (nats/token) | val bits/char | wall s | CPU s |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r, secs, cpu in rows:
+        print(f"| {name} | {r['loss']:.4f} | {r['bpc']:.4f} | {secs:.0f} | {cpu:.0f} |")
     print(f"\ndynamic minus static (one stream): {rows[2][1]['bpc'] - rows[1][1]['bpc']:+.4f} bits/char")
 
 

@@ -45,7 +45,7 @@ def dynamic_nlls(model: RNNLM, ids: np.ndarray, device: torch.device, precision:
     with _adapting(model, params) as theta0:
         state = None
         for s in range(0, n, seq):
-            with torch.enable_grad(), autocast(device, precision):
+            with torch.set_grad_enabled(lr > 0), autocast(device, precision):  # lr 0: the static one-stream score
                 nll, state = model.token_nll(x[:, s:s + seq], y[:, s:s + seq], state)
             out[s:s + seq] = nll.detach()[0]  # scored: before any step on this segment
             state = detach_state(state)
