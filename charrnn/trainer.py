@@ -23,6 +23,7 @@ from charrnn.evaluate import evaluate_split
 from charrnn.model import ModelConfig, RNNLM, detach_state
 from charrnn.rng import rng_state, seed_everything, set_rng_state
 from charrnn.runtime import autocast, progress_bar, resolve_device, resolve_precision, setup_backend, show_progress
+from charrnn.step import StepRunner, deferred_for
 
 TRAIN_STATE_VERSION = 2  # 1: format-1 checkpoints; 2 adds the resolved device/precision
 
@@ -42,7 +43,7 @@ class Trainer:
     """One run's model, data, optimizer and position; ``fit`` trains until a limit or a signal."""
 
     def __init__(self, cfg, run_dir: str, log=None, resume_ckpt: dict | None = None, progress: bool | None = None,
-                 on_eval=None, on_log=None):
+                 on_eval=None, on_log=None, prepare=None):
         self.cfg, self.run_dir = cfg, run_dir
         self.log = log or _stderr
         self.progress_bar = show_progress(progress)
@@ -56,7 +57,10 @@ class Trainer:
             rundir.cache_dir(cfg.checkpoint_dir), log=self.log,
             tok_state=resume_ckpt["tokenizer"] if resume_ckpt else None,
             expect_digest=(resume_ckpt.get("train_state") or {}).get("corpus_digest") if resume_ckpt else None,
-            check=lambda c: check_fits(len(c.train.ids), cfg.batch_size, cfg.seq_len))
+            check=lambda c: (prepare and prepare(c, self.device, self.precision),
+                             check_fits(len(c.train.ids), cfg.batch_size, cfg.seq_len)))
+        if prepare:  # budget.Planner (once): chooses settings not given, refuses what cannot fit in memory
+            prepare(self.corpus, self.device, self.precision)
         self.tok = self.corpus.tokenizer
         self.batcher = StreamBatcher(self.corpus.train.ids, cfg.batch_size, cfg.seq_len, cfg.seed)
         if resume_ckpt:
@@ -67,6 +71,8 @@ class Trainer:
         self.model.to(self.device)
         self.params = list(self.model.parameters())
         self.opt = self._optimizer()
+        self._step = StepRunner(self.model, self.opt, self.device, lambda: autocast(self.device, self.precision),
+                                self.log, cfg.skip_nonfinite)  # step.py: OOM micro-batches, CUDA without syncs
         # the training position and history (all of it goes into every checkpoint)
         self.step = self.epoch = self.k = 0
         self.state = None
@@ -84,7 +90,7 @@ class Trainer:
         no_decay = [p for p in self.model.parameters() if id(p) not in ids]
         return torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
                                   {"params": no_decay, "weight_decay": 0.0}], lr=self.cfg.lr, betas=(0.9, 0.99),
-                                 fused=self.device.type == "cuda" or None)
+                                 fused=deferred_for(self.device) or None)
 
     # -- state in and out of checkpoints
     def _train_state(self) -> dict:
@@ -119,6 +125,7 @@ class Trainer:
                                "it cannot be resumed exactly") from None
 
     def save(self, name: str) -> None:
+        self._check_nonfinite()
         save_checkpoint(os.path.join(self.run_dir, name), model=self.model, tokenizer=self.tok,
                         run_config=self.cfg.to_dict(), optimizer=self.opt, train_state=self._train_state())
 
@@ -131,7 +138,7 @@ class Trainer:
             return self._summary(stop)
         with self._signals_caught(), self._progress_bar() as bar:
             self.model.train()
-            streams = self.batcher.epoch_streams(self.epoch)
+            streams = self.batcher.epoch_streams(self.epoch).to(self.device)
             while stop is None:
                 streams = self._next_epoch_if_done(streams)
                 x, y = self._batch(streams)
@@ -153,7 +160,7 @@ class Trainer:
         if self.k < self.batcher.windows_per_epoch:
             return streams
         self.epoch, self.k, self.state = self.epoch + 1, 0, None
-        return self.batcher.epoch_streams(self.epoch)
+        return self.batcher.epoch_streams(self.epoch).to(self.device)
 
     def _batch(self, streams):
         x, y = self.batcher.window(streams, self.k)
@@ -164,11 +171,13 @@ class Trainer:
         self.lr = lr_at(self.cfg, self.step, self.progress())
         for g in self.opt.param_groups:
             g["lr"] = self.lr
-        with autocast(self.device, self.precision):
-            loss, state = self.model.loss(x, y, self.state)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, state = self._step.forward_backward(x, y, self.state)  # zero_grad, forward, backward
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        if self._step.deferred:  # CUDA: no host sync; non-finite steps are skipped on the GPU (step.py)
+            gnorm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+            self.state = detach_state(self._step.update(loss, gnorm, state, self.step + 1))
+            self.step, self.k = self.step + 1, self.k + 1
+            return loss.detach(), gnorm
         loss_v, gnorm = loss.detach().item(), float(torch.nn.utils.clip_grad_norm_(self.params, clip))
         if math.isfinite(loss_v) and math.isfinite(gnorm):
             self.opt.step()
@@ -177,13 +186,21 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             state = None
         else:
-            raise CharrnnError(
-                f"non-finite {'loss' if not math.isfinite(loss_v) else 'gradient'} at step {self.step + 1}; "
-                f"lower --lr (now {self.cfg.lr:g}) or --grad-clip, or pass --skip-nonfinite "
-                f"(last good checkpoint: {self.run_dir}/{rundir.LAST})")
+            raise self._nonfinite_error("loss" if not math.isfinite(loss_v) else "gradient", self.step + 1)
         self.state = detach_state(state)
         self.step, self.k = self.step + 1, self.k + 1
         return loss_v, gnorm
+
+    def _nonfinite_error(self, kind: str, step: int) -> CharrnnError:
+        return CharrnnError(f"non-finite {kind} at step {step}; lower --lr (now {self.cfg.lr:g}) or --grad-clip, "
+                            f"or pass --skip-nonfinite (last good checkpoint: {self.run_dir}/{rundir.LAST})")
+
+    def _check_nonfinite(self) -> None:
+        """CUDA: the non-finite steps counted on the GPU since the last check (step.py); a no-op on the CPU."""
+        n, first, kind = self._step.take_nonfinite()
+        if n and not self.cfg.skip_nonfinite:
+            raise self._nonfinite_error(kind, first)
+        self.skipped += n
 
     def _account(self, x, loss: float, gnorm: float, bar) -> None:
         """Time, token count, progress bar, and every log_every steps a train line in metrics.jsonl."""
@@ -192,7 +209,10 @@ class Trainer:
         bar.update(1)
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
         self._window.add(loss, gnorm, clip)
-        if self.step % self.cfg.log_every or not self._window.n:
+        if self.step % self.cfg.log_every:
+            return
+        self._check_nonfinite()
+        if not self._window.settle(clip):
             return
         w = self._window.take(self.tokens)
         rec = {"step": self.step, "split": "train",
@@ -219,6 +239,7 @@ class Trainer:
 
     def evaluate(self) -> dict:
         """Score the validation split (its time counts towards --max-time), keep best.pt, log the line."""
+        self._check_nonfinite()
         c, t0 = self.corpus, time.perf_counter()
         m = evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, self.device,
                            self.precision, progress=self.progress_bar, desc="val")
@@ -325,6 +346,7 @@ class _Window:
 
     def _reset(self):
         self.n, self.loss, self.gsum, self.gmax, self.clipped = 0, 0.0, 0.0, 0.0, 0
+        self.pending = []  # CUDA: (loss, grad norm) tensors, read at the log point (no per-step sync)
 
     def restart_clock(self, tokens: int | None = None) -> None:
         self.t = time.perf_counter()
@@ -337,9 +359,20 @@ class _Window:
         return dt
 
     def add(self, loss: float, gnorm: float, clip: float) -> None:
+        if isinstance(loss, torch.Tensor):
+            self.pending.append(torch.stack((loss.float(), gnorm.float())))
+            return
         if math.isfinite(loss) and math.isfinite(gnorm):
             self.n, self.loss, self.gsum = self.n + 1, self.loss + loss, self.gsum + gnorm
             self.gmax, self.clipped = max(self.gmax, gnorm), self.clipped + (gnorm > clip)
+
+    def settle(self, clip: float) -> int:
+        """Steps with finite figures in the window, after reading the CUDA ones (one sync)."""
+        if self.pending:
+            pending, self.pending = torch.stack(self.pending).tolist(), []
+            for loss, gnorm in pending:
+                self.add(loss, gnorm, clip)
+        return self.n
 
     def take(self, tokens: int) -> dict:
         now = time.perf_counter()
