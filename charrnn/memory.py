@@ -8,10 +8,10 @@ The estimate (bytes), for P parameters, n = batch x window tokens per step, V ou
     the runtime (kernels, workspaces)            128 MB (CPU), 512 MB (CUDA), 256 MB (MPS)
     activations kept for backward               n (e + L (ACT_PER_H h)) s   (gates, cell, hidden, masks)
     output layer                                3 n V' 4   (logits, log-softmax, their gradient)
-    evaluation (weights stay resident)          32 streams x 512 (2 V' + 4 h) 4 + 16 bytes per val token
+    evaluation (weights stay resident)          S streams x 512 (2 V' + 4 h) 4 + 16 bytes per val token
 
 s is 4 bytes (fp32) or 2 (bf16), V' is V for a full softmax and the shortlist plus clusters of
-an adaptive one. benchmarks/memory_estimate.py checks it against the peak RSS of real steps.
+an adaptive one, S = data.eval_streams' count (up to 32). benchmarks/memory_estimate.py checks it against the peak RSS of real steps.
 """
 
 from __future__ import annotations
@@ -68,12 +68,13 @@ def estimate(*, vocab: int, cell: str, layers: int, hidden: int, emb: int, batch
     state = 16 * P + 4 * P + (2 * P if precision == "bf16" else 0)
     acts = n * (2 * emb + layers * ACT_PER_H[cell] * hidden) * s + n * hidden * 2 * 4
     logits = 3 * n * w * 4 + (n * w * s if s != 4 else 0)
-    evaluation = EVAL_STREAMS * EVAL_WINDOW * (2 * w + 4 * hidden) * 4 + 16 * val_tokens
+    streams = max(1, min(EVAL_STREAMS, val_tokens // 4096)) if val_tokens else EVAL_STREAMS
+    evaluation = streams * EVAL_WINDOW * (2 * w + 4 * hidden) * 4 + 16 * val_tokens
     data = 4 * device_data_tokens
     fixed = int(RUNTIME.get(device, RUNTIME["cpu"]))
     parts = {"weights and optimizer state": state, "activations": acts, "output logits": logits,
              "evaluation": evaluation, "data": data, "runtime": fixed}
-    return {"parts": parts, "parameters": P, "total": fixed + state + data + max(acts + logits, evaluation)}
+    return {"parts": parts, "parameters": P, "val_bytes": 16 * val_tokens, "total": fixed + state + data + max(acts + logits, evaluation)}
 
 
 def available_bytes(device) -> int | None:
@@ -124,21 +125,30 @@ def advice(est: dict, cfg) -> str:
     if part == "weights and optimizer state":
         return f"lower --hidden (now {cfg.hidden}) or --layers (now {cfg.layers})"
     if part == "evaluation":
-        return "lower --val-frac or give a shorter --val-file"
+        return "lower --val-frac or give a shorter --val-file" if est.get("val_bytes", 0) > est["parts"][
+            "evaluation"] / 2 else f"lower --hidden (now {cfg.hidden})"
     fix = f"lower --batch-size (now {cfg.batch_size}) or --seq-len (now {cfg.seq_len})"
     if part == "output logits" and getattr(cfg, "head", "auto") != "adaptive":
         fix += ", or use --head adaptive"
     return fix
 
 
-def check(est: dict, available: int | None, cfg, device_name: str, log=None) -> None:
+def device_name(device) -> str:
+    kind = getattr(device, "type", str(device))
+    if kind == "cuda":
+        import torch
+        return f"GPU ({torch.cuda.get_device_name(device)})"
+    return {"mps": "Apple GPU (MPS)"}.get(kind, "CPU")
+
+
+def check(est: dict, available: int | None, cfg, device, log=None) -> None:
     """A one-line CharrnnError when the run cannot fit; a note on stderr when it only just fits."""
     if available is None:
         return
     if not fits(est, available):
-        top = sorted(est["parts"].items(), key=lambda kv: -kv[1])[:2]
+        top = sorted(((k, v) for k, v in est["parts"].items() if k != "runtime"), key=lambda kv: -kv[1])[:2]
         detail = ", ".join(f"{k} {human(v)}" for k, v in top)
         raise CharrnnError(f"this run needs about {human(est['total'])} of memory ({detail}) but the "
-                           f"{device_name} has {human(available)} available; {advice(est, cfg)}")
+                           f"{device_name(device)} has {human(available)} available; {advice(est, cfg)}")
     if log and est["total"] > 0.5 * available:
         log(f"note: this run needs about {human(est['total'])} of the {human(available)} available")
