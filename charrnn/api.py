@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Callable, Iterator
 
-from charrnn import corpora, rundir
+from charrnn import budget, corpora, rundir
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data import is_builtin
 from charrnn.errors import CharrnnError
@@ -31,6 +31,11 @@ from charrnn.settings import (EVAL, SAMPLE, TRAIN, apply_changes, check_values, 
 from charrnn.trainer import Trainer
 
 P = inspect.Parameter
+CHOICE_KEY = "budget_choice"  # config.json: what was chosen and why (not a setting: resume never compares it)
+
+
+def _choice(record: dict | None) -> dict:
+    return {CHOICE_KEY: record} if record else {}
 
 
 def _logger(verbose: bool):
@@ -69,11 +74,14 @@ def train(corpus=None, *, progress: bool | None = None, on_eval: Callable | None
     if values.get("val_file") is not None:
         values["val_file"] = os.path.abspath(os.fspath(values["val_file"]))
     cfg = with_default_limit(make_config(**values))
+    # settings not given are chosen for this machine and --max-time; impossible runs are refused (budget.py)
+    planner = budget.Planner(cfg, given=set(settings), log=log, cache_dir=rundir.cache_dir(cfg.checkpoint_dir))
     run_dir = rundir.new_run_dir(cfg.checkpoint_dir, cfg.corpus, cfg.name)
     try:
         with rundir.RunLock(run_dir):
-            trainer = Trainer(cfg, run_dir, log=log, progress=progress, on_eval=on_eval, on_log=on_log)
-            rundir.write_config(run_dir, cfg.to_dict())
+            trainer = Trainer(cfg, run_dir, log=log, progress=progress, on_eval=on_eval, on_log=on_log,
+                              prepare=planner)
+            rundir.write_config(run_dir, {**cfg.to_dict(), **_choice(planner.record)})
             return TrainResult(trainer.fit())
     except BaseException:
         try:
@@ -119,11 +127,13 @@ def resume(run=None, *, checkpoint_dir: str = "checkpoints", progress: bool | No
     cfg = apply_changes(config_from_saved(ckpt["run_config"]), changes)
     cfg.checkpoint_dir = os.path.dirname(run_dir)
     log = _logger(verbose)
+    planner = budget.Planner(cfg, given=set(), log=log, choose_settings=False)  # memory check only: never re-chosen
     with rundir.RunLock(run_dir):
         trainer = Trainer(cfg, run_dir, log=log, resume_ckpt=ckpt, progress=progress, on_eval=on_eval,
-                          on_log=on_log)
+                          on_log=on_log, prepare=planner)
         rundir.truncate_metrics(run_dir, trainer.step)
-        rundir.write_config(run_dir, cfg.to_dict())
+        kept = (rundir.read_config(run_dir) or {}).get(CHOICE_KEY)
+        rundir.write_config(run_dir, {**cfg.to_dict(), **_choice(kept)})
         log(f"resuming {path} at step {trainer.step}")
         return TrainResult(trainer.fit())
 
