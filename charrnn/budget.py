@@ -32,6 +32,7 @@ from charrnn.settings import TRAIN, by_name, check_combination
 COMPUTE_MODEL = {"E": 0.0, "A": 0.0, "alpha": 0.5, "C": 0.0, "beta": 0.5, "b_crit": 4096.0}  # calibrate_budget.py
 EPOCH_CAP = 5          # passes over the training text beyond this teach little (repeats); not counted
 EVAL_SHARE = 0.1       # intermediate evaluations may take this share of the budget
+PROBE_CAP = (5.0, 30.0, 0.1)  # the probe stops starting shapes after max(5 s, min(30 s, 10% of the budget))
 MAX_EVALS = 10
 SHAPE = ("layers", "hidden", "batch_size", "seq_len")
 CHOSEN = SHAPE + ("eval_every",)
@@ -70,11 +71,12 @@ def _round_up(x: float, to: int) -> int:
 
 
 def choose(options: list[dict], speed, budget_s: float, eval_every: int | None = None, reference=None,
-           k: dict | None = None):
+           k: dict | None = None, deadline: float | None = None):
     """The option with the lowest predicted loss. ``speed(option)`` gives {"step_s", "eval_s"}
     (the probe; a table in tests). Options are probed in the given order (cheapest first) and probing
     stops after two in a row predict worse than the best so far, once the reference (the fixed
-    defaults, for the comparison in the message) has been seen. Returns (best, evaluated options)."""
+    defaults, for the comparison in the message) has been seen, or at the deadline (perf_counter
+    seconds; a busy machine). Returns (best, evaluated options)."""
     seen, best, worse = [], None, 0
     for opt in options:
         fig = speed(opt)
@@ -87,6 +89,8 @@ def choose(options: list[dict], speed, budget_s: float, eval_every: int | None =
         else:
             worse += 1
         if worse >= 2 and (reference is None or any(_same(r, reference) for r in seen)):
+            break
+        if deadline is not None and time.perf_counter() > deadline:
             break
     return best, seen
 
@@ -138,6 +142,9 @@ class Planner:
 
     def _halve_batch_to_fit(self) -> None:
         cfg, start = self.cfg, self.cfg.batch_size
+        if memory.fits(self.estimate(cfg), self.available) or not memory.fits(self.estimate(
+                replace(cfg, batch_size=1)), self.available):
+            return  # fits, or the batch is not the problem: the memory check names what is
         while cfg.batch_size > 1 and not memory.fits(self.estimate(cfg), self.available):
             cfg.batch_size //= 2
         if cfg.batch_size != start:
@@ -193,8 +200,10 @@ class Planner:
             return {"step_s": fig["step_s"], "tok_s": fig["tok_s"], "eval_s": val / fig["eval_tok_s"]}
 
         given_every = cfg.eval_every if "eval_every" in self.given else None
+        lo, hi, share = PROBE_CAP
         try:
-            best, seen = choose(options, speed, cfg.max_time, given_every, ref)
+            best, seen = choose(options, speed, cfg.max_time, given_every, ref,
+                                deadline=t0 + max(lo, min(hi, share * cfg.max_time)))
         finally:
             cache.save()
         for k in SHAPE:

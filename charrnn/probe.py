@@ -3,9 +3,10 @@ run's real vocabulary, output head, device and precision; cached per machine.
 
 A probe builds the candidate model and its AdamW, runs one warm-up step and TIMED_STEPS timed
 steps on windows of PROBE_WINDOW tokens (as many again when their times disagree by over 2x; the
-fastest counts: a shared machine only ever slows a step down), times the part of a step that does not grow with the window (clipping and the
-optimizer step), and scales the rest to the real window: the time of an LSTM step is linear in
-its window. One forward pass over evaluation-shaped streams gives the evaluation speed. Results
+fastest counts: a shared machine only ever slows a step down), times the part of a step that does
+not grow with the window (clipping and the optimizer step), and scales the rest to the real window:
+the time of an LSTM step is linear in its window. One forward pass over evaluation-shaped streams
+(after one warm-up pass) gives the evaluation speed. Results
 live in ``<checkpoint dir>/.cache/budget-probe.json``, keyed by the machine (CPU model, threads,
 torch version, device, precision) and the shape; delete the file to measure again.
 """
@@ -24,7 +25,7 @@ from charrnn.fileio import atomic_write_bytes
 from charrnn.model import RNNLM
 
 PROBE_WINDOW = 16
-TIMED_STEPS = 3
+TIMED_STEPS = 2
 CACHE_FILE = "budget-probe.json"
 CACHE_VERSION = 1
 
@@ -101,7 +102,7 @@ def measure(mc, batch: int, window: int, eval_streams: int, device: torch.device
 
     step()  # warm-up: allocations, kernel selection
     t_step = _timed(step, device, TIMED_STEPS)
-    t_fixed = min(_timed(fixed, device, TIMED_STEPS), t_step)
+    t_fixed = min(_timed(fixed, device, 1), t_step)
     step_s = t_fixed + (t_step - t_fixed) * window / tp
     xe, ye = (torch.randint(mc.vocab_size, (eval_streams, PROBE_WINDOW), generator=gen).to(device) for _ in range(2))
     model.eval()
@@ -110,8 +111,8 @@ def measure(mc, batch: int, window: int, eval_streams: int, device: torch.device
         with torch.no_grad(), autocast(device, precision):
             model.token_nll(xe, ye)
 
-    evaluate()
-    t_eval = _timed(evaluate, device, 2)
+    evaluate()  # warm-up: inference kernels differ from training ones
+    t_eval = _timed(evaluate, device, 1)
     return {"step_s": step_s, "tok_s": batch * window / step_s, "eval_tok_s": eval_streams * PROBE_WINDOW / t_eval,
             "measured": time.strftime("%Y-%m-%d %H:%M")}
 
