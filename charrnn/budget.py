@@ -9,10 +9,12 @@ hidden size, batch, window, evaluation interval) are chosen for this machine and
 
 The compute model, fitted by benchmarks/calibrate_budget.py (table and constants in docs/BENCHMARKS.md):
 
-    L(N, S, b) = E + A / N^alpha + C / S_eff^beta,    S_eff = min(S, EPOCH_CAP epochs) * b / (b + b_crit)
+    L(N, S, D) = E + A / N^alpha + B / S^beta + C / D^gamma
 
-N: parameters without the embedding; S: optimizer steps; b: tokens per step (batch x window).
-Its losses are tinyshakespeare nats/char; on other text only their order is used. Without
+N: parameters without the embedding (millions); S: optimizer steps; D = S x batch x window, the
+tokens trained on (millions); steps beyond EPOCH_CAP passes over the training text are not
+counted (repeats teach little and start to overfit). Its losses are tinyshakespeare nats/char; on
+other text only their order is used. The probe stops starting new shapes after PROBE_CAP seconds. Without
 --max-time (or with --no-budget) the fixed defaults stay, except the batch: larger on a GPU
 (DEVICE_BATCH), and halved until the run fits in memory when --batch-size is not given.
 """
@@ -29,7 +31,8 @@ from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig
 from charrnn.settings import TRAIN, by_name, check_combination
 
-COMPUTE_MODEL = {"E": 0.0, "A": 0.0, "alpha": 0.5, "C": 0.0, "beta": 0.5, "b_crit": 4096.0}  # calibrate_budget.py
+COMPUTE_MODEL = {"E": 0.027705, "A": 0.43062, "alpha": 0.2, "B": 12.524, "beta": 0.575, "C": 1.0039,
+                 "gamma": 0.1}  # benchmarks/calibrate_budget.py, 2026-11-23 (docs/BENCHMARKS.md)
 EPOCH_CAP = 5          # passes over the training text beyond this teach little (repeats); not counted
 EVAL_SHARE = 0.1       # intermediate evaluations may take this share of the budget
 PROBE_CAP = (5.0, 30.0, 0.1)  # the probe stops starting shapes after max(5 s, min(30 s, 10% of the budget))
@@ -47,8 +50,10 @@ DEVICE_BATCH = {"cuda": 128, "mps": 64}  # --batch-size when not given, without 
 
 
 def predict_loss(n_params: float, steps: float, tokens_per_step: float, k: dict = COMPUTE_MODEL) -> float:
-    s_eff = max(steps, 1.0) * tokens_per_step / (tokens_per_step + k["b_crit"])
-    return k["E"] + k["A"] * n_params ** -k["alpha"] + k["C"] * s_eff ** -k["beta"]
+    """The compute model (module docstring): predicted tinyshakespeare nats/char."""
+    steps = max(steps, 1.0)
+    return (k["E"] + k["A"] * (n_params / 1e6) ** -k["alpha"] + k["B"] * steps ** -k["beta"]
+            + k["C"] * (steps * tokens_per_step / 1e6) ** -k["gamma"])
 
 
 def plan_time(budget_s: float, step_s: float, eval_s: float, eval_every: int | None = None,
