@@ -12,6 +12,10 @@ batch 32 x 64 over contiguous streams with the hidden state carried (detached) f
 window, for the same wall-clock seconds. Every side is scored by the same stateful pass over the
 validation text (nanoGPT's split: first 90% train, last 10% val). The sides run one after the
 other; the load average before each is printed, since a shared machine slows them unequally.
+
+--parallel --threads 1 runs the sides at the same time instead, one thread each: on a machine
+shared with other jobs both then meet the same contention, and a one-thread process is not stalled
+by a descheduled partner thread (two-thread steps there ran up to 18x slower than one-thread ones).
 """
 
 from __future__ import annotations
@@ -115,6 +119,23 @@ def run_bare(corpus: str, seconds: float, B: int = 32, T: int = 64) -> dict:
     return m
 
 
+def run_parallel(a, corpus: str, tmp: str) -> list:
+    """Every side in its own process, all started together; their rows in the order given."""
+    procs = []
+    for side in a.sides.split(","):
+        out = os.path.join(tmp, f"{side}.json")
+        cmd = [sys.executable, os.path.abspath(__file__), "--corpus", corpus, "--seconds", str(a.seconds),
+               "--precision", a.precision, "--sides", side, "--threads", str(a.threads), "--json-out", out]
+        procs.append((out, subprocess.Popen(cmd)))
+    rows = []
+    for out, p in procs:
+        if p.wait() != 0:
+            sys.exit(f"a side failed: {p.args}")
+        with open(out) as f:
+            rows += [tuple(r) for r in json.load(f)]
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=DEFAULT_CORPUS, help="a text file, or 'pystdlib'")
@@ -122,7 +143,13 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--slice-chars", type=int, default=0, help="use only the first N characters of the corpus")
     ap.add_argument("--sides", default="charrnn,bare")
+    ap.add_argument("--parallel", action="store_true", help="run the sides at the same time")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads of each side (0: torch's default)")
+    ap.add_argument("--json-out", help=argparse.SUPPRESS)  # a side run by --parallel writes its row here
     a = ap.parse_args()
+    if a.threads:
+        os.environ["OMP_NUM_THREADS"] = str(a.threads)  # for the charrnn subprocesses
+        torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
         corpus = os.path.abspath(a.corpus) if a.corpus != "pystdlib" else "pystdlib"
         if a.slice_chars or corpus == "pystdlib":
@@ -130,8 +157,8 @@ def main() -> None:
             corpus = os.path.join(tmp, f"{os.path.basename(a.corpus).split('.')[0]}_slice.txt")
             with open(corpus, "w", encoding="utf-8") as f:
                 f.write(text[:a.slice_chars] if a.slice_chars else text)
-        rows = []
-        for side in a.sides.split(","):
+        rows = run_parallel(a, corpus, tmp) if a.parallel else []
+        for side in a.sides.split(",") if not a.parallel else ():
             before = load()
             print(f"{side}: load average {before} ...", file=sys.stderr, flush=True)
             if side == "bare":
@@ -141,12 +168,16 @@ def main() -> None:
             m["load"] = before
             rows.append((side, m))
             print(json.dumps({"side": side, **{k: v for k, v in m.items() if k != "line"}}), file=sys.stderr, flush=True)
+    if a.json_out:
+        with open(a.json_out, "w") as f:
+            json.dump(rows, f)
+        return
     names = {"charrnn": f"charrnn defaults, --precision {a.precision} (budget's choice)",
              "fixed": f"charrnn --no-budget (fixed defaults), --precision {a.precision}",
              "bare": "bare nn.LSTM script 2x256, fp32, Adam 3e-3, clip 5, state carried"}
     print(f"\n{time.strftime('%Y-%m-%d')}, {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"{os.path.basename(a.corpus)}{f' (first {a.slice_chars:,} chars)' if a.slice_chars else ''}, "
-          f"{a.seconds:g} s each, nice\n")
+          f"{a.seconds:g} s each, nice, {'at the same time' if a.parallel else 'one after the other'}\n")
     print("| side | model, batch x window | steps | tokens/s | val loss (nats/char) | val bits/char | load avg before |")
     print("|---|---|---:|---:|---:|---:|---|")
     for side, m in rows:
