@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Callable, Iterator
 
-from charrnn import corpora, rundir
+from charrnn import budget, corpora, rundir
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data import is_builtin
 from charrnn.errors import CharrnnError
@@ -37,6 +37,11 @@ from charrnn.settings import (DYNAMIC, EVAL, SAMPLE, SCORE, TRAIN, apply_changes
 from charrnn.trainer import Trainer
 
 P = inspect.Parameter
+CHOICE_KEY = "budget_choice"  # config.json: what was chosen and why (not a setting: resume never compares it)
+
+
+def _choice(record: dict | None) -> dict:
+    return {CHOICE_KEY: record} if record else {}
 
 
 def _logger(verbose: bool):
@@ -77,12 +82,16 @@ def train(corpus=None, *, progress: bool | None = None, on_eval: Callable | None
     cfg, source = (finetune_config(values, explicit=set(settings)) if values.get("init_from") is not None
                    else (make_config(**values), None))  # source: the checkpoint being fine-tuned
     cfg = with_default_limit(cfg)
+    # settings not given are chosen for this machine and --max-time (never for a fine-tuned architecture);
+    # impossible runs are refused (budget.py)
+    planner = budget.Planner(cfg, given=set(settings), log=log, cache_dir=rundir.cache_dir(cfg.checkpoint_dir),
+                             choose_settings=source is None)
     run_dir = rundir.new_run_dir(cfg.checkpoint_dir, cfg.corpus, cfg.name)
     try:
         with rundir.RunLock(run_dir):
             trainer = Trainer(cfg, run_dir, log=log, progress=progress, on_eval=on_eval, on_log=on_log,
-                              init_ckpt=source)
-            rundir.write_config(run_dir, trainer.run_record())
+                              init_ckpt=source, prepare=planner)
+            rundir.write_config(run_dir, {**trainer.run_record(), **_choice(planner.record)})
             return TrainResult(trainer.fit())
     except BaseException:
         try:
@@ -133,11 +142,13 @@ def resume(run=None, *, checkpoint_dir: str = "checkpoints", progress: bool | No
     cfg = apply_changes(config_from_saved(ckpt["run_config"]), changes)
     cfg.checkpoint_dir = os.path.dirname(run_dir)
     log = _logger(verbose)
+    planner = budget.Planner(cfg, given=set(), log=log, choose_settings=False)  # memory check only: never re-chosen
     with rundir.RunLock(run_dir):
         trainer = Trainer(cfg, run_dir, log=log, resume_ckpt=ckpt, progress=progress, on_eval=on_eval,
-                          on_log=on_log)
+                          on_log=on_log, prepare=planner)
         rundir.truncate_metrics(run_dir, trainer.step)
-        rundir.write_config(run_dir, trainer.run_record())
+        kept = (rundir.read_config(run_dir) or {}).get(CHOICE_KEY)
+        rundir.write_config(run_dir, {**trainer.run_record(), **_choice(kept)})
         log(f"resuming {path} at step {trainer.step}")
         return TrainResult(trainer.fit())
 

@@ -15,7 +15,7 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state(device: torch.device) -> dict:
-    """Python, numpy, torch (and CUDA) generator states as plain data for a checkpoint."""
+    """Python, numpy, torch (and CUDA or MPS) generator states as plain data for a checkpoint."""
     py = random.getstate()
     np_state = np.random.get_state()
     return {
@@ -24,6 +24,7 @@ def rng_state(device: torch.device) -> dict:
                   int(np_state[3]), float(np_state[4])],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "mps": torch.mps.get_rng_state() if device.type == "mps" else None,
     }
 
 
@@ -35,3 +36,5 @@ def set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and state.get("cuda") is not None:
         torch.cuda.set_rng_state(state["cuda"], device)
+    if device.type == "mps" and state.get("mps") is not None:
+        torch.mps.set_rng_state(state["mps"])

@@ -11,11 +11,24 @@ from charrnn.errors import CharrnnError
 from charrnn.settings import DEVICES, PRECISIONS
 
 
+def mps_available() -> bool:
+    """Apple's Metal GPU (Apple-silicon Macs with a PyTorch build that has MPS)."""
+    mps = getattr(torch.backends, "mps", None)
+    try:
+        return bool(mps is not None and mps.is_available())
+    except Exception:  # noqa: BLE001 - an unusual build; absent means "not available"
+        return False
+
+
 def resolve_device(name: str) -> torch.device:
+    """auto: CUDA, else Apple's MPS, else the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise CharrnnError("--device cuda was asked for, but no CUDA GPU is available; use --device cpu or auto")
+    if name == "mps" and not mps_available():
+        raise CharrnnError("--device mps was asked for, but Apple's MPS is not available (it needs an "
+                           "Apple-silicon Mac and a PyTorch build with MPS); use --device cpu or auto")
     if name not in DEVICES:
         raise CharrnnError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
     return torch.device(name)

@@ -22,7 +22,7 @@ TOKENIZERS = ("char", "byte", "bpe", "unigram")   # tokenizers.fit_tokenizer
 CELLS = ("lstm", "gru", "rnn")                     # model: nn.LSTM / nn.GRU / nn.RNN
 HEADS = ("auto", "full", "adaptive")               # model.resolve_head / heads.py
 PRECISIONS = ("auto", "fp32", "bf16")              # runtime.resolve_precision
-DEVICES = ("auto", "cpu", "cuda")                  # runtime.resolve_device
+DEVICES = ("auto", "cpu", "cuda", "mps")           # runtime.resolve_device
 SPLITS = ("val", "test")                           # data.Corpus parts that can be evaluated
 DEFAULT_MAX_EPOCHS = 10                            # when no limit at all is given
 
@@ -166,6 +166,9 @@ TRAIN = (
       "limit is given).", min=0, min_open=True, optional=True, resumable=True),
     S("max_time", float, None, "Stop after this much wall-clock training time; the LR schedule fits the budget.",
       min=0, min_open=True, optional=True, resumable=True, metavar="SECONDS"),
+    S("budget", bool, True, "With --max-time: choose the layers, hidden size, batch, window and evaluation "
+      "interval not given, for this machine and this budget (a short probe, cached per machine).",
+      negatable=True, resumable=True),
     S("patience", int, 0, "Stop after this many evaluations without improvement (0: never).", min=0,
       resumable=True),
     # bookkeeping
@@ -174,7 +177,8 @@ TRAIN = (
       resumable=True, **POS),
     S("log_every", default=50, help="Record train loss to metrics.jsonl every N steps.", resumable=True, **POS),
     S("seed", int, 1337, "Random seed."),
-    S("device", str, "auto", "auto picks CUDA when present.", choices=DEVICES, resumable=True),
+    S("device", str, "auto", "auto: CUDA if present, else Apple's MPS, else the CPU.", choices=DEVICES,
+      resumable=True),
     S("precision", str, "auto", "auto: bf16 autocast on CPUs with AMX, fp32 (TF32 matmuls) elsewhere.",
       choices=PRECISIONS, resumable=True),
     S("skip_nonfinite", bool, False, "Skip (and count) batches with a non-finite loss or gradient instead of "

@@ -26,6 +26,7 @@ from charrnn.records import RecordBatcher, separator_ids
 from charrnn.records_score import evaluate_records
 from charrnn.rng import rng_state, seed_everything, set_rng_state
 from charrnn.runtime import autocast, progress_bar, resolve_device, resolve_precision, setup_backend, show_progress
+from charrnn.step import StepRunner, deferred_for
 from charrnn.trainlog import LogWindow, rounded as _round
 
 TRAIN_STATE_VERSION = 2  # 1: format-1 checkpoints; 2 adds the resolved device/precision
@@ -46,7 +47,7 @@ class Trainer:
     """One run's model, data, optimizer and position; ``fit`` trains until a limit or a signal."""
 
     def __init__(self, cfg, run_dir: str, log=None, resume_ckpt: dict | None = None, progress: bool | None = None,
-                 on_eval=None, on_log=None, init_ckpt: dict | None = None):
+                 on_eval=None, on_log=None, init_ckpt: dict | None = None, prepare=None):
         self.cfg, self.run_dir = cfg, run_dir
         self.log = log or _stderr
         self.progress_bar = show_progress(progress)
@@ -60,8 +61,11 @@ class Trainer:
             cfg.corpus, cfg.tokenizer, cfg.vocab_size, cfg.val_frac, cfg.test_frac, cfg.val_file,
             rundir.cache_dir(cfg.checkpoint_dir), log=self.log, tok_state=source["tokenizer"] if source else None,
             expect_digest=(resume_ckpt.get("train_state") or {}).get("corpus_digest") if resume_ckpt else None,
-            check=None if cfg.records else lambda c: check_fits(len(c.train.ids), cfg.batch_size, cfg.seq_len),
+            check=lambda c: (prepare and prepare(c, self.device, self.precision),
+                             None if cfg.records else check_fits(len(c.train.ids), cfg.batch_size, cfg.seq_len)),
             records=cfg.records, unknown=unknown_policy(cfg, resuming=resume_ckpt is not None))
+        if prepare:  # budget.Planner (once): chooses settings not given, refuses what cannot fit in memory
+            prepare(c, self.device, self.precision)
         self.tok = c.tokenizer
         self.batcher = (RecordBatcher(c.train.ids, c.train.starts, separator_ids(self.tok, cfg.records), cfg.batch_size,
                                       cfg.seq_len, cfg.seed) if cfg.records else
@@ -76,6 +80,8 @@ class Trainer:
         self.model.to(self.device)
         self.params = list(self.model.parameters())
         self.opt = self._optimizer()
+        self._step = StepRunner(self.model, self.opt, self.device, lambda: autocast(self.device, self.precision),
+                                self.log, cfg.skip_nonfinite)  # step.py: OOM micro-batches, CUDA without syncs
         # the training position and history (all of it goes into every checkpoint)
         self.step = self.epoch = self.k = 0
         self.state = None
@@ -93,7 +99,7 @@ class Trainer:
         no_decay = [p for p in self.model.parameters() if id(p) not in ids]
         return torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
                                   {"params": no_decay, "weight_decay": 0.0}], lr=self.cfg.lr, betas=(0.9, 0.99),
-                                 fused=self.device.type == "cuda" or None)
+                                 fused=deferred_for(self.device) or None)
 
     # -- state in and out of checkpoints
     def _train_state(self) -> dict:
@@ -128,6 +134,7 @@ class Trainer:
                                "it cannot be resumed exactly") from None
 
     def save(self, name: str) -> None:
+        self._check_nonfinite()
         save_checkpoint(os.path.join(self.run_dir, name), model=self.model, tokenizer=self.tok,
                         run_config=self.cfg.to_dict(), optimizer=self.opt, train_state=self._train_state())
 
@@ -140,7 +147,7 @@ class Trainer:
             return self._summary(stop)
         with self._signals_caught(), self._progress_bar() as bar:
             self.model.train()
-            streams = self.batcher.epoch_streams(self.epoch)
+            streams = self._epoch_streams()
             while stop is None:
                 streams = self._next_epoch_if_done(streams)
                 x, y = self._batch(streams)
@@ -162,7 +169,12 @@ class Trainer:
         if self.k < self.batcher.windows_per_epoch:
             return streams
         self.epoch, self.k, self.state = self.epoch + 1, 0, None
-        return self.batcher.epoch_streams(self.epoch)
+        return self._epoch_streams()
+
+    def _epoch_streams(self):
+        """This epoch's streams (moved to the device once) or, with --records, its window plan."""
+        streams = self.batcher.epoch_streams(self.epoch)
+        return streams.to(self.device) if isinstance(streams, torch.Tensor) else streams
 
     def _batch(self, streams):
         if self.batcher.fresh(streams, self.k):  # --records: a new group of records starts here
@@ -175,11 +187,13 @@ class Trainer:
         self.lr = lr_at(self.cfg, self.step, self.progress())
         for g in self.opt.param_groups:
             g["lr"] = self.lr
-        with autocast(self.device, self.precision):
-            loss, state = self.model.loss(x, y, self.state)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, state = self._step.forward_backward(x, y, self.state)  # zero_grad, forward, backward
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        if self._step.deferred:  # CUDA: no host sync; non-finite steps are skipped on the GPU (step.py)
+            gnorm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+            self.state = detach_state(self._step.update(loss, gnorm, state, self.step + 1))
+            self.step, self.k = self.step + 1, self.k + 1
+            return loss.detach(), gnorm
         loss_v, gnorm = loss.detach().item(), float(torch.nn.utils.clip_grad_norm_(self.params, clip))
         if math.isfinite(loss_v) and math.isfinite(gnorm):
             self.opt.step()
@@ -188,22 +202,33 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             state = None
         else:
-            raise CharrnnError(
-                f"non-finite {'loss' if not math.isfinite(loss_v) else 'gradient'} at step {self.step + 1}; "
-                f"lower --lr (now {self.cfg.lr:g}) or --grad-clip, or pass --skip-nonfinite "
-                f"(last good checkpoint: {self.run_dir}/{rundir.LAST})")
+            raise self._nonfinite_error("loss" if not math.isfinite(loss_v) else "gradient", self.step + 1)
         self.state = detach_state(state)
         self.step, self.k = self.step + 1, self.k + 1
         return loss_v, gnorm
 
+    def _nonfinite_error(self, kind: str, step: int) -> CharrnnError:
+        return CharrnnError(f"non-finite {kind} at step {step}; lower --lr (now {self.cfg.lr:g}) or --grad-clip, "
+                            f"or pass --skip-nonfinite (last good checkpoint: {self.run_dir}/{rundir.LAST})")
+
+    def _check_nonfinite(self) -> None:
+        """CUDA: the non-finite steps counted on the GPU since the last check (step.py); a no-op on the CPU."""
+        n, first, kind = self._step.take_nonfinite()
+        if n and not self.cfg.skip_nonfinite:
+            raise self._nonfinite_error(kind, first)
+        self.skipped += n
+
     def _account(self, y, loss: float, gnorm: float, bar) -> None:
         """Time, token count, progress bar, and every log_every steps a train line in metrics.jsonl."""
-        self.tokens += int((y >= 0).sum())  # targets, not padding (--records)
+        self.tokens += int((y >= 0).sum()) if self.cfg.records else y.numel()  # targets, not --records padding
         self.elapsed += self._window.lap()
         bar.update(1)
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
         self._window.add(loss, gnorm, clip)
-        if self.step % self.cfg.log_every or not self._window.n:
+        if self.step % self.cfg.log_every:
+            return
+        self._check_nonfinite()
+        if not self._window.settle(clip):
             return
         w = self._window.take(self.tokens)
         rec = {"step": self.step, "split": "train",
@@ -230,6 +255,7 @@ class Trainer:
 
     def evaluate(self) -> dict:
         """Score the validation split (its time counts towards --max-time), keep best.pt, log the line."""
+        self._check_nonfinite()
         c, t0 = self.corpus, time.perf_counter()
         args = (self.device, self.precision, self.progress_bar, "val")
         m = (evaluate_records(self.model, self.tok, c.val, c.records, *args) if c.records else

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import time
 
+import torch
+
 
 class LogWindow:
     """Running sums between two train log lines: loss, gradient norms, clipping, throughput."""
@@ -16,6 +18,7 @@ class LogWindow:
 
     def _reset(self):
         self.n, self.loss, self.gsum, self.gmax, self.clipped = 0, 0.0, 0.0, 0.0, 0
+        self.pending = []  # CUDA: (loss, grad norm) tensors, read at the log point (no per-step sync)
 
     def restart_clock(self, tokens: int | None = None) -> None:
         self.t = time.perf_counter()
@@ -27,10 +30,21 @@ class LogWindow:
         dt, self.t = now - self.t, now
         return dt
 
-    def add(self, loss: float, gnorm: float, clip: float) -> None:
+    def add(self, loss, gnorm, clip: float) -> None:
+        if isinstance(loss, torch.Tensor):
+            self.pending.append(torch.stack((loss.float(), gnorm.float())))
+            return
         if math.isfinite(loss) and math.isfinite(gnorm):
             self.n, self.loss, self.gsum = self.n + 1, self.loss + loss, self.gsum + gnorm
             self.gmax, self.clipped = max(self.gmax, gnorm), self.clipped + (gnorm > clip)
+
+    def settle(self, clip: float) -> int:
+        """Steps with finite figures in the window, after reading the CUDA ones (one sync)."""
+        if self.pending:
+            pending, self.pending = torch.stack(self.pending).tolist(), []
+            for loss, gnorm in pending:
+                self.add(loss, gnorm, clip)
+        return self.n
 
     def take(self, tokens: int) -> dict:
         now = time.perf_counter()

@@ -40,7 +40,9 @@ def test_every_flag_is_in_the_readme_table_with_its_default(command):
             continue
         row = next((line for line in section.splitlines() if line.startswith(f"| `{p.opts[0]}`")), None)
         assert row is not None, f"{p.opts[0]} of charrnn {command} is missing from the README"
-        if isinstance(p.default, (int, float, str)) and p.default not in ("", False) and p.name != "resume":
+        if isinstance(p.default, bool):  # flags read on/off
+            assert f"`{'on' if p.default else 'off'}`" in row or not p.default and "| |" in row, p.opts[0]
+        elif isinstance(p.default, (int, float, str)) and p.default != "" and p.name != "resume":
             assert f"`{p.default}`" in row, f"README shows a stale default for {p.opts[0]}"
 
 

@@ -11,11 +11,27 @@ from charrnn.errors import CharrnnError
 
 def test_auto_device_is_cuda_only_when_present(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runtime, "mps_available", lambda: False)
     assert runtime.resolve_device("auto").type == "cpu"
     with pytest.raises(CharrnnError, match="no CUDA GPU is available"):
         runtime.resolve_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert runtime.resolve_device("auto").type == "cuda"
+
+
+@pytest.mark.parametrize("cuda,mps,want", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
+def test_auto_device_prefers_cuda_then_apples_mps_then_the_cpu(monkeypatch, cuda, mps, want):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(runtime, "mps_available", lambda: mps)
+    assert runtime.resolve_device("auto").type == want
+
+
+def test_mps_asked_for_where_there_is_none_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(runtime, "mps_available", lambda: False)
+    with pytest.raises(CharrnnError, match=r"^--device mps was asked for, but Apple's MPS is not available .*; "
+                                           "use --device cpu or auto$"):
+        runtime.resolve_device("mps")
+    assert runtime.mps_available() in (True, False)
 
 
 @pytest.mark.parametrize("amx,want", [(True, "bf16"), (False, "fp32")])

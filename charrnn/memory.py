@@ -1,0 +1,154 @@
+"""Memory first, never an allocator traceback: estimate what a run needs before anything is
+allocated, compare it with what the device has, and refuse an impossible run in one line.
+
+The estimate (bytes), for P parameters, n = batch x window tokens per step, V output classes:
+
+    weights, gradients, AdamW's two moments     16 P   (+ 2 P bf16 weight copies under autocast)
+    optimizer/clipping temporaries               4 P
+    the runtime (kernels, workspaces)            128 MB (CPU), 512 MB (CUDA), 256 MB (MPS)
+    activations kept for backward               n (e + L (ACT_PER_H h)) s   (gates, cell, hidden, masks)
+    output layer                                3 n V' 4   (logits, log-softmax, their gradient)
+    evaluation (weights stay resident)          S streams x 512 (2 V' + 4 h) 4 + 16 bytes per val token
+
+s is 4 bytes (fp32) or 2 (bf16), V' is V for a full softmax and the shortlist plus clusters of
+an adaptive one, S = data.eval_streams' count (up to 32). benchmarks/memory_estimate.py checks it against the peak RSS of real steps.
+"""
+
+from __future__ import annotations
+
+import os
+
+from charrnn.errors import CharrnnError
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+ACT_PER_H = {"lstm": 12, "gru": 16, "rnn": 6}  # floats kept per hidden unit, layer and token (measured)
+RUNTIME = {"cpu": 128e6, "cuda": 512e6, "mps": 256e6}  # kernels' code and workspaces, allocator slack
+ADAPTIVE_DIV = 4  # heads.AdaptiveSoftmax's div_value
+EVAL_STREAMS, EVAL_WINDOW = 32, 512  # data.eval_streams / evaluate.EVAL_WINDOW at most
+FIT_FRACTION = 0.9  # refuse above this fraction of the available memory
+
+
+def n_parameters(vocab: int, cell: str, layers: int, hidden: int, emb: int, head: str = "full",
+                 cutoffs=(), tied: bool = False) -> int:
+    """The model's parameter count in closed form (equals RNNLM(...).num_parameters())."""
+    n, m = vocab * emb, emb
+    for _ in range(layers):
+        n += GATES[cell] * (m * hidden + hidden * hidden + 2 * hidden)
+        m = hidden
+    return n + _head_parameters(vocab, hidden, head, cutoffs, tied)
+
+
+def _head_parameters(vocab, hidden, head, cutoffs, tied) -> int:
+    if head != "adaptive":
+        return vocab if tied else hidden * vocab + vocab
+    edges = [*cutoffs, vocab]
+    n = (hidden + 1) * (cutoffs[0] + len(cutoffs))
+    for i in range(len(cutoffs)):
+        d = hidden // ADAPTIVE_DIV ** (i + 1)
+        n += hidden * d + d * (edges[i + 1] - edges[i])
+    return n
+
+
+def output_width(vocab: int, head: str, cutoffs) -> int:
+    """Classes scored per token: all of them, or an adaptive softmax's shortlist and clusters plus an
+    allowance of a quarter of the tail (a tail is computed only for the tokens that fall in it)."""
+    return cutoffs[0] + len(cutoffs) + (vocab - cutoffs[0]) // 4 if head == "adaptive" else vocab
+
+
+def estimate(*, vocab: int, cell: str, layers: int, hidden: int, emb: int, batch: int, window: int,
+             head: str = "full", cutoffs=(), tied: bool = False, precision: str = "fp32",
+             val_tokens: int = 0, device_data_tokens: int = 0, device: str = "cpu") -> dict:
+    """Bytes a training run needs at its peak, by part (see the module docstring) and in total.
+
+    device_data_tokens: token ids that will be copied to the device (the training streams on a GPU);
+    on the CPU they are already in memory.
+    """
+    P = n_parameters(vocab, cell, layers, hidden, emb, head, cutoffs, tied)
+    n, s, w = batch * window, (2 if precision == "bf16" else 4), output_width(vocab, head, cutoffs)
+    state = 16 * P + 4 * P + (2 * P if precision == "bf16" else 0)
+    acts = n * (2 * emb + layers * ACT_PER_H[cell] * hidden) * s + n * hidden * 2 * 4
+    logits = 3 * n * w * 4 + (n * w * s if s != 4 else 0)
+    streams = max(1, min(EVAL_STREAMS, val_tokens // 4096)) if val_tokens else EVAL_STREAMS
+    evaluation = streams * EVAL_WINDOW * (2 * w + 4 * hidden) * 4 + 16 * val_tokens
+    data = 4 * device_data_tokens
+    fixed = int(RUNTIME.get(device, RUNTIME["cpu"]))
+    parts = {"weights and optimizer state": state, "activations": acts, "output logits": logits,
+             "evaluation": evaluation, "data": data, "runtime": fixed}
+    return {"parts": parts, "parameters": P, "val_bytes": 16 * val_tokens, "total": fixed + state + data + max(acts + logits, evaluation)}
+
+
+def available_bytes(device) -> int | None:
+    """Memory this device can still give (None: unknown, then nothing is refused)."""
+    kind = getattr(device, "type", str(device))
+    if kind == "cuda":
+        import torch
+        return int(torch.cuda.mem_get_info(device)[0])
+    if kind == "mps":
+        import torch
+        try:
+            return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
+        except (AttributeError, RuntimeError):
+            pass
+    return _ram_available()
+
+
+def _ram_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def fits(est: dict, available: int | None) -> bool:
+    return available is None or est["total"] <= FIT_FRACTION * available
+
+
+def human(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB", "EB"):
+        if abs(n) < 1000 or unit == "EB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} EB"  # pragma: no cover
+
+
+def advice(est: dict, cfg) -> str:
+    """What to lower: the flags behind the largest part of the estimate."""
+    part = max(("weights and optimizer state", "activations", "output logits", "evaluation"),
+               key=lambda k: est["parts"][k])
+    if part == "weights and optimizer state":
+        return f"lower --hidden (now {cfg.hidden}) or --layers (now {cfg.layers})"
+    if part == "evaluation":
+        return "lower --val-frac or give a shorter --val-file" if est.get("val_bytes", 0) > est["parts"][
+            "evaluation"] / 2 else f"lower --hidden (now {cfg.hidden})"
+    fix = f"lower --batch-size (now {cfg.batch_size}) or --seq-len (now {cfg.seq_len})"
+    if part == "output logits" and getattr(cfg, "head", "auto") != "adaptive":
+        fix += ", or use --head adaptive"
+    return fix
+
+
+def device_name(device) -> str:
+    kind = getattr(device, "type", str(device))
+    if kind == "cuda":
+        import torch
+        return f"GPU ({torch.cuda.get_device_name(device)})"
+    return {"mps": "Apple GPU (MPS)"}.get(kind, "CPU")
+
+
+def check(est: dict, available: int | None, cfg, device, log=None) -> None:
+    """A one-line CharrnnError when the run cannot fit; a note on stderr when it only just fits."""
+    if available is None:
+        return
+    if not fits(est, available):
+        top = sorted(((k, v) for k, v in est["parts"].items() if k != "runtime"), key=lambda kv: -kv[1])[:2]
+        detail = ", ".join(f"{k} {human(v)}" for k, v in top)
+        raise CharrnnError(f"this run needs about {human(est['total'])} of memory ({detail}) but the "
+                           f"{device_name(device)} has {human(available)} available; {advice(est, cfg)}")
+    if log and est["total"] > 0.5 * available:
+        log(f"note: this run needs about {human(est['total'])} of the {human(available)} available")

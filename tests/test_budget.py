@@ -1,0 +1,208 @@
+"""The budget: the compute model's choice from a fake speed table (no timing), explicit settings
+winning, resume never choosing again, the record in config.json, and the probe's cache."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import charrnn
+from charrnn import budget, probe
+from charrnn.model import ModelConfig
+from charrnn.settings import make_config
+from tests.conftest import TINY_TEXT
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+K = {"E": 0.5, "A": 0.5, "alpha": 0.5, "B": 10.0, "beta": 0.5, "C": 1.0, "gamma": 0.1}  # a made-up compute model
+
+
+def _opt(layers, hidden, batch, window, params=None, cap=float("inf")):
+    return {"layers": layers, "hidden": hidden, "batch_size": batch, "seq_len": window,
+            "params": params or 8 * hidden * hidden * layers, "step_cap": cap}
+
+
+OPTIONS = [_opt(2, 128, 16, 64), _opt(2, 256, 16, 64), _opt(2, 512, 32, 128), _opt(2, 1024, 32, 128)]
+
+
+def flops_speed(seconds_per_flop, eval_s=0.0, calls=None):
+    """A fake machine: a step costs 6 x params x tokens floating-point operations."""
+    def speed(o):
+        if calls is not None:
+            calls.append(o["hidden"])
+        step_s = 6 * o["params"] * o["batch_size"] * o["seq_len"] * seconds_per_flop
+        return {"step_s": step_s, "tok_s": o["batch_size"] * o["seq_len"] / step_s, "eval_s": eval_s}
+    return speed
+
+
+def test_predicted_loss_falls_with_parameters_steps_and_tokens_per_step():
+    p = budget.predict_loss
+    assert p(1e6, 1000, 1024, K) < p(1e5, 1000, 1024, K)
+    assert p(1e6, 2000, 1024, K) < p(1e6, 1000, 1024, K)
+    assert p(1e6, 1000, 4096, K) < p(1e6, 1000, 1024, K)
+    assert p(1e6, 1000, 4096, K) > p(1e6, 4000, 1024, K)  # a step of 4x the tokens is worth less than 4 steps
+
+
+def test_a_slow_machine_buys_a_small_model_and_a_fast_one_or_a_long_budget_a_larger_one():
+    """With the calibrated compute model: 5 GFLOP/s for 300 s, 5 TFLOP/s for 300 s, 5 GFLOP/s for 30,000 s."""
+    slow, rows = budget.choose(OPTIONS, flops_speed(1 / 5e9), 300)
+    fast, _ = budget.choose(OPTIONS, flops_speed(1 / 5e12), 300)
+    longer, _ = budget.choose(OPTIONS, flops_speed(1 / 5e9), 30000)
+    assert slow["hidden"] < fast["hidden"] and slow["hidden"] < longer["hidden"]
+    assert slow["predicted_loss"] == min(r["predicted_loss"] for r in rows)
+
+
+def test_probing_stops_after_two_worse_shapes_once_the_reference_is_seen():
+    calls = []
+    ref = OPTIONS[2]
+    best, rows = budget.choose(OPTIONS, flops_speed(1 / 5e8, calls=calls), 300, reference=ref, k=K)
+    assert best["hidden"] == 128 and calls == [128, 256, 512]  # 1024 was never probed
+    calls.clear()
+    budget.choose(OPTIONS, flops_speed(1 / 5e8, calls=calls), 300, reference=OPTIONS[3], k=K)
+    assert calls == [128, 256, 512, 1024]  # the reference is always measured, for the comparison
+
+
+def test_evaluations_count_against_the_budget_and_their_interval_is_chosen():
+    steps, every, evals = budget.plan_time(300, 0.1, eval_s=1.5)  # 5% of 300 s pays for 10 evaluations
+    assert steps == int((300 - 15) / 0.1) and every == 300 and evals == 9  # 2850 / 11 rounded up to 50 steps
+    steps, every, evals = budget.plan_time(300, 0.1, eval_s=3.0)  # or for 5
+    assert steps == int((300 - 15) / 0.1) and every == 500 and evals == 5
+    steps, every, evals = budget.plan_time(300, 0.1, eval_s=100.0)  # evaluating costs a third of the budget
+    assert evals == 0 and steps == 3000 and every > steps  # only the final evaluation
+    steps, every, evals = budget.plan_time(300, 0.1, eval_s=3.0, eval_every=200)  # given: kept, and paid for
+    assert every == 200 and steps == int(300 / (0.1 + 3.0 / 200)) and evals == steps // 200
+    assert budget.plan_time(300, 0.1, 3.0, step_cap=500)[0] == 500
+
+
+# -- the Planner inside real (tiny) runs, with a fake probe
+
+TINY_CANDIDATES = [(1, 16, 4, 16), (1, 32, 4, 16), (2, 32, 8, 16)]
+
+
+@pytest.fixture
+def fake_probe(monkeypatch):
+    """probe.measure answers from a speed table (no timing); every call is recorded."""
+    calls = []
+
+    def measure(mc, batch, window, eval_streams, device, precision):
+        calls.append((mc.layers, mc.hidden, batch, window))
+        step_s = 1e-9 * mc.hidden ** 2 * mc.layers * batch * window
+        return {"step_s": step_s, "tok_s": batch * window / step_s, "eval_tok_s": 1e6, "measured": "test"}
+
+    monkeypatch.setattr(probe, "measure", measure)
+    monkeypatch.setitem(budget.CANDIDATES, "cpu", TINY_CANDIDATES)
+    monkeypatch.setattr(budget, "COMPUTE_MODEL", K)
+    return calls
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    p = tmp_path / "tiny.txt"
+    p.write_text(TINY_TEXT, encoding="utf-8")
+    return p
+
+
+def _config(ck, name="tiny"):
+    return json.loads((ck / name / "config.json").read_text())
+
+
+def test_a_budget_chooses_the_settings_not_given_and_says_why_in_one_line(corpus, tmp_path, fake_probe, cli):
+    r = cli("train", corpus, "--checkpoint-dir", tmp_path / "ck", "--max-time", 1, "--emb", 8, "--precision", "fp32")
+    assert r.code == 0, r.err
+    cfg = _config(tmp_path / "ck")
+    choice = cfg["budget_choice"]
+    rows = choice["candidates"]
+    best = min(rows, key=lambda row: row["predicted_loss"])
+    assert {k: cfg[k] for k in budget.SHAPE} == {k: best[k] for k in budget.SHAPE}
+    assert cfg["eval_every"] == best["eval_every"] == choice["chosen"]["eval_every"]
+    assert choice["rule"] == "budget" and choice["budget_s"] == 1 and choice["given"] == []
+    assert choice["probe_cached"] is False and "AMD" in choice["machine"] or "|" in choice["machine"]
+    lines = [line for line in r.err.splitlines() if line.startswith("budget: ")]
+    assert len(lines) == 1
+    assert lines[0].startswith(f"budget: lstm {cfg['layers']}x{cfg['hidden']}, batch {cfg['batch_size']} x "
+                               f"{cfg['seq_len']}, eval every ")
+    assert "nats/char on tinyshakespeare" in lines[0] and "for 2x512, batch 32 x 128" not in lines[0]  # too big here
+    ckpt = torch.load(tmp_path / "ck" / "tiny" / "last.pt", weights_only=True)
+    assert ckpt["run_config"]["hidden"] == cfg["hidden"] and "budget_choice" not in ckpt["run_config"]
+
+
+def test_given_settings_always_win(corpus, tmp_path, fake_probe):
+    charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=1, hidden=24, seq_len=16, emb=8, verbose=False)
+    cfg = _config(tmp_path / "ck")
+    assert cfg["hidden"] == 24 and cfg["seq_len"] == 16
+    assert {(c[1], c[3]) for c in fake_probe} == {(24, 16)}  # every probed shape kept the given values
+    assert sorted(cfg["budget_choice"]["given"]) == ["hidden", "seq_len"]
+
+
+def test_nothing_is_chosen_when_everything_is_given(corpus, tmp_path, fake_probe):
+    charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=1, layers=1, hidden=24, emb=8, batch_size=4,
+                  seq_len=16, eval_every=7, verbose=False)
+    assert fake_probe == [] and "budget_choice" not in _config(tmp_path / "ck")
+
+
+def test_without_a_budget_or_with_no_budget_the_fixed_defaults_stay(corpus, tmp_path, fake_probe, cli):
+    r = cli("train", corpus, "--checkpoint-dir", tmp_path / "ck", "--max-steps", 1, "--seq-len", 16)
+    assert r.code == 0, r.err
+    r = cli("train", corpus, "--checkpoint-dir", tmp_path / "ck", "--max-time", 1, "--no-budget", "--seq-len", 16,
+            "--name", "nb", "--max-steps", 1)
+    assert r.code == 0, r.err
+    for name in ("tiny", "nb"):
+        cfg = _config(tmp_path / "ck", name)
+        assert (cfg["layers"], cfg["hidden"], cfg["batch_size"], cfg["eval_every"]) == (2, 512, 32, 200)
+        assert "budget_choice" not in cfg
+    assert fake_probe == [] and "budget: " not in r.err
+
+
+def test_resume_never_chooses_again(corpus, tmp_path, fake_probe, cli, monkeypatch):
+    r = cli("train", corpus, "--checkpoint-dir", tmp_path / "ck", "--max-time", 0.5, "--emb", 8)
+    assert r.code == 0, r.err
+    first = _config(tmp_path / "ck")
+    monkeypatch.setattr(budget.Planner, "_choose_for_budget", lambda self: pytest.fail("chose again on resume"))
+    r = cli("train", "--resume", tmp_path / "ck" / "tiny", "--max-time", 1.5)
+    assert r.code == 0, r.err and "budget: " not in r.err
+    again = _config(tmp_path / "ck")
+    assert {k: again[k] for k in budget.CHOSEN} == {k: first[k] for k in budget.CHOSEN}
+    assert again["budget_choice"] == first["budget_choice"] and again["max_time"] == 1.5
+
+
+def test_the_probe_is_cached_per_machine_and_shape(corpus, tmp_path, fake_probe):
+    charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=0.5, emb=8, verbose=False)
+    n = len(fake_probe)
+    assert n >= 2
+    cache = json.loads((tmp_path / "ck" / ".cache" / probe.CACHE_FILE).read_text())
+    (machine, shapes), = cache["machines"].items()
+    assert len(shapes) == n and f"{torch.__version__}" in machine and "fp32" in machine
+    run = charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=0.5, emb=8, verbose=False)
+    assert len(fake_probe) == n  # nothing measured again
+    assert _config(tmp_path / "ck", "tiny-2")["budget_choice"]["probe_cached"] is True and run.steps > 0
+
+
+def test_a_real_probe_measures_a_tiny_shape_and_the_cache_reads_it_back(tmp_path):
+    mc, cpu = ModelConfig(20, "lstm", 1, 16, 8, 0.0), torch.device("cpu")
+    cache = probe.ProbeCache(str(tmp_path))
+    fig, hit = probe.probe(mc, 4, 32, 1, cpu, "fp32", cache)
+    assert not hit and fig["step_s"] > 0 and fig["eval_tok_s"] > 0
+    assert np.isclose(fig["tok_s"], 4 * 32 / fig["step_s"])
+    cache.save()
+    again, hit = probe.probe(mc, 4, 32, 1, cpu, "fp32", probe.ProbeCache(str(tmp_path)))
+    assert hit and again == fig
+    (tmp_path / probe.CACHE_FILE).write_text("{not json")  # a damaged cache is measured again
+    assert probe.ProbeCache(str(tmp_path)).get(probe.machine_key(cpu, "fp32"), probe.shape_key(mc, 4, 32, 1)) is None
+
+
+def test_a_gpu_gets_a_larger_batch_when_none_is_given(monkeypatch):
+    from charrnn import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 80 * 10**9)
+    corpus = SimpleNamespace(tokenizer=SimpleNamespace(vocab_size=65),
+                             train=SimpleNamespace(ids=np.zeros(10**6, np.int32)),
+                             val=SimpleNamespace(ids=np.zeros(10**5, np.int32)))
+    for device, given, want in (("cuda", {}, budget.DEVICE_BATCH["cuda"]), ("cuda", {"batch_size": 8}, 8),
+                                ("cpu", {}, 32), ("mps", {}, budget.DEVICE_BATCH["mps"])):
+        cfg = make_config(**given)
+        budget.Planner(cfg, set(given), log=lambda m: None)(corpus, torch.device(device), "fp32")
+        assert cfg.batch_size == want, device
