@@ -111,7 +111,7 @@ def _config(ck, name="tiny"):
 
 
 def test_a_budget_chooses_the_settings_not_given_and_says_why_in_one_line(corpus, tmp_path, fake_probe, cli):
-    r = cli("train", corpus, "--checkpoint-dir", tmp_path / "ck", "--max-time", 1, "--emb", 8, "--precision", "fp32")
+    r = cli("train", corpus, "--checkpoint-dir", tmp_path / "ck", "--max-time", 1, "--budget", "--emb", 8, "--precision", "fp32")
     assert r.code == 0, r.err
     cfg = _config(tmp_path / "ck")
     choice = cfg["budget_choice"]
@@ -131,7 +131,7 @@ def test_a_budget_chooses_the_settings_not_given_and_says_why_in_one_line(corpus
 
 
 def test_given_settings_always_win(corpus, tmp_path, fake_probe):
-    charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=1, hidden=24, seq_len=16, emb=8, verbose=False)
+    charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=1, budget=True, hidden=24, seq_len=16, emb=8, verbose=False)
     cfg = _config(tmp_path / "ck")
     assert cfg["hidden"] == 24 and cfg["seq_len"] == 16
     assert {(c[1], c[3]) for c in fake_probe} == {(24, 16)}  # every probed shape kept the given values
@@ -139,7 +139,7 @@ def test_given_settings_always_win(corpus, tmp_path, fake_probe):
 
 
 def test_nothing_is_chosen_when_everything_is_given(corpus, tmp_path, fake_probe):
-    charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=1, layers=1, hidden=24, emb=8, batch_size=4,
+    charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=1, budget=True, layers=1, hidden=24, emb=8, batch_size=4,
                   seq_len=16, eval_every=7, verbose=False)
     assert fake_probe == [] and "budget_choice" not in _config(tmp_path / "ck")
 
@@ -158,7 +158,7 @@ def test_without_a_budget_or_with_no_budget_the_fixed_defaults_stay(corpus, tmp_
 
 
 def test_resume_never_chooses_again(corpus, tmp_path, fake_probe, cli, monkeypatch):
-    r = cli("train", corpus, "--checkpoint-dir", tmp_path / "ck", "--max-time", 0.5, "--emb", 8)
+    r = cli("train", corpus, "--checkpoint-dir", tmp_path / "ck", "--max-time", 0.5, "--budget", "--emb", 8)
     assert r.code == 0, r.err
     first = _config(tmp_path / "ck")
     monkeypatch.setattr(budget.Planner, "_choose_for_budget", lambda self: pytest.fail("chose again on resume"))
@@ -170,13 +170,13 @@ def test_resume_never_chooses_again(corpus, tmp_path, fake_probe, cli, monkeypat
 
 
 def test_the_probe_is_cached_per_machine_and_shape(corpus, tmp_path, fake_probe):
-    charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=0.5, emb=8, verbose=False)
+    charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=0.5, budget=True, emb=8, verbose=False)
     n = len(fake_probe)
     assert n >= 2
     cache = json.loads((tmp_path / "ck" / ".cache" / probe.CACHE_FILE).read_text())
     (machine, shapes), = cache["machines"].items()
     assert len(shapes) == n and f"{torch.__version__}" in machine and "fp32" in machine
-    run = charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=0.5, emb=8, verbose=False)
+    run = charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=0.5, budget=True, emb=8, verbose=False)
     assert len(fake_probe) == n  # nothing measured again
     assert _config(tmp_path / "ck", "tiny-2")["budget_choice"]["probe_cached"] is True and run.steps > 0
 
