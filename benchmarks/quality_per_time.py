@@ -27,21 +27,11 @@ import torch.nn.functional as F
 from charrnn.data import load_corpus
 from charrnn.evaluate import evaluate_split
 from charrnn.model import ModelConfig, RNNLM
+from charrnn.probe import cpu_model  # noqa: F401  (also used by sampling.py)
 from charrnn.settings import TrainConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CORPUS = os.path.join(HERE, "..", "..", "shared", "corpora", "tinyshakespeare.txt")
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run_charrnn(corpus: str, seconds: float, extra: list[str]) -> dict:

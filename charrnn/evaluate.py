@@ -124,8 +124,8 @@ def text_ids(tok, text: str | bytes, skip_unknown: bool = False):
     return ids, len(text), len(text.encode("utf-8"))
 
 
-def split_ids(ckpt: dict, path: str, split: str):
-    """Token ids, characters and bytes of a run's val or test split (the encoded-corpus cache is reused)."""
+def run_split(ckpt: dict, path: str, split: str, min_tokens: int = 2):
+    """A run's val or test split (data.Split) as the run read it, and its tokenizer (the cache is reused)."""
     run = ckpt.get("run_config")
     if not isinstance(run, dict) or "corpus" not in run:
         raise CharrnnError(f"checkpoint '{path}' does not record its corpus; evaluate it with --file PATH")
@@ -136,6 +136,12 @@ def split_ids(ckpt: dict, path: str, split: str):
                          cache_dir=cache_dir(checkpoint_dir_of(path)), tok_state=ckpt["tokenizer"],
                          records=cfg.records, unknown="skip" if cfg.skip_unknown else None)
     part = getattr(corpus, split)
-    if len(part.ids) < 2:
+    if len(part.ids) < min_tokens:
         raise CharrnnError(f"this run has no {split} split (--{split}-frac was 0); use --split val or --file PATH")
+    return corpus.tokenizer, part
+
+
+def split_ids(ckpt: dict, path: str, split: str):
+    """Token ids, characters and bytes of a run's val or test split."""
+    _, part = run_split(ckpt, path, split)
     return part.ids, part.n_chars, part.n_bytes

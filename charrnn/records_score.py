@@ -11,13 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from charrnn.data import load_corpus
-from charrnn.errors import CharrnnError
-from charrnn.evaluate import EVAL_WINDOW, metrics
-from charrnn.records import gather, plan_windows, record_lengths, separator_ids
-from charrnn.rundir import cache_dir, checkpoint_dir_of
+from charrnn.evaluate import EVAL_WINDOW, metrics, run_split
+from charrnn.records import gather, plan_windows, record_lengths, records_separator, separator_ids
 from charrnn.runtime import autocast, progress_bar
-from charrnn.settings import config_from_saved
 
 EVAL_ROWS = 32  # windows of about EVAL_ROWS x EVAL_WINDOW tokens
 
@@ -60,13 +56,6 @@ def evaluate_records(model, tokenizer, split, sep: str, device: torch.device, pr
 def evaluate_run_split(model, ckpt: dict, path: str, split: str, device: torch.device, precision: str,
                        progress: bool = False) -> dict:
     """The val or test split of a records run, scored as it was trained (api.Model.evaluate)."""
-    cfg = config_from_saved(ckpt["run_config"])
-    if split == "test" and not cfg.test_frac > 0:
-        raise CharrnnError("this run has no test split (--test-frac was 0); use --split val or --file PATH")
-    corpus = load_corpus(cfg.corpus, cfg.tokenizer, cfg.vocab_size, cfg.val_frac, cfg.test_frac, cfg.val_file,
-                         cache_dir=cache_dir(checkpoint_dir_of(path)), tok_state=ckpt["tokenizer"],
-                         records=cfg.records, unknown="skip" if cfg.skip_unknown else None)
-    part = getattr(corpus, split)
-    if len(part.ids) < 1:
-        raise CharrnnError(f"this run has no {split} split (--{split}-frac was 0); use --split val or --file PATH")
-    return evaluate_records(model, corpus.tokenizer, part, cfg.records, device, precision, progress, desc="eval")
+    tokenizer, part = run_split(ckpt, path, split, min_tokens=1)
+    return evaluate_records(model, tokenizer, part, records_separator(ckpt["run_config"]), device, precision,
+                            progress, desc="eval")
