@@ -34,7 +34,7 @@ from charrnn.settings import TRAIN, by_name, check_combination
 COMPUTE_MODEL = {"E": 0.027705, "A": 0.43062, "alpha": 0.2, "B": 12.524, "beta": 0.575, "C": 1.0039,
                  "gamma": 0.1}  # benchmarks/calibrate_budget.py, 2026-11-23 (docs/BENCHMARKS.md)
 EPOCH_CAP = 5          # passes over the training text beyond this teach little (repeats); not counted
-EVAL_SHARE = 0.1       # intermediate evaluations may take this share of the budget
+EVAL_SHARE = 0.05      # intermediate evaluations may take this share of the budget
 PROBE_CAP = (5.0, 30.0, 0.1)  # the probe stops starting shapes after max(5 s, min(30 s, 10% of the budget))
 MAX_EVALS = 10
 SHAPE = ("layers", "hidden", "batch_size", "seq_len")

@@ -1,13 +1,13 @@
 """What this machine does per second: a few timed training steps of a candidate shape, with the
 run's real vocabulary, output head, device and precision; cached per machine.
 
-A probe builds the candidate model and its AdamW, runs one warm-up step and TIMED_STEPS timed
-steps on windows of PROBE_WINDOW tokens (as many again when their times disagree by over 2x; the
-fastest counts: a shared machine only ever slows a step down), times the part of a step that does
-not grow with the window (clipping and the optimizer step), and scales the rest to the real window:
-the time of an LSTM step is linear in its window. One forward pass over evaluation-shaped streams
-(after one warm-up pass) gives the evaluation speed. Results
-live in ``<checkpoint dir>/.cache/budget-probe.json``, keyed by the machine (CPU model, threads,
+A probe builds the candidate model and its AdamW, runs one warm-up step, then TIMED_STEPS timed
+steps at windows of min(window, PROBE_WINDOW) tokens and of half that (as many again when their
+times disagree by over 2x; the fastest counts: a shared machine only ever slows a step down). A
+step costs a + b x window (a: the optimizer, clipping and per-call work; b: the recurrence), so the
+two windows give the cost at the real one; a window of PROBE_WINDOW or less is timed as it is.
+One forward pass over evaluation-shaped streams (after a warm-up pass) gives the evaluation speed.
+Results live in ``<checkpoint dir>/.cache/budget-probe.json``, keyed by the machine (CPU model, threads,
 torch version, device, precision) and the shape; delete the file to measure again.
 """
 
@@ -24,10 +24,11 @@ import torch
 from charrnn.fileio import atomic_write_bytes
 from charrnn.model import RNNLM
 
-PROBE_WINDOW = 16
+PROBE_WINDOW = 64  # steps are timed at min(window, 64) and half that
+EVAL_WINDOW = 64
 TIMED_STEPS = 2
 CACHE_FILE = "budget-probe.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: two-window timing
 
 
 def cpu_model() -> str:
@@ -85,10 +86,12 @@ def measure(mc, batch: int, window: int, eval_streams: int, device: torch.device
                              {"params": [p for p in model.parameters() if id(p) not in ids], "weight_decay": 0.0}],
                             lr=1e-4, betas=(0.9, 0.99), fused=device.type == "cuda" or None)
     params = list(model.parameters())
-    tp = min(window, PROBE_WINDOW)
-    x, y = (torch.randint(mc.vocab_size, (batch, tp), generator=gen).to(device) for _ in range(2))
+    hi = min(window, PROBE_WINDOW)
+    lo = max(1, hi // 2)
+    data = {t: [torch.randint(mc.vocab_size, (batch, t), generator=gen).to(device) for _ in range(2)] for t in (lo, hi)}
 
-    def step():
+    def step(t):
+        x, y = data[t]
         with autocast(device, precision):
             loss, _ = model.loss(x, y)
         opt.zero_grad(set_to_none=True)
@@ -96,15 +99,14 @@ def measure(mc, batch: int, window: int, eval_streams: int, device: torch.device
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
 
-    def fixed():
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-
-    step()  # warm-up: allocations, kernel selection
-    t_step = _timed(step, device, TIMED_STEPS)
-    t_fixed = min(_timed(fixed, device, 1), t_step)
-    step_s = t_fixed + (t_step - t_fixed) * window / tp
-    xe, ye = (torch.randint(mc.vocab_size, (eval_streams, PROBE_WINDOW), generator=gen).to(device) for _ in range(2))
+    step(hi)  # warm-up: allocations, kernel selection
+    t_hi = _timed(lambda: step(hi), device, TIMED_STEPS)
+    step_s = t_hi
+    if window > hi:  # a step costs a + b * window: two windows give the line
+        t_lo = _timed(lambda: step(lo), device, TIMED_STEPS)
+        slope = (t_hi - t_lo) / (hi - lo)
+        step_s = t_hi + slope * (window - hi) if slope > 0 else t_hi * window / hi
+    xe, ye = (torch.randint(mc.vocab_size, (eval_streams, EVAL_WINDOW), generator=gen).to(device) for _ in range(2))
     model.eval()
 
     def evaluate():
@@ -113,7 +115,7 @@ def measure(mc, batch: int, window: int, eval_streams: int, device: torch.device
 
     evaluate()  # warm-up: inference kernels differ from training ones
     t_eval = _timed(evaluate, device, 1)
-    return {"step_s": step_s, "tok_s": batch * window / step_s, "eval_tok_s": eval_streams * PROBE_WINDOW / t_eval,
+    return {"step_s": step_s, "tok_s": batch * window / step_s, "eval_tok_s": eval_streams * EVAL_WINDOW / t_eval,
             "measured": time.strftime("%Y-%m-%d %H:%M")}
 
 

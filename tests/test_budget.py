@@ -67,8 +67,10 @@ def test_probing_stops_after_two_worse_shapes_once_the_reference_is_seen():
 
 
 def test_evaluations_count_against_the_budget_and_their_interval_is_chosen():
-    steps, every, evals = budget.plan_time(300, 0.1, eval_s=3.0)
-    assert evals == 10 and steps == int((300 - 30) / 0.1) and every == budget._round_up(steps / 11, 50)
+    steps, every, evals = budget.plan_time(300, 0.1, eval_s=1.5)  # 5% of 300 s pays for 10 evaluations
+    assert steps == int((300 - 15) / 0.1) and every == 300 and evals == 9  # 2850 / 11 rounded up to 50 steps
+    steps, every, evals = budget.plan_time(300, 0.1, eval_s=3.0)  # or for 5
+    assert steps == int((300 - 15) / 0.1) and every == 500 and evals == 5
     steps, every, evals = budget.plan_time(300, 0.1, eval_s=100.0)  # evaluating costs a third of the budget
     assert evals == 0 and steps == 3000 and every > steps  # only the final evaluation
     steps, every, evals = budget.plan_time(300, 0.1, eval_s=3.0, eval_every=200)  # given: kept, and paid for
