@@ -193,6 +193,10 @@ class Planner:
         options, ref = self._options()
         if not options:
             return  # nothing fits: the memory check below names the problem
+        if len(options) == 1 and "eval_every" in self.given:
+            for k in SHAPE:  # one shape left and nothing else to choose: no probe needed
+                setattr(cfg, k, options[0][k])
+            return
         cache = probe.ProbeCache(self.cache_dir)
         val = len(self.corpus.val.ids)
         streams = max(1, min(memory.EVAL_STREAMS, (val - 1) // 4096))

@@ -138,10 +138,14 @@ def test_given_settings_always_win(corpus, tmp_path, fake_probe):
     assert sorted(cfg["budget_choice"]["given"]) == ["hidden", "seq_len"]
 
 
-def test_nothing_is_chosen_when_everything_is_given(corpus, tmp_path, fake_probe):
+def test_nothing_is_chosen_when_everything_is_given(corpus, tmp_path, fake_probe, monkeypatch):
     charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=1, budget=True, layers=1, hidden=24, emb=8, batch_size=4,
                   seq_len=16, eval_every=7, verbose=False)
     assert fake_probe == [] and "budget_choice" not in _config(tmp_path / "ck")
+    monkeypatch.setitem(budget.CANDIDATES, "cpu", [(2, 16, 4, 16), (2, 32, 8, 16)])
+    charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=1, budget=True, hidden=24, emb=8, batch_size=4,
+                  seq_len=16, eval_every=7, verbose=False)  # layers not given, but every candidate has 2: nothing to probe
+    assert fake_probe == [] and _config(tmp_path / "ck", "tiny-2")["layers"] == 2
 
 
 def test_without_a_budget_or_with_no_budget_the_fixed_defaults_stay(corpus, tmp_path, fake_probe, cli):
