@@ -64,13 +64,12 @@ def run_charrnn(corpus: str, seconds: float, precision: str, extra: list[str]) -
             rows = [json.loads(line) for line in f]
     train = [r for r in rows if r["split"] == "train"]
     choice = cfg.get("budget_choice") or {}
+    shape = ("layers", "hidden", "batch_size", "seq_len")
+    chosen = [c for c in choice.get("candidates", []) if all(c[k] == cfg[k] for k in shape)]
     m.update(steps=rows[-1]["step"], wall=wall, line=next((x for x in p.stderr.splitlines() if x.startswith("budget:")), ""),
              tok_s=float(np.median([r["tok_s"] for r in train])) if train else float("nan"),
              shape=f"{cfg['layers']}x{cfg['hidden']}, {cfg['batch_size']} x {cfg['seq_len']}",
-             probe_s=choice.get("probe_s"), predicted=next((c["steps"] for c in choice.get("candidates", [])
-                                                            if all(c[k] == cfg[k] for k in ("layers", "hidden",
-                                                                                            "batch_size", "seq_len"))),
-                                                           None))
+             probe_s=choice.get("probe_s"), predicted=chosen[0]["steps"] if chosen else None)
     return m
 
 

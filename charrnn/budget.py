@@ -14,9 +14,10 @@ The compute model, fitted by benchmarks/calibrate_budget.py (table and constants
 N: parameters without the embedding (millions); S: optimizer steps; D = S x batch x window, the
 tokens trained on (millions); steps beyond EPOCH_CAP passes over the training text are not
 counted (repeats teach little and start to overfit). Its losses are tinyshakespeare nats/char; on
-other text only their order is used. The probe stops starting new shapes after PROBE_CAP seconds. Without
---max-time (or with --no-budget) the fixed defaults stay, except the batch: larger on a GPU
-(DEVICE_BATCH), and halved until the run fits in memory when --batch-size is not given.
+other text only their order is used. Probing goes from the cheapest shape up and stops after two
+in a row predict worse than the best (once the fixed defaults were seen) or after PROBE_CAP.
+Without --max-time (or with --no-budget) the fixed defaults stay, except the batch: larger on a
+GPU (DEVICE_BATCH), and halved until the run fits in memory when --batch-size is not given.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ The estimate (bytes), for P parameters, n = batch x window tokens per step, V ou
     evaluation (weights stay resident)          S streams x 512 (2 V' + 4 h) 4 + 16 bytes per val token
 
 s is 4 bytes (fp32) or 2 (bf16), V' is V for a full softmax and the shortlist plus clusters of
-an adaptive one, S = data.eval_streams' count (up to 32). benchmarks/memory_estimate.py checks it against the peak RSS of real steps.
+an adaptive one, S = data.eval_streams' count (up to 32). benchmarks/memory_estimate.py checks it
+against the peak RSS of real steps (docs/BENCHMARKS.md: 1.0-1.3x).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def estimate(*, vocab: int, cell: str, layers: int, hidden: int, emb: int, batch
     fixed = int(RUNTIME.get(device, RUNTIME["cpu"]))
     parts = {"weights and optimizer state": state, "activations": acts, "output logits": logits,
              "evaluation": evaluation, "data": data, "runtime": fixed}
-    return {"parts": parts, "parameters": P, "val_bytes": 16 * val_tokens, "total": fixed + state + data + max(acts + logits, evaluation)}
+    total = fixed + state + data + max(acts + logits, evaluation)
+    return {"parts": parts, "parameters": P, "val_bytes": 16 * val_tokens, "total": total}
 
 
 def available_bytes(device) -> int | None:
