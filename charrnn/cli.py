@@ -199,7 +199,7 @@ def _check_interactive(prime, as_json, opts) -> None:
 @click.option("--file", "file", type=str, default=None, metavar="PATH", help="Score this text file instead.")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print the results as one JSON object on stdout.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
-              help="auto picks CUDA when present.")
+              help="auto: CUDA, then Apple MPS, then the CPU.")
 @options(EVAL[1:])
 @CKPT_DIR
 @click.pass_context
@@ -236,7 +236,7 @@ def evaluate(ctx, checkpoint, file, as_json, device, checkpoint_dir, **opts):
               help="One JSON object per line of FILE on stdout (line, text, chars, nll, bpc).")
 @options(SCORE[:-1])
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
-              help="auto picks CUDA when present.")
+              help="auto: CUDA, then Apple MPS, then the CPU.")
 @options(SCORE[-1:])
 @CKPT_DIR
 def score(file, checkpoint, as_json, device, checkpoint_dir, **opts):
