@@ -27,7 +27,7 @@ import time
 from dataclasses import replace
 
 from charrnn import memory, probe
-from charrnn.data import check_fits
+from charrnn.batching import check_fits
 from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig
 from charrnn.settings import TRAIN, by_name, check_combination

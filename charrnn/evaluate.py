@@ -10,7 +10,8 @@ import math
 import numpy as np
 import torch
 
-from charrnn.data import decode_text, eval_streams, load_corpus, read_bytes
+from charrnn.batching import eval_streams
+from charrnn.data import decode_text, load_corpus, read_bytes
 from charrnn.dynamic import dynamic_nlls
 from charrnn.errors import CharrnnError
 from charrnn.model import RNNLM
@@ -25,7 +26,7 @@ def score(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = 
           progress: bool = False, desc: str = "eval") -> tuple[float, int]:
     """Total negative log-likelihood (nats) of ids[1:] given everything before, and the count.
 
-    The text is cut into a few contiguous streams (see data.eval_streams); each stream is read
+    The text is cut into a few contiguous streams (see batching.eval_streams); each stream is read
     window by window with the hidden state carried, so context flows through the whole stream.
     """
     x, y = eval_streams(ids)

@@ -11,7 +11,7 @@ The estimate (bytes), for P parameters, n = batch x window tokens per step, V ou
     evaluation (weights stay resident)          S streams x 512 (2 V' + 4 h) 4 + 16 bytes per val token
 
 s is 4 bytes (fp32) or 2 (bf16), V' is V for a full softmax and the shortlist plus clusters of
-an adaptive one, S = data.eval_streams' count (up to 32). benchmarks/memory_estimate.py checks it
+an adaptive one, S = batching.eval_streams' count (up to 32). benchmarks/memory_estimate.py checks it
 against the peak RSS of real steps (docs/BENCHMARKS.md: 1.0-1.3x).
 """
 
@@ -25,7 +25,7 @@ GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 ACT_PER_H = {"lstm": 12, "gru": 16, "rnn": 6}  # floats kept per hidden unit, layer and token (measured)
 RUNTIME = {"cpu": 128e6, "cuda": 512e6, "mps": 256e6}  # kernels' code and workspaces, allocator slack
 ADAPTIVE_DIV = 4  # heads.AdaptiveSoftmax's div_value
-EVAL_STREAMS, EVAL_WINDOW = 32, 512  # data.eval_streams / evaluate.EVAL_WINDOW at most
+EVAL_STREAMS, EVAL_WINDOW = 32, 512  # batching.eval_streams / evaluate.EVAL_WINDOW at most
 FIT_FRACTION = 0.9  # refuse above this fraction of the available memory
 
 

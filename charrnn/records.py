@@ -158,7 +158,7 @@ def gather(ext: torch.Tensor, starts: np.ndarray, lengths: np.ndarray, k: int, w
 class RecordBatcher:
     """Training windows over records: ``epoch_streams(e)`` is epoch e's plan, ``window(plan, k)`` its
     k-th (x, y), ``fresh(plan, k)`` whether the state starts at zero there (the interface of
-    data.StreamBatcher, which is never fresh within an epoch)."""
+    batching.StreamBatcher, which is never fresh within an epoch)."""
 
     def __init__(self, ids: np.ndarray, starts: np.ndarray, sep_ids: np.ndarray, batch_size: int, seq_len: int,
                  seed: int = 0):

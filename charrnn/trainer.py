@@ -7,9 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
 import sys
-import threading
 import time
 
 import numpy as np
@@ -17,7 +15,8 @@ import torch
 
 from charrnn import rundir
 from charrnn.checkpoint import model_from_checkpoint, save_checkpoint
-from charrnn.data import StreamBatcher, check_fits, load_corpus
+from charrnn.batching import StreamBatcher, check_fits
+from charrnn.data import load_corpus
 from charrnn.errors import CharrnnError, Interrupted
 from charrnn.evaluate import evaluate_split
 from charrnn.finetune import start_model, unknown_policy
@@ -26,6 +25,7 @@ from charrnn.records import RecordBatcher, separator_ids
 from charrnn.records_score import evaluate_records
 from charrnn.rng import rng_state, seed_everything, set_rng_state
 from charrnn.runtime import autocast, progress_bar, resolve_device, resolve_precision, setup_backend, show_progress
+from charrnn.signals import StopRequest
 from charrnn.step import StepRunner, deferred_for
 from charrnn.trainlog import LogWindow, rounded as _round
 
@@ -90,7 +90,7 @@ class Trainer:
         if resume_ckpt:
             self._restore(resume_ckpt)
         self.tokens_per_char = len(self.corpus.train.ids) / max(self.corpus.train.n_chars, 1)
-        self._signal = None
+        self._stop_request = StopRequest()  # signals.py
         self._window = LogWindow()
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -145,7 +145,7 @@ class Trainer:
         if stop:  # e.g. resuming a run that finished (or was killed just after its final save)
             self.log(f"nothing to train: the run already {stop}; give a larger limit to continue it")
             return self._summary(stop)
-        with self._signals_caught(), self._progress_bar() as bar:
+        with self._stop_request.caught() as signals, self._progress_bar() as bar:
             self.model.train()
             streams = self._epoch_streams()
             while stop is None:
@@ -156,11 +156,11 @@ class Trainer:
                 stop = self._stop_reason()
                 if self.step % self.cfg.eval_every == 0 or stop:
                     stop = self._evaluate_and_track(bar) or stop
-                if self.step % self.cfg.save_every == 0 or stop or self._signal is not None:
+                if self.step % self.cfg.save_every == 0 or stop or signals.signum is not None:
                     self.save(rundir.LAST)
                     self._window.restart_clock()  # saving is not training time
-                if self._signal is not None and not stop:
-                    raise Interrupted(self._signal, f"interrupted; saved {os.path.join(self.run_dir, rundir.LAST)} "
+                if signals.signum is not None and not stop:
+                    raise Interrupted(signals.signum, f"interrupted; saved {os.path.join(self.run_dir, rundir.LAST)} "
                                       f"at step {self.step}. Resume with: charrnn train --resume {self.run_dir}")
         return self._summary(stop)
 
@@ -312,25 +312,6 @@ class Trainer:
         """What config.json holds: the settings, and for --records the layout's padding fraction."""
         pad = {"records_padding": round(self.batcher.padding, 4)} if self.cfg.records else {}
         return {**self.cfg.to_dict(), **pad}
-
-    @contextlib.contextmanager
-    def _signals_caught(self):
-        """SIGINT/SIGTERM finish the current step and save (a second signal stops at once)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-
-    def _on_signal(self, signum, frame):
-        if self._signal is not None:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-        self._signal = signum
 
     @contextlib.contextmanager
     def _progress_bar(self):

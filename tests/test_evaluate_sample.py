@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import charrnn.evaluate as ev
-from charrnn.data import eval_streams as real_eval_streams
+from charrnn.batching import eval_streams as real_eval_streams
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate_split, metrics, score
 from charrnn.model import ModelConfig, RNNLM

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import charrnn
 import charrnn.evaluate as ev
 import charrnn.score as sc
-from charrnn.data import eval_streams as real_eval_streams
+from charrnn.batching import eval_streams as real_eval_streams
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate_split
 from charrnn.score import score_lines

@@ -1,0 +1,34 @@
+"""SIGINT/SIGTERM during training: the first asks the loop to finish its step and save, a second
+one stops the process at once (the default action)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+
+
+class StopRequest:
+    """``signum`` is the first signal received while ``caught()`` is active, or None."""
+
+    def __init__(self):
+        self.signum = None
+
+    @contextlib.contextmanager
+    def caught(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signals can only be handled on the main thread (e.g. the API in a worker thread)
+            return
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _on_signal(self, signum, frame):
+        if self.signum is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        self.signum = signum
