@@ -34,9 +34,16 @@ RUNS = {  # name -> extra flags (the baseline is today's defaults)
     "embed-dropout": ["--embed-dropout", "0.1"],
     "ema": ["--ema", "0.99"],
     "variable-len": ["--variable-len"],
+    "baseline-seed": ["--seed", "7"],  # the baseline again with another seed: the noise of one figure
+    "dropout-0.3": ["--dropout", "0.3"],
+    "locked-0.3": ["--locked-dropout", "--dropout", "0.3"],
+    "weight-drop+ema": ["--weight-drop", "0.3", "--ema", "0.99"],
     "all": ["--locked-dropout", "--weight-drop", "0.3", "--embed-dropout", "0.1", "--ema", "0.99",
             "--variable-len"],
 }
+
+EXTRA = ("baseline-seed", "dropout-0.3", "locked-0.3", "weight-drop+ema")
+DEFAULT_SET = [n for n in RUNS if n not in EXTRA]  # the extra runs: with --only
 
 
 def cpu_model() -> str:
@@ -109,7 +116,7 @@ def main() -> None:
     a = p.parse_args()
     os.makedirs(os.path.join(a.work, "runs"), exist_ok=True)
     train_txt, val_txt = make_corpus(a)
-    names = ["baseline"] + [n for n in (a.only or RUNS) if n != "baseline"]
+    names = ["baseline"] + [n for n in (a.only or DEFAULT_SET) if n != "baseline"]
     with cf.ThreadPoolExecutor(a.jobs) as pool:
         res = list(pool.map(lambda n: train(a, n, RUNS[n], train_txt, val_txt), names))
     base = res[0]
