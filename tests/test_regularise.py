@@ -190,3 +190,20 @@ def test_bad_values_are_one_line_errors(cli, tmp_path, argv, needle):
     assert r.code != 0 and needle in r.err, r.err
     assert r.err.count("\n") == 1 and "Traceback" not in r.err
     assert not list(tmp_path.glob("*/last.pt"))
+
+
+def test_fine_tuning_takes_the_new_runs_regularisers(cli, tmp_path):
+    from charrnn.checkpoint import load_checkpoint
+    from tests.conftest import TINY_MODEL, TINY_TEXT
+
+    corpus = tmp_path / "t.txt"
+    corpus.write_text(TINY_TEXT, encoding="utf-8")
+    assert cli("train", corpus, "--checkpoint-dir", tmp_path, "--name", "src", *TINY_MODEL, "--max-steps", 5).code == 0
+    r = cli("train", corpus, "--checkpoint-dir", tmp_path, "--name", "ft", "--init-from", tmp_path / "src",
+            "--max-steps", 3, "--weight-drop", 0.2, "--embed-dropout", 0.05, "--locked-dropout", "--precision", "fp32",
+            "--batch-size", 4, "--seq-len", 16)
+    assert r.code == 0, r.err
+    mc = load_checkpoint(str(tmp_path / "ft" / "last.pt"))["model_config"]
+    assert (mc["weight_drop"], mc["embed_dropout"], mc["locked_dropout"]) == (0.2, 0.05, True)
+    src = load_checkpoint(str(tmp_path / "src" / "last.pt"))["model_config"]
+    assert (src["weight_drop"], src["embed_dropout"], src["locked_dropout"]) == (0.0, 0.0, False)
