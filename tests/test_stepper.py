@@ -77,7 +77,7 @@ def test_bf16_products_stay_close_to_fp32(cell):
     ids = torch.randint(0, 60, (4, 20))
     with torch.no_grad():
         exact, fast = Stepper(m), Stepper(m, "bf16")
-        assert exact.layers[0][0].dtype == torch.float32 and fast.layers[0][0].dtype == torch.bfloat16
+        assert exact.layers[0][0].wt.dtype == torch.float32 and fast.layers[0][0].wt.dtype == torch.bfloat16
         zeros = tuple(tuple(torch.zeros(4, 24) for _ in range(2)) for _ in range(2 if cell == "lstm" else 1))
         a, b = zeros, zeros
         for t in range(20):
