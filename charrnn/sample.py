@@ -148,8 +148,8 @@ class Job:
             yield from step
 
     @torch.no_grad()  # (entered and left at every yield: one yield per step, not per stream)
-    def _steps(self, context, gen, echo) -> Iterator[list]:
-        """The events of each step, as one list."""
+    def _steps(self, context, gen, echo, live: bool = True) -> Iterator[list]:
+        """The events of each step, as one list; ``live=False``: only the finished samples matter."""
         o, model = self.opts, self.model
         model.eval()
         stepper = Stepper(model, o["precision"])
@@ -164,6 +164,9 @@ class Job:
         logp = logp.expand(n, -1)
         rows = list(range(1, n + 1))  # the sample number of each row still generating
         trackers = [self.tracker() for _ in rows]
+        if not (live or self.rules.active):  # every stream runs to --length: no per-stream work per step
+            yield self._unruled(stepper, state, logp, gen)
+            return
         if self.prime_text and echo:
             yield [(i, self.prime_text) for i in rows]
         for _ in range(o["length"]):
@@ -193,6 +196,25 @@ class Job:
             out += [(i, text), self.result(i, t)] if text else [self.result(i, t)]
         yield out
 
+    def _unruled(self, stepper: Stepper, state, logp, gen) -> list:
+        """The N samples when nothing ends one early: tokens and log-probabilities gathered in tensors
+        each step, text decoded at the end (the same Samples as the per-step trackers give)."""
+        o, n = self.opts, logp.shape[0]
+        ids = torch.empty(o["length"], n, dtype=torch.long, device=self.device)
+        total = torch.zeros(n, dtype=torch.float64, device=self.device)  # summed in order, as a Tracker sums
+        for t in range(o["length"]):
+            nxt = ids[t] = choose(logp, o["temp"], o["top_k"], o["top_p"], gen)
+            total += logp.gather(1, nxt.view(-1, 1)).view(-1)
+            logp, state = stepper(nxt, state)
+            self.context = (state, logp[:1])
+        out = []
+        for i, (row, lp) in enumerate(zip(ids.t().tolist(), total.tolist()), 1):
+            t = self.tracker()
+            t.feed_all(row, lp)
+            t.finish("length")
+            out.append(self.result(i, t))
+        return out
+
     def result(self, index: int, t: Tracker) -> Sample:
         return Sample(index, self.prime_text + t.text(), t.tokens, t.logprob, t.end)
 
@@ -205,7 +227,7 @@ class Job:
     def samples(self) -> Iterator[Sample]:
         """Every sample in index order, each as soon as it and those before it are finished."""
         done, nxt = {}, 1
-        for e in self.events():
+        for e in (e for step in self._steps(None, None, True, live=False) for e in step):
             if isinstance(e, Sample):
                 done[e.index] = e
                 while nxt in done:

@@ -106,6 +106,19 @@ def test_batched_greedy_streams_equal_single_stream_greedy_runs(toks):
         assert [s.text for s in batch] == [single[0]] * 5 and single == [single[0]] * 3
 
 
+@pytest.mark.parametrize("kind", ["char", "byte", "bpe"])
+def test_samples_without_rules_equal_the_per_step_path(toks, kind):
+    """Without stop/max-lines/line-starts, samples() gathers tokens in tensors and decodes at the end:
+    the very Samples (text, tokens, logprob, end) that the per-step trackers of events() give."""
+    tok = toks[kind]
+    m = _model(tok, seed=9)
+    for prime, opts in (("the ", {"temp": 1.0}), ("", {"temp": 0.7, "top_k": 5}), ("举", {"temp": 0})):
+        opts = dict(length=45, num_samples=4, seed=3, **opts)
+        fast = _samples(m, tok, prime, **opts)
+        slow = [e for e in _job(m, tok, prime, **opts).events() if isinstance(e, sm.Sample)]
+        assert fast == sorted(slow, key=lambda s: s.index) and len(fast) == 4
+
+
 def test_n_samples_are_one_batch_per_step_not_n_runs(toks, monkeypatch):
     tok = toks["char"]
     m = _model(tok, seed=3)

@@ -85,3 +85,22 @@ def test_bf16_products_stay_close_to_fp32(cell):
             lb, b = fast(ids[:, t], b)
             assert lb.dtype == torch.float32 and not torch.equal(la, lb)
             torch.testing.assert_close(lb, la, atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_packed_rows_have_the_same_bits_whatever_the_batch(precision):
+    """With oneDNN's packed weights a stream's numbers do not depend on how many streams run beside it
+    (what makes greedy batched streams equal greedy single runs exactly)."""
+    m = _model("lstm", "full", V=70)
+    step = Stepper(m, precision)
+    if step.layers[0][0].packed is None:
+        pytest.skip("no oneDNN packed products on this build")
+    ids = torch.randint(0, 70, (70, 6))
+    with torch.no_grad():
+        _, s0 = m(ids[:1, :1])
+        state, alone = step.from_module(s0, 70), [step.from_module(s0, 1) for _ in range(70)]
+        for t in range(6):
+            logp, state = step(ids[:, t], state)
+            for b in (0, 5, 69):
+                one, alone[b] = step(ids[b:b + 1, t], alone[b])
+                assert torch.equal(one[0], logp[b])
