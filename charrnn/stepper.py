@@ -5,7 +5,9 @@ call); the same step as one matrix product per layer costs a fraction of that. T
 prepared once, when the Stepper is built: [W_ih, W_hh] stacked so that an LSTM or RNN layer is one
 product of [x, h], and on CPUs with oneDNN packed into its blocked layout (``Product``), which
 multiplies a batch of streams 2-3x faster than the default BLAS on CPUs it does not tune for (AMD)
-and gives every row the same bits whatever the batch size (the same packing for every Stepper).
+and gives a row the same bits whatever the batch beside it (the same packing for every Stepper;
+hidden sizes that are multiples of 32, else torch's elementwise tail loop may differ in a last bit).
+A full softmax head's product is prepared the same way (fp32 always).
 An LSTM's g-gate columns are scaled by 2 so that one sigmoid covers all four gates
 (tanh(x) = 2 sigmoid(2x) - 1; scaling by 2 is exact), fused into the product where oneDNN does it;
 tanh(c) is taken the same way (torch's CPU tanh is ~20x slower than its sigmoid on a (64, 512) batch).
@@ -96,6 +98,8 @@ class Stepper:
                     self.layers.append((Product(w * scale, b * scale.view(-1), "sigmoid", self.dtype),))
                 else:
                     self.layers.append((Product(torch.cat([w_ih, w_hh], 1), b_ih + b_hh, "tanh", self.dtype),))
+            parts = model.head.linear_parts()  # a full softmax: its product prepared too (fp32 always)
+            self.out = Product(*parts) if parts is not None else None
 
     def from_module(self, state, batch: int = 1):
         """nn.LSTM-style (L, 1, H) state -> this stepper's state with ``batch`` copies of it."""
@@ -133,4 +137,6 @@ class Stepper:
             new_h.append(h)
             x = h
         new = (tuple(new_h), tuple(new_c)) if self.cell == "lstm" else (tuple(new_h),)
+        if self.out is not None:
+            return torch.log_softmax(self.out(x), dim=-1), new
         return self.model.head.log_probs(x).float(), new

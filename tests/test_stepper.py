@@ -90,8 +90,11 @@ def test_bf16_products_stay_close_to_fp32(cell):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_packed_rows_have_the_same_bits_whatever_the_batch(precision):
     """With oneDNN's packed weights a stream's numbers do not depend on how many streams run beside it
-    (what makes greedy batched streams equal greedy single runs exactly)."""
-    m = _model("lstm", "full", V=70)
+    (what makes greedy batched streams equal greedy single runs exactly). Hidden sizes that are
+    multiples of 32 (the defaults): torch's elementwise kernels take a scalar path for the last
+    elements of a row otherwise, and the scalar sigmoid's last bit differs from the vector one."""
+    torch.manual_seed(0)
+    m = RNNLM(ModelConfig(70, "lstm", 2, 64, 16, 0.0)).eval()
     step = Stepper(m, precision)
     if step.layers[0][0].packed is None:
         pytest.skip("no oneDNN packed products on this build")
