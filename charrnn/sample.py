@@ -21,7 +21,7 @@ from charrnn.endings import Rules, Tracker, line_start_tokens
 from charrnn.errors import CharrnnError
 from charrnn.model import RNNLM
 from charrnn.settings import SAMPLE, check_values, defaults
-from charrnn.stepper import Stepper
+from charrnn.stepper import Stepper, resolve_precision
 
 
 @dataclass
@@ -152,7 +152,7 @@ class Job:
         """The events of each step, as one list; ``live=False``: only the finished samples matter."""
         o, model = self.opts, self.model
         model.eval()
-        stepper = Stepper(model, o["precision"])
+        stepper = Stepper(model, resolve_precision(o["precision"], self.device))
         state, logp = self.context = self._start(stepper, context)
         if o["beam"] is not None:
             yield [e for s in search(stepper, state, logp, self, o["beam"], o["num_samples"], o["length"])

@@ -27,6 +27,23 @@ def _onednn_ok(device: torch.device) -> bool:
             and hasattr(torch.ops.mkldnn, "_linear_pointwise") and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
 
 
+def cpu_multiplies_bf16() -> bool:
+    """The CPU has bf16 dot-product instructions (AVX512-BF16 or AMX) and oneDNN is there to use them."""
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    try:
+        return _onednn_ok(torch.device("cpu")) and any(bool(f()) for f in checks if f is not None)
+    except Exception:  # noqa: BLE001 - private API; absent means "don't know"
+        return False
+
+
+def resolve_precision(precision: str, device) -> str:
+    """Sampling's ``auto``: bf16 products on CPUs that multiply bf16 in hardware, fp32 elsewhere
+    (benchmarks/sampling_bf16.py: next-token distributions within KL ~1e-6 nats of fp32's)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if torch.device(device).type == "cpu" and cpu_multiplies_bf16() else "fp32"
+
+
 class Product:
     """``act(x @ W + b)`` for (B, K) inputs with W prepared once; act is "none", "sigmoid" or "tanh".
 

@@ -107,3 +107,13 @@ def test_packed_rows_have_the_same_bits_whatever_the_batch(precision):
             for b in (0, 5, 69):
                 one, alone[b] = step(ids[b:b + 1, t], alone[b])
                 assert torch.equal(one[0], logp[b])
+
+
+def test_auto_precision_is_bf16_only_on_cpus_that_multiply_bf16(monkeypatch):
+    import charrnn.stepper as st
+
+    monkeypatch.setattr(st, "cpu_multiplies_bf16", lambda: True)
+    assert st.resolve_precision("auto", "cpu") == "bf16" and st.resolve_precision("fp32", "cpu") == "fp32"
+    assert st.resolve_precision("auto", "cuda") == "fp32" and st.resolve_precision("auto", "mps") == "fp32"
+    monkeypatch.setattr(st, "cpu_multiplies_bf16", lambda: False)
+    assert st.resolve_precision("auto", "cpu") == "fp32" and st.resolve_precision("bf16", "cpu") == "bf16"
