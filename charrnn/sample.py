@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from charrnn.beam import search
+from charrnn.cudagraph import make_stepper
 from charrnn.data import decode_text, read_bytes
 from charrnn.endings import Rules, Tracker, line_start_tokens
 from charrnn.errors import CharrnnError
@@ -152,7 +153,7 @@ class Job:
         """The events of each step, as one list; ``live=False``: only the finished samples matter."""
         o, model = self.opts, self.model
         model.eval()
-        stepper = Stepper(model, resolve_precision(o["precision"], self.device))
+        stepper = make_stepper(model, resolve_precision(o["precision"], self.device), self.device)
         state, logp = self.context = self._start(stepper, context)
         if o["beam"] is not None:
             yield [e for s in search(stepper, state, logp, self, o["beam"], o["num_samples"], o["length"])
