@@ -212,7 +212,7 @@ SAMPLE = (
       "--num-samples up to K best).", min=1, optional=True, metavar="K"),
     S("precision", str, "auto", "Matrix products of each step: bf16 (inputs rounded, fp32 states and output "
       "layer) or fp32; auto: bf16 on CPUs that multiply bf16 in hardware (AVX512-BF16 or AMX; same samples "
-      "in distribution, 1.5-2x faster), fp32 elsewhere.", choices=("auto", "fp32", "bf16")),
+      "in distribution, faster), fp32 elsewhere.", choices=("auto", "fp32", "bf16")),
     S("skip_unknown", bool, False, "Drop prime characters the model never saw."),
 )
 
