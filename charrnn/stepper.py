@@ -85,7 +85,7 @@ class Product:
         if self.dtype is None:  # exact fp32: bias and activation fused into the product
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.b, self.act, [], "")
         y = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, None, "none", [], "")
-        return self._finish(y.float().add_(self.b))
+        return self._finish(torch.add(self.b, y))  # fp32: the bf16 result widened exactly, then the bias
 
 
 class Stepper:
