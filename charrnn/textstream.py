@@ -133,10 +133,5 @@ class Source:
         return {"utf8": utf8, "ascii": ascii_only}
 
 
-def utf8_lengths(cps: np.ndarray) -> np.ndarray:
-    """The UTF-8 byte length of each code point."""
-    return 1 + (cps >= 0x80) + (cps >= 0x800) + (cps >= 0x10000)
-
-
 def codepoints(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype="<u4")
