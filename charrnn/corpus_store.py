@@ -41,7 +41,7 @@ class StoreWriter:
 
     def append(self, split: str, ids: np.ndarray) -> None:
         if len(ids):
-            self.files[split].write(np.ascontiguousarray(ids, dtype=self.dtype).tobytes())
+            self.files[split].write(memoryview(np.ascontiguousarray(ids, dtype=self.dtype)))
             self.counts[split] += len(ids)
 
     def finish(self, meta: dict) -> str:

@@ -107,18 +107,18 @@ def encode_corpus(src, val_src, kind: str, vocab_size: int, val_frac: float, tes
 
 def _encode_regions(src, bounds, tok, w, stats, feed) -> None:
     pos = 0
-    for text in src.text_chunks():
+    for text, n_bytes in src.text_chunks(with_bytes=True):
         for s, a, b in _regions(bounds, pos, len(text)):
-            part = text[a:b]
+            part = text if b - a == len(text) else text[a:b]
             st = stats[s]
             st.chars += len(part)
+            st.bytes += n_bytes if part is text else len(part.encode("utf-8"))
             st.nonspace = st.nonspace or not part.isspace()
             feed(tok, s, part, w, st)
         pos += len(text)
 
 
 def _char_feed(tok, split, part, w, st) -> None:
-    st.bytes += len(part.encode("utf-8", errors="surrogatepass"))  # C speed (a copy, for ASCII)
     w.append(split, tok.encode(part, hint=UNKNOWN_HINT))
 
 
@@ -129,7 +129,6 @@ class _piece_feed:
         self.tok, self.buf = tok, dict.fromkeys(SPLITS, "")
 
     def __call__(self, tok, split, part, w, st) -> None:
-        st.bytes += len(part.encode("utf-8"))
         text = self.buf[split] + part
         cut = text.rfind("\n") + 1
         if cut:

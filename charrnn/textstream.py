@@ -99,9 +99,10 @@ class Source:
         with self._open() as f:
             return f.read()
 
-    def text_chunks(self, size: int | None = None):
+    def text_chunks(self, size: int | None = None, with_bytes: bool = False):
         """The text as decoded pieces (the leading byte-order mark dropped), checked like
-        data.decode_text: NUL in the first MiB, invalid UTF-8 (with the file offset)."""
+        data.decode_text: NUL in the first MiB, invalid UTF-8 (with the file offset). ``with_bytes``:
+        (text, its UTF-8 size) pairs."""
         for offset, chunk in self.byte_chunks(size):
             if offset < NUL_SCAN:
                 nul = chunk.find(b"\x00", 0, NUL_SCAN - offset)
@@ -114,9 +115,10 @@ class Source:
                 raise CharrnnError(
                     f"{self.what} '{self.path}' is not valid UTF-8 (bad byte 0x{chunk[e.start]:02x} at offset "
                     f"{offset + e.start}); convert it to UTF-8 (e.g. iconv -t utf-8) or use --tokenizer byte") from None
+            n_bytes = len(chunk)
             if offset == 0 and text.startswith("\ufeff"):
-                text = text[1:]
-            yield text
+                text, n_bytes = text[1:], n_bytes - 3
+            yield (text, n_bytes) if with_bytes else text
 
     def scan_bytes(self) -> dict:
         """One pass over the raw bytes: whether they are UTF-8 (and ASCII), without decoding into memory."""
