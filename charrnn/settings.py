@@ -166,9 +166,9 @@ TRAIN = (
       "limit is given).", min=0, min_open=True, optional=True, resumable=True),
     S("max_time", float, None, "Stop after this much wall-clock training time; the LR schedule fits the budget.",
       min=0, min_open=True, optional=True, resumable=True, metavar="SECONDS"),
-    S("budget", bool, False, "Experimental, with --max-time: choose the layers, hidden size, batch, window and "
-      "evaluation interval not given, for this machine and this budget (a short probe, cached per machine).",
-      negatable=True, resumable=True),
+    S("budget", bool, True, "With --max-time: choose the layers, hidden size, batch, window and evaluation "
+      "interval not given, for this machine and this budget (a short probe, cached per machine; --no-budget: the "
+      "fixed defaults).", negatable=True, resumable=True),
     S("patience", int, 0, "Stop after this many evaluations without improvement (0: never).", min=0,
       resumable=True),
     # bookkeeping
