@@ -65,7 +65,7 @@ class Product:
                 probe = torch.linspace(-1, 1, 3 * w.shape[1], device=w.device).view(3, -1)
                 if not torch.allclose(self(probe), self._fallback(probe), atol=1e-3, rtol=1e-2):
                     self.packed = None
-            except (RuntimeError, NotImplementedError, AttributeError):
+            except Exception:  # noqa: BLE001 - private ops of another torch version: use addmm
                 self.packed = None
 
     def _finish(self, y: torch.Tensor) -> torch.Tensor:
