@@ -117,3 +117,20 @@ def test_auto_precision_is_bf16_only_on_cpus_that_multiply_bf16(monkeypatch):
     assert st.resolve_precision("auto", "cuda") == "fp32" and st.resolve_precision("auto", "mps") == "fp32"
     monkeypatch.setattr(st, "cpu_multiplies_bf16", lambda: False)
     assert st.resolve_precision("auto", "cpu") == "fp32" and st.resolve_precision("bf16", "cpu") == "bf16"
+
+
+def test_without_onednn_the_products_fall_back_to_addmm(monkeypatch):
+    import charrnn.stepper as st
+
+    m = _model("lstm", "full", V=60)
+    ids = torch.randint(0, 60, (3, 8))
+    packed = Stepper(m)
+    monkeypatch.setattr(st, "_onednn_ok", lambda device: False)
+    plain = Stepper(m)
+    assert plain.layers[0][0].packed is None and plain.out.packed is None
+    with torch.no_grad():
+        a = b = tuple(tuple(torch.zeros(3, 24) for _ in range(2)) for _ in range(2))
+        for t in range(8):
+            la, a = packed(ids[:, t], a)
+            lb, b = plain(ids[:, t], b)
+            torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
