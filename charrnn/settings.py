@@ -216,8 +216,9 @@ SAMPLE = (
       metavar="CHARS"),
     S("beam", int, None, "Beam search with K beams: the most likely text of --length tokens (deterministic; "
       "--num-samples up to K best).", min=1, optional=True, metavar="K"),
-    S("precision", str, "fp32", "Matrix products of each step: fp32, or bf16 (several times faster for many "
-      "streams on CPUs with AVX512-BF16 or AMX; the numbers differ slightly).", choices=("fp32", "bf16")),
+    S("precision", str, "auto", "Matrix products of each step: bf16 (inputs rounded, fp32 states and output "
+      "layer) or fp32; auto: bf16 on CPUs that multiply bf16 in hardware (AVX512-BF16 or AMX; same samples "
+      "in distribution, faster), fp32 elsewhere.", choices=("auto", "fp32", "bf16")),
     S("skip_unknown", bool, False, "Drop prime characters the model never saw."),
 )
 
