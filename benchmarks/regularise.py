@@ -120,7 +120,7 @@ def main() -> None:
     with cf.ThreadPoolExecutor(a.jobs) as pool:
         res = list(pool.map(lambda n: train(a, n, RUNS[n], train_txt, val_txt), names))
     base = res[0]
-    print(f"## regularisers at {a.steps} steps: lstm {a.layers}x{a.hidden}, batch {a.batch_size} x {a.seq_len}, "
+    print(f"Regularisers at {a.steps} steps: lstm {a.layers}x{a.hidden}, batch {a.batch_size} x {a.seq_len}, "
           f"{a.precision}; train: first {a.train_chars:,} chars of tinyshakespeare, val: the next {a.val_chars:,}")
     print(f"{cpu_model()}, {a.threads} thread(s) per run, {a.jobs} runs at once; "
           f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n")

@@ -35,8 +35,8 @@ def window_lengths(seed: int, epoch: int, n: int, seq_len: int, room: int) -> np
 class VariableBatcher(StreamBatcher):
     """A StreamBatcher whose window k of an epoch has a drawn length (same streams, same count)."""
 
-    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, seed: int = 0):
-        super().__init__(ids, batch_size, seq_len, seed)
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, seed: int = 0, pin: bool = False):
+        super().__init__(ids, batch_size, seq_len, seed, pin=pin)
         self.max_len = seq_len + seq_len // 5
         self._starts, self._lengths = None, None  # the current epoch's plan (set by epoch_streams)
 
@@ -46,10 +46,14 @@ class VariableBatcher(StreamBatcher):
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
         return starts, lengths
 
-    def epoch_streams(self, epoch: int) -> torch.Tensor:
+    def epoch_streams(self, epoch: int) -> int:
         self._starts, self._lengths = self.plan(epoch)
         return super().epoch_streams(epoch)
 
-    def window(self, streams: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def window(self, offset: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         s, n = int(self._starts[k]), int(self._lengths[k])
-        return streams[:, s:s + n].long(), streams[:, s + 1:s + n + 1].long()
+        idx = self._rows + (offset + s + np.arange(n + 1, dtype=np.int64))
+        block = torch.from_numpy(self.ids[idx].astype(np.int64))
+        if self.pin:
+            block = block.pin_memory()
+        return block[:, :-1], block[:, 1:]

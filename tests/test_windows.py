@@ -34,14 +34,15 @@ def test_windows_tile_the_streams_contiguously_with_shifted_targets():
     b = VariableBatcher(ids, 4, 32, seed=5)
     assert b.windows_per_epoch == StreamBatcher(ids, 4, 32, seed=5).windows_per_epoch
     for epoch in (0, 1):
-        streams = b.epoch_streams(epoch)
-        xs, ys = zip(*(b.window(streams, k) for k in range(b.windows_per_epoch)))
+        offset = b.epoch_streams(epoch)
+        streams = torch.from_numpy(ids[offset:offset + 4 * b.stream_len].reshape(4, b.stream_len))
+        xs, ys = zip(*(b.window(offset, k) for k in range(b.windows_per_epoch)))
         lengths = [x.shape[1] for x in xs]
         assert len(set(lengths)) > 3
         x, y = torch.cat(xs, 1), torch.cat(ys, 1)
         n = x.shape[1]
         assert n + 1 <= b.stream_len
-        assert torch.equal(x, streams[:, :n].long()) and torch.equal(y, streams[:, 1:n + 1].long())
+        assert torch.equal(x, streams[:, :n]) and torch.equal(y, streams[:, 1:n + 1])
     assert not np.array_equal(b.plan(0)[1], b.plan(1)[1])
 
 
