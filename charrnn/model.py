@@ -39,7 +39,9 @@ class ModelConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["cutoffs"] = list(self.cutoffs)
-        return d
+        defaults = {f.name: f.default for f in fields(self)}
+        return {k: v for k, v in d.items() if k not in REGULARISERS or v != defaults[k]}  # unset: readable by
+                                                                                            # older charrnn
 
     @classmethod
     def from_settings(cls, settings, vocab_size: int) -> "ModelConfig":

@@ -205,5 +205,15 @@ def test_fine_tuning_takes_the_new_runs_regularisers(cli, tmp_path):
     assert r.code == 0, r.err
     mc = load_checkpoint(str(tmp_path / "ft" / "last.pt"))["model_config"]
     assert (mc["weight_drop"], mc["embed_dropout"], mc["locked_dropout"]) == (0.2, 0.05, True)
-    src = load_checkpoint(str(tmp_path / "src" / "last.pt"))["model_config"]
-    assert (src["weight_drop"], src["embed_dropout"], src["locked_dropout"]) == (0.0, 0.0, False)
+    src = ModelConfig(**load_checkpoint(str(tmp_path / "src" / "last.pt"))["model_config"])
+    assert (src.weight_drop, src.embed_dropout, src.locked_dropout) == (0.0, 0.0, False)
+
+
+def test_checkpoints_name_the_regularisers_only_when_set():
+    """Unset, they are left out of model_config, so such checkpoints stay readable by older charrnn."""
+    plain = ModelConfig(vocab_size=5).to_dict()
+    assert not set(plain) & {"weight_drop", "embed_dropout", "locked_dropout"}
+    assert ModelConfig(**plain).to_dict() == plain and ModelConfig(**plain).weight_drop == 0.0
+    on = ModelConfig(vocab_size=5, weight_drop=0.2, locked_dropout=True).to_dict()
+    assert on["weight_drop"] == 0.2 and on["locked_dropout"] is True and "embed_dropout" not in on
+    assert ModelConfig(**on).to_dict() == on
