@@ -95,12 +95,12 @@ def unknown_policy(cfg, resuming: bool) -> str | None:
     return "extend" if cfg.extend_vocab and not resuming else "error"
 
 
-def start_model(ckpt: dict, tok, train_ids: np.ndarray, dropout: float, log=None) -> RNNLM:
-    """The model a fine-tuning run starts from: the source's weights (dropout as the new run sets
-    it), with rows for the characters ``tok`` adds to the source's vocabulary."""
+def start_model(ckpt: dict, tok, train_ids: np.ndarray, dropout: float, log=None, **regularisers) -> RNNLM:
+    """The model a fine-tuning run starts from: the source's weights (dropout and the regularisers as
+    the new run sets them), with rows for the characters ``tok`` adds to the source's vocabulary."""
     src, old_tok = model_from_checkpoint(ckpt)
     if tok.vocab_size == old_tok.vocab_size:
-        model = RNNLM(replace(src.cfg, dropout=dropout))
+        model = RNNLM(replace(src.cfg, dropout=dropout, **regularisers))
         model.load_state_dict(src.state_dict())
         return model
     V, V_old = tok.vocab_size, old_tok.vocab_size
@@ -109,7 +109,7 @@ def start_model(ckpt: dict, tok, train_ids: np.ndarray, dropout: float, log=None
     is_new[old_pos] = False
     new_pos = torch.nonzero(is_new).squeeze(1)
     cutoffs = tuple(src.cfg.cutoffs) + ((V_old,) if src.cfg.head == "adaptive" else ())
-    model = RNNLM(replace(src.cfg, vocab_size=V, dropout=dropout, cutoffs=cutoffs))
+    model = RNNLM(replace(src.cfg, vocab_size=V, dropout=dropout, cutoffs=cutoffs, **regularisers))
     logp = _smoothed_logp(token_counts(train_ids, V)).float()
     with torch.no_grad():
         model.rnn.load_state_dict(src.rnn.state_dict())

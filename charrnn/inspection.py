@@ -107,7 +107,8 @@ def inspect_checkpoint(path: str) -> dict:
         "checkpoint": path, "bytes": os.path.getsize(path),
         "model": {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden, "embedding": cfg.emb,
                   "vocab_size": cfg.vocab_size, "head": cfg.head, "cutoffs": list(cfg.cutoffs),
-                  "tie_weights": cfg.tie_weights, "dropout": cfg.dropout},
+                  "tie_weights": cfg.tie_weights, "dropout": cfg.dropout, "locked_dropout": cfg.locked_dropout,
+                  "weight_drop": cfg.weight_drop, "embed_dropout": cfg.embed_dropout},
         "tokenizer": tokenizer_summary(tok),
         "parameters": {"rows": rows, "total": total, "num_parameters": model.num_parameters(),
                        "note": bias_note(cfg.cell)},
@@ -126,13 +127,21 @@ def fmt_duration(seconds) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
+def regularisers(m: dict) -> str:
+    """The training-time regularisers beyond --dropout, as the report's model line names them."""
+    parts = [" (locked)" if m.get("locked_dropout") else ""]
+    parts += [f", {name} {m[key]:g}" for key, name in (("weight_drop", "weight drop"),
+                                                       ("embed_dropout", "embedding dropout")) if m.get(key)]
+    return "".join(parts)
+
+
 def format_report(info: dict) -> str:
     """The human-readable ``charrnn inspect`` report."""
     m, t, p, tr = info["model"], info["tokenizer"], info["parameters"], info["training"]
     head = "full softmax" if m["head"] == "full" else f"adaptive softmax (clusters at {m['cutoffs']})"
     out = [f"checkpoint  {info['checkpoint']} ({info['bytes'] / 1e6:.1f} MB)",
            f"model       {m['cell']} {m['layers']}x{m['hidden']}, embedding {m['embedding']}, {head} head"
-           f"{' tied to the embedding' if m['tie_weights'] else ''}, dropout {m['dropout']:g}",
+           f"{' tied to the embedding' if m['tie_weights'] else ''}, dropout {m['dropout']:g}{regularisers(m)}",
            f"tokenizer   {t['kind']}, {t['vocab_size']:,} tokens: {t['preview']}", "", "parameters"]
     w = max(len(r["part"]) for r in p["rows"]) + 2
     wf = max(len(r["formula"]) for r in p["rows"]) + 2

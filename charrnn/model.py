@@ -1,5 +1,7 @@
 """The language model: embedding -> stacked LSTM/GRU/RNN (fused kernels) -> dropout -> output head.
 
+Training-time regularisers (weight drop, locked and embedding dropout) live in regularise.py.
+
 The trunk (``features``) is written once; the head (heads.py) turns its hidden states into a
 training loss, per-token negative log-likelihoods or log-probabilities.
 """
@@ -12,9 +14,11 @@ import torch
 import torch.nn as nn
 
 from charrnn.heads import resolve_head, make_head
+from charrnn.regularise import EmbeddingDropout, LockedDropout, RecurrentStack, WeightDrop
 from charrnn.settings import CELLS
 
 RNN_CLASSES = {name: getattr(nn, name.upper()) for name in CELLS}  # lstm -> nn.LSTM, gru -> nn.GRU, ...
+REGULARISERS = ("weight_drop", "embed_dropout", "locked_dropout")  # training-only, like dropout
 
 
 @dataclass
@@ -28,11 +32,16 @@ class ModelConfig:
     tie_weights: bool = False
     head: str = "full"          # "full" softmax or "adaptive"
     cutoffs: tuple = ()         # adaptive: frequency-rank boundaries of the tail clusters
+    weight_drop: float = 0.0    # DropConnect on W_hh (regularise.py); off in checkpoints that predate it
+    embed_dropout: float = 0.0  # drop whole embedding rows
+    locked_dropout: bool = False  # --dropout with one mask per sequence, shared across time
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["cutoffs"] = list(self.cutoffs)
-        return d
+        defaults = {f.name: f.default for f in fields(self)}
+        return {k: v for k, v in d.items() if k not in REGULARISERS or v != defaults[k]}  # unset: readable by
+                                                                                            # older charrnn
 
     @classmethod
     def from_settings(cls, settings, vocab_size: int) -> "ModelConfig":
@@ -48,9 +57,11 @@ class RNNLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.emb)  # --tie-weights requires emb == hidden
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = (LockedDropout if cfg.locked_dropout else nn.Dropout)(cfg.dropout)
+        self.embed_drop, self.weight_drop = EmbeddingDropout(cfg.embed_dropout), WeightDrop(cfg.weight_drop)
         self.rnn = RNN_CLASSES[cfg.cell](cfg.emb, cfg.hidden, cfg.layers, batch_first=True,
-                                         dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+                                         dropout=cfg.dropout if cfg.layers > 1 and not cfg.locked_dropout else 0.0)
+        self.stack = RecurrentStack(self.rnn)  # not a module: no parameters of its own
         self.head = make_head(cfg.head, cfg.hidden, cfg.vocab_size, cfg.cutoffs,
                               tied=self.embed if cfg.tie_weights else None)
         self.reset_parameters()
@@ -74,8 +85,9 @@ class RNNLM(nn.Module):
 
     def features(self, x: torch.Tensor, state=None):
         """x: (B, T) token ids -> top-layer hidden states (B, T, H) after dropout, and the final state."""
-        out, state = self.rnn(self.drop(self.embed(x)), state)
-        return self.drop(out), state
+        e = self.drop(self.embed_drop(self.embed, x))
+        out, state = self.stack(self.rnn, e, state, self.weight_drop, self.drop)  # = self.rnn(e, state) without
+        return self.drop(out), state                                                # weight drop or locked dropout
 
     def forward(self, x: torch.Tensor, state=None):
         """x: (B, T) token ids -> log-probabilities (B, T, V) and the final hidden state."""

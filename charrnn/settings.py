@@ -145,6 +145,12 @@ TRAIN = (
     S("emb", default=64, help="Embedding size.", **POS),
     S("dropout", float, 0.1, "Dropout on embeddings, between layers and before the output layer.", min=0, max=1,
       max_open=True),
+    S("locked_dropout", bool, False, "Make --dropout locked (variational): one mask per sequence, shared across "
+      "time, on the embedding output, between layers and before the output layer.", negatable=True),
+    S("weight_drop", float, 0.0, "DropConnect on the recurrent weights W_hh (AWD-LSTM): each is dropped with this "
+      "probability per step (the fused kernel is kept; training only).", min=0, max=1, max_open=True, metavar="P"),
+    S("embed_dropout", float, 0.0, "Drop whole rows of the embedding matrix (every occurrence of a token in a step) "
+      "with this probability.", min=0, max=1, max_open=True, metavar="P"),
     S("tie_weights", bool, False, "Share embedding and output weights (needs --emb equal to --hidden).",
       negatable=True),
     S("head", str, "auto", "Output layer: full softmax, or adaptive softmax (cheap for big vocabularies, e.g. "
@@ -160,6 +166,10 @@ TRAIN = (
     S("warmup", int, 30, "Linear warmup steps.", min=0),
     S("weight_decay", float, 0.01, "AdamW weight decay on weight matrices.", min=0),
     S("grad_clip", float, 1.0, "Clip the global gradient norm to this (0: off).", min=0),
+    S("ema", float, 0.0, "Keep an exponential moving average of the weights with this decay (e.g. 0.999; 0: off); "
+      "evaluations and best.pt use the averaged weights.", min=0, max=1, max_open=True, metavar="DECAY"),
+    S("variable_len", bool, False, "Randomized truncation (AWD-LSTM): each step's window length is drawn around "
+      "--seq-len (up to 1.2x), and the learning rate scaled by length / --seq-len.", negatable=True),
     # stopping
     S("max_steps", int, None, "Stop after this many steps.", min=1, optional=True, resumable=True),
     S("max_epochs", float, None, f"Stop after this many passes over the training text ({DEFAULT_MAX_EPOCHS} if no "
@@ -299,7 +309,11 @@ def config_from_saved(saved: dict) -> "TrainConfig":
     """A run's settings as recorded in a checkpoint or config.json; settings it predates keep their
     defaults, entries this version no longer knows are ignored."""
     known = by_name(TRAIN)
-    return TrainConfig(**{k: v for k, v in saved.items() if k in known})
+    return TrainConfig(**{**PREDATED, **{k: v for k, v in saved.items() if k in known}})
+
+
+# what a run saved before these settings existed did (their defaults may differ)
+PREDATED = {"locked_dropout": False, "weight_drop": 0.0, "embed_dropout": 0.0, "ema": 0.0, "variable_len": False}
 
 
 def check_combination(cfg) -> None:
@@ -320,6 +334,9 @@ def check_combination(cfg) -> None:
     for flag, on in (("--extend-vocab", cfg.extend_vocab), ("--skip-unknown", cfg.skip_unknown)):
         if on and cfg.init_from is None:
             raise CharrnnError(f"{flag} only applies when fine-tuning; add --init-from CKPT (or drop {flag})")
+    if cfg.variable_len and cfg.records:
+        raise CharrnnError("--variable-len does not apply to --records (each record has its own windows); "
+                           "drop --variable-len")
     if cfg.extend_vocab and cfg.skip_unknown:
         raise CharrnnError("--extend-vocab and --skip-unknown exclude each other: add the unseen characters or "
                            "drop them, not both")

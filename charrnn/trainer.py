@@ -16,10 +16,11 @@ from charrnn import rundir
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from charrnn.batching import StreamBatcher, check_fits
 from charrnn.data import load_corpus, token_counts
+from charrnn.ema import EMA
 from charrnn.errors import CharrnnError, Interrupted
 from charrnn.evaluate import evaluate_split
 from charrnn.finetune import start_model, unknown_policy
-from charrnn.model import ModelConfig, RNNLM, detach_state
+from charrnn.model import REGULARISERS, ModelConfig, RNNLM, detach_state
 from charrnn.records import RecordBatcher, separator_ids
 from charrnn.records_score import evaluate_records
 from charrnn.rng import rng_state, seed_everything, set_rng_state
@@ -27,8 +28,9 @@ from charrnn.runtime import autocast, progress_bar, resolve_device, resolve_prec
 from charrnn.signals import StopRequest
 from charrnn.step import StepRunner, deferred_for
 from charrnn.trainlog import LogWindow, rounded as _round
+from charrnn.windows import VariableBatcher
 
-TRAIN_STATE_VERSION = 2  # 1: format-1 checkpoints; 2 adds the resolved device/precision
+TRAIN_STATE_VERSION = 3  # 1: format-1 checkpoints; 2 adds the resolved device/precision; 3 the --ema weights
 
 
 def lr_at(cfg, step: int, progress: float) -> float:
@@ -69,17 +71,20 @@ class Trainer:
         self.tok = c.tokenizer
         self.batcher = (RecordBatcher(c.train.ids, c.train.starts, separator_ids(self.tok, cfg.records), cfg.batch_size,
                                       cfg.seq_len, cfg.seed) if cfg.records else
-                        StreamBatcher(c.train.ids, cfg.batch_size, cfg.seq_len, cfg.seed, pin=self.device.type == "cuda"))
+                        (VariableBatcher if cfg.variable_len else StreamBatcher)(
+                            c.train.ids, cfg.batch_size, cfg.seq_len, cfg.seed, pin=self.device.type == "cuda"))
         if resume_ckpt:
             self.model, _ = model_from_checkpoint(resume_ckpt, os.path.join(run_dir, rundir.LAST))
         elif init_ckpt:
-            self.model = start_model(init_ckpt, self.tok, c.train.ids, cfg.dropout, self.log)
+            self.model = start_model(init_ckpt, self.tok, c.train.ids, cfg.dropout, self.log,
+                                     **{n: getattr(cfg, n) for n in REGULARISERS})
         else:
             self.model = RNNLM(ModelConfig.from_settings(cfg, self.tok.vocab_size))
             self.model.init_output_bias(token_counts(self.corpus.train.ids, self.tok.vocab_size))
         self.model.to(self.device)
         self.params = list(self.model.parameters())
         self.opt = self._optimizer()
+        self.ema = EMA(self.model, cfg.ema) if cfg.ema else None  # ema.py: evaluations and best.pt use it
         self._step = StepRunner(self.model, self.opt, self.device, lambda: autocast(self.device, self.precision),
                                 self.log, cfg.skip_nonfinite)  # step.py: OOM micro-batches, CUDA without syncs
         # the training position and history (all of it goes into every checkpoint)
@@ -109,7 +114,8 @@ class Trainer:
                 "hidden": hidden, "best_val": self.best_val, "best": self.best, "bad_evals": self.bad_evals,
                 "elapsed": self.elapsed, "tokens": self.tokens, "skipped": self.skipped, "last_val": self.last_val,
                 "rng": rng_state(self.device), "corpus_digest": self.corpus.digest,
-                "device": self.device.type, "precision": self.precision}
+                "device": self.device.type, "precision": self.precision,
+                "ema": self.ema.state() if self.ema else None}
 
     def _restore(self, ckpt: dict) -> None:
         ts = ckpt.get("train_state") or {}
@@ -129,6 +135,8 @@ class Trainer:
             self.elapsed, self.tokens = float(ts["elapsed"]), int(ts["tokens"])
             self.skipped, self.last_val = int(ts.get("skipped", 0)), ts.get("last_val")
             set_rng_state(ts["rng"], self.device)
+            if self.ema:
+                self.ema.load(ts["ema"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             raise CharrnnError(f"checkpoint's training state is incomplete ({type(e).__name__}: {e}); "
                                "it cannot be resumed exactly") from None
@@ -152,6 +160,8 @@ class Trainer:
                 streams = self._next_epoch_if_done(streams)
                 x, y = self._batch(streams)
                 loss, gnorm = self._train_step(x, y)
+                if self.ema:
+                    self.ema.update(self.model)
                 self._account(y, loss, gnorm, bar)
                 stop = self._stop_reason()
                 if self.step % self.cfg.eval_every == 0 or stop:
@@ -198,6 +208,8 @@ class Trainer:
     def _train_step(self, x, y) -> tuple[float, float]:
         """One optimizer step on one window; the hidden state is carried (detached) to the next."""
         self.lr = lr_at(self.cfg, self.step, self.progress())
+        if self.cfg.variable_len:  # a shorter window counts for less (AWD-LSTM)
+            self.lr *= x.shape[1] / self.cfg.seq_len
         for g in self.opt.param_groups:
             g["lr"] = self.lr
         loss, state = self._step.forward_backward(x, y, self.state)  # zero_grad, forward, backward
@@ -267,7 +279,12 @@ class Trainer:
         return None
 
     def evaluate(self) -> dict:
-        """Score the validation split (its time counts towards --max-time), keep best.pt, log the line."""
+        """Score the validation split (its time counts towards --max-time), keep best.pt, log the line;
+        with --ema the averaged weights are scored and saved as best.pt."""
+        with self.ema.applied(self.model) if self.ema else contextlib.nullcontext():
+            return self._evaluate()
+
+    def _evaluate(self) -> dict:
         self._check_nonfinite()
         c, t0 = self.corpus, time.perf_counter()
         args = (self.device, self.precision, self.progress_bar, "val")

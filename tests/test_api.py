@@ -11,6 +11,7 @@ import torch
 
 import charrnn
 from charrnn.checkpoint import load_checkpoint
+from charrnn.trainer import TRAIN_STATE_VERSION
 from tests.conftest import TINY_TEXT
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -116,7 +117,7 @@ def test_format1_checkpoint_resumes_to_the_result_the_old_code_reached(v1_run, c
     r = cli("train", "--resume", run, corpus, "--max-steps", want["step"])
     assert r.code == 0, r.err
     ts = load_checkpoint(str(run / "last.pt"))["train_state"]
-    assert ts["step"] == want["step"] and ts["version"] == 2
+    assert ts["step"] == want["step"] and ts["version"] == TRAIN_STATE_VERSION
     assert ts["last_val"]["loss"] == pytest.approx(want["val_loss"], rel=1e-4)
 
 

@@ -13,8 +13,9 @@ import torch
 
 from charrnn.checkpoint import load_checkpoint
 from charrnn.fileio import atomic_save
-from charrnn.inspection import list_runs, parameter_table, rnn_layer_count
-from charrnn.model import ModelConfig, RNNLM
+from charrnn.inspection import list_runs, parameter_table, regularisers, rnn_layer_count
+from charrnn.model import REGULARISERS, ModelConfig, RNNLM
+from charrnn.settings import TRAIN, by_name
 from tests.conftest import TINY_TEXT, train_tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread, no stalls
@@ -77,7 +78,7 @@ def test_inspect_report_and_json(cli, trained_run):
     assert p["total"] == p["num_parameters"] == sum(row["count"] for row in p["rows"])
     assert info["model"] == {"cell": "lstm", "layers": 1, "hidden": 32, "embedding": 16,
                              "vocab_size": len(set(TINY_TEXT)), "head": "full", "cutoffs": [], "tie_weights": False,
-                             "dropout": 0.1}
+                             "dropout": 0.1, **{k: by_name(TRAIN)[k].default for k in REGULARISERS}}
     assert info["tokenizer"]["kind"] == "char" and info["tokenizer"]["preview"].startswith("\\n␣!")
     tr = info["training"]
     assert tr["steps"] == 40 and tr["tokens"] == 40 * 4 * 16 and tr["best_step"] in (20, 40)
@@ -157,3 +158,10 @@ def test_closed_form_flags_a_model_that_is_not_what_its_config_says():
     model.rnn.bias_hh_l0 = torch.nn.Parameter(torch.zeros(4))  # a damaged model: wrong bias size
     row = parameter_table(model)[1]
     assert row["count"] != row["closed_form"]
+
+
+def test_report_names_the_regularisers_beyond_dropout():
+    assert regularisers({"locked_dropout": False, "weight_drop": 0.0, "embed_dropout": 0.0}) == ""
+    assert regularisers({}) == ""  # a report made from an older checkpoint's summary
+    assert (regularisers({"locked_dropout": True, "weight_drop": 0.25, "embed_dropout": 0.1})
+            == " (locked), weight drop 0.25, embedding dropout 0.1")
