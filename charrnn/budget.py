@@ -142,7 +142,8 @@ class Planner:
         mc = ModelConfig.from_settings(cfg, self.corpus.tokenizer.vocab_size)
         on_device = 0  # training reads one window at a time from the memory-mapped corpus (batching.py)
         return memory.estimate(vocab=mc.vocab_size, cell=mc.cell, layers=mc.layers, hidden=mc.hidden, emb=mc.emb,
-                               batch=cfg.batch_size, window=cfg.seq_len, head=mc.head, cutoffs=mc.cutoffs,
+                               batch=cfg.batch_size, window=cfg.seq_len + (cfg.seq_len // 5 if cfg.variable_len else 0),
+                               head=mc.head, cutoffs=mc.cutoffs, ema=cfg.ema > 0,
                                tied=mc.tie_weights, precision=self.precision, val_tokens=len(self.corpus.val.ids),
                                device_data_tokens=on_device, device=self.device.type)
 

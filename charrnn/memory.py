@@ -58,15 +58,16 @@ def output_width(vocab: int, head: str, cutoffs) -> int:
 
 def estimate(*, vocab: int, cell: str, layers: int, hidden: int, emb: int, batch: int, window: int,
              head: str = "full", cutoffs=(), tied: bool = False, precision: str = "fp32",
-             val_tokens: int = 0, device_data_tokens: int = 0, device: str = "cpu") -> dict:
+             val_tokens: int = 0, device_data_tokens: int = 0, device: str = "cpu", ema: bool = False) -> dict:
     """Bytes a training run needs at its peak, by part (see the module docstring) and in total.
+    ``ema``: an fp32 copy of the weights more (--ema).
 
     device_data_tokens: token ids that will be copied to the device (the training streams on a GPU);
     on the CPU they are already in memory.
     """
     P = n_parameters(vocab, cell, layers, hidden, emb, head, cutoffs, tied)
     n, s, w = batch * window, (2 if precision == "bf16" else 4), output_width(vocab, head, cutoffs)
-    state = 16 * P + 4 * P + (2 * P if precision == "bf16" else 0)
+    state = 16 * P + 4 * P + (2 * P if precision == "bf16" else 0) + (4 * P if ema else 0)
     acts = n * (2 * emb + layers * ACT_PER_H[cell] * hidden) * s + n * hidden * 2 * 4
     logits = 3 * n * w * 4 + (n * w * s if s != 4 else 0)
     streams = max(1, min(EVAL_STREAMS, val_tokens // 4096)) if val_tokens else EVAL_STREAMS

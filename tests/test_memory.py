@@ -3,11 +3,14 @@ one-line refusal of a run that cannot fit, before any model is built."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
+import torch
 
-from charrnn import memory
+from charrnn import budget, memory
 from charrnn.errors import CharrnnError
 from charrnn.heads import resolve_head
 from charrnn.model import ModelConfig, RNNLM
@@ -120,3 +123,22 @@ def test_a_batch_not_given_is_halved_until_it_fits(tmp_path, monkeypatch):
 def test_the_tiny_model_fits_and_trains(cli, tmp_path):
     r = cli("train", _tiny_corpus(tmp_path), "--checkpoint-dir", tmp_path / "ck", *TINY_MODEL, "--max-steps", 2)
     assert r.code == 0, r.err and "note: this run needs" not in r.err
+
+
+def test_ema_and_variable_windows_are_counted():
+    """--ema keeps one more fp32 copy of the weights; --variable-len windows reach 1.2x --seq-len."""
+    kw = dict(vocab=65, cell="lstm", layers=2, hidden=128, emb=32, batch=8, window=64)
+    base, ema = memory.estimate(**kw), memory.estimate(**kw, ema=True)
+    assert ema["total"] - base["total"] == 4 * base["parameters"]
+    cfg = make_config(hidden=32, emb=8, batch_size=4, seq_len=20)
+    planner = budget.Planner(cfg, given=set(), log=lambda m: None, choose_settings=False)
+
+    class _Corpus:
+        class tokenizer:
+            vocab_size = 65
+        train = val = type("S", (), {"ids": np.zeros(1000, np.uint8)})
+
+    planner.corpus, planner.precision, planner.device = _Corpus, "fp32", torch.device("cpu")
+    fixed, varied = planner.estimate(cfg), planner.estimate(dataclasses.replace(cfg, variable_len=True, ema=0.99))
+    assert varied["total"] > fixed["total"]
+    assert varied["parts"]["activations"] == fixed["parts"]["activations"] * 24 // 20
