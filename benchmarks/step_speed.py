@@ -1,0 +1,238 @@
+"""charrnn's training step against a bare nn.Embedding + nn.LSTM + nn.Linear + AdamW step, in one process.
+
+    python benchmarks/step_speed.py [--threads N] [--precision fp32,bf16] [--rounds 7] [--steps 2] [--vocab 65]
+
+Both sides train the default model shape (charrnn.settings: lstm 2x512, emb 64) at batch 32 x 128 on
+the same random token streams, the hidden state carried from window to window and detached.
+
+bare: ``nn.Embedding -> nn.LSTM(batch_first) -> nn.Linear``, PyTorch's default initialisation, one
+AdamW over all parameters (lr 3e-3, weight decay 0.01), and per step: forward and cross-entropy
+(under ``torch.autocast`` for bf16), backward, ``clip_grad_norm_(1.0)``, ``opt.step()``,
+``opt.zero_grad()``. Dropout, where a row asks for it, sits where charrnn puts it (embeddings,
+between layers, before the output layer).
+charrnn: ``RNNLM`` built by ``ModelConfig.from_settings`` from the defaults (its initialisation and
+unigram output bias), the optimizer of ``Trainer._optimizer`` (two AdamW parameter groups), the
+``StepRunner`` of step.py, and ``Trainer._train_step`` itself run on a stub trainer: the learning
+rate set from the schedule, zero_grad, forward/backward, clipping, the loss and norm read with
+``.item()``/``float``, the finiteness check, the optimizer step, the state detached. The int32
+streams are cut into int64 windows by ``StreamBatcher.window`` as in training. Not included: the
+loop's bookkeeping (``_account``: progress bar, log window), evaluation and saving.
+
+Rows: "equal" compares both sides at the same dropout (0.1, charrnn's default, and 0); "defaults"
+is a bare script without dropout against charrnn's defaults. The sides run in turn (ABAB...),
+``--steps`` timed steps each, for ``--rounds`` rounds; tokens/s are medians over rounds and the
+ratio is the median of the per-round ratios (fair on a shared machine: both sides meet the same
+load). GFLOP/s counts the model's matrix products (3x the forward's: forward, input and weight
+gradients); the roofline runs the step's big products at the measured rate of GEMMs with B*T rows
+(the input projections) and the sequential recurrent ones (forward h @ W_hh and its backward) at
+the rate of GEMMs with B rows, both measured here at the step's shapes and precision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from charrnn.batching import StreamBatcher  # noqa: E402
+from charrnn.model import ModelConfig, RNNLM  # noqa: E402
+from charrnn.runtime import autocast  # noqa: E402
+from charrnn.settings import make_config  # noqa: E402
+from charrnn.step import StepRunner  # noqa: E402
+from charrnn.trainer import Trainer  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+def lscpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        from charrnn.probe import cpu_model
+        return cpu_model()
+
+
+class Bare(nn.Module):
+    def __init__(self, V, emb, hidden, layers, dropout):
+        super().__init__()
+        self.embed, self.drop = nn.Embedding(V, emb), nn.Dropout(dropout)
+        self.rnn = nn.LSTM(emb, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
+        self.out = nn.Linear(hidden, V)
+
+    def forward(self, x, state):
+        h, state = self.rnn(self.drop(self.embed(x)), state)
+        return self.out(self.drop(h)), state
+
+
+class BareSide:
+    """The plain-PyTorch training step."""
+
+    def __init__(self, cfg, V, dropout, precision):
+        self.model = Bare(V, cfg.emb, cfg.hidden, cfg.layers, dropout).train()
+        self.params = list(self.model.parameters())
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.bf16, self.state = precision == "bf16", None
+
+    def step(self, x, y):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            logits, state = self.model(x, self.state)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.opt.zero_grad()
+        self.state = tuple(s.detach() for s in state)
+
+
+class CharrnnSide:
+    """charrnn's model, optimizer, StepRunner and Trainer._train_step on a stub trainer."""
+
+    def __init__(self, cfg, V, precision, counts):
+        t = Trainer.__new__(Trainer)  # only what _train_step and _optimizer read
+        t.cfg, t.device, t.precision, t.log = cfg, CPU, precision, print
+        t.model = RNNLM(ModelConfig.from_settings(cfg, V)).to(CPU)
+        t.model.init_output_bias(counts)
+        t.model.train()
+        t.params = list(t.model.parameters())
+        t.opt = t._optimizer()
+        t._step = StepRunner(t.model, t.opt, CPU, lambda: autocast(CPU, precision), t.log, cfg.skip_nonfinite)
+        t.step = t.epoch = t.k = t.skipped = 0
+        t.elapsed, t.state = 0.0, None
+        t.batcher = type("B", (), {"windows_per_epoch": 10 ** 9})()
+        self.t = t
+
+    def step(self, x, y):
+        self.t._train_step(x, y)
+
+
+def model_flops(cfg, V, B, T) -> tuple[float, float]:
+    """(all matrix-product FLOPs of a training step, the part in sequential B-row recurrent products)."""
+    H, fwd, rec = cfg.hidden, 0.0, 0.0
+    for layer in range(cfg.layers):
+        d = cfg.emb if layer == 0 else H
+        fwd += 2 * B * T * (d + H) * 4 * H
+        rec += 2 * 2 * B * T * H * 4 * H  # h @ W_hh forward, and dh @ W_hh^T backward, T steps of B rows
+    fwd += 2 * B * T * H * V
+    return 3 * fwd, rec
+
+
+def gemm_rate(m, k, n, dtype, seconds=0.6) -> float:
+    """GFLOP/s of (m x k) @ (k x n) in dtype, the best of repeated timings."""
+    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    for _ in range(3):
+        torch.mm(a, b)
+    best, end = math.inf, time.perf_counter() + seconds
+    reps = max(1, int(2e8 / (2 * m * k * n)))
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b)
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return 2 * m * k * n / best / 1e9
+
+
+def roofline(cfg, V, B, T, dtype) -> dict:
+    H = cfg.hidden
+    big_shapes = [(B * T, cfg.emb, 4 * H), (B * T, H, 4 * H)]
+    big_fl = sum(2 * m * k * n for m, k, n in big_shapes)
+    big = big_fl / sum(2 * m * k * n / gemm_rate(m, k, n, dtype) for m, k, n in big_shapes)
+    small = gemm_rate(B, H, 4 * H, dtype)
+    total, rec = model_flops(cfg, V, B, T)
+    return {"big": big, "small": small, "roof": total / ((total - rec) / big + rec / small)}
+
+
+def run_precision(cfg, V, precision, rounds, steps, B, T, seed=0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    n_windows = (rounds * steps + 4) * 2 * 2
+    ids = torch.randint(V, (B * (n_windows * T + 1),), generator=g, dtype=torch.int32).numpy()
+    counts = np.bincount(ids, minlength=V)
+    batcher = StreamBatcher(ids, B, T, seed)
+    streams = batcher.epoch_streams(0)
+    d = cfg.dropout
+    sides = {"bare d=0.1": BareSide(cfg, V, d, precision), "charrnn d=0.1": CharrnnSide(cfg, V, precision, counts),
+             "bare d=0": BareSide(cfg, V, 0.0, precision),
+             "charrnn d=0": CharrnnSide(make_config(**{**cfg.to_dict(), "dropout": 0.0}), V, precision, counts)}
+    times = {name: [] for name in sides}
+    k = {name: 0 for name in sides}
+
+    def run(name, n):
+        side = sides[name]
+        t0 = time.perf_counter()
+        for _ in range(n):
+            x, y = batcher.window(streams, k[name] % batcher.windows_per_epoch)
+            k[name] += 1
+            side.step(x, y)
+        return (time.perf_counter() - t0) / n
+
+    for name in sides:  # warm-up: AdamW state, kernel choices
+        run(name, 2)
+    for r in range(rounds):
+        order = list(sides) if r % 2 == 0 else list(reversed(sides))
+        for name in order:
+            times[name].append(run(name, steps))
+    tok = B * T
+    med = {name: tok / statistics.median(ts) for name, ts in times.items()}
+    total, _ = model_flops(cfg, V, B, T)
+
+    def row(label, bare, ours):
+        ratio = statistics.median(tb / tc for tb, tc in zip(times[bare], times[ours]))
+        return {"precision": precision, "row": label, "bare": med[bare], "charrnn": med[ours], "ratio": ratio,
+                "gflops_bare": med[bare] / tok * total / 1e9, "gflops": med[ours] / tok * total / 1e9,
+                "min_ratio": min(tb / tc for tb, tc in zip(times[bare], times[ours])),
+                "max_ratio": max(tb / tc for tb, tc in zip(times[bare], times[ours]))}
+
+    return [row("equal, dropout 0.1", "bare d=0.1", "charrnn d=0.1"), row("equal, dropout 0", "bare d=0", "charrnn d=0"),
+            row("defaults (bare d=0, charrnn d=0.1)", "bare d=0", "charrnn d=0.1")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=2, help="timed steps per side per round")
+    ap.add_argument("--vocab", type=int, default=65, help="vocabulary size (tinyshakespeare: 65)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = make_config(precision="fp32", device="cpu")
+    B, T, V = cfg.batch_size, cfg.seq_len, args.vocab
+    load0 = os.getloadavg()
+    rows, roofs = [], {}
+    for precision in args.precision.split(","):
+        rows += run_precision(cfg, V, precision, args.rounds, args.steps, B, T)
+        roofs[precision] = roofline(cfg, V, B, T, torch.bfloat16 if precision == "bf16" else torch.float32)
+    load1 = os.getloadavg()
+    total, rec = model_flops(cfg, V, B, T)
+    print(f"CPU: {lscpu_model()}; {torch.get_num_threads()} threads; torch {torch.__version__}; "
+          f"load average {load0[0]:.2f} before, {load1[0]:.2f} after")
+    print(f"model: lstm {cfg.layers}x{cfg.hidden}, emb {cfg.emb}, vocab {V}; batch {B} x {T}; "
+          f"{total / 1e9:.1f} GFLOP per step ({rec / 1e9:.1f} in the B-row recurrent products); "
+          f"{args.rounds} rounds x {args.steps} steps per side")
+    print()
+    print("| precision | comparison | bare tok/s | charrnn tok/s | ratio (min-max) | bare GFLOP/s | charrnn GFLOP/s "
+          "| GEMM B*T rows | GEMM B rows | roofline | charrnn / roofline |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        rf = roofs[r["precision"]]
+        print(f"| {r['precision']} | {r['row']} | {r['bare']:,.0f} | {r['charrnn']:,.0f} | **{r['ratio']:.3f}** "
+              f"({r['min_ratio']:.2f}-{r['max_ratio']:.2f}) | {r['gflops_bare']:.0f} | {r['gflops']:.0f} "
+              f"| {rf['big']:.0f} | {rf['small']:.0f} | {rf['roof']:.0f} | {r['gflops'] / rf['roof']:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
