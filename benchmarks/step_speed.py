@@ -1,31 +1,38 @@
 """charrnn's training step against a bare nn.Embedding + nn.LSTM + nn.Linear + AdamW step, in one process.
 
-    python benchmarks/step_speed.py [--threads N] [--precision fp32,bf16] [--rounds 7] [--steps 2] [--vocab 65]
+    python benchmarks/step_speed.py [--threads N] [--precision fp32,bf16] [--rounds 7] [--steps 2]
+        [--vocab 65] [--ablation]
 
 Both sides train the default model shape (charrnn.settings: lstm 2x512, emb 64) at batch 32 x 128 on
-the same random token streams, the hidden state carried from window to window and detached.
+the same random token windows (int32 streams cut into int64 windows by ``StreamBatcher.window``, as
+in training), the hidden state carried from window to window and detached.
 
 bare: ``nn.Embedding -> nn.LSTM(batch_first) -> nn.Linear``, PyTorch's default initialisation, one
-AdamW over all parameters (lr 3e-3, weight decay 0.01), and per step: forward and cross-entropy
-(under ``torch.autocast`` for bf16), backward, ``clip_grad_norm_(1.0)``, ``opt.step()``,
-``opt.zero_grad()``. Dropout, where a row asks for it, sits where charrnn puts it (embeddings,
-between layers, before the output layer).
+AdamW with torch's defaults on the CPU (the per-tensor loop) over all parameters (lr 3e-3, weight
+decay 0.01), and per step: forward and cross-entropy (under ``torch.autocast`` for bf16), backward,
+``clip_grad_norm_(1.0)``, ``opt.step()``, ``opt.zero_grad()``. Dropout, where a row asks for it,
+sits where charrnn puts it (embeddings, between layers, before the output layer).
 charrnn: ``RNNLM`` built by ``ModelConfig.from_settings`` from the defaults (its initialisation and
-unigram output bias), the optimizer of ``Trainer._optimizer`` (two AdamW parameter groups), the
-``StepRunner`` of step.py, and ``Trainer._train_step`` itself run on a stub trainer: the learning
-rate set from the schedule, zero_grad, forward/backward, clipping, the loss and norm read with
-``.item()``/``float``, the finiteness check, the optimizer step, the state detached. The int32
-streams are cut into int64 windows by ``StreamBatcher.window`` as in training. Not included: the
-loop's bookkeeping (``_account``: progress bar, log window), evaluation and saving.
+unigram output bias), the optimizer of ``Trainer._optimizer`` (step.make_optimizer: two parameter
+groups, fused), the ``StepRunner`` of step.py, and ``Trainer._train_step`` itself run on a stub
+trainer: the learning rate set from the schedule, zero_grad, forward/backward under charrnn's
+autocast, clipping, the loss and norm read with ``.item()``/``float``, the finiteness check, the
+optimizer step, the state detached. Not included: the loop's bookkeeping (``_account``: progress
+bar, log window), evaluation and saving.
 
 Rows: "equal" compares both sides at the same dropout (0.1, charrnn's default, and 0); "defaults"
-is a bare script without dropout against charrnn's defaults. The sides run in turn (ABAB...),
-``--steps`` timed steps each, for ``--rounds`` rounds; tokens/s are medians over rounds and the
-ratio is the median of the per-round ratios (fair on a shared machine: both sides meet the same
-load). GFLOP/s counts the model's matrix products (3x the forward's: forward, input and weight
-gradients); the roofline runs the step's big products at the measured rate of GEMMs with B*T rows
-(the input projections) and the sequential recurrent ones (forward h @ W_hh and its backward) at
-the rate of GEMMs with B rows, both measured here at the step's shapes and precision.
+is a bare script without dropout against charrnn's defaults; ``--ablation`` adds charrnn with
+torch's per-tensor AdamW (its optimizer before step.make_optimizer fused it on the CPU). The sides
+run in turn (ABAB..., the order reversed every other round), ``--steps`` timed steps each, for
+``--rounds`` rounds. Wall-clock tokens/s are medians over rounds, and the ratio the median of the
+per-round ratios; on a shared machine the ratio of CPU seconds (divided by the threads: the wall
+time a machine of one's own would show) is the steadier figure, and GFLOP/s come from it. GFLOP/s
+counts the model's matrix products (3x the forward's: forward, input and weight gradients). The
+roofline runs the step's B*T-row products (input projections, the head, weight gradients) at the
+measured rate of the input projections' GEMMs (B*T rows) and its sequential recurrent products
+(h @ W_hh forward and backward, T steps of B rows) at that of a B-row GEMM; each GEMM is timed in
+CPU time through torch.mm (MKL for fp32, oneDNN for bf16) and through oneDNN's inner product, and
+the faster counts (on AMD CPUs MKL's fp32 GEMM runs far below oneDNN's).
 """
 
 from __future__ import annotations
@@ -100,7 +107,7 @@ class BareSide:
 class CharrnnSide:
     """charrnn's model, optimizer, StepRunner and Trainer._train_step on a stub trainer."""
 
-    def __init__(self, cfg, V, precision, counts):
+    def __init__(self, cfg, V, precision, counts, loop_adamw=False):
         t = Trainer.__new__(Trainer)  # only what _train_step and _optimizer read
         t.cfg, t.device, t.precision, t.log = cfg, CPU, precision, print
         t.model = RNNLM(ModelConfig.from_settings(cfg, V)).to(CPU)
@@ -108,6 +115,9 @@ class CharrnnSide:
         t.model.train()
         t.params = list(t.model.parameters())
         t.opt = t._optimizer()
+        if loop_adamw:  # the ablation: torch's default per-tensor AdamW on the CPU, charrnn's groups
+            t.opt = torch.optim.AdamW([{"params": g["params"], "weight_decay": g["weight_decay"]}
+                                       for g in t.opt.param_groups], lr=cfg.lr, betas=(0.9, 0.99))
         t._step = StepRunner(t.model, t.opt, CPU, lambda: autocast(CPU, precision), t.log, cfg.skip_nonfinite)
         t.step = t.epoch = t.k = t.skipped = 0
         t.elapsed, t.state = 0.0, None
@@ -129,73 +139,101 @@ def model_flops(cfg, V, B, T) -> tuple[float, float]:
     return 3 * fwd, rec
 
 
-def gemm_rate(m, k, n, dtype, seconds=0.6) -> float:
-    """GFLOP/s of (m x k) @ (k x n) in dtype, the best of repeated timings."""
-    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
-    for _ in range(3):
-        torch.mm(a, b)
-    best, end = math.inf, time.perf_counter() + seconds
-    reps = max(1, int(2e8 / (2 * m * k * n)))
-    while time.perf_counter() < end:
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            torch.mm(a, b)
-        best = min(best, (time.perf_counter() - t0) / reps)
-    return 2 * m * k * n / best / 1e9
+def _cpu_seconds(fn, threads: int) -> float:
+    """The CPU seconds fn takes, divided by the threads: its wall time on a machine of its own."""
+    t0 = time.process_time()
+    fn()
+    return (time.process_time() - t0) / threads
 
 
-def roofline(cfg, V, B, T, dtype) -> dict:
+def gemm_rates(m, k, n, dtype, threads, seconds=0.5) -> dict:
+    """GFLOP/s of (m x k) @ (k x n) in dtype through torch.mm (MKL for fp32, oneDNN for bf16) and through
+    oneDNN's inner product (torch._C._nn.mkldnn_linear), the best of repeated timings in CPU time."""
+    a, w = torch.randn(m, k).to(dtype), torch.randn(n, k).to(dtype)
+    wt, am = w.t().contiguous(), a.to_mkldnn()
+    out = {}
+    for name, fn in (("mm", lambda: torch.mm(a, wt)), ("onednn", lambda: torch._C._nn.mkldnn_linear(am, w, None))):
+        try:
+            fn()
+        except RuntimeError:
+            continue
+        reps = max(1, int(2e8 / (2 * m * k * n)))
+        best, end = math.inf, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            best = min(best, _cpu_seconds(lambda: [fn() for _ in range(reps)], threads) / reps)
+        out[name] = 2 * m * k * n / best / 1e9
+    return out
+
+
+def roofline(cfg, V, B, T, dtype, threads) -> dict:
+    """The step at the best GEMM rate of this CPU: its B*T-row products at the input projections' rate,
+    its sequential B-row products at the recurrent one's."""
     H = cfg.hidden
-    big_shapes = [(B * T, cfg.emb, 4 * H), (B * T, H, 4 * H)]
-    big_fl = sum(2 * m * k * n for m, k, n in big_shapes)
-    big = big_fl / sum(2 * m * k * n / gemm_rate(m, k, n, dtype) for m, k, n in big_shapes)
-    small = gemm_rate(B, H, 4 * H, dtype)
+    shapes = {"in0": (B * T, cfg.emb, 4 * H), "in1": (B * T, H, 4 * H), "rec": (B, H, 4 * H)}
+    rates = {k: gemm_rates(*shape, dtype, threads) for k, shape in shapes.items()}
+    best = {k: max(r.values()) for k, r in rates.items()}
+    fl = {k: 2 * m * kk * n for k, (m, kk, n) in shapes.items()}
+    big = (fl["in0"] + fl["in1"]) / (fl["in0"] / best["in0"] + fl["in1"] / best["in1"])
     total, rec = model_flops(cfg, V, B, T)
-    return {"big": big, "small": small, "roof": total / ((total - rec) / big + rec / small)}
+    return {"big": big, "small": best["rec"], "roof": total / ((total - rec) / big + rec / best["rec"]),
+            "rates": rates, "shapes": shapes}
 
 
-def run_precision(cfg, V, precision, rounds, steps, B, T, seed=0) -> list[dict]:
+def run_precision(cfg, V, precision, rounds, steps, B, T, ablation=False, seed=0) -> list[dict]:
     g = torch.Generator().manual_seed(seed)
     n_windows = (rounds * steps + 4) * 2 * 2
     ids = torch.randint(V, (B * (n_windows * T + 1),), generator=g, dtype=torch.int32).numpy()
     counts = np.bincount(ids, minlength=V)
     batcher = StreamBatcher(ids, B, T, seed)
     streams = batcher.epoch_streams(0)
-    d = cfg.dropout
+    d, threads = cfg.dropout, torch.get_num_threads()
     sides = {"bare d=0.1": BareSide(cfg, V, d, precision), "charrnn d=0.1": CharrnnSide(cfg, V, precision, counts),
              "bare d=0": BareSide(cfg, V, 0.0, precision),
              "charrnn d=0": CharrnnSide(make_config(**{**cfg.to_dict(), "dropout": 0.0}), V, precision, counts)}
-    times = {name: [] for name in sides}
+    if ablation:
+        sides["charrnn d=0.1 loop AdamW"] = CharrnnSide(cfg, V, precision, counts, loop_adamw=True)
+    wall, cpu = {name: [] for name in sides}, {name: [] for name in sides}
     k = {name: 0 for name in sides}
 
     def run(name, n):
         side = sides[name]
+
+        def steps_():
+            for _ in range(n):
+                x, y = batcher.window(streams, k[name] % batcher.windows_per_epoch)
+                k[name] += 1
+                side.step(x, y)
+
         t0 = time.perf_counter()
-        for _ in range(n):
-            x, y = batcher.window(streams, k[name] % batcher.windows_per_epoch)
-            k[name] += 1
-            side.step(x, y)
-        return (time.perf_counter() - t0) / n
+        c = _cpu_seconds(steps_, threads)
+        wall[name].append((time.perf_counter() - t0) / n)
+        cpu[name].append(c / n)
 
     for name in sides:  # warm-up: AdamW state, kernel choices
         run(name, 2)
+        wall[name].clear(), cpu[name].clear()
     for r in range(rounds):
-        order = list(sides) if r % 2 == 0 else list(reversed(sides))
-        for name in order:
-            times[name].append(run(name, steps))
+        for name in (list(sides) if r % 2 == 0 else list(reversed(sides))):
+            run(name, steps)
     tok = B * T
-    med = {name: tok / statistics.median(ts) for name, ts in times.items()}
     total, _ = model_flops(cfg, V, B, T)
 
     def row(label, bare, ours):
-        ratio = statistics.median(tb / tc for tb, tc in zip(times[bare], times[ours]))
-        return {"precision": precision, "row": label, "bare": med[bare], "charrnn": med[ours], "ratio": ratio,
-                "gflops_bare": med[bare] / tok * total / 1e9, "gflops": med[ours] / tok * total / 1e9,
-                "min_ratio": min(tb / tc for tb, tc in zip(times[bare], times[ours])),
-                "max_ratio": max(tb / tc for tb, tc in zip(times[bare], times[ours]))}
+        rw = [tb / tc for tb, tc in zip(wall[bare], wall[ours])]
+        rc = [tb / tc for tb, tc in zip(cpu[bare], cpu[ours])]
+        return {"precision": precision, "row": label, "ratio": statistics.median(rw),
+                "ratio_cpu": statistics.median(rc), "range_cpu": (min(rc), max(rc)),
+                "wall_bare": tok / statistics.median(wall[bare]), "wall_ours": tok / statistics.median(wall[ours]),
+                "gflops_bare": total / statistics.median(cpu[bare]) / 1e9,
+                "gflops": total / statistics.median(cpu[ours]) / 1e9}
 
-    return [row("equal, dropout 0.1", "bare d=0.1", "charrnn d=0.1"), row("equal, dropout 0", "bare d=0", "charrnn d=0"),
+    rows = [row("equal, dropout 0.1", "bare d=0.1", "charrnn d=0.1"),
+            row("equal, dropout 0", "bare d=0", "charrnn d=0"),
             row("defaults (bare d=0, charrnn d=0.1)", "bare d=0", "charrnn d=0.1")]
+    if ablation:
+        rows.append(row("ablation: dropout 0.1, charrnn with per-tensor AdamW", "bare d=0.1",
+                        "charrnn d=0.1 loop AdamW"))
+    return rows
 
 
 def main() -> None:
@@ -205,33 +243,44 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=2, help="timed steps per side per round")
     ap.add_argument("--vocab", type=int, default=65, help="vocabulary size (tinyshakespeare: 65)")
+    ap.add_argument("--ablation", action="store_true", help="also charrnn with torch's per-tensor AdamW")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
     torch.manual_seed(0)
     cfg = make_config(precision="fp32", device="cpu")
     B, T, V = cfg.batch_size, cfg.seq_len, args.vocab
     load0 = os.getloadavg()
     rows, roofs = [], {}
     for precision in args.precision.split(","):
-        rows += run_precision(cfg, V, precision, args.rounds, args.steps, B, T)
-        roofs[precision] = roofline(cfg, V, B, T, torch.bfloat16 if precision == "bf16" else torch.float32)
+        rows += run_precision(cfg, V, precision, args.rounds, args.steps, B, T, args.ablation)
+        roofs[precision] = roofline(cfg, V, B, T, torch.bfloat16 if precision == "bf16" else torch.float32, threads)
     load1 = os.getloadavg()
     total, rec = model_flops(cfg, V, B, T)
-    print(f"CPU: {lscpu_model()}; {torch.get_num_threads()} threads; torch {torch.__version__}; "
-          f"load average {load0[0]:.2f} before, {load1[0]:.2f} after")
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; CPU: {lscpu_model()}; {threads} threads; "
+          f"torch {torch.__version__}; load average {load0[0]:.2f} before, {load1[0]:.2f} after")
     print(f"model: lstm {cfg.layers}x{cfg.hidden}, emb {cfg.emb}, vocab {V}; batch {B} x {T}; "
           f"{total / 1e9:.1f} GFLOP per step ({rec / 1e9:.1f} in the B-row recurrent products); "
           f"{args.rounds} rounds x {args.steps} steps per side")
     print()
-    print("| precision | comparison | bare tok/s | charrnn tok/s | ratio (min-max) | bare GFLOP/s | charrnn GFLOP/s "
-          "| GEMM B*T rows | GEMM B rows | roofline | charrnn / roofline |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| precision | comparison | bare tok/s | charrnn tok/s | ratio | ratio, CPU time (min-max) | bare GFLOP/s "
+          "| charrnn GFLOP/s | GEMM B*T rows | GEMM B rows | roofline | charrnn / roofline |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         rf = roofs[r["precision"]]
-        print(f"| {r['precision']} | {r['row']} | {r['bare']:,.0f} | {r['charrnn']:,.0f} | **{r['ratio']:.3f}** "
-              f"({r['min_ratio']:.2f}-{r['max_ratio']:.2f}) | {r['gflops_bare']:.0f} | {r['gflops']:.0f} "
+        lo, hi = r["range_cpu"]
+        print(f"| {r['precision']} | {r['row']} | {r['wall_bare']:,.0f} | {r['wall_ours']:,.0f} | {r['ratio']:.3f} "
+              f"| **{r['ratio_cpu']:.3f}** ({lo:.2f}-{hi:.2f}) | {r['gflops_bare']:.0f} | {r['gflops']:.0f} "
               f"| {rf['big']:.0f} | {rf['small']:.0f} | {rf['roof']:.0f} | {r['gflops'] / rf['roof']:.0%} |")
+    print()
+    print("tok/s and ratio: wall clock; ratio, CPU time: per-round ratios of CPU seconds / threads (what a "
+          "machine of one's own would show); GFLOP/s: from CPU time. GEMMs (GFLOP/s in CPU time; the roofline "
+          "uses the faster):")
+    for precision, rf in roofs.items():
+        parts = [f"{m}x{k}x{n}: " + ", ".join(f"{lib} {v:.0f}" for lib, v in rf["rates"][key].items())
+                 for key, (m, k, n) in rf["shapes"].items()]
+        print(f"  {precision}: " + "; ".join(parts))
 
 
 if __name__ == "__main__":
