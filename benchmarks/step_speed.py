@@ -1,7 +1,7 @@
 """charrnn's training step against a bare nn.Embedding + nn.LSTM + nn.Linear + AdamW step, in one process.
 
     python benchmarks/step_speed.py [--threads N] [--precision fp32,bf16] [--rounds 7] [--steps 2]
-        [--vocab 65] [--ablation]
+        [--vocab 65] [--ablation] [--profile]
 
 Both sides train the default model shape (charrnn.settings: lstm 2x512, emb 64) at batch 32 x 128 on
 the same random token windows (int32 streams cut into int64 windows by ``StreamBatcher.window``, as
@@ -29,10 +29,13 @@ per-round ratios; on a shared machine the ratio of CPU seconds (divided by the t
 time a machine of one's own would show) is the steadier figure, and GFLOP/s come from it. GFLOP/s
 counts the model's matrix products (3x the forward's: forward, input and weight gradients). The
 roofline runs the step's B*T-row products (input projections, the head, weight gradients) at the
-measured rate of the input projections' GEMMs (B*T rows) and its sequential recurrent products
-(h @ W_hh forward and backward, T steps of B rows) at that of a B-row GEMM; each GEMM is timed in
-CPU time through torch.mm (MKL for fp32, oneDNN for bf16) and through oneDNN's inner product, and
-the faster counts (on AMD CPUs MKL's fp32 GEMM runs far below oneDNN's).
+rate of the input projections' GEMMs (B*T rows) and its sequential recurrent products (h @ W_hh
+forward and backward, T steps of B rows) at that of a B-row GEMM, each the thread count times one
+core's rate: each GEMM is timed with one thread in CPU time (multi-thread wall-clock GEMM timings
+are not steady on a shared machine) through torch.mm (MKL for fp32, oneDNN for bf16) and through
+oneDNN's inner product, and the faster counts (on AMD CPUs MKL's fp32 GEMM runs far below
+oneDNN's). ``--profile`` instead profiles a few of charrnn's steps with torch.profiler (where the
+time goes).
 """
 
 from __future__ import annotations
@@ -146,41 +149,52 @@ def _cpu_seconds(fn) -> float:
     return time.process_time() - t0
 
 
-def _seconds(fn, threads: int) -> float:
-    """CPU seconds with one thread; wall seconds with more (CPU time then counts spinning threads)."""
-    if threads == 1:
-        return _cpu_seconds(fn)
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def gemm_rates(m, k, n, dtype, threads, seconds=1.0) -> dict:
-    """GFLOP/s of (m x k) @ (k x n) in dtype through torch.mm (MKL for fp32, oneDNN for bf16) and through
-    oneDNN's inner product (torch._C._nn.mkldnn_linear), the best of repeated timings in CPU time."""
+def gemm_rates(m, k, n, dtype, seconds=1.0) -> dict:
+    """One core's GFLOP/s of (m x k) @ (k x n) in dtype through torch.mm (MKL for fp32, oneDNN for bf16)
+    and through oneDNN's inner product (torch._C._nn.mkldnn_linear): the best of repeated single calls
+    in CPU time (steady on a shared machine, unlike multi-thread wall-clock timings)."""
     a, w = torch.randn(m, k).to(dtype), torch.randn(n, k).to(dtype)
-    wt, am = w.t().contiguous(), a.to_mkldnn()
+    wt, am, c = w.t().contiguous(), a.to_mkldnn(), torch.empty(m, n, dtype=dtype)
     out = {}
-    for name, fn in (("mm", lambda: torch.mm(a, wt)), ("onednn", lambda: torch._C._nn.mkldnn_linear(am, w, None))):
+    for name, fn in (("mm", lambda: torch.mm(a, wt, out=c)),
+                     ("onednn", lambda: torch._C._nn.mkldnn_linear(am, w, None))):
         try:
             fn()
         except RuntimeError:
             continue
-        reps = max(1, int(2e8 / (2 * m * k * n)))
         best, end = math.inf, time.perf_counter() + seconds
         while time.perf_counter() < end:
-            best = min(best, _seconds(lambda: [fn() for _ in range(reps)], threads) / reps)
+            best = min(best, _cpu_seconds(fn))
         out[name] = 2 * m * k * n / best / 1e9
     return out
 
 
+def _keep_freed_memory() -> None:
+    """glibc: large freed blocks stay in the heap, so a GEMM's 32 MB output is not a fresh mapping (page
+    faults) on every call. Called after the steps are timed; elsewhere a no-op."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def roofline(cfg, V, B, T, dtype, threads) -> dict:
-    """The step at the best GEMM rate of this CPU: its B*T-row products at the input projections' rate,
-    its sequential B-row products at the recurrent one's."""
+    """The step at ``threads`` x one core's best GEMM rate: its B*T-row products at the input
+    projections' rate, its sequential B-row products at the recurrent one's (an upper limit: GEMMs
+    of B rows do not scale perfectly over threads)."""
     H = cfg.hidden
     shapes = {"in0": (B * T, cfg.emb, 4 * H), "in1": (B * T, H, 4 * H), "rec": (B, H, 4 * H)}
-    rates = {k: gemm_rates(*shape, dtype, threads) for k, shape in shapes.items()}
-    best = {k: max(r.values()) for k, r in rates.items()}
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    _keep_freed_memory()
+    try:
+        rates = {k: gemm_rates(*shape, dtype) for k, shape in shapes.items()}
+    finally:
+        torch.set_num_threads(before)
+    best = {k: threads * max(r.values()) for k, r in rates.items()}
     fl = {k: 2 * m * kk * n for k, (m, kk, n) in shapes.items()}
     big = (fl["in0"] + fl["in1"]) / (fl["in0"] / best["in0"] + fl["in1"] / best["in1"])
     total, rec = model_flops(cfg, V, B, T)
@@ -249,6 +263,33 @@ def run_precision(cfg, V, precision, rounds, steps, B, T, ablation=False, seed=0
     return rows
 
 
+def profile_charrnn(cfg, V, precision, B, T, steps=3, top=12) -> None:
+    """torch.profiler over a few of charrnn's steps: the ops with the most self CPU time, and the
+    share of the fused LSTM kernels, dropout's mask draws and the optimizer."""
+    from torch.profiler import ProfilerActivity, profile
+
+    ids = torch.randint(V, (B * ((steps + 2) * T + 1),), dtype=torch.int32).numpy()
+    batcher = StreamBatcher(ids, B, T, 0)
+    streams = batcher.epoch_streams(0)
+    side = CharrnnSide(cfg, V, precision, np.bincount(ids, minlength=V))
+    for k in range(2):
+        side.step(*batcher.window(streams, k))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for k in range(2, 2 + steps):
+            side.step(*batcher.window(streams, k))
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    share = lambda pred: sum(e.self_cpu_time_total for e in events if pred(e.key)) / total  # noqa: E731
+    print(f"profile of charrnn's step, {precision}, dropout {cfg.dropout}: {total / steps / 1e3:.0f} ms self CPU "
+          f"per step; fused LSTM kernels {share(lambda k: 'rnn_layer' in k or 'RnnLayer' in k):.1%}, "
+          f"dropout masks (bernoulli_) {share(lambda k: 'bernoulli' in k):.1%}, "
+          f"optimizer {share(lambda k: 'adam' in k.lower()):.1%}, "
+          f"head GEMMs (mm) {share(lambda k: k == 'aten::mm'):.1%}")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]:
+        print(f"  {e.key[:60]:60s} {e.self_cpu_time_total / steps / 1e3:8.1f} ms/step "
+              f"{e.count // steps:4d} calls/step")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -257,6 +298,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2, help="timed steps per side per round")
     ap.add_argument("--vocab", type=int, default=65, help="vocabulary size (tinyshakespeare: 65)")
     ap.add_argument("--ablation", action="store_true", help="also charrnn with torch's per-tensor AdamW")
+    ap.add_argument("--profile", action="store_true", help="only profile charrnn's step (torch.profiler)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -264,10 +306,15 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = make_config(precision="fp32", device="cpu")
     B, T, V = cfg.batch_size, cfg.seq_len, args.vocab
+    if args.profile:
+        for precision in args.precision.split(","):
+            profile_charrnn(cfg, V, precision, B, T)
+        return
     load0 = os.getloadavg()
     rows, roofs = [], {}
     for precision in args.precision.split(","):
         rows += run_precision(cfg, V, precision, args.rounds, args.steps, B, T, args.ablation)
+    for precision in args.precision.split(","):  # after every step is timed (it changes the allocator)
         roofs[precision] = roofline(cfg, V, B, T, torch.bfloat16 if precision == "bf16" else torch.float32, threads)
     load1 = os.getloadavg()
     total, rec = model_flops(cfg, V, B, T)
@@ -290,8 +337,9 @@ def main() -> None:
               f"| {rf['big']:.0f} | {rf['small']:.0f} | {rf['roof']:.0f} | {r['gflops'] / rf['roof']:.0%} |")
     print()
     print(f"tok/s, GFLOP/s and the first ratio: {clock} (one thread: CPU seconds, what a machine of one's own "
-          "would show; more threads: CPU time counts spinning threads, so the best wall-clock round). GEMMs, "
-          "GFLOP/s, best of repeated timings on the same clock (the roofline uses the faster):")
+          "would show; more threads: CPU time counts spinning threads, so the best wall-clock round). GEMM "
+          f"columns and roofline: {threads} x one core's best GEMM; one core's GFLOP/s (CPU time, best call; "
+          "the faster counts):")
     for precision, rf in roofs.items():
         parts = [f"{m}x{k}x{n}: " + ", ".join(f"{lib} {v:.0f}" for lib, v in rf["rates"][key].items())
                  for key, (m, k, n) in rf["shapes"].items()]
