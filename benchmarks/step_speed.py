@@ -268,7 +268,7 @@ def profile_charrnn(cfg, V, precision, B, T, steps=3, top=12) -> None:
     share of the fused LSTM kernels, dropout's mask draws and the optimizer."""
     from torch.profiler import ProfilerActivity, profile
 
-    ids = torch.randint(V, (B * ((steps + 2) * T + 1),), dtype=torch.int32).numpy()
+    ids = torch.randint(V, (B * ((steps + 4) * T + 1),), dtype=torch.int32).numpy()
     batcher = StreamBatcher(ids, B, T, 0)
     streams = batcher.epoch_streams(0)
     side = CharrnnSide(cfg, V, precision, np.bincount(ids, minlength=V))
