@@ -24,9 +24,10 @@ Rows: "equal" compares both sides at the same dropout (0.1, charrnn's default, a
 is a bare script without dropout against charrnn's defaults; ``--ablation`` adds charrnn with
 torch's per-tensor AdamW (its optimizer before step.make_optimizer fused it on the CPU). The sides
 run in turn (ABAB..., the order reversed every other round), ``--steps`` timed steps each, for
-``--rounds`` rounds. Wall-clock tokens/s are medians over rounds, and the ratio the median of the
-per-round ratios; on a shared machine the ratio of CPU seconds (divided by the threads: the wall
-time a machine of one's own would show) is the steadier figure, and GFLOP/s come from it. GFLOP/s
+``--rounds`` rounds. With one thread, tokens/s, GFLOP/s and the ratio come from CPU seconds (what a
+machine of one's own would show; steady on a shared one), the ratio the median of the per-round
+ratios; with more threads CPU time counts spinning threads, so they come from each side's best
+wall-clock round. The median of the per-round wall-clock ratios is printed beside them. GFLOP/s
 counts the model's matrix products (3x the forward's: forward, input and weight gradients). The
 roofline runs the step's B*T-row products (input projections, the head, weight gradients) at the
 rate of the input projections' GEMMs (B*T rows) and its sequential recurrent products (h @ W_hh
