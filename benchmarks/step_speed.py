@@ -93,7 +93,7 @@ class BareSide:
 
     def __init__(self, cfg, V, dropout, precision):
         self.model = Bare(V, cfg.emb, cfg.hidden, cfg.layers, dropout).train()
-        self.params = list(self.model.parameters())
+        self.params = list(self.model.parameters())  # torch's default AdamW: the per-tensor loop on the CPU
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.bf16, self.state = precision == "bf16", None
 
@@ -123,8 +123,7 @@ class CharrnnSide:
             t.opt = torch.optim.AdamW([{"params": g["params"], "weight_decay": g["weight_decay"]}
                                        for g in t.opt.param_groups], lr=cfg.lr, betas=(0.9, 0.99))
         t._step = StepRunner(t.model, t.opt, CPU, lambda: autocast(CPU, precision), t.log, cfg.skip_nonfinite)
-        t.step = t.epoch = t.k = t.skipped = 0
-        t.elapsed, t.state = 0.0, None
+        t.step, t.epoch, t.k, t.skipped, t.elapsed, t.state = 0, 0, 0, 0, 0.0, None
         t.batcher = type("B", (), {"windows_per_epoch": 10 ** 9})()
         self.t = t
 
