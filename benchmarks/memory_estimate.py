@@ -34,6 +34,7 @@ CHILD = r"""
 import json, sys, torch
 from charrnn.model import ModelConfig, RNNLM
 from charrnn.heads import resolve_head
+from charrnn.step import make_optimizer
 torch.set_num_threads(2)
 cell, L, H, E, V, B, T = json.loads(sys.argv[1])
 def vm(key):
@@ -47,10 +48,7 @@ x, y, xe, ye = (torch.multinomial(zipf, n, replacement=True).view(*shape)
 base = vm("VmRSS:")
 head, cutoffs = resolve_head("auto", V, False)
 m = RNNLM(ModelConfig(V, cell, L, H, E, 0.1, False, head, cutoffs))
-decay = [p for n, p in m.named_parameters() if p.dim() >= 2 and "embed" not in n]
-ids = {id(p) for p in decay}
-opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                         {"params": [p for p in m.parameters() if id(p) not in ids], "weight_decay": 0.0}], lr=1e-3)
+opt = make_optimizer(m, 1e-3, 0.01, torch.device("cpu"))  # the trainer's AdamW
 params, state = list(m.parameters()), None
 for _ in range(2):
     loss, state = m.loss(x, y, state)

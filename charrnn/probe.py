@@ -24,6 +24,7 @@ import torch
 
 from charrnn.fileio import atomic_write_bytes
 from charrnn.model import RNNLM
+from charrnn.step import make_optimizer
 
 PROBE_WINDOW = 64  # steps are timed at min(window, 64) and half that
 EVAL_WINDOW = 64
@@ -82,11 +83,7 @@ def measure(mc, batch: int, window: int, eval_streams: int, device: torch.device
 
     gen = torch.Generator().manual_seed(0)
     model = RNNLM(mc).to(device).train()
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
-    ids = {id(p) for p in decay}
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                             {"params": [p for p in model.parameters() if id(p) not in ids], "weight_decay": 0.0}],
-                            lr=1e-4, betas=(0.9, 0.99), fused=device.type == "cuda" or None)
+    opt = make_optimizer(model, 1e-4, 0.01, device)  # the trainer's AdamW (step.py)
     params = list(model.parameters())
     hi = min(window, PROBE_WINDOW)
     lo = max(1, hi // 2)

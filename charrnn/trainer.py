@@ -26,7 +26,7 @@ from charrnn.records_score import evaluate_records
 from charrnn.rng import rng_state, seed_everything, set_rng_state
 from charrnn.runtime import autocast, progress_bar, resolve_device, resolve_precision, setup_backend, show_progress
 from charrnn.signals import StopRequest
-from charrnn.step import StepRunner, deferred_for
+from charrnn.step import StepRunner, make_optimizer
 from charrnn.trainlog import LogWindow, rounded as _round
 from charrnn.windows import VariableBatcher
 
@@ -99,12 +99,7 @@ class Trainer:
         self._window = LogWindow()
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "embed" not in n]
-        ids = {id(p) for p in decay}
-        no_decay = [p for p in self.model.parameters() if id(p) not in ids]
-        return torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
-                                  {"params": no_decay, "weight_decay": 0.0}], lr=self.cfg.lr, betas=(0.9, 0.99),
-                                 fused=deferred_for(self.device) or None)
+        return make_optimizer(self.model, self.cfg.lr, self.cfg.weight_decay, self.device)  # step.py
 
     # -- state in and out of checkpoints
     def _train_state(self) -> dict:

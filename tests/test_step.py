@@ -125,6 +125,39 @@ def test_update_needs_no_host_sync(monkeypatch):
     runner.update(loss, gnorm, state, step=1)
 
 
+# -- the optimizer
+
+def test_make_optimizer_decays_weight_matrices_only_and_steps_as_the_per_tensor_adamw():
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(30, "lstm", 2, 16, 8, 0.0))
+    ref_model = RNNLM(ModelConfig(30, "lstm", 2, 16, 8, 0.0))
+    ref_model.load_state_dict(model.state_dict())
+    start = model.embed.weight.detach().clone()
+    opt = step_mod.make_optimizer(model, 1e-2, 0.1, torch.device("cpu"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert sorted(names[id(p)] for p in decay["params"]) == [
+        "head.weight", "rnn.weight_hh_l0", "rnn.weight_hh_l1", "rnn.weight_ih_l0", "rnn.weight_ih_l1"]
+    assert "embed.weight" in {names[id(p)] for p in no_decay["params"]}
+    if tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4):  # PyTorch's fused CPU AdamW
+        assert opt.defaults["fused"] is True
+    ref_ids = {id(q) for p, q in zip(model.parameters(), ref_model.parameters()) if id(p) in
+               {id(d) for d in decay["params"]}}
+    ref = torch.optim.AdamW([{"params": [q for q in ref_model.parameters() if id(q) in ref_ids], "weight_decay": 0.1},
+                             {"params": [q for q in ref_model.parameters() if id(q) not in ref_ids],
+                              "weight_decay": 0.0}], lr=1e-2, betas=(0.9, 0.99), foreach=False)
+    x, y = _batch()
+    for _ in range(5):
+        for m, o in ((model, opt), (ref_model, ref)):
+            o.zero_grad(set_to_none=True)
+            m.loss(x, y)[0].backward()
+            o.step()
+    for a, b in zip(model.parameters(), ref_model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(model.embed.weight, start)  # the steps did move the weights
+
+
 # -- the trainer with the CUDA path forced on the CPU: the same --skip-nonfinite semantics
 
 MODEL = ["--layers", "1", "--hidden", "24", "--emb", "8", "--batch-size", "4", "--seq-len", "16",
