@@ -1,0 +1,379 @@
+"""Data-parallel training under torchrun: ``torchrun --nproc-per-node N -m charrnn train ...``.
+
+Each of the W processes (ranks) trains its own rows of the B parallel streams (rank r: rows
+r*B/W .. (r+1)*B/W of batching.StreamBatcher's layout); DistributedDataParallel averages the
+gradients, so a step is the one-process step on all B streams (up to the order of the sums). gloo
+on the CPU, nccl on CUDA (the device is LOCAL_RANK's GPU); small control messages (the loss, the
+clock, a signal, the hidden state, RNG states) always go through gloo on the CPU, so CUDA steps
+keep running without a host sync for them.
+
+    agreement   rank 0's clock is everyone's (the schedule and --max-time decide alike on every
+                rank); a SIGINT/SIGTERM seen by any rank stops all of them after the same step
+    writing     rank 0 alone creates the run directory (its path is broadcast), takes the lock,
+                prints, and writes config.json, metrics.jsonl and the checkpoints
+    evaluation  the evaluation streams are split across ranks, the nll sums and counts reduced
+    resume      a checkpoint holds the hidden state of all B streams and every rank's RNG state;
+                each rank takes its rows. Another world size re-slices the same streams (they do
+                not depend on W) and says that the run is no longer bit-exact.
+
+``current()`` is the process's context: ``OneProcess`` (every hook the identity) outside torchrun
+or ``ProcessGroup`` inside, started by ``session(cfg)`` in api.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+from charrnn.errors import CharrnnError
+from charrnn.rng import rng_state, seed_everything
+from charrnn.signals import StopRequest
+
+RANK_SEED = 1_000_003  # rank r > 0 draws dropout masks from seed + r * RANK_SEED (rank 0 keeps the seed's)
+TIMEOUT = datetime.timedelta(minutes=30)
+
+
+def shared_error(msg: str) -> CharrnnError:
+    """An error every rank meets alike: rank 0 alone prints it (cli.main)."""
+    e = CharrnnError(msg)
+    e.shared = True
+    return e
+
+
+def env_world() -> tuple[int, int, int]:
+    """(world size, rank, local rank) from torchrun's environment; (1, 0, 0) outside it."""
+    try:
+        return tuple(int(os.environ.get(k, d)) for k, d in (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0)))
+    except ValueError:
+        raise shared_error("WORLD_SIZE, RANK and LOCAL_RANK must be integers (torchrun sets them); "
+                           "launch with torchrun --nproc-per-node N -m charrnn train ...") from None
+
+
+def check_settings(cfg, world: int, resuming: bool = False) -> None:
+    """What W processes cannot do, refused before any process group starts (the same on every rank)."""
+    if cfg.batch_size % world:
+        raise shared_error(f"--batch-size {cfg.batch_size} does not divide among {world} processes; give a "
+                           f"multiple of {world} (each rank trains batch/{world} of the streams)")
+    if getattr(cfg, "budget", False) and not resuming:  # a resumed run never re-plans
+        raise shared_error("--budget plans for one process and cannot be used under torchrun; give the shape "
+                           "(--layers, --hidden, --batch-size, --seq-len) or plan it with a one-process run first")
+    if getattr(cfg, "records", None):
+        raise shared_error("--records is not supported under torchrun yet; train a records corpus in one process")
+
+
+class OneProcess:
+    """The context outside torchrun: every hook is the identity."""
+
+    world, rank, main = 1, 0, True
+
+    def device(self, device: torch.device) -> torch.device:
+        return device
+
+    def rank0_first(self, fn):
+        return fn
+
+    def from_main(self, fn):
+        return fn()
+
+    def main_only(self, cm):
+        return cm
+
+    def write(self, fn, *args, **kwargs):
+        return fn(*args, **kwargs)
+
+    def shard(self, batcher):
+        return batcher
+
+    def wrap(self, model):
+        return model
+
+    def sync(self, trainer, loss):
+        return loss
+
+    def agree(self, value: float) -> float:
+        return value
+
+    def stop_request(self) -> StopRequest:
+        return StopRequest()
+
+    def state_out(self, ts: dict) -> dict:
+        return ts
+
+    def state_in(self, ts: dict, log) -> dict:
+        return _reslice(ts, 1, 0, log)
+
+    def rows(self, x):
+        return x
+
+    def reduce(self, total: float, count: int) -> tuple[float, int]:
+        return total, count
+
+
+class ProcessGroup(OneProcess):
+    """W ranks started by torchrun; collectives for the trainer's hooks."""
+
+    def __init__(self, world: int, rank: int, local_rank: int, device: torch.device):
+        self.world, self.rank, self.local_rank, self.main = world, rank, local_rank, rank == 0
+        self.cuda = device.type == "cuda"
+        if device.type == "mps":
+            raise shared_error("torchrun with --device mps is not supported; use --device cpu (gloo) or CUDA GPUs")
+        if self.cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if self.cuda else "gloo", timeout=TIMEOUT)
+        self.ctrl = dist.new_group(backend="gloo") if self.cuda else None  # control messages on the CPU
+        self.stop = None
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    # -- where things run
+    def device(self, device: torch.device) -> torch.device:
+        return torch.device("cuda", self.local_rank) if device.type == "cuda" else device
+
+    def rank0_first(self, fn):
+        """fn runs on rank 0 first (it fills caches, e.g. the encoded corpus), then on the others; an
+        error on rank 0 stops every rank with its message."""
+        def run(*args, **kwargs):
+            if self.main:
+                try:
+                    out = fn(*args, **kwargs)
+                except CharrnnError as e:
+                    self._objects([str(e)])
+                    raise
+                self._objects([None])
+                return out
+            msg = self._objects([None])[0]
+            if msg is not None:
+                raise shared_error(msg)
+            return fn(*args, **kwargs)
+        return run
+
+    def from_main(self, fn):
+        """fn() on rank 0, its result (or its one-line error) broadcast to every rank."""
+        box = [None, None]
+        if self.main:
+            try:
+                box[0] = fn()
+            except CharrnnError as e:
+                box[1] = str(e)
+        box = self._objects(box)
+        if box[1] is not None:
+            if self.main:
+                raise CharrnnError(box[1])
+            raise shared_error(box[1])
+        return box[0]
+
+    def main_only(self, cm):
+        return cm if self.main else contextlib.nullcontext()
+
+    def write(self, fn, *args, **kwargs):
+        return fn(*args, **kwargs) if self.main else None
+
+    # -- training
+    def shard(self, batcher):
+        if batcher.B % self.world:  # the batch was changed after the start (a memory check halved it)
+            raise shared_error(f"batch {batcher.B} does not divide among {self.world} processes; give "
+                               f"--batch-size, a multiple of {self.world}")
+        return RankRows(batcher, self.rank * batcher.B // self.world, (self.rank + 1) * batcher.B // self.world)
+
+    def wrap(self, model):
+        """DistributedDataParallel around the model's loss; rank 0's weights are broadcast to all."""
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            _Loss(model), device_ids=[self.local_rank] if self.cuda else None, find_unused_parameters=bool(model.cfg.cutoffs))  # adaptive softmax: clusters a batch may not use
+        if not self.main:  # its own dropout masks (a resumed run restores its saved RNG state after this)
+            seed_everything(torch.initial_seed() + self.rank * RANK_SEED)
+        return _Wrapped(ddp)
+
+    def sync(self, trainer, loss):
+        """After each step: the mean loss over the ranks, rank 0's clock, and any rank's signal."""
+        stop = trainer._stop_request
+        pending = float(getattr(stop, "pending", None) or 0)
+        if isinstance(loss, torch.Tensor):  # CUDA: stays on the GPU (nccl), no host sync
+            loss = loss.detach().clone()
+            dist.all_reduce(loss)
+            loss /= self.world
+            rows = self._gather(torch.tensor([0.0, trainer.elapsed, pending], dtype=torch.float64))
+        else:
+            rows = self._gather(torch.tensor([loss, trainer.elapsed, pending], dtype=torch.float64))
+            loss = float(sum(r[0] for r in rows)) / self.world  # rank order: the same sum on every rank
+        trainer.elapsed = float(rows[0][1])
+        signum = int(max(r[2] for r in rows))
+        if signum and stop.signum is None:
+            stop.signum = signum
+        return loss
+
+    def agree(self, value: float) -> float:
+        return float(self._gather(torch.tensor([value], dtype=torch.float64))[0][0])
+
+    def stop_request(self) -> StopRequest:
+        self.stop = SharedStopRequest()
+        return self.stop
+
+    # -- checkpoints
+    def state_out(self, ts: dict) -> dict:
+        """The full hidden state of all B streams and every rank's RNG state (complete on rank 0)."""
+        hidden = ts.get("hidden")
+        if hidden is not None:
+            ts["hidden"] = [torch.cat(self._gather(h.detach().float().cpu().contiguous()), 1).to(h.dtype)
+                            for h in hidden]
+        ts["world_size"] = self.world
+        ts["rank_rng"] = self._objects_all(ts["rng"])
+        return ts
+
+    def state_in(self, ts: dict, log) -> dict:
+        return _reslice(ts, self.world, self.rank, log if self.main else None)
+
+    # -- evaluation
+    def rows(self, x):
+        s = x.shape[0]
+        return x[self.rank * s // self.world:(self.rank + 1) * s // self.world]
+
+    def reduce(self, total: float, count: int) -> tuple[float, int]:
+        rows = self._gather(torch.tensor([total, float(count)], dtype=torch.float64))
+        return float(sum(r[0] for r in rows)), int(sum(r[1] for r in rows))
+
+    # -- collectives
+    def _gather(self, t: torch.Tensor) -> list[torch.Tensor]:
+        out = [torch.empty_like(t) for _ in range(self.world)]
+        dist.all_gather(out, t, group=self.ctrl)
+        return out
+
+    def _objects(self, box: list) -> list:
+        dist.broadcast_object_list(box, src=0, group=self.ctrl)
+        return box
+
+    def _objects_all(self, obj) -> list:
+        out = [None] * self.world
+        dist.all_gather_object(out, obj, group=self.ctrl)
+        return out
+
+
+def _reslice(ts: dict, world: int, rank: int, log) -> dict:
+    """This rank's rows of the saved hidden state and its RNG state; another world size re-slices."""
+    ts = dict(ts)
+    saved = int(ts.get("world_size", 1) or 1)
+    hidden = ts.get("hidden")
+    if isinstance(hidden, list) and world > 1:
+        b = hidden[0].shape[1]
+        ts["hidden"] = [h[:, rank * b // world:(rank + 1) * b // world].contiguous() for h in hidden]
+    rngs = ts.get("rank_rng")
+    if saved == world and isinstance(rngs, list) and len(rngs) == world:
+        ts["rng"] = rngs[rank]
+    elif saved != world:
+        if log:
+            log(f"resuming a run trained by {saved} process(es) on {world}: the same streams continue, but "
+                "dropout's random draws and the order of the gradient sums change (no longer bit-exact)")
+        if rank >= saved or not isinstance(rngs, list) or rank >= len(rngs):
+            if rank:  # a rank the saved run did not have: its own seed, as a fresh run would give it
+                seed_everything(int(torch.initial_seed()) + rank * RANK_SEED)
+                ts["rng"] = rng_state(torch.device("cpu")) | {"cuda": None, "mps": None}
+        else:
+            ts["rng"] = rngs[rank]
+    return ts
+
+
+class RankRows:
+    """This rank's rows [a, b) of a StreamBatcher's streams; windows and epochs are the batcher's."""
+
+    def __init__(self, batcher, a: int, b: int):
+        self.batcher, self.a, self.b = batcher, a, b
+        self.B, self.T = b - a, batcher.T
+        self.windows_per_epoch = batcher.windows_per_epoch
+
+    def epoch_streams(self, epoch: int):
+        return self.batcher.epoch_streams(epoch)[self.a:self.b]
+
+    def window(self, streams, k: int):
+        return self.batcher.window(streams, k)
+
+    def fresh(self, streams, k: int) -> bool:
+        return self.batcher.fresh(streams, k)
+
+
+class _Loss(torch.nn.Module):
+    """The model's loss as a forward, so that DistributedDataParallel sees (and syncs) it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, y, state):
+        return self.model.loss(x, y, state)
+
+
+class _Wrapped:
+    """What step.StepRunner calls: ``loss`` through DistributedDataParallel."""
+
+    def __init__(self, ddp):
+        self.ddp = ddp
+
+    def loss(self, x, y, state):
+        return self.ddp(x, y, state)
+
+
+class SharedStopRequest(StopRequest):
+    """A signal is only noted (``pending``); ``sync`` makes it every rank's ``signum`` after the same
+    step. A second signal is ignored: torchrun forwards a Ctrl-C that the terminal already sent, and
+    itself kills the workers if they do not stop in time."""
+
+    def __init__(self):
+        super().__init__()
+        self.pending = None
+
+    def _on_signal(self, signum, frame):
+        if self.pending is None:
+            self.pending = signum
+
+
+_CURRENT: OneProcess = OneProcess()
+
+
+def current() -> OneProcess:
+    return _CURRENT
+
+
+@contextlib.contextmanager
+def session(cfg, device: torch.device, resuming: bool = False):
+    """The process group for one training run under torchrun (one process outside it). Inside it,
+    a collective that fails because another rank is gone becomes a one-line error."""
+    global _CURRENT
+    world, rank, local_rank = env_world()
+    if world <= 1:
+        yield _CURRENT
+        return
+    check_settings(cfg, world, resuming)
+    try:
+        _CURRENT = ProcessGroup(world, rank, local_rank, device)
+    except (RuntimeError, ValueError) as e:
+        raise _own(CharrnnError(f"could not join the process group ({str(e).splitlines()[0][:200]}); check "
+                                "MASTER_ADDR/MASTER_PORT and that every node runs the same torchrun"), rank) from None
+    try:
+        yield _CURRENT
+    except CharrnnError as e:
+        raise _own(e, rank)
+    except RuntimeError as e:  # gloo/nccl: a peer exited or was killed
+        if not _peer_lost(e):
+            raise
+        raise _own(CharrnnError("lost contact with another rank of this run (it failed or was stopped; its own "
+                                "message says why); resume from the last save with --resume RUN_DIR"), rank) from None
+    finally:
+        _CURRENT.close()
+        _CURRENT = OneProcess()
+
+
+def _own(e: CharrnnError, rank: int) -> CharrnnError:
+    """An error of this rank's own: a rank other than 0 prints it too, naming itself (cli.main)."""
+    if rank and not getattr(e, "shared", False):
+        e.rank = rank
+    return e
+
+
+def _peer_lost(e: BaseException) -> bool:
+    dist_error = getattr(dist, "DistError", ())
+    text = str(e).lower()
+    return isinstance(e, dist_error) or any(w in text for w in ("connection", "gloo", "nccl", "peer", "timed out"))
