@@ -88,7 +88,9 @@ def train(corpus=None, *, progress: bool | None = None, on_eval: Callable | None
         # impossible runs are refused (budget.py)
         planner = budget.Planner(cfg, given=set(settings), log=log, cache_dir=rundir.cache_dir(cfg.checkpoint_dir),
                                  choose_settings=source is None)
-        run_dir = dist.from_main(lambda: rundir.new_run_dir(cfg.checkpoint_dir, cfg.corpus, cfg.name))
+        run_dir = dist.run_dir = dist.from_main(lambda: rundir.new_run_dir(cfg.checkpoint_dir, cfg.corpus, cfg.name))
+        if dist.world > 1:
+            log(dist.describe())
         try:
             with dist.main_only(rundir.RunLock(run_dir)):  # rank 0 owns the run directory
                 trainer = Trainer(cfg, run_dir, log=log, progress=progress if dist.main else False, on_eval=on_eval,
@@ -144,7 +146,9 @@ def resume(run=None, *, checkpoint_dir: str = "checkpoints", progress: bool | No
     cfg = apply_changes(config_from_saved(ckpt["run_config"]), changes)
     cfg.checkpoint_dir = os.path.dirname(run_dir)
     with distributed.session(cfg, resolve_device(cfg.device), resuming=True) as dist:  # under torchrun
-        log = _logger(verbose and dist.main)
+        log, dist.run_dir = _logger(verbose and dist.main), run_dir
+        if dist.world > 1:
+            log(dist.describe())
         planner = budget.Planner(cfg, given=set(), log=log, choose_settings=False)  # memory check only
         with dist.main_only(rundir.RunLock(run_dir)):
             trainer = Trainer(cfg, run_dir, log=log, resume_ckpt=ckpt, progress=progress if dist.main else False,

@@ -69,6 +69,10 @@ class OneProcess:
     """The context outside torchrun: every hook is the identity."""
 
     world, rank, main = 1, 0, True
+    run_dir = None  # set by api.py once known: named by the error when another rank is lost
+
+    def describe(self) -> str | None:
+        return None
 
     def device(self, device: torch.device) -> torch.device:
         return device
@@ -127,6 +131,11 @@ class ProcessGroup(OneProcess):
         self.ctrl = dist.new_group(backend="gloo") if self.cuda else None  # control messages on the CPU
         self.stop = None
 
+    def describe(self) -> str | None:
+        backend = "nccl" if self.cuda else "gloo"
+        return (f"torchrun: {self.world} processes ({backend}), each training 1/{self.world} of the streams; "
+                "rank 0 writes the run")
+
     def close(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -184,7 +193,8 @@ class ProcessGroup(OneProcess):
     def wrap(self, model):
         """DistributedDataParallel around the model's loss; rank 0's weights are broadcast to all."""
         ddp = torch.nn.parallel.DistributedDataParallel(
-            _Loss(model), device_ids=[self.local_rank] if self.cuda else None, find_unused_parameters=bool(model.cfg.cutoffs))  # adaptive softmax: clusters a batch may not use
+            _Loss(model), device_ids=[self.local_rank] if self.cuda else None,
+            find_unused_parameters=bool(model.cfg.cutoffs))  # adaptive softmax: a batch may miss a cluster
         if not self.main:  # its own dropout masks (a resumed run restores its saved RNG state after this)
             seed_everything(torch.initial_seed() + self.rank * RANK_SEED)
         return _Wrapped(ddp)
@@ -359,8 +369,9 @@ def session(cfg, device: torch.device, resuming: bool = False):
     except RuntimeError as e:  # gloo/nccl: a peer exited or was killed
         if not _peer_lost(e):
             raise
-        raise _own(CharrnnError("lost contact with another rank of this run (it failed or was stopped; its own "
-                                "message says why); resume from the last save with --resume RUN_DIR"), rank) from None
+        run = _CURRENT.run_dir or "RUN_DIR"
+        raise _own(CharrnnError(f"lost contact with another rank of this run (it failed or was stopped; its own "
+                                f"message says why); continue from the last save with --resume {run}"), rank) from None
     finally:
         _CURRENT.close()
         _CURRENT = OneProcess()
