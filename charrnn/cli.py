@@ -90,6 +90,8 @@ def train(ctx, corpus, resume, **settings):
     see 'charrnn corpora'), or by default 'pystdlib', this Python's standard-library source.
 
     Checkpoints go to CHECKPOINT_DIR/<name>/ (best.pt, last.pt, config.json, metrics.jsonl).
+    Data-parallel: 'torchrun --nproc-per-node N -m charrnn train ...' (each process trains 1/N of
+    the --batch-size streams; see the README's "Many processes").
     """
     from charrnn import api
 

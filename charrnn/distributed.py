@@ -265,7 +265,14 @@ class ProcessGroup(OneProcess):
 
 def _reslice(ts: dict, world: int, rank: int, log) -> dict:
     """This rank's rows of the saved hidden state and its RNG state; another world size re-slices."""
-    ts = dict(ts)
+    try:
+        return _take_part(dict(ts), world, rank, log)
+    except (TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+        raise CharrnnError(f"checkpoint's training state is incomplete ({type(e).__name__}: {e}); "
+                           "it cannot be resumed exactly") from None
+
+
+def _take_part(ts: dict, world: int, rank: int, log) -> dict:
     saved = int(ts.get("world_size", 1) or 1)
     hidden = ts.get("hidden")
     if isinstance(hidden, list) and world > 1:
@@ -279,8 +286,7 @@ def _reslice(ts: dict, world: int, rank: int, log) -> dict:
             log(f"resuming a run trained by {saved} process(es) on {world}: the same streams continue, but "
                 "dropout's random draws and the order of the gradient sums change (no longer bit-exact)")
         if rank >= saved or not isinstance(rngs, list) or rank >= len(rngs):
-            if rank:  # a rank the saved run did not have: its own seed, as a fresh run would give it
-                seed_everything(int(torch.initial_seed()) + rank * RANK_SEED)
+            if rank:  # a rank the saved run did not have: the RNG state wrap() seeded, as in a fresh run
                 ts["rng"] = rng_state(torch.device("cpu")) | {"cuda": None, "mps": None}
         else:
             ts["rng"] = rngs[rank]
