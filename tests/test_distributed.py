@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -153,13 +152,31 @@ def test_batch_not_dividing_is_one_line(cli, corpus, tmp_path, monkeypatch):
     assert not any(tmp_path.iterdir())  # nothing was written
 
 
-def test_batch_not_dividing_under_torchrun(corpus, tmp_path):
-    code, out, err = finish(torchrun(corpus, "--checkpoint-dir", tmp_path, *MODEL, "--batch-size", "5"))
+def rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
+    """The pid of torchrun's worker with RANK=rank (from /proc)."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if f"PPid:\t{launcher.pid}\n" in status.read_text():
+                if f"RANK={rank}".encode() in (status.parent / "environ").read_bytes().split(b"\0"):
+                    return int(status.parent.name)
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds torchrun's workers through /proc")
+def test_a_rank_that_dies_stops_the_others_with_one_line(corpus, tmp_path):
+    run = tmp_path / "run"
+    p = torchrun(corpus, "--checkpoint-dir", tmp_path, "--name", "run", "--max-steps", 50 * STEPS, *MODEL)
+    assert wait_for(run / "last.pt", p, timeout=120)
+    os.kill(rank_pid(p, 1), signal.SIGKILL)
+    code, _, err = finish(p)
     assert code != 0
     ours = [line for line in err.splitlines() if line.startswith("error:")]
-    assert ours == ["error: --batch-size 5 does not divide among 2 processes; give a multiple of 2 (each rank "
-                    "trains batch/2 of the streams)"]
+    assert len(ours) == 1 and ours[0].startswith("error: lost contact with another rank of this run"), err
+    assert ours[0].endswith(f"--resume {run}")
     assert "charrnn/" not in err  # torchrun reports the failed workers itself, but no traceback of ours
+    assert load_checkpoint(str(run / "last.pt"))["train_state"]["step"] >= 10  # the last save is intact
 
 
 def _eval_worker(rank: int, port: int, ckpt: str, texts: list, out: str) -> None:
