@@ -20,41 +20,56 @@ def check_fits(n_tokens: int, batch_size: int, seq_len: int) -> None:
 class StreamBatcher:
     """B parallel contiguous streams over the training ids, read T tokens at a time.
 
-    Window k of an epoch is ``x = streams[:, kT : kT+T]``, ``y = streams[:, kT+1 : kT+T+1]``, so
-    each window continues where the previous one ended and the hidden state can be carried (TBPTT).
-    Each epoch starts the streams at a different offset (seeded), so window boundaries move.
+    An epoch's streams start at ``offset`` (``epoch_streams``): stream b is
+    ``ids[offset + b L : offset + (b+1) L]``. Window k is ``x = stream[:, kT : kT+T]``,
+    ``y = stream[:, kT+1 : kT+T+1]``, so each window continues where the previous one ended and
+    the hidden state can be carried (TBPTT). Each epoch starts at a different offset (seeded), so
+    window boundaries move. Only the window being read is copied out of ``ids``, which may be a
+    memory map of a corpus larger than memory (corpus_store.py).
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, seed: int = 0):
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, seed: int = 0, pin: bool = False):
         check_fits(len(ids), batch_size, seq_len)
-        self.ids = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int32))  # int32: half the memory
+        self.ids, self.pin = ids, pin  # pin: page-locked windows for asynchronous copies to a GPU
         self.B, self.T, self.seed = batch_size, seq_len, seed
         self.stream_len = (len(ids) - seq_len) // batch_size
         self.windows_per_epoch = (self.stream_len - 1) // seq_len
+        self._rows = np.arange(batch_size, dtype=np.int64)[:, None] * self.stream_len
 
-    def epoch_streams(self, epoch: int) -> torch.Tensor:
-        offset = int(np.random.default_rng([self.seed, epoch]).integers(0, self.T)) if epoch else 0
-        n = self.B * self.stream_len
-        return self.ids[offset:offset + n].view(self.B, self.stream_len)
+    def epoch_streams(self, epoch: int) -> int:
+        """Where this epoch's first stream starts in the ids (0 for epoch 0, then seeded in [0, T))."""
+        return int(np.random.default_rng([self.seed, epoch]).integers(0, self.T)) if epoch else 0
 
-    def window(self, streams: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        s = k * self.T
-        return streams[:, s:s + self.T].long(), streams[:, s + 1:s + self.T + 1].long()
+    def window(self, offset: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self._rows + (offset + k * self.T + np.arange(self.T + 1, dtype=np.int64))
+        block = torch.from_numpy(self.ids[idx].astype(np.int64))
+        if self.pin:
+            block = block.pin_memory()
+        return block[:, :-1], block[:, 1:]
 
-    def fresh(self, streams: torch.Tensor, k: int) -> bool:
+    def fresh(self, offset: int, k: int) -> bool:
         """Whether the hidden state starts at zero at window k: only at an epoch's start (see records.py)."""
         return False
 
 
-def eval_streams(ids: np.ndarray, max_streams: int = 32, min_len: int = 4096):
+def eval_streams(ids: np.ndarray, max_streams: int = 32, min_len: int = 4096, limit: int | None = None):
     """Lay out a split for one stateful pass that scores every target once.
 
     Inputs ``ids[:-1]`` and targets ``ids[1:]`` are cut into S contiguous streams (S grows with the
     text, at least ``min_len`` tokens each); the last stream is padded with target -100 (ignored).
+    ``limit`` (--eval-tokens): a longer text is scored only in S equal blocks spread evenly over it,
+    ``limit`` targets in all, always the same ones (so periodic evaluations stay comparable).
     """
     n = len(ids) - 1
     if n < 1:
         raise CharrnnError("the text to evaluate is too short: it needs at least two tokens")
+    if limit and n > limit:
+        s = int(max(1, min(max_streams, limit // 512)))  # blocks of 512 tokens or more
+        length = limit // s
+        starts = [(n - length) * i // max(s - 1, 1) for i in range(s)]
+        x = np.stack([np.asarray(ids[a:a + length], np.int64) for a in starts])
+        y = np.stack([np.asarray(ids[a + 1:a + length + 1], np.int64) for a in starts])
+        return torch.from_numpy(x), torch.from_numpy(y)
     s = int(max(1, min(max_streams, n // min_len)))
     length = -(-n // s)
     x = np.zeros(s * length, np.int64)

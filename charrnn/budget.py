@@ -140,7 +140,7 @@ class Planner:
     # -- memory
     def estimate(self, cfg) -> dict:
         mc = ModelConfig.from_settings(cfg, self.corpus.tokenizer.vocab_size)
-        on_device = len(self.corpus.train.ids) if self.device.type != "cpu" else 0
+        on_device = 0  # training reads one window at a time from the memory-mapped corpus (batching.py)
         return memory.estimate(vocab=mc.vocab_size, cell=mc.cell, layers=mc.layers, hidden=mc.hidden, emb=mc.emb,
                                batch=cfg.batch_size, window=cfg.seq_len, head=mc.head, cutoffs=mc.cutoffs,
                                tied=mc.tie_weights, precision=self.precision, val_tokens=len(self.corpus.val.ids),

@@ -298,7 +298,8 @@ def flag_table(command: str) -> str:
         if p.param_type_name != "option":
             continue
         flag = " / ".join(f"`{o}`" for o in p.opts + p.secondary_opts)
-        default = "" if p.default in (None, "", ()) or p.name == "resume" else (
+        unset = type(p.default).__name__ == "Sentinel"  # click 8.2+: an option without a default
+        default = "" if unset or p.default in (None, "", ()) or p.name == "resume" else (
             ("`on`" if p.default else "`off`") if isinstance(p.default, bool) else f"`{p.default}`")
         choices = f" ({', '.join(p.type.choices)})" if isinstance(p.type, click.Choice) else ""
         rows.append(f"| {flag} | {default} | {p.help}{choices} |")
@@ -344,8 +345,9 @@ def _report(e) -> None:
         click.echo("interrupted", err=True)
     sys.exit(getattr(e, "exit_code", 130))
 
+from charrnn.cache_command import cache_cmd  # noqa: E402
 from charrnn.corpora_command import corpora_cmd  # noqa: E402
 from charrnn.see_commands import inspect_cmd, plot_cmd, runs_cmd, viz_cmd  # noqa: E402
 
-for _cmd in (inspect_cmd, runs_cmd, plot_cmd, viz_cmd, corpora_cmd):
+for _cmd in (inspect_cmd, runs_cmd, plot_cmd, viz_cmd, corpora_cmd, cache_cmd):
     cli.add_command(_cmd)

@@ -104,6 +104,14 @@ class Tracker:
             self.forced = self.forced[1:]
         return self._add(self.decoder.feed(token))
 
+    def feed_all(self, tokens: list, logprob: float) -> str:
+        """Account many tokens at once (their log-probabilities summed); as ``feed`` of each in turn
+        where no rule can end the sample (sampling without rules decodes at the end)."""
+        assert not self.rules.active
+        self.tokens += len(tokens)
+        self.logprob += logprob
+        return self._add("".join(map(self.decoder.feed, tokens)))
+
     def finish(self, end: str = "length") -> str:
         """The stream stops (its length is reached): flush the decoder and release held text."""
         text = self._add(self.decoder.flush())

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from charrnn import rundir
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
+from charrnn.data import token_counts
 from charrnn.errors import CharrnnError
 from charrnn.heads import _smoothed_logp
 from charrnn.model import RNNLM
@@ -109,7 +110,7 @@ def start_model(ckpt: dict, tok, train_ids: np.ndarray, dropout: float, log=None
     new_pos = torch.nonzero(is_new).squeeze(1)
     cutoffs = tuple(src.cfg.cutoffs) + ((V_old,) if src.cfg.head == "adaptive" else ())
     model = RNNLM(replace(src.cfg, vocab_size=V, dropout=dropout, cutoffs=cutoffs))
-    logp = _smoothed_logp(np.bincount(train_ids, minlength=V)).float()
+    logp = _smoothed_logp(token_counts(train_ids, V)).float()
     with torch.no_grad():
         model.rnn.load_state_dict(src.rnn.state_dict())
         model.embed.weight[old_pos] = src.embed.weight

@@ -3,6 +3,7 @@
     head.loss(h, y)         mean cross-entropy of targets y (training)
     head.token_nll(h, y)    negative log-likelihood of each target (evaluation, scoring)
     head.log_probs(h)       normalised log-probabilities over token ids (sampling, inspection)
+    head.linear_parts()     (weight, bias) if log_probs is one linear layer's log-softmax, else None
     head.init_bias(counts)  start from the unigram distribution
     head.init_weights()     initial weights (called by the model after the embedding's)
     head.parameter_rows()   closed-form parameter counts (charrnn inspect)
@@ -65,6 +66,10 @@ class FullSoftmax(nn.Linear):
     def log_probs(self, h: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(self(h).float(), dim=-1)
 
+    def linear_parts(self) -> tuple:
+        """(weight, bias) when log_probs is log_softmax(h W^T + b) (the sampler prepares its own product)."""
+        return self.weight, self.bias
+
     @torch.no_grad()
     def init_bias(self, counts) -> None:
         self.bias.copy_(_smoothed_logp(counts).float())
@@ -102,6 +107,9 @@ class AdaptiveSoftmax(nn.AdaptiveLogSoftmaxWithLoss):
         ranks = self.rank[torch.where(valid, y, 0).reshape(-1)]
         nll = -self(h.reshape(-1, h.shape[-1]).float(), ranks).output
         return torch.where(valid, nll.view(y.shape), torch.zeros((), device=nll.device))
+
+    def linear_parts(self) -> None:
+        return None
 
     def log_probs(self, h: torch.Tensor) -> torch.Tensor:
         logp = self.log_prob(h.reshape(-1, h.shape[-1]).float()).index_select(-1, self.rank)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import time
 from dataclasses import asdict
 
@@ -61,7 +62,8 @@ def _sync(device: torch.device) -> None:
 
 
 def _timed(fn, device, repeat: int) -> float:
-    """The fastest of ``repeat`` calls; as many again when they disagree by over 2x (a busy machine)."""
+    """The median of ``repeat`` calls, as many again when they disagree by over 2x (a busy machine):
+    the speed a run will see (the fastest call promised a crowded machine steps it never made)."""
     times = []
     for i in range(2 * repeat):
         _sync(device)
@@ -71,7 +73,7 @@ def _timed(fn, device, repeat: int) -> float:
         times.append(time.perf_counter() - t0)
         if i + 1 >= repeat and max(times) <= 2 * min(times):
             break
-    return min(times)
+    return statistics.median(times)
 
 
 def measure(mc, batch: int, window: int, eval_streams: int, device: torch.device, precision: str) -> dict:

@@ -1,7 +1,7 @@
 """Generation: feed the prime once, then one token per step for a batch of streams, state kept.
 
 N samples are N rows of one batch: each step is one matrix product per layer for all of them
-(``Stepper``), then temperature, top-k and top-p per row (``choose``). ``Job`` is one validated
+(``Stepper``, stepper.py), then temperature, top-k and top-p per row (``choose``). ``Job`` is one validated
 request; ``Model.sample``/``stream``/``generate`` (api.py) run it and the CLI prints. Where a
 sample ends and which tokens a line must start with is endings.py; beam search is beam.py.
 """
@@ -16,11 +16,13 @@ import numpy as np
 import torch
 
 from charrnn.beam import search
+from charrnn.cudagraph import make_stepper
 from charrnn.data import decode_text, read_bytes
 from charrnn.endings import Rules, Tracker, line_start_tokens
 from charrnn.errors import CharrnnError
 from charrnn.model import RNNLM
 from charrnn.settings import SAMPLE, check_values, defaults
+from charrnn.stepper import Stepper, resolve_precision
 
 
 @dataclass
@@ -78,81 +80,6 @@ def check_options(prime: str, opts: dict) -> None:
 
 def sample_options(options: dict) -> dict:
     return {**defaults(SAMPLE), **check_values(SAMPLE, options, "sampling option")}
-
-
-class Stepper:
-    """One token per stream per step through the model, with the same math as nn.LSTM/GRU/RNN.
-
-    Calling the fused nn.LSTM for a single step costs ~3 ms on a CPU (it prepares its kernels on
-    every call); the same step as matrix products costs ~0.5 ms. The state is a tuple of per-layer
-    (B, H) tensors (LSTM: hidden states then cell states); rows are independent streams. LSTM and
-    RNN layers take one matrix product per step ([x, h] times the stacked weights); the weights are
-    copied when the Stepper is built (build a new one after changing the model). ``precision="bf16"``
-    multiplies in bfloat16 (several times faster for big batches on CPUs with AVX512-BF16 or AMX);
-    states, gates and the output layer stay fp32.
-    """
-
-    def __init__(self, model: RNNLM, precision: str = "fp32"):
-        self.model, self.cell = model, model.cfg.cell
-        rnn, self.layers = model.rnn, []
-        self.dtype = torch.bfloat16 if precision == "bf16" else None  # bf16: products in bf16, the rest fp32
-        with torch.no_grad():
-            for i in range(rnn.num_layers):
-                w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{k}_l{i}") for k in ("weight_ih", "weight_hh", "bias_ih",
-                                                                               "bias_hh"))
-                if self.cell == "gru":  # the candidate gate needs W_hn h apart: two products
-                    self.layers.append((self._weight(w_ih), self._weight(w_hh), b_ih.clone(), b_hh.clone()))
-                else:
-                    self.layers.append((self._weight(torch.cat([w_ih, w_hh], 1)), b_ih + b_hh))
-
-    def _weight(self, w: torch.Tensor) -> torch.Tensor:
-        return w.t().contiguous().to(self.dtype or w.dtype)
-
-    def _affine(self, b: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        if self.dtype is None:
-            return torch.addmm(b, x, w)
-        return torch.mm(x.to(self.dtype), w).float() + b
-
-    def from_module(self, state, batch: int = 1):
-        """nn.LSTM-style (L, 1, H) state -> this stepper's state with ``batch`` copies of it."""
-        parts = state if isinstance(state, tuple) else (state,)
-        return tuple(t[:, :1].expand(-1, batch, -1).unbind(0) for t in parts)
-
-    def to_module(self, state):
-        """The first row of the state in nn.LSTM style (L, 1, H), to continue with a fused forward."""
-        parts = tuple(torch.stack([s[:1] for s in layers]) for layers in state)
-        return parts if self.cell == "lstm" else parts[0]
-
-    @staticmethod
-    def select(state, index: torch.Tensor):
-        """The state of the given rows (drop finished streams, or follow beams to their parents)."""
-        return tuple(tuple(s.index_select(0, index) for s in layers) for layers in state)
-
-    def __call__(self, tokens: torch.Tensor, state):
-        """tokens (B,) -> next-token log-probabilities (B, V) and the new state."""
-        x = self.model.embed.weight.index_select(0, tokens.view(-1))
-        hs, new_h, new_c = state[0], [], []
-        for i, layer in enumerate(self.layers):
-            if self.cell == "gru":
-                w_ih, w_hh, b_ih, b_hh = layer
-                ir, iz, in_ = self._affine(b_ih, x, w_ih).chunk(3, 1)
-                hr, hz, hn = self._affine(b_hh, hs[i], w_hh).chunk(3, 1)
-                r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
-                h = (1 - z) * torch.tanh(in_ + r * hn) + z * hs[i]
-            else:
-                w, b = layer
-                g = self._affine(b, torch.cat([x, hs[i]], 1), w)
-                if self.cell == "lstm":
-                    ig, fg, gg, og = g.chunk(4, 1)
-                    c = torch.sigmoid(fg) * state[1][i] + torch.sigmoid(ig) * torch.tanh(gg)
-                    h = torch.sigmoid(og) * torch.tanh(c)
-                    new_c.append(c)
-                else:
-                    h = torch.tanh(g)
-            new_h.append(h)
-            x = h
-        new = (tuple(new_h), tuple(new_c)) if self.cell == "lstm" else (tuple(new_h),)
-        return self.model.head.log_probs(x).float(), new
 
 
 def choose(logp: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0,
@@ -222,11 +149,11 @@ class Job:
             yield from step
 
     @torch.no_grad()  # (entered and left at every yield: one yield per step, not per stream)
-    def _steps(self, context, gen, echo) -> Iterator[list]:
-        """The events of each step, as one list."""
+    def _steps(self, context, gen, echo, live: bool = True) -> Iterator[list]:
+        """The events of each step, as one list; ``live=False``: only the finished samples matter."""
         o, model = self.opts, self.model
         model.eval()
-        stepper = Stepper(model, o["precision"])
+        stepper = make_stepper(model, resolve_precision(o["precision"], self.device), self.device)
         state, logp = self.context = self._start(stepper, context)
         if o["beam"] is not None:
             yield [e for s in search(stepper, state, logp, self, o["beam"], o["num_samples"], o["length"])
@@ -238,6 +165,9 @@ class Job:
         logp = logp.expand(n, -1)
         rows = list(range(1, n + 1))  # the sample number of each row still generating
         trackers = [self.tracker() for _ in rows]
+        if not (live or self.rules.active):  # every stream runs to --length: no per-stream work per step
+            yield self._unruled(stepper, state, logp, gen)
+            return
         if self.prime_text and echo:
             yield [(i, self.prime_text) for i in rows]
         for _ in range(o["length"]):
@@ -267,6 +197,25 @@ class Job:
             out += [(i, text), self.result(i, t)] if text else [self.result(i, t)]
         yield out
 
+    def _unruled(self, stepper: Stepper, state, logp, gen) -> list:
+        """The N samples when nothing ends one early: tokens and log-probabilities gathered in tensors
+        each step, text decoded at the end (the same Samples as the per-step trackers give)."""
+        o, n = self.opts, logp.shape[0]
+        ids = torch.empty(o["length"], n, dtype=torch.long, device=self.device)
+        total = torch.zeros(n, dtype=torch.float64, device=self.device)  # summed in order, as a Tracker sums
+        for t in range(o["length"]):
+            nxt = ids[t] = choose(logp, o["temp"], o["top_k"], o["top_p"], gen)
+            total += logp.gather(1, nxt.view(-1, 1)).view(-1)
+            logp, state = stepper(nxt, state)
+            self.context = (state, logp[:1])
+        out = []
+        for i, (row, lp) in enumerate(zip(ids.t().tolist(), total.tolist()), 1):
+            t = self.tracker()
+            t.feed_all(row, lp)
+            t.finish("length")
+            out.append(self.result(i, t))
+        return out
+
     def result(self, index: int, t: Tracker) -> Sample:
         return Sample(index, self.prime_text + t.text(), t.tokens, t.logprob, t.end)
 
@@ -279,7 +228,7 @@ class Job:
     def samples(self) -> Iterator[Sample]:
         """Every sample in index order, each as soon as it and those before it are finished."""
         done, nxt = {}, 1
-        for e in self.events():
+        for e in (e for step in self._steps(None, None, True, live=False) for e in step):
             if isinstance(e, Sample):
                 done[e.index] = e
                 while nxt in done:

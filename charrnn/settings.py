@@ -166,13 +166,17 @@ TRAIN = (
       "limit is given).", min=0, min_open=True, optional=True, resumable=True),
     S("max_time", float, None, "Stop after this much wall-clock training time; the LR schedule fits the budget.",
       min=0, min_open=True, optional=True, resumable=True, metavar="SECONDS"),
-    S("budget", bool, False, "Experimental, with --max-time: choose the layers, hidden size, batch, window and "
-      "evaluation interval not given, for this machine and this budget (a short probe, cached per machine).",
-      negatable=True, resumable=True),
+    S("budget", bool, True, "With --max-time: choose the layers, hidden size, batch, window and evaluation "
+      "interval not given, for this machine and this budget (a short probe, cached per machine; --no-budget: the "
+      "fixed defaults).", negatable=True, resumable=True),
     S("patience", int, 0, "Stop after this many evaluations without improvement (0: never).", min=0,
       resumable=True),
     # bookkeeping
-    S("eval_every", default=200, help="Evaluate on the whole validation text every N steps.", resumable=True, **POS),
+    S("eval_every", default=200, help="Evaluate on the validation split (--eval-tokens of it) every N steps.",
+      resumable=True, **POS),
+    S("eval_tokens", int, 131072, "Periodic evaluations score this many tokens of the validation split, the same "
+      "ones each time, spread over it (0: all); the run's final evaluation and `charrnn eval` score every token.",
+      min=0, resumable=True, metavar="N"),
     S("save_every", default=200, help="Write last.pt every N steps (also at the end and on Ctrl-C).",
       resumable=True, **POS),
     S("log_every", default=50, help="Record train loss to metrics.jsonl every N steps.", resumable=True, **POS),
@@ -186,6 +190,8 @@ TRAIN = (
     S("name", str, None, "Run name (default: from the corpus file name).", optional=True, resumable=True),
     S("checkpoint_dir", str, "checkpoints", "Directory that holds the runs (used to find the latest run).",
       resumable=True, metavar="DIR"),
+    S("cache_max_gb", float, 20.0, "Encoded corpora kept in DIR/.cache (see `charrnn cache`) up to this size; the "
+      "least recently used are evicted first.", min=0, min_open=True, resumable=True, metavar="GB"),
 )
 
 SAMPLE = (
@@ -210,8 +216,9 @@ SAMPLE = (
       metavar="CHARS"),
     S("beam", int, None, "Beam search with K beams: the most likely text of --length tokens (deterministic; "
       "--num-samples up to K best).", min=1, optional=True, metavar="K"),
-    S("precision", str, "fp32", "Matrix products of each step: fp32, or bf16 (several times faster for many "
-      "streams on CPUs with AVX512-BF16 or AMX; the numbers differ slightly).", choices=("fp32", "bf16")),
+    S("precision", str, "auto", "Matrix products of each step: bf16 (inputs rounded, fp32 states and output "
+      "layer) or fp32; auto: bf16 on CPUs that multiply bf16 in hardware (AVX512-BF16 or AMX; same samples "
+      "in distribution, faster), fp32 elsewhere.", choices=("auto", "fp32", "bf16")),
     S("skip_unknown", bool, False, "Drop prime characters the model never saw."),
 )
 

@@ -60,9 +60,9 @@ class CharTokenizer:
         if self._lut is None:  # code point -> id, -1 for unknown: one O(n) gather per text
             self._lut = np.full(int(self.codepoints[-1]) + 2, -1, dtype=np.int32)
             self._lut[self.codepoints] = np.arange(len(self.codepoints), dtype=np.int32)
-        ids = self._lut[np.minimum(cps, len(self._lut) - 1)]
-        unknown = ids < 0
-        if unknown.any():
+        ids = np.take(self._lut, cps, mode="clip")  # beyond the table: its last entry, -1
+        if len(ids) and ids.min() < 0:
+            unknown = ids < 0
             if not skip_unknown:
                 chars = [chr(c) for c in np.unique(cps[unknown])]
                 raise CharrnnError(

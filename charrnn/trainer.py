@@ -10,13 +10,12 @@ import os
 import sys
 import time
 
-import numpy as np
 import torch
 
 from charrnn import rundir
-from charrnn.checkpoint import model_from_checkpoint, save_checkpoint
+from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from charrnn.batching import StreamBatcher, check_fits
-from charrnn.data import load_corpus
+from charrnn.data import load_corpus, token_counts
 from charrnn.distributed import current as distributed
 from charrnn.errors import CharrnnError, Interrupted
 from charrnn.evaluate import evaluate_split
@@ -64,13 +63,14 @@ class Trainer:
             expect_digest=(resume_ckpt.get("train_state") or {}).get("corpus_digest") if resume_ckpt else None,
             check=lambda c: (prepare and prepare(c, self.device, self.precision),
                              None if cfg.records else check_fits(len(c.train.ids), cfg.batch_size, cfg.seq_len)),
-            records=cfg.records, unknown=unknown_policy(cfg, resuming=resume_ckpt is not None))
+            records=cfg.records, unknown=unknown_policy(cfg, resuming=resume_ckpt is not None),
+            cache_limit=cfg.cache_max_gb * 1e9)
         if prepare:  # budget.Planner (once): chooses settings not given, refuses what cannot fit in memory
             prepare(c, self.device, self.precision)
         self.tok = c.tokenizer
         self.batcher = (RecordBatcher(c.train.ids, c.train.starts, separator_ids(self.tok, cfg.records), cfg.batch_size,
                                       cfg.seq_len, cfg.seed) if cfg.records else
-                        StreamBatcher(c.train.ids, cfg.batch_size, cfg.seq_len, cfg.seed))
+                        StreamBatcher(c.train.ids, cfg.batch_size, cfg.seq_len, cfg.seed, pin=self.device.type == "cuda"))
         self.batcher = self.dist.shard(self.batcher)  # this rank's rows of the streams
         if resume_ckpt:
             self.model, _ = model_from_checkpoint(resume_ckpt, os.path.join(run_dir, rundir.LAST))
@@ -78,7 +78,7 @@ class Trainer:
             self.model = start_model(init_ckpt, self.tok, c.train.ids, cfg.dropout, self.log)
         else:
             self.model = RNNLM(ModelConfig.from_settings(cfg, self.tok.vocab_size))
-            self.model.init_output_bias(np.bincount(self.corpus.train.ids, minlength=self.tok.vocab_size))
+            self.model.init_output_bias(token_counts(self.corpus.train.ids, self.tok.vocab_size))
         self.model.to(self.device)
         self.params = list(self.model.parameters())
         self.opt = self._optimizer()
@@ -165,7 +165,20 @@ class Trainer:
                 if signals.signum is not None and not stop:
                     raise Interrupted(signals.signum, f"interrupted; saved {os.path.join(self.run_dir, rundir.LAST)} "
                                       f"at step {self.step}. Resume with: charrnn train --resume {self.run_dir}")
+        self._score_best_in_full()
         return self._summary(stop)
+
+    def _score_best_in_full(self) -> None:
+        """--eval-tokens bounded the evaluations: best.pt is scored on every token of the validation split."""
+        c, limit = self.corpus, self.cfg.eval_tokens
+        if c.records or not limit or len(c.val.ids) - 1 <= limit or not self.best:
+            return
+        self.model.load_state_dict(load_checkpoint(os.path.join(self.run_dir, rundir.BEST))["model"])
+        m = evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, self.device,
+                           self.precision, self.progress_bar, "val (all)")
+        self.best = {**m, "step": self.best["step"], "scope": "all"}
+        rundir.append_metrics(self.run_dir, {"step": self.best["step"], "split": "val", "scope": "all",
+                                             **{k: _round(v) for k, v in m.items()}, "elapsed": round(self.elapsed, 2)})
 
     # -- the steps of the loop
     def _next_epoch_if_done(self, streams):
@@ -263,7 +276,8 @@ class Trainer:
         c, t0 = self.corpus, time.perf_counter()
         args = (self.device, self.precision, self.progress_bar, "val")
         m = (evaluate_records(self.model, self.tok, c.val, c.records, *args) if c.records else
-             evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, *args, part=self.dist))
+             evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, *args,
+                            limit=self.cfg.eval_tokens or None, part=self.dist))
         self.elapsed = self.dist.agree(self.elapsed + time.perf_counter() - t0)  # rank 0's clock
         self.last_val = m
         rec = {"step": self.step, "split": "val", **{k: _round(v) for k, v in m.items()},

@@ -16,9 +16,10 @@ def _random_ids(n: int, vocab: int = 50, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, vocab, n).astype(np.int32)
 
 
-def _find_offset(ids: np.ndarray, streams: torch.Tensor) -> int:
-    """Where the flattened streams start in ids (unique for an arange corpus)."""
-    return int(streams[0, 0])
+def _streams(sb: StreamBatcher, offset: int) -> torch.Tensor:
+    """The epoch's B streams as one (B, L) tensor of the ids."""
+    n = sb.B * sb.stream_len
+    return torch.from_numpy(np.asarray(sb.ids[offset:offset + n], np.int64)).view(sb.B, sb.stream_len)
 
 
 @pytest.mark.parametrize("B,T", [(1, 8), (4, 16), (3, 7)])
@@ -66,7 +67,7 @@ def test_windows_tile_each_stream_without_gaps():
     for epoch in range(4):
         streams = sb.epoch_streams(epoch)
         xs = torch.cat([sb.window(streams, k)[0] for k in range(sb.windows_per_epoch)], 1)
-        off = _find_offset(ids, streams)
+        off = streams
         for b in range(B):
             start = off + b * sb.stream_len
             assert torch.equal(xs[b], torch.arange(start, start + sb.windows_per_epoch * T))
@@ -78,15 +79,15 @@ def test_streams_are_contiguous_slices(B, T):
     ids = np.arange(n, dtype=np.int64)
     sb = StreamBatcher(ids, B, T, seed=0)
     for epoch in range(5):
-        streams = sb.epoch_streams(epoch)
+        off = sb.epoch_streams(epoch)
+        streams = _streams(sb, off)
         assert streams.shape == (B, sb.stream_len)
-        off = _find_offset(ids, streams)
         assert 0 <= off < T
         flat = streams.reshape(-1)
         assert torch.equal(flat, torch.arange(off, off + B * sb.stream_len))
         assert off + B * sb.stream_len <= n
         # every window stays inside its stream
-        last_x, last_y = sb.window(streams, sb.windows_per_epoch - 1)
+        last_x, last_y = sb.window(off, sb.windows_per_epoch - 1)
         assert last_x.shape == last_y.shape == (B, T)
 
 
@@ -94,7 +95,7 @@ def test_streams_are_contiguous_slices_of_real_ids():
     ids = _random_ids(1500, seed=9)
     sb = StreamBatcher(ids, 4, 12, seed=2)
     for epoch in range(4):
-        streams = sb.epoch_streams(epoch).numpy()
+        streams = _streams(sb, sb.epoch_streams(epoch)).numpy()
         found = [off for off in range(12) if np.array_equal(ids[off:off + streams.size], streams.reshape(-1))]
         assert found, "streams are not one contiguous run of the ids"
 
@@ -105,7 +106,7 @@ def test_epoch_offsets_vary_and_are_deterministic():
 
     def offsets(seed):
         sb = StreamBatcher(ids, 4, T, seed=seed)
-        return [_find_offset(ids, sb.epoch_streams(e)) for e in range(12)]
+        return [sb.epoch_streams(e) for e in range(12)]
 
     a, b, c = offsets(7), offsets(7), offsets(8)
     assert a == b                      # deterministic for a seed
@@ -114,7 +115,7 @@ def test_epoch_offsets_vary_and_are_deterministic():
     assert all(0 <= o < T for o in a + c)
     # asking for an epoch again (e.g. after resume) gives the same streams
     sb = StreamBatcher(ids, 4, T, seed=7)
-    assert torch.equal(sb.epoch_streams(5), sb.epoch_streams(5))
+    assert sb.epoch_streams(5) == sb.epoch_streams(5)
 
 
 @pytest.mark.parametrize("B,T", [(4, 16), (2, 100), (32, 64)])
@@ -130,6 +131,21 @@ def test_too_short_corpus_raises_with_needed_count(B, T):
     for epoch in range(3):
         x, y = sb.window(sb.epoch_streams(epoch), sb.windows_per_epoch - 1)
         assert x.shape == y.shape == (B, T)
+
+
+def test_windows_of_a_memory_map_equal_windows_of_the_array(tmp_path):
+    """A uint16 memory map (the cache's storage) gives the same int64 windows as the in-memory ids."""
+    ids = _random_ids(5000, vocab=3000, seed=4)
+    mm = np.memmap(tmp_path / "ids.bin", dtype=np.uint16, mode="w+", shape=ids.shape)
+    mm[:] = ids
+    mm.flush()
+    mm = np.memmap(tmp_path / "ids.bin", dtype=np.uint16, mode="r", shape=ids.shape)
+    a, b = StreamBatcher(ids, 4, 16, seed=3), StreamBatcher(mm, 4, 16, seed=3)
+    for epoch in range(3):
+        oa, ob = a.epoch_streams(epoch), b.epoch_streams(epoch)
+        for k in (0, 5, a.windows_per_epoch - 1):
+            (xa, ya), (xb, yb) = a.window(oa, k), b.window(ob, k)
+            assert xb.dtype == torch.int64 and torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
 # ----------------------------------------------------------------------------- eval_streams
@@ -170,3 +186,25 @@ def test_eval_streams_rows_are_contiguous():
 def test_eval_streams_too_short():
     with pytest.raises(CharrnnError):
         eval_streams(np.array([3], np.int32))
+
+
+@pytest.mark.parametrize("n,limit", [(100_000, 8192), (50_001, 4096), (20_000, 5000), (10_000, 1024)])
+def test_eval_streams_limit_scores_fixed_blocks_spread_over_the_text(n, limit):
+    ids = np.arange(n, dtype=np.int64)
+    x, y = eval_streams(ids, limit=limit)
+    assert torch.equal(y, x + 1)                       # targets follow their inputs
+    assert (y >= 0).sum() <= limit and (y >= 0).sum() >= limit - x.shape[0]
+    rows = x[:, 0].tolist()
+    assert rows == sorted(rows) and rows[0] == 0       # blocks from the start ...
+    assert int(y[-1, -1]) == n - 1                     # ... to the last target
+    for r in x:                                        # each block is one contiguous run
+        assert torch.equal(r, torch.arange(int(r[0]), int(r[0]) + x.shape[1]))
+    x2, _ = eval_streams(ids, limit=limit)
+    assert torch.equal(x, x2)                          # always the same tokens
+
+
+def test_eval_streams_limit_at_or_above_the_text_scores_everything():
+    ids = np.arange(5000, dtype=np.int64)
+    for limit in (4999, 10_000, None, 0):
+        x, y = eval_streams(ids, limit=limit)
+        assert sorted(y[y >= 0].tolist()) == list(range(1, 5000))

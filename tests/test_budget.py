@@ -110,8 +110,10 @@ def _config(ck, name="tiny"):
     return json.loads((ck / name / "config.json").read_text())
 
 
-def test_a_budget_chooses_the_settings_not_given_and_says_why_in_one_line(corpus, tmp_path, fake_probe, cli):
-    r = cli("train", corpus, "--checkpoint-dir", tmp_path / "ck", "--max-time", 1, "--budget", "--emb", 8, "--precision", "fp32")
+@pytest.mark.parametrize("flag", [[], ["--budget"]], ids=["by-default", "asked-for"])
+def test_a_budget_chooses_the_settings_not_given_and_says_why_in_one_line(corpus, tmp_path, fake_probe, cli, flag):
+    r = cli("train", corpus, "--checkpoint-dir", tmp_path / "ck", "--max-time", 1, *flag, "--emb", 8,
+            "--precision", "fp32")
     assert r.code == 0, r.err
     cfg = _config(tmp_path / "ck")
     choice = cfg["budget_choice"]

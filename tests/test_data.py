@@ -67,17 +67,18 @@ def test_load_corpus_writes_and_reuses_cache(tmp_path, monkeypatch, kind):
     cache_dir = tmp_path / "cache"
     first = load_corpus(str(corpus_file), kind, vocab_size=400, val_frac=0.1, test_frac=0.1,
                         cache_dir=str(cache_dir))
-    cached = [p for p in os.listdir(cache_dir) if p.endswith(".pt")]
-    assert len(cached) == 1
-    assert cached[0] == f"{first.digest}.pt"
+    assert os.listdir(cache_dir) == [first.digest]  # one entry, named by the digest
+    assert sorted(os.listdir(cache_dir / first.digest)) == ["meta.pt", "test.bin", "train.bin", "val.bin"]
+    assert isinstance(first.train.ids, np.memmap)
+    assert first.train.ids.dtype == (np.uint8 if first.tokenizer.vocab_size <= 256 else np.uint16)
 
     calls = []
 
     def boom(*a, **k):
         calls.append(a)
-        raise AssertionError("fit_tokenizer must not be called when the cache is valid")
+        raise AssertionError("the corpus must not be encoded again when the cache is valid")
 
-    monkeypatch.setattr(data, "fit_tokenizer", boom)
+    monkeypatch.setattr(data, "encode_corpus", boom)
     logs = []
     second = load_corpus(str(corpus_file), kind, vocab_size=400, val_frac=0.1, test_frac=0.1,
                          cache_dir=str(cache_dir), log=logs.append)
@@ -93,12 +94,12 @@ def test_load_corpus_writes_and_reuses_cache(tmp_path, monkeypatch, kind):
     assert np.array_equal(second.tokenizer.encode(text), first.tokenizer.encode(text))
 
     # the patch is effective: without a cache the tokenizer must be fitted (and here it explodes)
-    with pytest.raises(AssertionError, match="must not be called"):
+    with pytest.raises(AssertionError, match="must not be encoded"):
         load_corpus(str(corpus_file), kind, vocab_size=400, val_frac=0.1, test_frac=0.1,
                     cache_dir=str(tmp_path / "other_cache"))
     # and a changed corpus does not reuse the old cache entry
     corpus_file.write_text(text + "more\n", encoding="utf-8")
-    with pytest.raises(AssertionError, match="must not be called"):
+    with pytest.raises(AssertionError, match="must not be encoded"):
         load_corpus(str(corpus_file), kind, vocab_size=400, val_frac=0.1, test_frac=0.1,
                     cache_dir=str(cache_dir))
 

@@ -120,7 +120,7 @@ def test_score_matches_resets_at_stream_boundaries(monkeypatch, kind, char_tok, 
     tok = char_tok if kind == "char" else bpe_tok
     ids = tok.encode(TEXT[:1200])
     model = _model(tok.vocab_size, seed=4)
-    monkeypatch.setattr(ev, "eval_streams", lambda i: real_eval_streams(i, max_streams=max_streams,
+    monkeypatch.setattr(ev, "eval_streams", lambda i, **kw: real_eval_streams(i, max_streams=max_streams,
                                                                         min_len=min_len))
     monkeypatch.setattr(ev, "EVAL_WINDOW", window)
     total, count = score(model, ids, CPU)

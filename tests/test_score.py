@@ -83,7 +83,8 @@ def test_lines_add_up_to_evals_total_with_several_streams(kind, toks, monkeypatc
     tok = toks[kind]
     text = TEXT[:2500]
     ids = tok.encode(text)
-    monkeypatch.setattr(ev, "eval_streams", lambda i: real_eval_streams(i, max_streams=5, min_len=60))
+    monkeypatch.setattr(ev, "eval_streams",
+                        lambda i, **kw: real_eval_streams(i, max_streams=5, min_len=60, **kw))
     monkeypatch.setattr(ev, "EVAL_WINDOW", 37)
     model = _model(tok.vocab_size, seed=22)
     m = evaluate_split(model, tok, ids, len(text), len(text.encode()), CPU)

@@ -1,0 +1,167 @@
+"""A corpus larger than the model's comfort zone (issue #11): 100 MB of Python source built from this
+Python's library (every .py under the stdlib directory, site-packages included, in sorted order,
+up to --mb megabytes), then, each in a fresh process:
+
+  1. encoding it into the cache (cold) against the whole-text encoding of the same text in memory
+     (the previous code path: decode all, fit, encode all) measured in the same run;
+  2. `charrnn train` with the cache in place: seconds from process start to the first training
+     step, peak RSS (VmHWM), and the time of one periodic evaluation (--eval-tokens) read from
+     metrics.jsonl; the run is stopped after that evaluation.
+
+    python3 benchmarks/large_corpus.py [--mb 100] [--workdir /tmp/charrnn-large] [--threads 2]
+
+Prints one table; record it in docs/BENCHMARKS.md with the CPU model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import subprocess
+import sys
+import sysconfig
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def build_corpus(path: str, mb: float) -> tuple[int, int]:
+    """Concatenate the library's .py files (UTF-8 ones) in sorted order up to mb megabytes."""
+    limit, size, files = int(mb * 1e6), 0, 0
+    root = sysconfig.get_paths()["stdlib"]
+    with open(path + ".tmp", "wb") as out:
+        for f in sorted(glob.glob(os.path.join(root, "**", "*.py"), recursive=True)):
+            try:
+                data = open(f, "rb").read()
+                data.decode("utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            if size + len(data) > limit:
+                break
+            out.write(data)
+            size, files = size + len(data), files + 1
+    os.replace(path + ".tmp", path)
+    return size, files
+
+
+def peak_rss_run(cmd: list[str], env: dict, until=None, poll: float = 0.05) -> tuple[int, float, str]:
+    """Run cmd; (peak RSS bytes, wall seconds, stderr). ``until()`` true: the process is killed."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while p.poll() is None:
+        try:
+            for line in open(f"/proc/{p.pid}/status"):
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) * 1024)
+        except OSError:
+            pass
+        if until is not None and until():
+            p.kill()
+            break
+        time.sleep(poll)
+    _, err = p.communicate()
+    return peak, time.perf_counter() - t0, err
+
+
+ENCODE_NEW = """
+import sys, time, resource
+from charrnn.data import load_corpus
+t0, c0 = time.perf_counter(), time.process_time()
+c = load_corpus(sys.argv[1], "char", cache_dir=sys.argv[2])
+dt, dc = time.perf_counter() - t0, time.process_time() - c0
+print(dt, dc, c.tokenizer.vocab_size, len(c.train.ids) + len(c.val.ids) + len(c.test.ids), file=sys.stderr)
+"""
+
+ENCODE_OLD = """
+import sys, time
+from charrnn.tokenizers import fit_tokenizer
+t0, c0 = time.perf_counter(), time.process_time()
+text = open(sys.argv[1], "rb").read().decode("utf-8")
+tok = fit_tokenizer("char", text)
+ids = tok.encode(text)
+print(time.perf_counter() - t0, time.process_time() - c0, tok.vocab_size, len(ids), file=sys.stderr)
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mb", type=float, default=100.0)
+    ap.add_argument("--workdir", default="/tmp/charrnn-large")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    os.makedirs(args.workdir, exist_ok=True)
+    corpus = os.path.join(args.workdir, "pystdlib100.txt")
+    ckdir = os.path.join(args.workdir, "checkpoints")
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": str(args.threads)}
+    size, files = build_corpus(corpus, args.mb)
+    subprocess.run([sys.executable, "-m", "charrnn", "cache", "--clear", "--checkpoint-dir", ckdir], env=env,
+                   check=True, capture_output=True)
+
+    rss_old, _, err_old = peak_rss_run([sys.executable, "-c", ENCODE_OLD, corpus], env)
+    t_old, c_old, vocab, n_old = err_old.split()[-4:]
+    rss_new, _, err_new = peak_rss_run([sys.executable, "-c", ENCODE_NEW, corpus, os.path.join(ckdir, ".cache")], env)
+    t_new, c_new, vocab_new, n_new = err_new.split()[-4:]
+    assert (vocab, n_old) == (vocab_new, n_new), (err_old, err_new)
+
+    metrics = os.path.join(ckdir, "bench", "metrics.jsonl")
+    if os.path.exists(metrics):
+        os.remove(metrics)
+
+    def lines():
+        try:
+            return [json.loads(x) for x in open(metrics)]
+        except (OSError, ValueError):
+            return []
+
+    t_start = time.perf_counter()
+    first = {}
+
+    def watch():
+        got = lines()
+        if got and "first" not in first:
+            first["first"] = time.perf_counter() - t_start
+        return any(x["split"] == "val" for x in got)
+
+    cmd = [sys.executable, "-m", "charrnn", "train", corpus, "--checkpoint-dir", ckdir, "--name", "bench",
+           "--max-steps", "1000", "--log-every", "1", "--eval-every", "3", "--save-every", "1000"]
+    rss_train, wall, err = peak_rss_run(cmd, env, until=watch)
+    got = lines()
+    train2 = next(x for x in got if x["split"] == "train" and x["step"] == 3)
+    val = next(x for x in got if x["split"] == "val")
+    eval_s = val["elapsed"] - train2["elapsed"]
+    step_s = (train2["elapsed"] - next(x for x in got if x["step"] == 1)["elapsed"]) / 2
+
+    mb = size / 1e6
+    print(f"# large corpus: {mb:.1f} MB of Python source ({files} files), {int(n_new):,} characters, "
+          f"{int(vocab):,} distinct")
+    print(f"# CPU: {cpu_model()}, {args.threads} threads; {time.strftime('%Y-%m-%d')}; load {os.getloadavg()[0]:.1f}")
+    print("| measure | charrnn | reference (same run) | target |")
+    print("|---|---:|---:|---|")
+    print(f"| char encoding, cold, wall clock (MB/s) | {mb / float(t_new):.1f} | {mb / float(t_old):.1f} (whole text "
+          f"in memory) | >= 50 |")
+    print(f"| char encoding, cold, per CPU second (MB/s) | {mb / float(c_new):.1f} | {mb / float(c_old):.1f} | |")
+    print(f"| peak RSS while encoding | {rss_new / 1e9:.2f} GB | {rss_old / 1e9:.2f} GB | |")
+    print(f"| process start to first training step (cache in place) | {first.get('first', float('nan')):.1f} s | "
+          f"| <= 10 s |")
+    print(f"| peak RSS of charrnn train (default model, through one evaluation) | {rss_train / 1e9:.2f} GB | "
+          f"| < 1.5 GB |")
+    print(f"| one periodic evaluation ({val['tokens']:,} of {int(n_new) // 20:,} val tokens) | {eval_s:.1f} s "
+          f"| {step_s:.2f} s per training step | a few seconds |")
+
+
+if __name__ == "__main__":
+    main()

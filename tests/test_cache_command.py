@@ -1,0 +1,56 @@
+"""`charrnn cache` and the eval-tokens bound, end to end: a run leaves its encoded corpus in the
+cache; the cache lists it, prunes and clears; bounded periodic evaluations and a full final one."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from charrnn import corpus_store
+from charrnn.data import load_corpus
+from tests.conftest import TINY_TEXT, train_tiny
+
+
+def test_cache_lists_prunes_and_clears(tmp_path, cli, one_thread):
+    corpus, ckdir = train_tiny(tmp_path, "tiny", "--max-steps", "2")
+    r = cli("cache", "--checkpoint-dir", ckdir)
+    assert r.code == 0 and "tiny.txt" in r.out and "1 entries" in r.out
+    listed = json.loads(cli("cache", "--checkpoint-dir", ckdir, "--json").out)
+    assert len(listed["entries"]) == 1 and listed["entries"][0]["source"].endswith("tiny.txt")
+    assert listed["entries"][0]["tokens"] == len(TINY_TEXT)  # char tokens, all three splits
+    # a second corpus; pruning to less than both keeps only the most recent
+    other = tmp_path / "other.txt"
+    other.write_text(TINY_TEXT.upper(), encoding="utf-8")
+    load_corpus(str(other), cache_dir=str(ckdir / ".cache"))
+    cap = 1.5 * max(e["bytes"] for e in corpus_store.entries(str(ckdir / ".cache"))) / 1e9  # room for one
+    r = cli("cache", "--checkpoint-dir", ckdir, "--prune", "--cache-max-gb", f"{cap:.12f}")
+    assert r.code == 0 and "evicted" in r.err
+    left = corpus_store.entries(str(ckdir / ".cache"))
+    assert [e["source"] for e in left] == [str(other)]
+    r = cli("cache", "--checkpoint-dir", ckdir, "--clear")
+    assert r.code == 0 and "removed 1" in r.err
+    assert "no encoded corpora" in cli("cache", "--checkpoint-dir", ckdir).out
+    # the run still resumes: its corpus is encoded again
+    r = cli("train", "--resume", ckdir / "tiny", "--max-steps", "3")
+    assert r.code == 0, r.err
+
+
+def test_cache_refuses_contradictions(tmp_path, cli):
+    r = cli("cache", "--checkpoint-dir", tmp_path, "--clear", "--prune")
+    assert r.code != 0 and r.err.count("\n") == 1 and "--clear and --prune" in r.err
+
+
+def test_eval_tokens_bounds_periodic_evaluations_and_the_final_one_scores_all(tmp_path, one_thread):
+    corpus, ckdir = train_tiny(tmp_path, "tiny", "--max-steps", "40", "--eval-tokens", "64", "--val-frac", "0.2")
+    lines = [json.loads(x) for x in (ckdir / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    vals = [x for x in lines if x["split"] == "val"]
+    periodic, final = vals[:-1], vals[-1]
+    c = load_corpus(str(corpus), val_frac=0.2, cache_dir=str(ckdir / ".cache"))
+    assert len(periodic) == 2 and all(v["tokens"] <= 64 and "scope" not in v for v in periodic)
+    assert final["scope"] == "all" and final["tokens"] == len(c.val.ids) - 1
+    best = min(periodic, key=lambda v: v["loss"])
+    assert final["step"] == best["step"]
+    assert isinstance(c.train.ids, np.memmap)
+    assert os.path.exists(ckdir / ".cache" / c.digest / "meta.pt")

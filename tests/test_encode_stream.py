@@ -1,0 +1,116 @@
+"""encode_stream: encoding in chunks equals encoding the whole text (char, byte, bpe), with the
+same splits, counts and vocabulary, whatever the chunk size."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+import charrnn.encode_stream as es
+import charrnn.textstream as ts
+from charrnn.corpus_store import StoreWriter, read_entry
+from charrnn.data import split_text
+from charrnn.encode_stream import encode_corpus, split_sizes
+from charrnn.errors import CharrnnError
+from charrnn.textstream import Source
+from charrnn.tokenizers import fit_tokenizer
+
+
+def _text(n: int, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    words = ["the", "cat", "sat", "on", "mat", "你好", "世界", "é", "🎉", "\u2581x", "def", "()"]
+    out = []
+    while sum(map(len, out)) < n:
+        out.append(" ".join(rng.choice(words) for _ in range(rng.randint(1, 9))) + "\n")
+    return "".join(out)[:n]
+
+
+def _encode(tmp_path, text: str, kind: str, chunk: int, monkeypatch, val_text: str | None = None, tok=None,
+            vocab_size=300):
+    monkeypatch.setattr(ts, "CHUNK_BYTES", chunk)
+    f = tmp_path / "c.txt"
+    f.write_bytes(text.encode("utf-8"))
+    val_src = None
+    if val_text is not None:
+        (tmp_path / "v.txt").write_bytes(val_text.encode("utf-8"))
+        val_src = Source(str(tmp_path / "v.txt"), "validation file")
+    store = tmp_path / f"store-{kind}-{chunk}"
+    tok, stats, w = encode_corpus(Source(str(f)), val_src, kind, vocab_size, 0.1, 0.05,
+                                  lambda v: StoreWriter(str(store), "d", v), tok=tok)
+    w.finish({"tokenizer": tok.state()})
+    entry = read_entry(str(store), "d")
+    return tok, stats, entry["ids"]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 20])
+def test_char_chunked_equals_whole(tmp_path, monkeypatch, chunk):
+    text = _text(5000, seed=chunk)
+    tok, stats, ids = _encode(tmp_path, text, "char", chunk, monkeypatch)
+    whole = fit_tokenizer("char", text)
+    assert np.array_equal(tok.codepoints, whole.codepoints)
+    for name, part in zip(("train", "val", "test"), split_text(text, 0.1, 0.05)):
+        assert np.array_equal(ids[name], whole.encode(part))
+        assert stats[name].chars == len(part)
+        assert stats[name].bytes == len(part.encode("utf-8"))
+
+
+@pytest.mark.parametrize("chunk", [3, 50, 1 << 20])
+def test_bpe_chunked_equals_whole(tmp_path, monkeypatch, chunk):
+    text = _text(8000, seed=3)
+    tok, stats, ids = _encode(tmp_path, text, "bpe", chunk, monkeypatch, vocab_size=320)
+    train, val, test = split_text(text, 0.1, 0.05)
+    for name, part in zip(("train", "val", "test"), (train, val, test)):
+        assert np.array_equal(ids[name], tok.encode(part))
+        assert tok.decode(ids[name]) == part
+    # the tokenizer is the one fitted on the whole training split (it is shorter than the sample bound)
+    assert tok.model_proto == fit_tokenizer("bpe", train, 320).model_proto
+
+
+def test_bpe_sample_of_a_long_training_split_is_bounded_and_spread(tmp_path, monkeypatch):
+    monkeypatch.setattr(es, "SP_SAMPLE_CHARS", 640)
+    monkeypatch.setattr(es, "SP_BLOCKS", 8)
+    text = "".join(f"{i:05d}\n" for i in range(2000))  # each line names its place
+    f = tmp_path / "c.txt"
+    f.write_text(text)
+    sample = es._sample(Source(str(f)), len(text))
+    assert len(sample) <= 640 + 8
+    firsts = [int(line) for line in sample.split("\n") if len(line) == 5]
+    assert min(firsts) < 20 and max(firsts) > 1700
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 1 << 20])
+def test_bytes_split_by_byte_fractions(tmp_path, monkeypatch, chunk):
+    text = _text(3000, seed=9)
+    raw = text.encode("utf-8")
+    tok, stats, ids = _encode(tmp_path, text, "byte", chunk, monkeypatch)
+    n_train, n_val, n_test = split_sizes(len(raw), 0.1, 0.05)
+    parts = (raw[:n_train], raw[n_train:n_train + n_val], raw[n_train + n_val:])
+    for name, part in zip(("train", "val", "test"), parts):
+        assert bytes(np.asarray(ids[name])) == part
+        assert stats[name].bytes == len(part)
+        assert stats[name].chars == sum(1 for b in part if b & 0xC0 != 0x80)  # characters starting here
+    assert stats["train"].chars + stats["val"].chars + stats["test"].chars == len(text)
+
+
+def test_val_file_char_vocabulary_covers_both(tmp_path, monkeypatch):
+    text, val_text = _text(3000, seed=1), "ζζζ only here ζ\n"
+    tok, stats, ids = _encode(tmp_path, text, "char", 11, monkeypatch, val_text=val_text)
+    whole = fit_tokenizer("char", text + val_text)
+    assert np.array_equal(tok.codepoints, whole.codepoints)
+    assert np.array_equal(ids["val"], whole.encode(val_text))
+    train, _, test = split_text(text, 0.0, 0.05)
+    assert np.array_equal(ids["train"], whole.encode(train)) and np.array_equal(ids["test"], whole.encode(test))
+
+
+def test_given_tokenizer_refuses_unknown_characters(tmp_path, monkeypatch):
+    tok = fit_tokenizer("char", "abc \n")
+    with pytest.raises(CharrnnError, match="never saw.*--tokenizer byte"):
+        _encode(tmp_path, "abc abc\n" * 50 + "z\n" + "abc\n" * 100, "char", 16, monkeypatch, tok=tok)
+    assert list((tmp_path / "store-char-16").iterdir()) == []  # the half-written entry is gone
+
+
+def test_whitespace_only_is_refused(tmp_path, monkeypatch):
+    with pytest.raises(CharrnnError, match="only whitespace"):
+        _encode(tmp_path, " \n\t\n" * 100, "char", 8, monkeypatch)
