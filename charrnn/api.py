@@ -82,7 +82,7 @@ def train(corpus=None, *, progress: bool | None = None, on_eval: Callable | None
     cfg, source = (finetune_config(values, explicit=set(settings)) if values.get("init_from") is not None
                    else (make_config(**values), None))  # source: the checkpoint being fine-tuned
     cfg = with_default_limit(cfg)
-    with distributed.session(cfg, resolve_device(cfg.device)) as dist:  # under torchrun: this rank's group
+    with distributed.session(cfg, resolve_device(cfg.device), given=set(settings)) as dist:  # under torchrun
         log = _logger(verbose and dist.main)
         # settings not given are chosen for this machine and --max-time (never for a fine-tuned architecture);
         # impossible runs are refused (budget.py)

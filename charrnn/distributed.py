@@ -53,16 +53,21 @@ def env_world() -> tuple[int, int, int]:
                            "launch with torchrun --nproc-per-node N -m charrnn train ...") from None
 
 
-def check_settings(cfg, world: int, resuming: bool = False) -> None:
-    """What W processes cannot do, refused before any process group starts (the same on every rank)."""
+def check_settings(cfg, world: int, resuming: bool = False, given: set = frozenset()) -> str | None:
+    """What W processes cannot do, refused before any process group starts (the same on every rank).
+    The budget planner, on by default with --max-time, is turned off (the returned note says so)."""
     if cfg.batch_size % world:
         raise shared_error(f"--batch-size {cfg.batch_size} does not divide among {world} processes; give a "
                            f"multiple of {world} (each rank trains batch/{world} of the streams)")
-    if getattr(cfg, "budget", False) and not resuming:  # a resumed run never re-plans
-        raise shared_error("--budget plans for one process and cannot be used under torchrun; give the shape "
-                           "(--layers, --hidden, --batch-size, --seq-len) or plan it with a one-process run first")
     if getattr(cfg, "records", None):
         raise shared_error("--records is not supported under torchrun yet; train a records corpus in one process")
+    if getattr(cfg, "budget", False) and getattr(cfg, "max_time", None) and not resuming:  # resuming never plans
+        if "budget" in given:
+            raise shared_error("--budget plans for one process and cannot be used under torchrun; give the shape "
+                               "(--layers, --hidden, --batch-size, --seq-len) or plan it with a one-process run first")
+        cfg.budget = False
+        return "--budget is off under torchrun (it plans for one process): the settings given, else the defaults"
+    return None
 
 
 class OneProcess:
@@ -70,6 +75,7 @@ class OneProcess:
 
     world, rank, main = 1, 0, True
     run_dir = None  # set by api.py once known: named by the error when another rank is lost
+    note = None
 
     def describe(self) -> str | None:
         return None
@@ -134,7 +140,7 @@ class ProcessGroup(OneProcess):
     def describe(self) -> str | None:
         backend = "nccl" if self.cuda else "gloo"
         return (f"torchrun: {self.world} processes ({backend}), each training 1/{self.world} of the streams; "
-                "rank 0 writes the run")
+                "rank 0 writes the run" + (f"; {self.note}" if self.note else ""))
 
     def close(self) -> None:
         if dist.is_initialized():
@@ -185,9 +191,10 @@ class ProcessGroup(OneProcess):
 
     # -- training
     def shard(self, batcher):
-        if batcher.B % self.world:  # the batch was changed after the start (a memory check halved it)
-            raise shared_error(f"batch {batcher.B} does not divide among {self.world} processes; give "
-                               f"--batch-size, a multiple of {self.world}")
+        sizes = [int(t) for t in self._gather(torch.tensor([batcher.B]))]  # chosen after the start (the
+        if len(set(sizes)) > 1 or batcher.B % self.world:               # device's batch, or halved to fit)
+            raise shared_error(f"the ranks' batches ({', '.join(map(str, sizes))}) do not make one batch divisible "
+                               f"among {self.world} processes; give --batch-size, a multiple of {self.world}")
         return RankRows(batcher, self.rank * batcher.B // self.world, (self.rank + 1) * batcher.B // self.world)
 
     def wrap(self, model):
@@ -294,7 +301,8 @@ def _take_part(ts: dict, world: int, rank: int, log) -> dict:
 
 
 class RankRows:
-    """This rank's rows [a, b) of a StreamBatcher's streams; windows and epochs are the batcher's."""
+    """This rank's rows [a, b) of a StreamBatcher's windows; epochs and positions are the batcher's
+    (a window of all B rows is a few kB: it is read whole and cut)."""
 
     def __init__(self, batcher, a: int, b: int):
         self.batcher, self.a, self.b = batcher, a, b
@@ -302,10 +310,11 @@ class RankRows:
         self.windows_per_epoch = batcher.windows_per_epoch
 
     def epoch_streams(self, epoch: int):
-        return self.batcher.epoch_streams(epoch)[self.a:self.b]
+        return self.batcher.epoch_streams(epoch)
 
     def window(self, streams, k: int):
-        return self.batcher.window(streams, k)
+        x, y = self.batcher.window(streams, k)
+        return x[self.a:self.b], y[self.a:self.b]
 
     def fresh(self, streams, k: int) -> bool:
         return self.batcher.fresh(streams, k)
@@ -354,7 +363,7 @@ def current() -> OneProcess:
 
 
 @contextlib.contextmanager
-def session(cfg, device: torch.device, resuming: bool = False):
+def session(cfg, device: torch.device, resuming: bool = False, given: set = frozenset()):
     """The process group for one training run under torchrun (one process outside it). Inside it,
     a collective that fails because another rank is gone becomes a one-line error."""
     global _CURRENT
@@ -362,9 +371,10 @@ def session(cfg, device: torch.device, resuming: bool = False):
     if world <= 1:
         yield _CURRENT
         return
-    check_settings(cfg, world, resuming)
+    note = check_settings(cfg, world, resuming, given)
     try:
         _CURRENT = ProcessGroup(world, rank, local_rank, device)
+        _CURRENT.note = note
     except (RuntimeError, ValueError) as e:
         raise _own(CharrnnError(f"could not join the process group ({str(e).splitlines()[0][:200]}); check "
                                 "MASTER_ADDR/MASTER_PORT and that every node runs the same torchrun"), rank) from None

@@ -242,3 +242,16 @@ def test_reslice_takes_this_ranks_rows_and_rng():
     assert _reslice(ts, 1, 0, None)["hidden"][0] is h  # one process: all the rows
     with pytest.raises(CharrnnError, match="incomplete"):
         _reslice({"hidden": ["not a tensor"]}, 2, 0, None)
+
+
+def test_the_default_budget_is_off_under_torchrun_and_an_explicit_one_refused(corpus):
+    from charrnn.distributed import check_settings
+    from charrnn.errors import CharrnnError
+    from charrnn.settings import make_config
+    cfg = make_config(corpus=str(corpus), max_time=60.0)
+    assert cfg.budget  # on by default with --max-time ...
+    note = check_settings(cfg, 2, given={"max_time"})
+    assert not cfg.budget and "off under torchrun" in note  # ... off under torchrun, and said so
+    assert check_settings(make_config(corpus=str(corpus), max_time=60.0), 2, resuming=True) is None
+    with pytest.raises(CharrnnError, match="--budget plans for one process"):
+        check_settings(make_config(corpus=str(corpus), max_time=60.0, budget=True), 2, given={"budget", "max_time"})
