@@ -1,29 +1,25 @@
 """Data-parallel training under torchrun: ``torchrun --nproc-per-node N -m charrnn train ...``.
 
-Each of the W processes (ranks) trains its own rows of the B parallel streams (rank r: rows
-r*B/W .. (r+1)*B/W of batching.StreamBatcher's layout); DistributedDataParallel averages the
-gradients, so a step is the one-process step on all B streams (up to the order of the sums). gloo
-on the CPU, nccl on CUDA (the device is LOCAL_RANK's GPU); small control messages (the loss, the
-clock, a signal, the hidden state, RNG states) always go through gloo on the CPU, so CUDA steps
-keep running without a host sync for them.
+Rank r of W trains rows r*B/W .. (r+1)*B/W of the B streams one process would train
+(batching.StreamBatcher); DistributedDataParallel averages the gradients, so a step is the
+one-process step on all B streams up to the order of the sums. gloo on the CPU, nccl on CUDA
+(LOCAL_RANK's GPU); control messages (loss, clock, signals, hidden state, RNG states) always go
+through gloo on the CPU, so CUDA steps need no host sync for them. Rank 0's clock is everyone's
+(the schedule and --max-time decide alike); a signal seen by any rank stops all after the same
+step; rank 0 alone creates the run directory (its path broadcast), takes the lock, prints and
+writes; evaluation streams are split across ranks and the sums reduced; a checkpoint holds the
+hidden state of all B streams and every rank's RNG state, and on resume each rank takes its rows
+(another world size re-slices the same streams and says the run is no longer bit-exact).
 
-    agreement   rank 0's clock is everyone's (the schedule and --max-time decide alike on every
-                rank); a SIGINT/SIGTERM seen by any rank stops all of them after the same step
-    writing     rank 0 alone creates the run directory (its path is broadcast), takes the lock,
-                prints, and writes config.json, metrics.jsonl and the checkpoints
-    evaluation  the evaluation streams are split across ranks, the nll sums and counts reduced
-    resume      a checkpoint holds the hidden state of all B streams and every rank's RNG state;
-                each rank takes its rows. Another world size re-slices the same streams (they do
-                not depend on W) and says that the run is no longer bit-exact.
-
-``current()`` is the process's context: ``OneProcess`` (every hook the identity) outside torchrun
-or ``ProcessGroup`` inside, started by ``session(cfg)`` in api.py.
+``current()``: ``OneProcess`` (every hook the identity) outside torchrun, or the ``ProcessGroup``
+that ``session(cfg, device)`` (api.py) starts inside it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 
 import torch
@@ -74,50 +70,30 @@ class OneProcess:
     """The context outside torchrun: every hook is the identity."""
 
     world, rank, main = 1, 0, True
-    run_dir = None  # set by api.py once known: named by the error when another rank is lost
-    note = None
+    run_dir = note = None  # run_dir: set by api.py, named by the error when another rank is lost
+
+    def _same(self, x, *_):
+        return x
+
+    device = rank0_first = main_only = shard = wrap = agree = state_out = rows = _same  # x back, as it came
 
     def describe(self) -> str | None:
         return None
 
-    def device(self, device: torch.device) -> torch.device:
-        return device
-
-    def rank0_first(self, fn):
-        return fn
-
     def from_main(self, fn):
         return fn()
-
-    def main_only(self, cm):
-        return cm
 
     def write(self, fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
-    def shard(self, batcher):
-        return batcher
-
-    def wrap(self, model):
-        return model
-
     def sync(self, trainer, loss):
         return loss
-
-    def agree(self, value: float) -> float:
-        return value
 
     def stop_request(self) -> StopRequest:
         return StopRequest()
 
-    def state_out(self, ts: dict) -> dict:
-        return ts
-
     def state_in(self, ts: dict, log) -> dict:
         return _reslice(ts, 1, 0, log)
-
-    def rows(self, x):
-        return x
 
     def reduce(self, total: float, count: int) -> tuple[float, int]:
         return total, count
@@ -135,14 +111,23 @@ class ProcessGroup(OneProcess):
             torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if self.cuda else "gloo", timeout=TIMEOUT)
         self.ctrl = dist.new_group(backend="gloo") if self.cuda else None  # control messages on the CPU
-        self.stop = None
+        self.stop, self.wrapped = None, []
 
     def describe(self) -> str | None:
         backend = "nccl" if self.cuda else "gloo"
         return (f"torchrun: {self.world} processes ({backend}), each training 1/{self.world} of the streams; "
                 "rank 0 writes the run" + (f"; {self.note}" if self.note else ""))
 
-    def close(self) -> None:
+    def close(self, clean: bool) -> None:
+        """After a run: the ranks meet once more, the DDP reducers that hold the group are freed, then
+        the group is destroyed (a reducer outliving it may abort the process at exit)."""
+        if not clean:  # an error: the process ends now (torchrun is about to stop the other ranks)
+            return
+        with contextlib.suppress(RuntimeError):
+            dist.barrier(group=self.ctrl)
+        for w in self.wrapped:
+            w.ddp = None
+        gc.collect()
         if dist.is_initialized():
             dist.destroy_process_group()
 
@@ -154,34 +139,24 @@ class ProcessGroup(OneProcess):
         """fn runs on rank 0 first (it fills caches, e.g. the encoded corpus), then on the others; an
         error on rank 0 stops every rank with its message."""
         def run(*args, **kwargs):
-            if self.main:
-                try:
-                    out = fn(*args, **kwargs)
-                except CharrnnError as e:
-                    self._objects([str(e)])
-                    raise
-                self._objects([None])
-                return out
-            msg = self._objects([None])[0]
-            if msg is not None:
-                raise shared_error(msg)
-            return fn(*args, **kwargs)
+            out = self.from_main(lambda: fn(*args, **kwargs), share=False)
+            return out if self.main else fn(*args, **kwargs)
         return run
 
-    def from_main(self, fn):
-        """fn() on rank 0, its result (or its one-line error) broadcast to every rank."""
-        box = [None, None]
+    def from_main(self, fn, share: bool = True):
+        """fn() on rank 0; its result (``share``) or its one-line error broadcast to every rank."""
+        out = err = None
         if self.main:
             try:
-                box[0] = fn()
+                out = fn()
             except CharrnnError as e:
-                box[1] = str(e)
-        box = self._objects(box)
-        if box[1] is not None:
-            if self.main:
-                raise CharrnnError(box[1])
-            raise shared_error(box[1])
-        return box[0]
+                err = e
+        sent, msg = self._objects([out if share else None, None if err is None else str(err)])
+        if err is not None:
+            raise err
+        if msg is not None:
+            raise shared_error(msg)
+        return out if self.main else sent
 
     def main_only(self, cm):
         return cm if self.main else contextlib.nullcontext()
@@ -204,7 +179,8 @@ class ProcessGroup(OneProcess):
             find_unused_parameters=bool(model.cfg.cutoffs))  # adaptive softmax: a batch may miss a cluster
         if not self.main:  # its own dropout masks (a resumed run restores its saved RNG state after this)
             seed_everything(torch.initial_seed() + self.rank * RANK_SEED)
-        return _Wrapped(ddp)
+        self.wrapped.append(_Wrapped(ddp))
+        return self.wrapped[-1]
 
     def sync(self, trainer, loss):
         """After each step: the mean loss over the ranks, rank 0's clock, and any rank's signal."""
@@ -378,8 +354,10 @@ def session(cfg, device: torch.device, resuming: bool = False, given: set = froz
     except (RuntimeError, ValueError) as e:
         raise _own(CharrnnError(f"could not join the process group ({str(e).splitlines()[0][:200]}); check "
                                 "MASTER_ADDR/MASTER_PORT and that every node runs the same torchrun"), rank) from None
+    clean = False
     try:
         yield _CURRENT
+        clean = True
     except CharrnnError as e:
         raise _own(e, rank)
     except RuntimeError as e:  # gloo/nccl: a peer exited or was killed
@@ -389,7 +367,7 @@ def session(cfg, device: torch.device, resuming: bool = False, given: set = froz
         raise _own(CharrnnError(f"lost contact with another rank of this run (it failed or was stopped; its own "
                                 f"message says why); continue from the last save with --resume {run}"), rank) from None
     finally:
-        _CURRENT.close()
+        _CURRENT.close(clean)
         _CURRENT = OneProcess()
 
 
