@@ -25,7 +25,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, Interrupted
 from charrnn.rng import rng_state, seed_everything
 from charrnn.signals import StopRequest
 
@@ -358,6 +358,9 @@ def session(cfg, device: torch.device, resuming: bool = False, given: set = froz
     try:
         yield _CURRENT
         clean = True
+    except Interrupted:  # every rank stopped after the same step and saved: an orderly end
+        clean = True
+        raise
     except CharrnnError as e:
         raise _own(e, rank)
     except RuntimeError as e:  # gloo/nccl: a peer exited or was killed
