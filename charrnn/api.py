@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Callable, Iterator
 
-from charrnn import budget, corpora, rundir
+from charrnn import budget, corpora, distributed, rundir
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data import is_builtin
 from charrnn.errors import CharrnnError
@@ -73,7 +73,7 @@ def _named_corpus(values: dict, progress: bool | None, log) -> None:
 
 def train(corpus=None, *, progress: bool | None = None, on_eval: Callable | None = None,
           on_log: Callable | None = None, verbose: bool = True, **settings) -> "TrainResult":
-    log = _logger(verbose)
+    log = _logger(verbose and distributed.env_world()[1] == 0)  # under torchrun rank 0 alone speaks
     values = {**settings, "corpus": os.fspath(corpus) if corpus is not None else defaults(TRAIN)["corpus"]}
     _named_corpus(values, progress, log)
     values["corpus"] = _corpus_path(values["corpus"])
@@ -82,23 +82,27 @@ def train(corpus=None, *, progress: bool | None = None, on_eval: Callable | None
     cfg, source = (finetune_config(values, explicit=set(settings)) if values.get("init_from") is not None
                    else (make_config(**values), None))  # source: the checkpoint being fine-tuned
     cfg = with_default_limit(cfg)
-    # settings not given are chosen for this machine and --max-time (never for a fine-tuned architecture);
-    # impossible runs are refused (budget.py)
-    planner = budget.Planner(cfg, given=set(settings), log=log, cache_dir=rundir.cache_dir(cfg.checkpoint_dir),
-                             choose_settings=source is None)
-    run_dir = rundir.new_run_dir(cfg.checkpoint_dir, cfg.corpus, cfg.name)
-    try:
-        with rundir.RunLock(run_dir):
-            trainer = Trainer(cfg, run_dir, log=log, progress=progress, on_eval=on_eval, on_log=on_log,
-                              init_ckpt=source, prepare=planner)
-            rundir.write_config(run_dir, {**trainer.run_record(), **_choice(planner.record)})
-            return TrainResult(trainer.fit())
-    except BaseException:
+    with distributed.session(cfg, resolve_device(cfg.device), given=set(settings)) as dist:  # under torchrun
+        log = _logger(verbose and dist.main)
+        # settings not given are chosen for this machine and --max-time (never for a fine-tuned architecture);
+        # impossible runs are refused (budget.py)
+        planner = budget.Planner(cfg, given=set(settings), log=log, cache_dir=rundir.cache_dir(cfg.checkpoint_dir),
+                                 choose_settings=source is None)
+        run_dir = dist.run_dir = dist.from_main(lambda: rundir.new_run_dir(cfg.checkpoint_dir, cfg.corpus, cfg.name))
+        if dist.world > 1:
+            log(dist.describe())
         try:
-            os.rmdir(run_dir)  # only succeeds if the failed run wrote nothing there
-        except OSError:
-            pass
-        raise
+            with dist.main_only(rundir.RunLock(run_dir)):  # rank 0 owns the run directory
+                trainer = Trainer(cfg, run_dir, log=log, progress=progress if dist.main else False, on_eval=on_eval,
+                                  on_log=on_log, init_ckpt=source, prepare=planner)
+                dist.write(rundir.write_config, run_dir, {**trainer.run_record(), **_choice(planner.record)})
+                return TrainResult(trainer.fit())
+        except BaseException:
+            try:
+                dist.write(os.rmdir, run_dir)  # only succeeds if the failed run wrote nothing there
+            except OSError:
+                pass
+            raise
 
 
 train.__doc__ = f"""Train a new model; returns a TrainResult (run directory, best metrics, the best model).
@@ -134,23 +138,26 @@ def resume(run=None, *, checkpoint_dir: str = "checkpoints", progress: bool | No
                            "alone (a fine-tuned run remembers where it started from)")
     path = rundir.resolve_checkpoint(None if run is None else os.fspath(run), checkpoint_dir, prefer=rundir.LAST)
     run_dir = os.path.dirname(os.path.abspath(path))
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path)  # under torchrun every rank reads it (multi-node: a path all nodes see)
     if not isinstance(ckpt.get("run_config"), dict):
         raise CharrnnError(f"checkpoint '{path}' has no run configuration; it cannot be resumed")
     if "corpus" in changes:
         changes["corpus"] = _corpus_path(changes["corpus"])
     cfg = apply_changes(config_from_saved(ckpt["run_config"]), changes)
     cfg.checkpoint_dir = os.path.dirname(run_dir)
-    log = _logger(verbose)
-    planner = budget.Planner(cfg, given=set(), log=log, choose_settings=False)  # memory check only: never re-chosen
-    with rundir.RunLock(run_dir):
-        trainer = Trainer(cfg, run_dir, log=log, resume_ckpt=ckpt, progress=progress, on_eval=on_eval,
-                          on_log=on_log, prepare=planner)
-        rundir.truncate_metrics(run_dir, trainer.step)
-        kept = (rundir.read_config(run_dir) or {}).get(CHOICE_KEY)
-        rundir.write_config(run_dir, {**trainer.run_record(), **_choice(kept)})
-        log(f"resuming {path} at step {trainer.step}")
-        return TrainResult(trainer.fit())
+    with distributed.session(cfg, resolve_device(cfg.device), resuming=True) as dist:  # under torchrun
+        log, dist.run_dir = _logger(verbose and dist.main), run_dir
+        if dist.world > 1:
+            log(dist.describe())
+        planner = budget.Planner(cfg, given=set(), log=log, choose_settings=False)  # memory check only
+        with dist.main_only(rundir.RunLock(run_dir)):
+            trainer = Trainer(cfg, run_dir, log=log, resume_ckpt=ckpt, progress=progress if dist.main else False,
+                              on_eval=on_eval, on_log=on_log, prepare=planner)
+            dist.write(rundir.truncate_metrics, run_dir, trainer.step)
+            kept = (rundir.read_config(run_dir) or {}).get(CHOICE_KEY)
+            dist.write(rundir.write_config, run_dir, {**trainer.run_record(), **_choice(kept)})
+            log(f"resuming {path} at step {trainer.step}")
+            return TrainResult(trainer.fit())
 
 
 def load(path=None, *, device: str = "auto", checkpoint_dir: str = "checkpoints") -> "Model":

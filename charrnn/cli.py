@@ -90,6 +90,8 @@ def train(ctx, corpus, resume, **settings):
     see 'charrnn corpora'), or by default 'pystdlib', this Python's standard-library source.
 
     Checkpoints go to CHECKPOINT_DIR/<name>/ (best.pt, last.pt, config.json, metrics.jsonl).
+    Data-parallel: 'torchrun --nproc-per-node N -m charrnn train ...' (each process trains 1/N of
+    the --batch-size streams; see the README's "Many processes").
     """
     from charrnn import api
 
@@ -101,6 +103,8 @@ def train(ctx, corpus, resume, **settings):
         result = api.resume(resume or None, checkpoint_dir=settings["checkpoint_dir"], **given)
     else:
         result = api.train(corpus, **given)  # settings not given keep their defaults (or a named corpus's)
+    if _other_rank():
+        return  # under torchrun rank 0 alone reports
     _log(f"done ({result.stop}) after {result.steps} steps, {result.elapsed:.0f}s")
     if result.best:
         _log(f"best val: loss {result.best['loss']:.4f} nats/token, {result.best['bpc']:.4f} bits/char at step "
@@ -309,25 +313,37 @@ def main(argv=None) -> None:
         rv = cli.main(args=args or ["--help"], prog_name="charrnn", standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(130)
-    except click.ClickException as e:
-        msg = e.format_message()
-        if isinstance(e, click.UsageError) and e.ctx is not None:
-            msg += f" (see '{e.ctx.command_path} --help')"
-        click.echo(f"error: {msg}", err=True)
-        sys.exit(e.exit_code)
-    except CharrnnError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
-    except Interrupted as e:
-        click.echo(str(e), err=True)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+    except (click.ClickException, CharrnnError, Interrupted, KeyboardInterrupt) as e:
+        if _other_rank(e):  # torchrun: an error all ranks meet alike is printed by rank 0 alone
+            sys.exit(getattr(e, "exit_code", 130))
+        _report(e)
     except BrokenPipeError:  # e.g. charrnn sample | head
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _other_rank(e=None) -> bool:
+    """Under torchrun, True on ranks other than 0 (unless ``e`` is an error of that rank's own)."""
+    rank = os.environ.get("RANK", "0")
+    return rank not in ("", "0") and getattr(e, "rank", None) is None
+
+
+def _report(e) -> None:
+    """The one line for an error, its exit code."""
+    if isinstance(e, click.ClickException):
+        msg = e.format_message()
+        if isinstance(e, click.UsageError) and e.ctx is not None:
+            msg += f" (see '{e.ctx.command_path} --help')"
+        click.echo(f"error: {msg}", err=True)
+    elif isinstance(e, CharrnnError):
+        rank = f"rank {e.rank}: " if getattr(e, "rank", None) is not None else ""
+        click.echo(f"error: {rank}{e}", err=True)
+    elif isinstance(e, Interrupted):
+        click.echo(str(e), err=True)
+    else:
+        click.echo("interrupted", err=True)
+    sys.exit(getattr(e, "exit_code", 130))
 
 from charrnn.cache_command import cache_cmd  # noqa: E402
 from charrnn.corpora_command import corpora_cmd  # noqa: E402

@@ -23,16 +23,19 @@ EVAL_WINDOW = 512
 
 
 def score(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = "fp32",
-          progress: bool = False, desc: str = "eval", limit: int | None = None) -> tuple[float, int]:
+          progress: bool = False, desc: str = "eval", limit: int | None = None, part=None) -> tuple[float, int]:
     """Total negative log-likelihood (nats) of ids[1:] given everything before, and the count.
 
     The text is cut into a few contiguous streams (see batching.eval_streams); each stream is read
     window by window with the hidden state carried, so context flows through the whole stream.
     ``limit``: score only that many targets, in blocks spread over the text (--eval-tokens).
+    ``part`` (distributed.py): this rank scores its rows of the streams, the sums are reduced.
     """
     x, y = eval_streams(ids, limit=limit)
-    total, count, _ = _stateful_pass(model, x, y, device, precision, progress, desc)
-    return total, count
+    if part is not None:
+        x, y = part.rows(x), part.rows(y)
+    total, count, _ = _stateful_pass(model, x, y, device, precision, progress, desc) if len(x) else (0.0, 0, None)
+    return part.reduce(total, count) if part is not None else (total, count)
 
 
 def token_nlls(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = "fp32",
@@ -87,7 +90,7 @@ def metrics(nll: float, n_tokens: int, n_chars: int, n_bytes: int) -> dict:
 
 def evaluate_split(model: RNNLM, tokenizer, ids: np.ndarray, n_chars: int, n_bytes: int,
                    device: torch.device, precision: str = "fp32", progress: bool = False,
-                   desc: str = "eval", dynamic: dict | None = None, limit: int | None = None) -> dict:
+                   desc: str = "eval", dynamic: dict | None = None, limit: int | None = None, part=None) -> dict:
     """Metrics over a split; characters/bytes of the first token (never predicted) are not counted.
 
     ``dynamic`` (lr, seq, decay): dynamic evaluation (dynamic.py), one stream, the model adapting
@@ -99,7 +102,7 @@ def evaluate_split(model: RNNLM, tokenizer, ids: np.ndarray, n_chars: int, n_byt
         nll_each = dynamic_nlls(model, ids, device, precision, progress=progress, **dynamic)
         nll, count = float(nll_each.sum()), len(nll_each)
     else:
-        nll, count = score(model, ids, device, precision, progress, desc, limit)
+        nll, count = score(model, ids, device, precision, progress, desc, limit, part)
     first_chars, first_bytes = first_token_size(tokenizer, ids)
     chars, n_bytes = n_chars - first_chars, n_bytes - first_bytes
     if count < len(ids) - 1:  # a bounded part of the split

@@ -16,6 +16,7 @@ from charrnn import rundir
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from charrnn.batching import StreamBatcher, check_fits
 from charrnn.data import load_corpus, token_counts
+from charrnn.distributed import current as distributed
 from charrnn.ema import EMA
 from charrnn.errors import CharrnnError, Interrupted
 from charrnn.evaluate import evaluate_split
@@ -25,7 +26,6 @@ from charrnn.records import RecordBatcher, separator_ids
 from charrnn.records_score import evaluate_records
 from charrnn.rng import rng_state, seed_everything, set_rng_state
 from charrnn.runtime import autocast, progress_bar, resolve_device, resolve_precision, setup_backend, show_progress
-from charrnn.signals import StopRequest
 from charrnn.step import StepRunner, make_optimizer
 from charrnn.trainlog import LogWindow, rounded as _round
 from charrnn.windows import VariableBatcher
@@ -53,12 +53,13 @@ class Trainer:
         self.log = log or _stderr
         self.progress_bar = show_progress(progress)
         self.on_eval, self.on_log = on_eval, on_log
-        self.device = resolve_device(cfg.device)
+        self.dist = distributed()  # distributed.py: one process, or this rank of a torchrun group
+        self.device = self.dist.device(resolve_device(cfg.device))
         self.precision = resolve_precision(cfg.precision, self.device)
         setup_backend(self.device)
         seed_everything(cfg.seed)
         source = resume_ckpt or init_ckpt  # init_ckpt: the model being fine-tuned (finetune.py)
-        self.corpus = c = load_corpus(
+        self.corpus = c = self.dist.rank0_first(load_corpus)(  # rank 0 fills the cache first
             cfg.corpus, cfg.tokenizer, cfg.vocab_size, cfg.val_frac, cfg.test_frac, cfg.val_file,
             rundir.cache_dir(cfg.checkpoint_dir), log=self.log, tok_state=source["tokenizer"] if source else None,
             expect_digest=(resume_ckpt.get("train_state") or {}).get("corpus_digest") if resume_ckpt else None,
@@ -73,6 +74,7 @@ class Trainer:
                                       cfg.seq_len, cfg.seed) if cfg.records else
                         (VariableBatcher if cfg.variable_len else StreamBatcher)(
                             c.train.ids, cfg.batch_size, cfg.seq_len, cfg.seed, pin=self.device.type == "cuda"))
+        self.batcher = self.dist.shard(self.batcher)  # this rank's rows of the streams
         if resume_ckpt:
             self.model, _ = model_from_checkpoint(resume_ckpt, os.path.join(run_dir, rundir.LAST))
         elif init_ckpt:
@@ -85,7 +87,8 @@ class Trainer:
         self.params = list(self.model.parameters())
         self.opt = self._optimizer()
         self.ema = EMA(self.model, cfg.ema) if cfg.ema else None  # ema.py: evaluations and best.pt use it
-        self._step = StepRunner(self.model, self.opt, self.device, lambda: autocast(self.device, self.precision),
+        self._step = StepRunner(self.dist.wrap(self.model), self.opt, self.device,  # wrap: DDP under torchrun
+                                lambda: autocast(self.device, self.precision),
                                 self.log, cfg.skip_nonfinite)  # step.py: OOM micro-batches, CUDA without syncs
         # the training position and history (all of it goes into every checkpoint)
         self.step = self.epoch = self.k = 0
@@ -95,7 +98,7 @@ class Trainer:
         if resume_ckpt:
             self._restore(resume_ckpt)
         self.tokens_per_char = len(self.corpus.train.ids) / max(self.corpus.train.n_chars, 1)
-        self._stop_request = StopRequest()  # signals.py
+        self._stop_request = self.dist.stop_request()  # signals.py
         self._window = LogWindow()
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -105,15 +108,15 @@ class Trainer:
     def _train_state(self) -> dict:
         st = self.state
         hidden = None if st is None else (list(st) if isinstance(st, tuple) else [st])
-        return {"version": TRAIN_STATE_VERSION, "step": self.step, "epoch": self.epoch, "k": self.k,
+        return self.dist.state_out({"version": TRAIN_STATE_VERSION, "step": self.step, "epoch": self.epoch, "k": self.k,
                 "hidden": hidden, "best_val": self.best_val, "best": self.best, "bad_evals": self.bad_evals,
                 "elapsed": self.elapsed, "tokens": self.tokens, "skipped": self.skipped, "last_val": self.last_val,
                 "rng": rng_state(self.device), "corpus_digest": self.corpus.digest,
                 "device": self.device.type, "precision": self.precision,
-                "ema": self.ema.state() if self.ema else None}
+                "ema": self.ema.state() if self.ema else None})
 
     def _restore(self, ckpt: dict) -> None:
-        ts = ckpt.get("train_state") or {}
+        ts = self.dist.state_in(ckpt.get("train_state") or {}, self.log)  # this rank's rows and RNG
         try:
             if int(ts.get("version", 1)) > TRAIN_STATE_VERSION:
                 raise CharrnnError("checkpoint's training state is newer than this charrnn understands; "
@@ -138,7 +141,7 @@ class Trainer:
 
     def save(self, name: str) -> None:
         self._check_nonfinite()
-        save_checkpoint(os.path.join(self.run_dir, name), model=self.model, tokenizer=self.tok,
+        self.dist.write(save_checkpoint, os.path.join(self.run_dir, name), model=self.model, tokenizer=self.tok,
                         run_config=self.cfg.to_dict(), optimizer=self.opt, train_state=self._train_state())
 
     # -- the loop
@@ -175,12 +178,13 @@ class Trainer:
         c, limit = self.corpus, self.cfg.eval_tokens
         if c.records or not limit or len(c.val.ids) - 1 <= limit or not self.best:
             return
-        self.model.load_state_dict(load_checkpoint(os.path.join(self.run_dir, rundir.BEST))["model"])
+        best = self.dist.from_main(lambda: load_checkpoint(os.path.join(self.run_dir, rundir.BEST))["model"])
+        self.model.load_state_dict(best)  # under torchrun rank 0 reads best.pt and every rank gets its weights
         m = evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, self.device,
-                           self.precision, self.progress_bar, "val (all)")
+                           self.precision, self.progress_bar, "val (all)", part=self.dist)
         self.best = {**m, "step": self.best["step"], "scope": "all"}
-        rundir.append_metrics(self.run_dir, {"step": self.best["step"], "split": "val", "scope": "all",
-                                             **{k: _round(v) for k, v in m.items()}, "elapsed": round(self.elapsed, 2)})
+        self.dist.write(rundir.append_metrics, self.run_dir, {"step": self.best["step"], "split": "val", "scope": "all",
+                        **{k: _round(v) for k, v in m.items()}, "elapsed": round(self.elapsed, 2)})
 
     # -- the steps of the loop
     def _next_epoch_if_done(self, streams):
@@ -240,8 +244,9 @@ class Trainer:
 
     def _account(self, y, loss: float, gnorm: float, bar) -> None:
         """Time, token count, progress bar, and every log_every steps a train line in metrics.jsonl."""
-        self.tokens += int((y >= 0).sum()) if self.cfg.records else y.numel()  # targets, not --records padding
+        self.tokens += int((y >= 0).sum()) if self.cfg.records else y.numel() * self.dist.world  # not padding
         self.elapsed += self._window.lap()
+        loss = self.dist.sync(self, loss)  # the mean over ranks; rank 0's clock and any rank's signal for all
         bar.update(1)
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
         self._window.add(loss, gnorm, clip)
@@ -257,7 +262,7 @@ class Trainer:
                "tok_s": round(w["tok_s"]), "elapsed": round(self.elapsed, 2), "skipped": self.skipped,
                "grad_norm": _round(w["grad_norm"]), "grad_norm_max": _round(w["grad_norm_max"]),
                "clipped": w["clipped"]}
-        rundir.append_metrics(self.run_dir, rec)
+        self.dist.write(rundir.append_metrics, self.run_dir, rec)
         if self.on_log:
             self.on_log(rec)
         bar.set_postfix_str(self._postfix(w["loss"], w["tok_s"]), refresh=False)
@@ -285,12 +290,12 @@ class Trainer:
         args = (self.device, self.precision, self.progress_bar, "val")
         m = (evaluate_records(self.model, self.tok, c.val, c.records, *args) if c.records else
              evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, *args,
-                            limit=self.cfg.eval_tokens or None))
-        self.elapsed += time.perf_counter() - t0
+                            limit=self.cfg.eval_tokens or None, part=self.dist))
+        self.elapsed = self.dist.agree(self.elapsed + time.perf_counter() - t0)  # rank 0's clock
         self.last_val = m
         rec = {"step": self.step, "split": "val", **{k: _round(v) for k, v in m.items()},
                "elapsed": round(self.elapsed, 2)}
-        rundir.append_metrics(self.run_dir, rec)
+        self.dist.write(rundir.append_metrics, self.run_dir, rec)
         if m["loss"] < self.best_val:
             self.best_val, self.bad_evals = m["loss"], 0
             self.best = {**m, "step": self.step}
