@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from charrnn import rundir
+from charrnn import rundir, schedule
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from charrnn.batching import StreamBatcher, check_fits
 from charrnn.data import load_corpus, token_counts
@@ -25,19 +25,13 @@ from charrnn.model import REGULARISERS, ModelConfig, RNNLM, detach_state
 from charrnn.records import RecordBatcher, separator_ids
 from charrnn.records_score import evaluate_records
 from charrnn.rng import rng_state, seed_everything, set_rng_state
+from charrnn.schedule import lr_at
 from charrnn.runtime import autocast, progress_bar, resolve_device, resolve_precision, setup_backend, show_progress
 from charrnn.step import StepRunner, make_optimizer
 from charrnn.trainlog import LogWindow, rounded as _round
 from charrnn.windows import VariableBatcher
 
 TRAIN_STATE_VERSION = 3  # 1: format-1 checkpoints; 2 adds the resolved device/precision; 3 the --ema weights
-
-
-def lr_at(cfg, step: int, progress: float) -> float:
-    """Linear warmup over cfg.warmup steps, then cosine decay to min_lr_frac * lr as progress -> 1."""
-    warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
-    p = min(max(progress, 0.0), 1.0)
-    return cfg.lr * warm * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
 def _stderr(msg: str) -> None:
@@ -257,7 +251,7 @@ class Trainer:
             return
         w = self._window.take(self.tokens)
         rec = {"step": self.step, "split": "train",
-               "epoch": round(self.epoch + self.k / self.batcher.windows_per_epoch, 4),
+               "epoch": round(self._epochs(), 4),
                "loss": _round(w["loss"]), "bpc": _round(self._bpc(w["loss"])), "lr": float(f"{self.lr:.4g}"),
                "tok_s": round(w["tok_s"]), "elapsed": round(self.elapsed, 2), "skipped": self.skipped,
                "grad_norm": _round(w["grad_norm"]), "grad_norm_max": _round(w["grad_norm_max"]),
@@ -308,24 +302,13 @@ class Trainer:
 
     # -- limits, progress and messages
     def progress(self) -> float:
-        cfg, p = self.cfg, 0.0
-        if cfg.max_steps:
-            p = max(p, self.step / cfg.max_steps)
-        if cfg.max_epochs:
-            p = max(p, (self.epoch + self.k / self.batcher.windows_per_epoch) / cfg.max_epochs)
-        if cfg.max_time:
-            p = max(p, self.elapsed / cfg.max_time)
-        return p
+        return schedule.progress(self.cfg, self.step, self._epochs(), self.elapsed)
 
     def _stop_reason(self) -> str | None:
-        cfg = self.cfg
-        if cfg.max_steps and self.step >= cfg.max_steps:
-            return f"reached --max-steps {cfg.max_steps}"
-        if cfg.max_epochs and self.epoch + self.k / self.batcher.windows_per_epoch >= cfg.max_epochs - 1e-9:
-            return f"reached --max-epochs {cfg.max_epochs:g}"
-        if cfg.max_time and self.elapsed >= cfg.max_time:
-            return f"reached --max-time {cfg.max_time:g}s"
-        return None
+        return schedule.stop_reason(self.cfg, self.step, self._epochs(), self.elapsed)
+
+    def _epochs(self) -> float:
+        return self.epoch + self.k / self.batcher.windows_per_epoch
 
     def _announce(self) -> None:
         cfg, mc = self.cfg, self.model.cfg
@@ -355,10 +338,7 @@ class Trainer:
             bar.close()
 
     def _estimate_total(self):
-        p = self.progress()
-        if p <= 0 or self.step == 0:
-            return self.cfg.max_steps or None
-        return max(self.step, int(round(self.step / min(p, 1.0))))
+        return schedule.estimate_total(self.cfg, self.step, self.progress())
 
     def _bpc(self, loss: float) -> float:
         return loss * self.tokens_per_char / math.log(2)

@@ -19,7 +19,7 @@ from charrnn.heads import _smoothed_logp
 from charrnn.rundir import read_metrics
 from charrnn.settings import config_from_saved
 from charrnn.tokenizers import adapt_vocab
-from charrnn.trainer import lr_at
+from charrnn.schedule import lr_at
 from tests.conftest import TINY_TEXT, snapshot
 
 TINY = dict(batch_size=4, seq_len=16, precision="fp32", eval_every=10, save_every=10, log_every=5, device="cpu")
