@@ -115,3 +115,27 @@ def test_a_captured_graph_is_replayed_once_per_step_and_recaptured_only_to_grow(
             lb, b = graphed(torch.arange(n) + t, b)
             assert torch.equal(la, lb)
     assert captures == [3, 4] and replays == [3, 3, 3, 3, 4, 4, 4] and len(bodies) == 7  # never eager as well
+
+
+def test_the_plain_stepper_is_prepared_once_per_weights():
+    """Sampling again from the same model reuses its prepared products; changed weights prepare anew."""
+    import torch
+
+    from charrnn.cudagraph import make_stepper
+    from charrnn.model import ModelConfig, RNNLM
+
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(20, "lstm", 1, 32, 8, 0.0)).eval()
+    a = make_stepper(model, "fp32", torch.device("cpu"))
+    assert make_stepper(model, "fp32", torch.device("cpu")) is a
+    assert make_stepper(model, "bf16", torch.device("cpu")) is not a
+    x = torch.tensor([3])
+    with torch.no_grad():
+        model.rnn.weight_hh_l0.mul_(2)  # in place: same storage, a new version
+    b = make_stepper(model, "fp32", torch.device("cpu"))
+    assert b is not a
+    after = b(x, b.from_module((torch.zeros(1, 1, 32), torch.zeros(1, 1, 32))))[0]
+    model.load_state_dict({k: v * 1.5 for k, v in model.state_dict().items()})
+    c = make_stepper(model, "fp32", torch.device("cpu"))
+    assert c is not b
+    assert not torch.equal(c(x, c.from_module((torch.zeros(1, 1, 32), torch.zeros(1, 1, 32))))[0], after)
