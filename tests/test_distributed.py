@@ -16,7 +16,7 @@ import torch
 
 from charrnn.checkpoint import load_checkpoint
 from tests.conftest import TINY_TEXT
-from tests.test_resume import wait_for, weights_hash
+from tests.test_resume import corpus, wait_for, weights_hash  # noqa: F401 (corpus: the same fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ["--layers", "2", "--hidden", "64", "--emb", "16", "--batch-size", "8", "--seq-len", "32", "--lr", "0.003",
@@ -58,13 +58,6 @@ def finish(p: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:
 
 def losses(run_dir: Path, split: str) -> dict:
     return {r["step"]: r["loss"] for r in map(json.loads, open(run_dir / "metrics.jsonl")) if r["split"] == split}
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    p = tmp_path_factory.mktemp("corpus") / "text.txt"
-    p.write_text(TINY_TEXT * 3, encoding="utf-8")
-    return p
 
 
 @pytest.fixture(scope="module")
