@@ -8,9 +8,10 @@ import json
 
 import click
 
+from charrnn.cli_options import CKPT_DIR, NUMBER
 from charrnn.settings import TRAIN, by_name
 
-_DIR, _CAP = by_name(TRAIN)["checkpoint_dir"], by_name(TRAIN)["cache_max_gb"]
+_CAP = by_name(TRAIN)["cache_max_gb"]
 
 
 def _mb(n: int) -> str:
@@ -22,9 +23,9 @@ def _mb(n: int) -> str:
 @click.option("--clear", is_flag=True, help="Remove every encoded corpus (runs re-encode their corpus when next used).")
 @click.option("--prune", is_flag=True, help="Evict the least recently used encoded corpora until the cache fits "
               "--cache-max-gb.")
-@click.option(_CAP.flag, _CAP.name, type=float, default=_CAP.default, show_default=True, metavar=_CAP.metavar,
+@click.option(_CAP.flag, _CAP.name, type=NUMBER, default=_CAP.default, show_default=True, metavar=_CAP.metavar,
               help="The size --prune evicts down to (training applies it after writing a new entry).")
-@click.option("--checkpoint-dir", default=_DIR.default, show_default=True, metavar="DIR", help=_DIR.help)
+@CKPT_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def cache_cmd(do_list, clear, prune, cache_max_gb, checkpoint_dir, as_json):
     """The encoded-corpus cache: each corpus a run trained on, encoded once and memory-mapped.

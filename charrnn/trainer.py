@@ -24,14 +24,14 @@ from charrnn.finetune import start_model, unknown_policy
 from charrnn.model import REGULARISERS, ModelConfig, RNNLM, detach_state
 from charrnn.records import RecordBatcher, separator_ids
 from charrnn.records_score import evaluate_records
-from charrnn.rng import rng_state, seed_everything, set_rng_state
+from charrnn.rng import seed_everything
 from charrnn.schedule import lr_at
 from charrnn.runtime import autocast, progress_bar, resolve_device, resolve_precision, setup_backend, show_progress
 from charrnn.step import StepRunner, make_optimizer
 from charrnn.trainlog import LogWindow, rounded as _round
+from charrnn.trainstate import restore, train_state
 from charrnn.windows import VariableBatcher
 
-TRAIN_STATE_VERSION = 3  # 1: format-1 checkpoints; 2 adds the resolved device/precision; 3 the --ema weights
 
 
 def _stderr(msg: str) -> None:
@@ -90,7 +90,7 @@ class Trainer:
         self.best_val, self.best, self.bad_evals, self.last_val = math.inf, {}, 0, None
         self.elapsed, self.tokens, self.skipped = 0.0, 0, 0
         if resume_ckpt:
-            self._restore(resume_ckpt)
+            restore(self, resume_ckpt)  # trainstate.py
         self.tokens_per_char = len(self.corpus.train.ids) / max(self.corpus.train.n_chars, 1)
         self._stop_request = self.dist.stop_request()  # signals.py
         self._window = LogWindow()
@@ -99,44 +99,10 @@ class Trainer:
         return make_optimizer(self.model, self.cfg.lr, self.cfg.weight_decay, self.device)  # step.py
 
     # -- state in and out of checkpoints
-    def _train_state(self) -> dict:
-        st = self.state
-        hidden = None if st is None else (list(st) if isinstance(st, tuple) else [st])
-        return self.dist.state_out({"version": TRAIN_STATE_VERSION, "step": self.step, "epoch": self.epoch, "k": self.k,
-                "hidden": hidden, "best_val": self.best_val, "best": self.best, "bad_evals": self.bad_evals,
-                "elapsed": self.elapsed, "tokens": self.tokens, "skipped": self.skipped, "last_val": self.last_val,
-                "rng": rng_state(self.device), "corpus_digest": self.corpus.digest,
-                "device": self.device.type, "precision": self.precision,
-                "ema": self.ema.state() if self.ema else None})
-
-    def _restore(self, ckpt: dict) -> None:
-        ts = self.dist.state_in(ckpt.get("train_state") or {}, self.log)  # this rank's rows and RNG
-        try:
-            if int(ts.get("version", 1)) > TRAIN_STATE_VERSION:
-                raise CharrnnError("checkpoint's training state is newer than this charrnn understands; "
-                                   "upgrade charrnn (pip install -U charrnn)")
-            if ckpt.get("optimizer"):
-                self.opt.load_state_dict(ckpt["optimizer"])
-            self.step, self.epoch, self.k = int(ts["step"]), int(ts["epoch"]), int(ts["k"])
-            hidden = ts.get("hidden")
-            if hidden is not None:
-                hidden = [h.to(self.device) for h in hidden]
-                self.state = tuple(hidden) if self.cfg.cell == "lstm" else hidden[0]
-            self.best_val, self.bad_evals = float(ts["best_val"]), int(ts["bad_evals"])
-            self.best = dict(ts.get("best") or {})
-            self.elapsed, self.tokens = float(ts["elapsed"]), int(ts["tokens"])
-            self.skipped, self.last_val = int(ts.get("skipped", 0)), ts.get("last_val")
-            set_rng_state(ts["rng"], self.device)
-            if self.ema:
-                self.ema.load(ts["ema"])
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
-            raise CharrnnError(f"checkpoint's training state is incomplete ({type(e).__name__}: {e}); "
-                               "it cannot be resumed exactly") from None
-
     def save(self, name: str) -> None:
         self._check_nonfinite()
         self.dist.write(save_checkpoint, os.path.join(self.run_dir, name), model=self.model, tokenizer=self.tok,
-                        run_config=self.cfg.to_dict(), optimizer=self.opt, train_state=self._train_state())
+                        run_config=self.cfg.to_dict(), optimizer=self.opt, train_state=train_state(self))
 
     # -- the loop
     def fit(self) -> dict:

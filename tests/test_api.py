@@ -11,7 +11,7 @@ import torch
 
 import charrnn
 from charrnn.checkpoint import load_checkpoint
-from charrnn.trainer import TRAIN_STATE_VERSION
+from charrnn.trainstate import TRAIN_STATE_VERSION
 from tests.conftest import TINY_TEXT
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

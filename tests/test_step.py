@@ -14,6 +14,7 @@ from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig, RNNLM
 from charrnn.step import StepRunner
 from tests.conftest import TINY_TEXT
+from tests.test_resume import _nan_after
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -167,19 +168,6 @@ MODEL = ["--layers", "1", "--hidden", "24", "--emb", "8", "--batch-size", "4", "
 @pytest.fixture
 def deferred(monkeypatch):
     monkeypatch.setattr(step_mod, "DEFERRED_DEVICES", ("cpu", "cuda"))
-
-
-def _nan_after(monkeypatch, n):
-    import torch.nn.functional as F
-
-    real, calls = F.cross_entropy, {"n": 0}
-
-    def fake(*a, **k):
-        calls["n"] += 1
-        loss = real(*a, **k)
-        return loss * float("nan") if calls["n"] > n else loss
-
-    monkeypatch.setattr(F, "cross_entropy", fake)
 
 
 @pytest.fixture

@@ -1,0 +1,50 @@
+"""click options made from the settings table (settings.py): one option per Setting, its type,
+default, choices and help taken from the table, and the shared --checkpoint-dir. No torch."""
+
+from __future__ import annotations
+
+import math
+
+import click
+
+from charrnn.settings import TRAIN, Setting, by_name
+
+
+class FiniteFloat(click.ParamType):
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            v = value
+        else:
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
+
+
+NUMBER = FiniteFloat()
+CKPT_DIR = click.option("--checkpoint-dir", default=by_name(TRAIN)["checkpoint_dir"].default, show_default=True,
+                        metavar="DIR", help=by_name(TRAIN)["checkpoint_dir"].help)
+
+
+def option(s: Setting):
+    """The click option of one setting: type, default, choices and help all come from the table."""
+    if s.type is bool:
+        decl = f"{s.flag}/--no-{s.flag[2:]}" if s.negatable else s.flag
+        return click.option(decl, s.name, is_flag=True, default=s.default, show_default=s.negatable,
+                            help=s.help)
+    kind = click.Choice(s.choices) if s.choices else {int: int, float: NUMBER, str: str}[s.type]
+    return click.option(s.flag, s.name, type=kind, default=s.default, show_default=s.default not in (None, ()),
+                        metavar=s.metavar, help=s.help, multiple=s.multiple)
+
+
+def options(table, skip=()):
+    def decorate(f):
+        for s in reversed([s for s in table if s.name not in skip]):
+            f = option(s)(f)
+        return f
+    return decorate
