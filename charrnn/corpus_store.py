@@ -12,7 +12,6 @@ import shutil
 import time
 
 import numpy as np
-import torch
 
 from charrnn.errors import CharrnnError
 from charrnn.fileio import atomic_save, safe_load
@@ -176,8 +175,3 @@ def prune(cache_dir: str, max_bytes: float, keep: str | None = None, log=None) -
             log(f"cache: evicted {e['name']} ({e['bytes'] / 1e6:.1f} MB, least recently used) to stay under "
                 f"{max_bytes / 1e9:g} GB")
     return freed
-
-
-def as_tensor(ids: np.ndarray) -> torch.Tensor:
-    """A writable int64 tensor of (a slice of) memory-mapped ids."""
-    return torch.from_numpy(np.asarray(ids, dtype=np.int64))

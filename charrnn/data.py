@@ -212,7 +212,8 @@ def _encode_streaming(src, val_src, kind, vocab_size, val_frac, test_frac, store
     if raw_info and log and not raw_info["utf8"]:
         log(f"note: '{path}' is not valid UTF-8; training on its raw bytes")
     tok, stats, writer = encode_corpus(src, val_src, kind, vocab_size, val_frac, test_frac,
-                                       lambda v: StoreWriter(store, digest, v), tok=tok, log=log)
+                                       lambda v: StoreWriter(store, digest, v), tok=tok, log=log,
+                                       utf8=raw_info["utf8"] if raw_info else None)
     meta = {"tokenizer": tok.state(), "source": path}
     for s in SPLITS:
         meta[s + "_chars"], meta[s + "_bytes"] = stats[s].chars, stats[s].bytes

@@ -72,14 +72,15 @@ class _SplitStats:
 
 
 def encode_corpus(src, val_src, kind: str, vocab_size: int, val_frac: float, test_frac: float,
-                  writer_for, tok=None, log=None):
+                  writer_for, tok=None, log=None, utf8: bool | None = None):
     """Encode ``src`` (and ``val_src``, the --val-file, if given) into a new cache entry.
 
     ``writer_for(vocab_size)`` opens the StoreWriter once the vocabulary is known; ``tok`` is a given
-    tokenizer (resume): then nothing is fitted. Returns (tokenizer, stats per split, entry path).
+    tokenizer (resume): then nothing is fitted; ``utf8``: whether a byte corpus is UTF-8, when already
+    known (a leading byte-order mark is dropped only then). Returns (tokenizer, stats per split, entry path).
     """
     if kind == "byte":
-        return _encode_bytes(src, val_src, val_frac, test_frac, writer_for)
+        return _encode_bytes(src, val_src, val_frac, test_frac, writer_for, utf8)
     sources = [src] + ([val_src] if val_src else [])
     lengths, counts = scan_text(sources)
     sizes = split_sizes(lengths[0], 0.0 if val_src else val_frac, test_frac)
@@ -168,9 +169,10 @@ def _sample(src, n_train: int) -> str:
     return "\n".join(parts)
 
 
-def _encode_bytes(src, val_src, val_frac: float, test_frac: float, writer_for):
+def _encode_bytes(src, val_src, val_frac: float, test_frac: float, writer_for, utf8: bool | None):
     tok = ByteTokenizer()
-    skip = 3 if src.read_prefix(3) == b"\xef\xbb\xbf" and src.scan_bytes()["utf8"] else 0  # the BOM, as text
+    bom = src.read_prefix(3) == b"\xef\xbb\xbf"
+    skip = 3 if bom and (utf8 if utf8 is not None else src.scan_bytes()["utf8"]) else 0  # dropped, as from text
     sizes = split_sizes(src.size - skip, 0.0 if val_src else val_frac, test_frac)
     w = writer_for(tok.vocab_size)
     try:
