@@ -37,9 +37,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from charrnn.data import load_corpus, read_pystdlib  # noqa: E402
-from charrnn.evaluate import evaluate_split  # noqa: E402
-from charrnn.probe import cpu_model  # noqa: E402
+from charrnn.data.corpus import load_corpus, read_pystdlib  # noqa: E402
+from charrnn.evaluation.evaluate import evaluate_split  # noqa: E402
+from charrnn.training.probe import cpu_model  # noqa: E402
 
 DEFAULT_CORPUS = os.path.join(ROOT, "..", "shared", "corpora", "tinyshakespeare.txt")
 

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's charrnn
 import charrnn  # noqa: E402
-from charrnn.runtime import resolve_precision  # noqa: E402
+from charrnn.system.device import resolve_precision  # noqa: E402
 from charrnn.settings import EVAL, by_name  # noqa: E402
 
 DEFAULT_CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "corpora",

@@ -6,7 +6,7 @@ C=${1:-$(dirname "$0")/../../shared/corpora/tinyshakespeare.txt}
 D=${TMPDIR:-/tmp}/charrnn-killcheck; rm -rf $D; mkdir -p $D
 ARGS="--val-frac 0.1 --test-frac 0 --max-steps 120 --save-every 10 --eval-every 40 --checkpoint-dir $D"
 hash() { python3 -c "
-import hashlib,sys; from charrnn.checkpoint import load_checkpoint
+import hashlib,sys; from charrnn.model.checkpoint import load_checkpoint
 c=load_checkpoint(sys.argv[1]); h=hashlib.sha256()
 for k in sorted(c['model']): h.update(c['model'][k].numpy().tobytes())
 print(c['train_state']['step'], h.hexdigest()[:16])" $1; }

@@ -79,7 +79,7 @@ def peak_rss_run(cmd: list[str], env: dict, until=None, poll: float = 0.05) -> t
 
 ENCODE_NEW = """
 import sys, time, resource
-from charrnn.data import load_corpus
+from charrnn.data.corpus import load_corpus
 t0, c0 = time.perf_counter(), time.process_time()
 c = load_corpus(sys.argv[1], "char", cache_dir=sys.argv[2])
 dt, dc = time.perf_counter() - t0, time.process_time() - c0
@@ -88,7 +88,7 @@ print(dt, dc, c.tokenizer.vocab_size, len(c.train.ids) + len(c.val.ids) + len(c.
 
 ENCODE_OLD = """
 import sys, time
-from charrnn.tokenizers import fit_tokenizer
+from charrnn.data.tokenizers import fit_tokenizer
 t0, c0 = time.perf_counter(), time.process_time()
 text = open(sys.argv[1], "rb").read().decode("utf-8")
 tok = fit_tokenizer("char", text)

@@ -32,9 +32,9 @@ SHAPES = [  # cell, layers, hidden, emb, vocab, batch, window
 
 CHILD = r"""
 import json, sys, torch
-from charrnn.model import ModelConfig, RNNLM
-from charrnn.heads import resolve_head
-from charrnn.step import make_optimizer
+from charrnn.model.network import ModelConfig, RNNLM
+from charrnn.model.heads import resolve_head
+from charrnn.training.step import make_optimizer
 torch.set_num_threads(2)
 cell, L, H, E, V, B, T = json.loads(sys.argv[1])
 def vm(key):
@@ -66,8 +66,8 @@ print(json.dumps({"train": train_peak, "peak": vm("VmHWM:") - base, "head": head
 
 
 def main() -> None:
-    from charrnn import memory
-    from charrnn.heads import resolve_head
+    from charrnn.training import memory
+    from charrnn.model.heads import resolve_head
 
     rows = []
     for shape in SHAPES:

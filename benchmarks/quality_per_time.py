@@ -23,10 +23,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from charrnn.data import load_corpus
-from charrnn.evaluate import evaluate_split
-from charrnn.model import ModelConfig, RNNLM
-from charrnn.probe import cpu_model  # noqa: F401  (also used by sampling.py)
+from charrnn.data.corpus import load_corpus
+from charrnn.evaluation.evaluate import evaluate_split
+from charrnn.model.network import ModelConfig, RNNLM
+from charrnn.training.probe import cpu_model  # noqa: F401  (also used by sampling.py)
 from charrnn.settings import TrainConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))

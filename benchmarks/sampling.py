@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from charrnn.model import ModelConfig, RNNLM
-from charrnn.sample import generate
-from charrnn.tokenizers import CharTokenizer
+from charrnn.model.network import ModelConfig, RNNLM
+from charrnn.generation.sample import generate
+from charrnn.data.tokenizers import CharTokenizer
 
 from quality_per_time import cpu_model
 

@@ -29,9 +29,9 @@ import time
 
 import torch
 
-from charrnn.model import ModelConfig, RNNLM
-from charrnn.sample import Job, generate, sample_options
-from charrnn.tokenizers import CharTokenizer
+from charrnn.model.network import ModelConfig, RNNLM
+from charrnn.generation.sample import Job, generate, sample_options
+from charrnn.data.tokenizers import CharTokenizer
 
 
 # ----------------------------------------------------------------------------- c76d0d3's sampler, verbatim

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from charrnn.api import load
-from charrnn.probe import cpu_model
-from charrnn.sample import Job, sample_options
-from charrnn.stepper import Stepper
+from charrnn.training.probe import cpu_model
+from charrnn.generation.sample import Job, sample_options
+from charrnn.generation.stepper import Stepper
 
 
 @torch.no_grad()

@@ -57,12 +57,12 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from charrnn.batching import StreamBatcher  # noqa: E402
-from charrnn.model import ModelConfig, RNNLM  # noqa: E402
-from charrnn.runtime import autocast  # noqa: E402
+from charrnn.data.batching import StreamBatcher  # noqa: E402
+from charrnn.model.network import ModelConfig, RNNLM  # noqa: E402
+from charrnn.system.device import autocast  # noqa: E402
 from charrnn.settings import make_config  # noqa: E402
-from charrnn.step import StepRunner  # noqa: E402
-from charrnn.trainer import Trainer  # noqa: E402
+from charrnn.training.step import StepRunner  # noqa: E402
+from charrnn.training.trainer import Trainer  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -72,7 +72,7 @@ def lscpu_model() -> str:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
         return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
     except (OSError, subprocess.CalledProcessError, StopIteration):
-        from charrnn.probe import cpu_model
+        from charrnn.training.probe import cpu_model
         return cpu_model()
 
 

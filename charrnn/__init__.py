@@ -8,10 +8,10 @@
 The API lives in charrnn.api; it is imported on first use, so `charrnn --help` stays fast.
 """
 
-__version__ = "0.2.0"
 __all__ = ["train", "resume", "load", "Model", "TrainResult", "CharrnnError", "Interrupted", "__version__"]
 
 from charrnn.errors import CharrnnError, Interrupted  # noqa: E402  (no torch)
+from charrnn.version import __version__  # noqa: E402
 
 
 def __getattr__(name):

@@ -21,20 +21,23 @@ import os
 import sys
 from typing import Callable, Iterator
 
-from charrnn import budget, corpora, distributed, rundir
-from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
-from charrnn.data import is_builtin
+from charrnn.training import budget
+from charrnn.data import named as corpora
+from charrnn.training import distributed
+from charrnn.system import rundir
+from charrnn.model.checkpoint import load_checkpoint, model_from_checkpoint
+from charrnn.data.corpus import is_builtin
 from charrnn.errors import CharrnnError
-from charrnn.evaluate import evaluate_split, file_ids, split_ids, text_ids
-from charrnn.finetune import finetune_config
-from charrnn.records import records_separator
-from charrnn.records_score import evaluate_run_split
-from charrnn.runtime import resolve_device, resolve_precision, show_progress
-from charrnn.sample import Job, Sample, sample_options
-from charrnn.score import read_text, score_lines
+from charrnn.evaluation.evaluate import evaluate_split, file_ids, split_ids, text_ids
+from charrnn.training.finetune import finetune_config
+from charrnn.data.records import records_separator
+from charrnn.evaluation.records import evaluate_run_split
+from charrnn.system.device import resolve_device, resolve_precision, show_progress
+from charrnn.generation.sample import Job, Sample, sample_options
+from charrnn.evaluation.score import read_text, score_lines
 from charrnn.settings import (DYNAMIC, EVAL, SAMPLE, SCORE, TRAIN, apply_changes, check_values, config_from_saved,
                               defaults, help_lines, make_config, signature, with_default_limit)
-from charrnn.trainer import Trainer
+from charrnn.training.trainer import Trainer
 
 P = inspect.Parameter
 CHOICE_KEY = "budget_choice"  # config.json: what was chosen and why (not a setting: resume never compares it)
@@ -209,7 +212,7 @@ class Model:
         return texts if job.opts["num_samples"] > 1 else texts[0]
 
     def generate(self, prime: str = "", **options) -> Iterator[Sample]:
-        """One ``charrnn.sample.Sample`` per sample (index, text, tokens, logprob, end), in index order,
+        """One ``charrnn.generation.sample.Sample`` per sample (index, text, tokens, logprob, end), in index order,
         each as soon as it is finished: what ``charrnn sample --json`` prints."""
         return self._job(prime, options).samples()
 

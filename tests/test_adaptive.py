@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charrnn.checkpoint import load_checkpoint
-from charrnn.model import ModelConfig, RNNLM, resolve_head
+from charrnn.model.checkpoint import load_checkpoint
+from charrnn.model.network import ModelConfig, RNNLM, resolve_head
 from tests.conftest import TINY_MODEL
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import charrnn
-from charrnn.checkpoint import load_checkpoint
-from charrnn.trainstate import TRAIN_STATE_VERSION
+from charrnn.model.checkpoint import load_checkpoint
+from charrnn.training.state import TRAIN_STATE_VERSION
 from tests.conftest import TINY_TEXT
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -122,9 +122,9 @@ def test_format1_checkpoint_resumes_to_the_result_the_old_code_reached(v1_run, c
 
 
 def test_format1_adaptive_checkpoint_keeps_its_token_order(tmp_path):
-    from charrnn.fileio import atomic_save
-    from charrnn.model import ModelConfig, RNNLM
-    from charrnn.tokenizers import fit_tokenizer
+    from charrnn.system.fileio import atomic_save
+    from charrnn.model.network import ModelConfig, RNNLM
+    from charrnn.data.tokenizers import fit_tokenizer
 
     text = "".join(chr(0x4E00 + i) for i in range(1100)) * 2
     tok = fit_tokenizer("char", text)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.batching import StreamBatcher, eval_streams
+from charrnn.data.batching import StreamBatcher, eval_streams
 from charrnn.errors import CharrnnError
 
 # ----------------------------------------------------------------------------- StreamBatcher

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 import charrnn
-from charrnn import budget, probe
-from charrnn.model import ModelConfig
+from charrnn.training import budget
+from charrnn.training import probe
+from charrnn.model.network import ModelConfig
 from charrnn.settings import make_config
 from tests.conftest import TINY_TEXT
 
@@ -201,7 +202,7 @@ def test_a_real_probe_measures_a_tiny_shape_and_the_cache_reads_it_back(tmp_path
 
 
 def test_a_gpu_gets_a_larger_batch_when_none_is_given(monkeypatch):
-    from charrnn import memory
+    from charrnn.training import memory
 
     monkeypatch.setattr(memory, "available_bytes", lambda device: 80 * 10**9)
     corpus = SimpleNamespace(tokenizer=SimpleNamespace(vocab_size=65),

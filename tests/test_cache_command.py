@@ -8,8 +8,8 @@ import os
 
 import numpy as np
 
-from charrnn import corpus_store
-from charrnn.data import load_corpus
+from charrnn.data import store as corpus_store
+from charrnn.data.corpus import load_corpus
 from tests.conftest import TINY_TEXT, train_tiny
 
 

@@ -11,10 +11,10 @@ import sys
 
 import pytest
 
-from charrnn.checkpoint import load_checkpoint
-from charrnn.data import pystdlib_files
+from charrnn.model.checkpoint import load_checkpoint
+from charrnn.data.corpus import pystdlib_files
 from charrnn.settings import TOKENIZERS
-from charrnn.tokenizers import tokenizer_from_state
+from charrnn.data.tokenizers import tokenizer_from_state
 from tests.conftest import SHARED, TINY_MODEL, TINY_TEXT
 
 

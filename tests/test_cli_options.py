@@ -6,7 +6,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from charrnn.cli_options import NUMBER, options
+from charrnn.cli.options import NUMBER, options
 from charrnn.settings import TRAIN, by_name
 
 

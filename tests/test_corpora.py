@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from charrnn import corpora
-from charrnn.data import split_text
+from charrnn.data import named as corpora
+from charrnn.data.corpus import split_text
 from charrnn.errors import CharrnnError
 
 from .conftest import SHARED
@@ -345,7 +345,7 @@ def test_corpora_command_lists_and_fetches(env, server, cli):
 
 
 def test_the_corpora_modules_do_not_import_torch():
-    code = "import sys, charrnn.corpora, charrnn.corpora_command; print('torch' in sys.modules)"
+    code = "import sys, charrnn.data.named, charrnn.cli.corpora; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

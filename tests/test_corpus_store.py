@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from charrnn import corpus_store as cs
-from charrnn.corpus_store import StoreWriter, id_dtype, read_entry, write_entry
+from charrnn.data import store as cs
+from charrnn.data.store import StoreWriter, id_dtype, read_entry, write_entry
 
 
 @pytest.mark.parametrize("vocab,dtype", [(2, np.uint8), (256, np.uint8), (257, np.uint16), (65536, np.uint16),

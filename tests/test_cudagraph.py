@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import charrnn.cudagraph as cg
-import charrnn.sample as sm
-from charrnn.model import ModelConfig, RNNLM
-from charrnn.sample import Job, sample_options
-from charrnn.stepper import Stepper
-from charrnn.tokenizers import fit_tokenizer
+import charrnn.generation.cudagraph as cg
+import charrnn.generation.sample as sm
+from charrnn.model.network import ModelConfig, RNNLM
+from charrnn.generation.sample import Job, sample_options
+from charrnn.generation.stepper import Stepper
+from charrnn.data.tokenizers import fit_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -121,8 +121,8 @@ def test_the_plain_stepper_is_prepared_once_per_weights():
     """Sampling again from the same model reuses its prepared products; changed weights prepare anew."""
     import torch
 
-    from charrnn.cudagraph import make_stepper
-    from charrnn.model import ModelConfig, RNNLM
+    from charrnn.generation.cudagraph import make_stepper
+    from charrnn.model.network import ModelConfig, RNNLM
 
     torch.manual_seed(0)
     model = RNNLM(ModelConfig(20, "lstm", 1, 32, 8, 0.0)).eval()

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import charrnn.data as data
-from charrnn.data import load_corpus, pystdlib_files, read_pystdlib, split_text
+import charrnn.data.corpus as data
+from charrnn.data.corpus import load_corpus, pystdlib_files, read_pystdlib, split_text
 from charrnn.errors import CharrnnError
-from charrnn.tokenizers import fit_tokenizer
+from charrnn.data.tokenizers import fit_tokenizer
 
 # ----------------------------------------------------------------------------- split_text
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn.checkpoint import load_checkpoint
+from charrnn.model.checkpoint import load_checkpoint
 from tests.conftest import TINY_TEXT
 from tests.test_resume import corpus, wait_for, weights_hash  # noqa: F401 (corpus: the same fixture)
 
@@ -178,9 +178,9 @@ def _eval_worker(rank: int, port: int, ckpt: str, texts: list, out: str) -> None
     torch.set_num_threads(1)
     from types import SimpleNamespace
 
-    from charrnn import distributed
+    from charrnn.training import distributed
     from charrnn.api import load
-    from charrnn.evaluate import evaluate_split, text_ids
+    from charrnn.evaluation.evaluate import evaluate_split, text_ids
     model = load(ckpt, device="cpu")
     cfg = SimpleNamespace(batch_size=2, budget=False, records=None)
     with distributed.session(cfg, torch.device("cpu")) as dist:
@@ -192,7 +192,7 @@ def _eval_worker(rank: int, port: int, ckpt: str, texts: list, out: str) -> None
 
 def test_split_evaluation_equals_one_process(two_ranks, tmp_path):
     from charrnn.api import load
-    from charrnn.evaluate import evaluate_split, text_ids
+    from charrnn.evaluation.evaluate import evaluate_split, text_ids
     ckpt = str(two_ranks[0] / "run" / "best.pt")
     texts = [TINY_TEXT * 3, TINY_TEXT[:500]]  # 3 evaluation streams (split 1 + 2), and 1 (rank 1 has none)
     out = tmp_path / "ranks.json"
@@ -207,7 +207,7 @@ def test_split_evaluation_equals_one_process(two_ranks, tmp_path):
 
 
 def test_the_default_budget_is_off_under_torchrun_and_an_explicit_one_refused(corpus):
-    from charrnn.distributed import check_settings
+    from charrnn.training.distributed import check_settings
     from charrnn.errors import CharrnnError
     from charrnn.settings import make_config
     cfg = make_config(corpus=str(corpus), max_time=60.0)

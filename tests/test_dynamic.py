@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import charrnn
-import charrnn.dynamic as dyn
-from charrnn.dynamic import apply_update, dynamic_nlls
-from charrnn.evaluate import evaluate_split, token_nlls
-from charrnn.model import ModelConfig, RNNLM
-from charrnn.tokenizers import fit_tokenizer
+import charrnn.evaluation.dynamic as dyn
+from charrnn.evaluation.dynamic import apply_update, dynamic_nlls
+from charrnn.evaluation.evaluate import evaluate_split, token_nlls
+from charrnn.model.network import ModelConfig, RNNLM
+from charrnn.data.tokenizers import fit_tokenizer
 from tests.conftest import snapshot
 from tests.test_evaluate_sample import TEXT, _model
 

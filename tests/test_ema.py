@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from charrnn.checkpoint import load_checkpoint
-from charrnn.ema import EMA
-from charrnn.model import ModelConfig, RNNLM
+from charrnn.model.checkpoint import load_checkpoint
+from charrnn.training.ema import EMA
+from charrnn.model.network import ModelConfig, RNNLM
 from tests.conftest import TINY_MODEL, TINY_TEXT
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,14 +8,14 @@ import random
 import numpy as np
 import pytest
 
-import charrnn.encode_stream as es
-import charrnn.textstream as ts
-from charrnn.corpus_store import StoreWriter, read_entry
-from charrnn.data import split_text
-from charrnn.encode_stream import encode_corpus, split_sizes
+import charrnn.data.encode as es
+import charrnn.data.text as ts
+from charrnn.data.store import StoreWriter, read_entry
+from charrnn.data.corpus import split_text
+from charrnn.data.encode import encode_corpus, split_sizes
 from charrnn.errors import CharrnnError
-from charrnn.textstream import Source
-from charrnn.tokenizers import fit_tokenizer
+from charrnn.data.text import Source
+from charrnn.data.tokenizers import fit_tokenizer
 
 
 def _text(n: int, seed: int = 0) -> str:

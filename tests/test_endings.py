@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from charrnn.endings import Rules, Tracker, line_start_tokens
+from charrnn.generation.endings import Rules, Tracker, line_start_tokens
 from charrnn.errors import CharrnnError
-from charrnn.tokenizers import fit_tokenizer
+from charrnn.data.tokenizers import fit_tokenizer
 
 
 class Pieces:

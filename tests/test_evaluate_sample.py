@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import charrnn.evaluate as ev
-from charrnn.batching import eval_streams as real_eval_streams
+import charrnn.evaluation.evaluate as ev
+from charrnn.data.batching import eval_streams as real_eval_streams
 from charrnn.errors import CharrnnError
-from charrnn.evaluate import evaluate_split, metrics, score
-from charrnn.model import ModelConfig, RNNLM
-from charrnn.sample import generate
-from charrnn.tokenizers import fit_tokenizer
+from charrnn.evaluation.evaluate import evaluate_split, metrics, score
+from charrnn.model.network import ModelConfig, RNNLM
+from charrnn.generation.sample import generate
+from charrnn.data.tokenizers import fit_tokenizer
 
 CPU = torch.device("cpu")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from charrnn.errors import CharrnnError
-from charrnn.fileio import append_line, atomic_save, atomic_write_bytes, safe_load
+from charrnn.system.fileio import append_line, atomic_save, atomic_write_bytes, safe_load
 
 
 def test_atomic_writes_replace_whole_files_with_the_usual_mode(tmp_path):

@@ -12,14 +12,14 @@ import pytest
 import torch
 
 import charrnn
-from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
-from charrnn.evaluate import evaluate_split
-from charrnn.finetune import start_model
-from charrnn.heads import _smoothed_logp
-from charrnn.rundir import read_metrics
+from charrnn.model.checkpoint import load_checkpoint, model_from_checkpoint
+from charrnn.evaluation.evaluate import evaluate_split
+from charrnn.training.finetune import start_model
+from charrnn.model.heads import _smoothed_logp
+from charrnn.system.rundir import read_metrics
 from charrnn.settings import config_from_saved
-from charrnn.tokenizers import adapt_vocab
-from charrnn.schedule import lr_at
+from charrnn.data.tokenizers import adapt_vocab
+from charrnn.training.schedule import lr_at
 from tests.conftest import TINY_TEXT, snapshot
 
 TINY = dict(batch_size=4, seq_len=16, precision="fp32", eval_every=10, save_every=10, log_every=5, device="cpu")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.heads import AdaptiveSoftmax, FullSoftmax, make_head, resolve_head
+from charrnn.model.heads import AdaptiveSoftmax, FullSoftmax, make_head, resolve_head
 
 
 def _head(kind):

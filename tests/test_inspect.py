@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn.checkpoint import load_checkpoint
-from charrnn.fileio import atomic_save
-from charrnn.inspection import list_runs, parameter_table, regularisers, rnn_layer_count
-from charrnn.model import REGULARISERS, ModelConfig, RNNLM
+from charrnn.model.checkpoint import load_checkpoint
+from charrnn.system.fileio import atomic_save
+from charrnn.reports.inspect import list_runs, parameter_table, regularisers, rnn_layer_count
+from charrnn.model.network import REGULARISERS, ModelConfig, RNNLM
 from charrnn.settings import TRAIN, by_name
 from tests.conftest import TINY_TEXT, train_tiny
 
@@ -147,9 +147,9 @@ def test_runs_without_a_checkpoint_dir(cli, tmp_path):
 
 
 def test_the_see_commands_do_not_import_torch():
-    code = "import sys, charrnn.see_commands; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, charrnn.cli.see; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
-    code = "import sys, charrnn.inspection, charrnn.plot as p; print('ok')"  # importable; plot needs torch via fileio
+    code = "import sys, charrnn.reports.inspect, charrnn.reports.plot as p; print('ok')"  # importable; plot needs torch via fileio
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True).stdout == "ok\n"
 
 

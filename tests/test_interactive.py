@@ -18,7 +18,7 @@ import pytest
 
 import charrnn
 from charrnn.errors import CharrnnError
-from charrnn.interactive import Session
+from charrnn.generation.interactive import Session
 from charrnn.settings import SAMPLE, defaults
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn import budget, memory
+from charrnn.training import budget
+from charrnn.training import memory
 from charrnn.errors import CharrnnError
-from charrnn.heads import resolve_head
-from charrnn.model import ModelConfig, RNNLM
+from charrnn.model.heads import resolve_head
+from charrnn.model.network import ModelConfig, RNNLM
 from charrnn.settings import make_config
 from tests.conftest import TINY_MODEL, TINY_TEXT, snapshot
 

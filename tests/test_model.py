@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charrnn.model import ModelConfig, RNNLM, detach_state
+from charrnn.model.network import ModelConfig, RNNLM, detach_state
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from charrnn.plot import NO_MATPLOTLIB, grad_points
+from charrnn.reports.plot import NO_MATPLOTLIB, grad_points
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -79,7 +79,7 @@ def test_plot_two_runs_overlaid(cli, mpl, tmp_path, monkeypatch):
 
 
 def test_gradient_norms_and_clipping_events_are_read_when_recorded(tmp_path):
-    from charrnn.plot import load_run
+    from charrnn.reports.plot import load_run
 
     with_gn = load_run(str(make_run(tmp_path, "new", grad=True)))
     g = grad_points(with_gn["train"])

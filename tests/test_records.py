@@ -11,17 +11,17 @@ import pytest
 import torch
 
 import charrnn
-import charrnn.records_score as records_score
-from charrnn.checkpoint import load_checkpoint
-from charrnn.data import load_corpus
+import charrnn.evaluation.records as records_score
+from charrnn.model.checkpoint import load_checkpoint
+from charrnn.data.corpus import load_corpus
 from charrnn.errors import CharrnnError
-from charrnn.evaluate import evaluate_split
-from charrnn.model import ModelConfig, RNNLM
-from charrnn.records import (RecordBatcher, encode_records, gather, record_lengths, records_separator,
+from charrnn.evaluation.evaluate import evaluate_split
+from charrnn.model.network import ModelConfig, RNNLM
+from charrnn.data.records import (RecordBatcher, encode_records, gather, record_lengths, records_separator,
                              separator_ids, split_records)
-from charrnn.records_score import record_token_nll
+from charrnn.evaluation.records import record_token_nll
 from charrnn.settings import make_config
-from charrnn.tokenizers import fit_tokenizer
+from charrnn.data.tokenizers import fit_tokenizer
 
 WORDS = "the quick brown fox jumps over lazy dog pack my box with five dozen liquor jugs".split()
 TINY = dict(layers=1, hidden=24, emb=8, batch_size=4, seq_len=16, precision="fp32", eval_every=10, save_every=10,

@@ -10,9 +10,9 @@ import torch
 import torch.nn as nn
 from torch.profiler import profile
 
-import charrnn.regularise as reg
-from charrnn.model import ModelConfig, RNNLM
-from charrnn.regularise import EmbeddingDropout, LockedDropout, RecurrentStack, WeightDrop
+import charrnn.model.regularise as reg
+from charrnn.model.network import ModelConfig, RNNLM
+from charrnn.model.regularise import EmbeddingDropout, LockedDropout, RecurrentStack, WeightDrop
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 KERNEL = {"lstm": "aten::lstm", "gru": "aten::gru", "rnn": "aten::rnn_tanh"}
@@ -193,7 +193,7 @@ def test_bad_values_are_one_line_errors(cli, tmp_path, argv, needle):
 
 
 def test_fine_tuning_takes_the_new_runs_regularisers(cli, tmp_path):
-    from charrnn.checkpoint import load_checkpoint
+    from charrnn.model.checkpoint import load_checkpoint
     from tests.conftest import TINY_MODEL, TINY_TEXT
 
     corpus = tmp_path / "t.txt"

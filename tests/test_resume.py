@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from charrnn.checkpoint import load_checkpoint
+from charrnn.model.checkpoint import load_checkpoint
 from tests.conftest import TINY_TEXT, snapshot
 
 MODEL = ["--layers", "2", "--hidden", "48", "--emb", "16", "--batch-size", "8", "--seq-len", "32",
@@ -208,7 +208,7 @@ def test_skip_nonfinite_counts_and_continues(corpus, tmp_path, cli, monkeypatch)
 def test_disk_full_during_save_keeps_previous_checkpoints(trained_run, tmp_path, cli, monkeypatch):
     import shutil
 
-    import charrnn.fileio as fio
+    import charrnn.system.fileio as fio
 
     run_dir, corpus, _ = trained_run
     shutil.copytree(run_dir, tmp_path / "tiny")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from charrnn import rundir
+from charrnn.system import rundir
 from charrnn.errors import CharrnnError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from charrnn import runtime
+from charrnn.system import device as runtime
 from charrnn.errors import CharrnnError
 
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import charrnn.sample as sm
+import charrnn.generation.sample as sm
 from charrnn.errors import CharrnnError
-from charrnn.model import ModelConfig, RNNLM
-from charrnn.sample import Job, choose, sample_options
-from charrnn.tokenizers import fit_tokenizer
+from charrnn.model.network import ModelConfig, RNNLM
+from charrnn.generation.sample import Job, choose, sample_options
+from charrnn.data.tokenizers import fit_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from charrnn.schedule import estimate_total, lr_at, progress, stop_reason
+from charrnn.training.schedule import estimate_total, lr_at, progress, stop_reason
 from charrnn.settings import make_config
 
 

@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 
 import charrnn
-import charrnn.evaluate as ev
-import charrnn.score as sc
-from charrnn.batching import eval_streams as real_eval_streams
+import charrnn.evaluation.evaluate as ev
+import charrnn.evaluation.score as sc
+from charrnn.data.batching import eval_streams as real_eval_streams
 from charrnn.errors import CharrnnError
-from charrnn.evaluate import evaluate_split
-from charrnn.score import score_lines
-from charrnn.tokenizers import fit_tokenizer
+from charrnn.evaluation.evaluate import evaluate_split
+from charrnn.evaluation.score import score_lines
+from charrnn.data.tokenizers import fit_tokenizer
 from tests.test_evaluate_sample import TEXT, _model
 
 CPU = torch.device("cpu")

@@ -6,7 +6,7 @@ import os
 import signal
 import threading
 
-from charrnn.signals import StopRequest
+from charrnn.training.signals import StopRequest
 
 
 def test_first_signal_is_recorded_and_handlers_restored():

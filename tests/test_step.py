@@ -8,11 +8,11 @@ import contextlib
 import pytest
 import torch
 
-from charrnn import step as step_mod
-from charrnn.checkpoint import load_checkpoint
+from charrnn.training import step as step_mod
+from charrnn.model.checkpoint import load_checkpoint
 from charrnn.errors import CharrnnError
-from charrnn.model import ModelConfig, RNNLM
-from charrnn.step import StepRunner
+from charrnn.model.network import ModelConfig, RNNLM
+from charrnn.training.step import StepRunner
 from tests.conftest import TINY_TEXT
 from tests.test_resume import _nan_after
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from charrnn.model import ModelConfig, RNNLM, resolve_head
-from charrnn.sample import Stepper
+from charrnn.model.network import ModelConfig, RNNLM, resolve_head
+from charrnn.generation.sample import Stepper
 
 
 def _model(cell: str, head: str, V: int = 1200) -> RNNLM:
@@ -110,7 +110,7 @@ def test_packed_rows_have_the_same_bits_whatever_the_batch(precision):
 
 
 def test_auto_precision_is_bf16_only_on_cpus_that_multiply_bf16(monkeypatch):
-    import charrnn.stepper as st
+    import charrnn.generation.stepper as st
 
     monkeypatch.setattr(st, "cpu_multiplies_bf16", lambda: True)
     assert st.resolve_precision("auto", "cpu") == "bf16" and st.resolve_precision("fp32", "cpu") == "fp32"
@@ -120,7 +120,7 @@ def test_auto_precision_is_bf16_only_on_cpus_that_multiply_bf16(monkeypatch):
 
 
 def test_without_onednn_the_products_fall_back_to_addmm(monkeypatch):
-    import charrnn.stepper as st
+    import charrnn.generation.stepper as st
 
     m = _model("lstm", "full", V=60)
     ids = torch.randint(0, 60, (3, 8))

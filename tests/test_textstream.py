@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-import charrnn.textstream as ts
-from charrnn.data import decode_text
+import charrnn.data.text as ts
+from charrnn.data.corpus import decode_text
 from charrnn.errors import CharrnnError
-from charrnn.textstream import Source, utf8_cut
+from charrnn.data.text import Source, utf8_cut
 
 
 def _unicode_text(n: int, seed: int = 0) -> str:

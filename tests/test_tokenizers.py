@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from charrnn.errors import CharrnnError
-from charrnn.tokenizers import CharTokenizer, fit_tokenizer, tokenizer_from_state
+from charrnn.data.tokenizers import CharTokenizer, fit_tokenizer, tokenizer_from_state
 
 # ----------------------------------------------------------------------------- training text
 

@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from charrnn.distributed import OneProcess
+from charrnn.training.distributed import OneProcess
 from charrnn.errors import CharrnnError
 from charrnn.settings import make_config
-from charrnn.trainstate import TRAIN_STATE_VERSION, restore, train_state
+from charrnn.training.state import TRAIN_STATE_VERSION, restore, train_state
 
 
 def _trainer(**kw):

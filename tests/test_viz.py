@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.checkpoint import load_model
+from charrnn.model.checkpoint import load_model
 from charrnn.errors import CharrnnError
-from charrnn.model import ModelConfig, RNNLM
-from charrnn.tokenizers import ByteTokenizer, CharTokenizer, fit_tokenizer
-from charrnn.viz import (check_selection, correlated_units, layer_states, page_data, render, segments, surprisal_bits,
+from charrnn.model.network import ModelConfig, RNNLM
+from charrnn.data.tokenizers import ByteTokenizer, CharTokenizer, fit_tokenizer
+from charrnn.reports.viz import (check_selection, correlated_units, layer_states, page_data, render, segments, surprisal_bits,
                          text_features, token_logprobs)
 from tests.conftest import TINY_TEXT
 

@@ -1,0 +1,314 @@
+"""Command line: a thin click layer over the Python API (api.py) that parses, calls and prints.
+
+The options of ``charrnn train`` come from the settings table (settings.TRAIN), those of sample and
+eval partly from settings.SAMPLE / settings.EVAL. Importing this module imports no torch: the
+library is imported inside each command, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import click
+
+from charrnn.version import __version__
+from charrnn.errors import CharrnnError, Interrupted
+from charrnn.cli.options import CKPT_DIR, option, options
+from charrnn.settings import DEVICES, EVAL, SAMPLE, SCORE, TRAIN
+
+
+def _log(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="charrnn")
+def cli():
+    """Train, sample and evaluate character-level LSTM/GRU language models.
+
+    \b
+      charrnn train corpus.txt       train a model (no file: the built-in 'pystdlib' corpus)
+      charrnn sample --temp 0.8      generate text from the latest model
+      charrnn eval                   loss, perplexity and bits per character (--dynamic: adapting)
+      charrnn score FILE             bits per character of every line of a text
+      charrnn inspect / runs         what a checkpoint holds; a table of the runs
+      charrnn plot / viz             learning curves; a neuron-activation page in the browser
+      charrnn corpora                the named corpora (enwik8, text8, tinyshakespeare)
+    """
+
+
+@cli.command()
+@click.argument("corpus", required=False, metavar="[CORPUS]")
+@click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[RUN_DIR|CKPT]",
+              help="Continue a run exactly where it stopped (no value: the latest run).")
+@options(TRAIN, skip=("corpus",))
+@click.pass_context
+def train(ctx, corpus, resume, **settings):
+    """Train a model on CORPUS: a UTF-8 text file, a named corpus (enwik8, text8, tinyshakespeare:
+    see 'charrnn corpora'), or by default 'pystdlib', this Python's standard-library source.
+
+    Checkpoints go to CHECKPOINT_DIR/<name>/ (best.pt, last.pt, config.json, metrics.jsonl).
+    Data-parallel: 'torchrun --nproc-per-node N -m charrnn train ...' (each process trains 1/N of
+    the --batch-size streams; see the README's "Many processes").
+    """
+    from charrnn import api
+
+    given = {k: v for k, v in settings.items() if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
+    if resume is not None:
+        if corpus is not None:
+            given["corpus"] = corpus
+        given.pop("checkpoint_dir", None)
+        result = api.resume(resume or None, checkpoint_dir=settings["checkpoint_dir"], **given)
+    else:
+        result = api.train(corpus, **given)  # settings not given keep their defaults (or a named corpus's)
+    if _other_rank():
+        return  # under torchrun rank 0 alone reports
+    _log(f"done ({result.stop}) after {result.steps} steps, {result.elapsed:.0f}s")
+    if result.best:
+        _log(f"best val: loss {result.best['loss']:.4f} nats/token, {result.best['bpc']:.4f} bits/char at step "
+             f"{result.best['step']} -> {result.best_path}")
+    if result.skipped:
+        _log(f"skipped {result.skipped} batches with non-finite loss or gradient")
+    _log(f"sample with: charrnn sample {result.run_dir}")
+
+
+@cli.command()
+@click.argument("checkpoint", required=False)
+@options(SAMPLE[:2])
+@click.option("--prime", type=str, default="", help="Text to start from (printed first).")
+@options(SAMPLE[2:])
+@click.option("--json", "as_json", is_flag=True, default=False,
+              help="One JSON object per sample and line: index (1..N), text (the prime included), tokens "
+                   "(generated), logprob (the model's own log-probability of them at temperature 1), end.")
+@click.option("--interactive", is_flag=True, default=False,
+              help="A prompt on the terminal: type a prime, get a continuation (the model's state is kept "
+                   "across turns; /help lists the commands).")
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+              help="Device for generation (one token at a time: the CPU is usually fastest).")
+@CKPT_DIR
+def sample(checkpoint, prime, as_json, interactive, device, checkpoint_dir, **opts):
+    """Generate text from CHECKPOINT (a .pt file or run directory; default: best.pt of the latest run).
+
+    Several samples (--num-samples) are separated by a line '--- sample I ---' before each.
+    """
+    from charrnn import api
+    from charrnn.generation.sample import check_options
+    from charrnn.settings import check_values
+
+    opts = check_values(SAMPLE, opts)  # before loading anything
+    check_options(prime, opts)
+    if interactive:
+        _check_interactive(prime, as_json, opts)
+    model = api.load(checkpoint, device=device, checkpoint_dir=checkpoint_dir)
+    if interactive:
+        from charrnn.generation.interactive import Session, repl
+
+        session = Session(model, opts)
+        _log(f"sampling from {model.path}; type a prime and Enter (/help: commands, Ctrl-D: quit)")
+        repl(session)
+        return
+    if opts["num_samples"] == 1 and opts["beam"] is None and not as_json:
+        pieces = model.stream(prime, **opts)  # a bad --prime fails here, before any output
+        _log(f"sampling from {model.path}")
+        _note_escapes(opts["stop"])
+        last = ""
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            last = piece or last
+        _end_line(last)
+        return
+    samples = model.generate(prime, **opts)
+    _log(f"sampling from {model.path}" + (f" ({opts['num_samples']} samples)" if opts["num_samples"] > 1 else ""))
+    _note_escapes(opts["stop"])
+    for s in samples:
+        if as_json:
+            sys.stdout.write(json.dumps({"index": s.index, "text": s.text, "tokens": s.tokens,
+                                         "logprob": round(s.logprob, 4), "end": s.end}, ensure_ascii=False) + "\n")
+        else:
+            if opts["num_samples"] > 1:
+                sys.stdout.write(f"--- sample {s.index} ---\n")
+            sys.stdout.write(s.text)
+            _end_line(s.text)
+        sys.stdout.flush()
+
+
+def _note_escapes(stops) -> None:
+    for s in stops:
+        if "\\n" in s or "\\t" in s:
+            _log(f"note: --stop {s!r} holds a backslash, not a line break or tab; in bash write $'\\n' for one")
+
+
+def _end_line(text: str) -> None:
+    """Finish the output with a line break, unless the text ended with one."""
+    if not text.endswith("\n"):
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def _check_interactive(prime, as_json, opts) -> None:
+    if not sys.stdin.isatty():
+        raise CharrnnError("--interactive needs a terminal on stdin; pipe primes with --prime-file or --prime instead")
+    for flag, bad in (("--prime", prime), ("--prime-file", opts["prime_file"] is not None), ("--json", as_json),
+                      ("--num-samples", opts["num_samples"] != 1), ("--beam", opts["beam"] is not None)):
+        if bad:
+            raise CharrnnError(f"{flag} does not go with --interactive (type the prime at the prompt); drop it")
+
+
+@cli.command(name="eval")
+@click.argument("checkpoint", required=False)
+@options(EVAL[:1])
+@click.option("--file", "file", type=str, default=None, metavar="PATH", help="Score this text file instead.")
+@click.option("--json", "as_json", is_flag=True, default=False, help="Print the results as one JSON object on stdout.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="auto: CUDA, then Apple MPS, then the CPU.")
+@options(EVAL[1:])
+@CKPT_DIR
+@click.pass_context
+def evaluate(ctx, checkpoint, file, as_json, device, checkpoint_dir, **opts):
+    """Cross-entropy, perplexity and bits per character of CHECKPOINT on a whole text.
+
+    --dynamic: dynamic evaluation (Krause et al. 2018): the model adapts to the text as it reads it,
+    each segment of --dyn-seq tokens scored before one SGD step is taken on it.
+    """
+    from charrnn import api
+    from charrnn.settings import check_values
+
+    given = {k: v for k, v in opts.items() if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
+    check_values(EVAL, given)  # before loading anything
+    m = api.load(checkpoint, device=device, checkpoint_dir=checkpoint_dir).evaluate(file, **given)
+    if as_json:
+        click.echo(json.dumps(m))
+        return
+    click.echo(f"{m['text']} ({m['tokens']:,} {m['tokenizer']} tokens, {m['chars']:,} characters)")
+    if m.get("dynamic"):
+        click.echo(f"  dynamic evaluation: --dyn-lr {m['dyn_lr']:g}, --dyn-seq {m['dyn_seq']}, "
+                   f"--dyn-decay {m['dyn_decay']:g}")
+    click.echo(f"  loss        {m['loss']:.4f} nats/token")
+    click.echo(f"  perplexity  {m['perplexity']:.3f} per token")
+    click.echo(f"  bits/char   {m['bpc']:.4f}")
+    click.echo(f"  bits/byte   {m['bpb']:.4f}")
+
+
+@cli.command(name="score")
+@click.argument("file", metavar="FILE")
+@click.option("--checkpoint", "checkpoint", default=None, metavar="CKPT",
+              help="The model: a .pt file or run directory (default: best.pt of the latest run).")
+@click.option("--json", "as_json", is_flag=True, default=False,
+              help="One JSON object per line of FILE on stdout (line, text, chars, nll, bpc).")
+@options(SCORE[:-1])
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="auto: CUDA, then Apple MPS, then the CPU.")
+@options(SCORE[-1:])
+@CKPT_DIR
+def score(file, checkpoint, as_json, device, checkpoint_dir, **opts):
+    """Bits per character of every line of FILE ('-': standard input) under a model.
+
+    The text is read as one stream, as 'charrnn eval --file' reads it: the lines' nll add up to its
+    total, and the first character (nothing predicts it) is context only. A table by default; --json
+    gives one object per line.
+    """
+    from charrnn import api
+    from charrnn.settings import check_values
+
+    check_values(SCORE, opts)
+    if opts["per_char"] and not as_json:
+        raise CharrnnError("--per-char adds a list of surprisals to every JSON line; add --json")
+    model = api.load(checkpoint, device=device, checkpoint_dir=checkpoint_dir)
+    if file == "-":
+        from charrnn.data.corpus import decode_text
+
+        raw = sys.stdin.buffer.read()
+        if not raw:
+            raise CharrnnError("standard input is empty; pipe some text into 'charrnn score -'")
+        records = model.score(decode_text(raw, "<stdin>", "input"), **opts)
+    else:
+        records = model.score(file=file, **opts)
+    _log(f"scored {len(records):,} lines of {'standard input' if file == '-' else file} with {model.path}"
+         + (" (each line on its own)" if opts["independent"] else ""))
+    if opts["skip_unknown"]:
+        _log(f"skipped {sum(r['skipped'] for r in records):,} characters the model never saw")
+    chars, nll = sum(r["chars"] for r in records), sum(r["nll"] for r in records)
+    total = f"{nll / math.log(2) / chars:.4f} bits/char" if chars else "no characters scored"
+    if as_json:
+        for r in records:
+            click.echo(json.dumps(r, ensure_ascii=False))
+        _log(f"total: {chars:,} characters, {total}")
+        return
+    width = max(4, len(str(len(records))))
+    click.echo(f"{'line':>{width}}  {'chars':>6}  {'bpc':>6}  text")
+    for r in records:
+        bpc = f"{r['bpc']:6.3f}" if r["bpc"] is not None else f"{'-':>6}"
+        click.echo(f"{r['line']:>{width}}  {r['chars']:>6}  {bpc}  {_shorten(r['text'], 60)}")
+    click.echo(f"total: {len(records):,} lines, {chars:,} characters, {total} (nll {nll:,.2f} nats)")
+
+
+def _shorten(text: str, width: int) -> str:
+    """A line for the table: control characters escaped, cut to width with an ellipsis."""
+    text = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def flag_table(command: str) -> str:
+    """The README's markdown table of a command's flags, from the click options themselves."""
+    rows = ["| flag | default | what |", "|---|---|---|"]
+    for p in cli.commands[command].params:
+        if p.param_type_name != "option":
+            continue
+        flag = " / ".join(f"`{o}`" for o in p.opts + p.secondary_opts)
+        unset = type(p.default).__name__ == "Sentinel"  # click 8.2+: an option without a default
+        default = "" if unset or p.default in (None, "", ()) or p.name == "resume" else (
+            ("`on`" if p.default else "`off`") if isinstance(p.default, bool) else f"`{p.default}`")
+        choices = f" ({', '.join(p.type.choices)})" if isinstance(p.type, click.Choice) else ""
+        rows.append(f"| {flag} | {default} | {p.help}{choices} |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> None:
+    """Entry point: one-line errors, conventional exit codes, no tracebacks for user mistakes."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rv = cli.main(args=args or ["--help"], prog_name="charrnn", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except (click.ClickException, CharrnnError, Interrupted, KeyboardInterrupt) as e:
+        if _other_rank(e):  # torchrun: an error all ranks meet alike is printed by rank 0 alone
+            sys.exit(getattr(e, "exit_code", 130))
+        _report(e)
+    except BrokenPipeError:  # e.g. charrnn sample | head
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _other_rank(e=None) -> bool:
+    """Under torchrun, True on ranks other than 0 (unless ``e`` is an error of that rank's own)."""
+    rank = os.environ.get("RANK", "0")
+    return rank not in ("", "0") and getattr(e, "rank", None) is None
+
+
+def _report(e) -> None:
+    """The one line for an error, its exit code."""
+    if isinstance(e, click.ClickException):
+        msg = e.format_message()
+        if isinstance(e, click.UsageError) and e.ctx is not None:
+            msg += f" (see '{e.ctx.command_path} --help')"
+        click.echo(f"error: {msg}", err=True)
+    elif isinstance(e, CharrnnError):
+        rank = f"rank {e.rank}: " if getattr(e, "rank", None) is not None else ""
+        click.echo(f"error: {rank}{e}", err=True)
+    elif isinstance(e, Interrupted):
+        click.echo(str(e), err=True)
+    else:
+        click.echo("interrupted", err=True)
+    sys.exit(getattr(e, "exit_code", 130))
+
+from charrnn.cli.cache import cache_cmd  # noqa: E402
+from charrnn.cli.corpora import corpora_cmd  # noqa: E402
+from charrnn.cli.see import inspect_cmd, plot_cmd, runs_cmd, viz_cmd  # noqa: E402
+
+for _cmd in (inspect_cmd, runs_cmd, plot_cmd, viz_cmd, corpora_cmd, cache_cmd):
+    cli.add_command(_cmd)

@@ -1,0 +1,70 @@
+"""`charrnn cache`: the encoded corpora kept in CHECKPOINT_DIR/.cache (corpus_store.py): list them,
+clear them, or evict the least recently used down to a size. No torch at import."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import click
+
+from charrnn.cli.options import CKPT_DIR, NUMBER
+from charrnn.settings import TRAIN, by_name
+
+_CAP = by_name(TRAIN)["cache_max_gb"]
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+@click.command("cache")
+@click.option("--list", "do_list", is_flag=True, help="List the encoded corpora, least recently used first (the default).")
+@click.option("--clear", is_flag=True, help="Remove every encoded corpus (runs re-encode their corpus when next used).")
+@click.option("--prune", is_flag=True, help="Evict the least recently used encoded corpora until the cache fits "
+              "--cache-max-gb.")
+@click.option(_CAP.flag, _CAP.name, type=NUMBER, default=_CAP.default, show_default=True, metavar=_CAP.metavar,
+              help="The size --prune evicts down to (training applies it after writing a new entry).")
+@CKPT_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def cache_cmd(do_list, clear, prune, cache_max_gb, checkpoint_dir, as_json):
+    """The encoded-corpus cache: each corpus a run trained on, encoded once and memory-mapped.
+
+    \b
+    Entries are keyed by the corpus's content and the encoding settings, so a
+    changed file or tokenizer never reuses an old entry.
+    """
+    from charrnn.data import store as corpus_store
+    from charrnn.errors import CharrnnError
+    from charrnn.system.rundir import cache_dir
+
+    if clear and prune:
+        raise CharrnnError("--clear and --prune do different things; give one of them")
+    if cache_max_gb <= 0:
+        raise CharrnnError(f"--cache-max-gb must be > 0 (got {cache_max_gb:g})")
+    where = cache_dir(checkpoint_dir)
+    if clear:
+        n, size = corpus_store.clear(where)
+        click.echo(f"removed {n} encoded corpora ({_mb(size)}) from {where}", err=True)
+    elif prune:
+        freed = corpus_store.prune(where, cache_max_gb * 1e9, log=lambda m: click.echo(m, err=True))
+        click.echo(f"freed {_mb(freed)}; the cache is within {cache_max_gb:g} GB", err=True)
+    es = corpus_store.entries(where)
+    if as_json:
+        click.echo(json.dumps({"cache_dir": where, "bytes": sum(e["bytes"] for e in es), "entries": es}, indent=2))
+        return
+    if clear or prune:
+        return
+    if not es:
+        click.echo(f"no encoded corpora in {where}")
+        return
+    table = [("entry", "corpus", "tokenizer", "tokens", "size", "last used")]
+    for e in es:
+        used = datetime.datetime.fromtimestamp(e["used"]).strftime("%Y-%m-%d %H:%M")
+        table.append((e["name"][:12], str(e.get("source") or "(older format)"), str(e.get("tokenizer") or "-"),
+                      f"{e['tokens']:,} {e['dtype']}" if "tokens" in e else "-", _mb(e["bytes"]), used))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    click.echo(f"\n{len(es)} entries, {_mb(sum(e['bytes'] for e in es))} in {where} "
+               "('charrnn cache --clear' removes them; runs re-encode when needed)")

@@ -1,0 +1,141 @@
+"""The "see inside" commands: inspect, runs, plot and viz (click only; the library is imported lazily,
+so loading these commands costs nothing until one of them runs).
+
+charrnn.cli registers them with ``cli.add_command``; the work happens in charrnn.reports.inspect,
+charrnn.reports.plot and charrnn.reports.viz.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+CKPT_DIR = click.option("--checkpoint-dir", default="checkpoints", show_default=True, metavar="DIR",
+                        help="Directory that holds the runs (used to find the latest run).")
+JSON = click.option("--json", "as_json", is_flag=True, default=False, help="Print JSON on stdout instead of a report.")
+
+
+def _log(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.command(name="inspect")
+@click.argument("checkpoint", required=False, metavar="[CKPT]")
+@JSON
+@CKPT_DIR
+def inspect_cmd(checkpoint, as_json, checkpoint_dir):
+    """What is inside CKPT: model, tokenizer, parameters layer by layer (with the closed-form count),
+    and how it was trained.
+
+    CKPT is a .pt file or a run directory (default: the latest run); for a run directory last.pt is
+    read, since it holds the whole training history.
+    """
+    from charrnn.system.rundir import resolve_checkpoint
+    from charrnn.reports.inspect import format_report, inspect_checkpoint
+
+    info = inspect_checkpoint(resolve_checkpoint(checkpoint, checkpoint_dir, prefer="last.pt"))
+    click.echo(json.dumps(info, ensure_ascii=False, indent=2) if as_json else format_report(info))
+
+
+@click.command(name="runs")
+@JSON
+@CKPT_DIR
+def runs_cmd(as_json, checkpoint_dir):
+    """A table of the runs under --checkpoint-dir, most recently updated first."""
+    from charrnn.reports.inspect import format_runs, list_runs
+
+    runs = list_runs(checkpoint_dir)
+    if as_json:
+        click.echo(json.dumps(runs, ensure_ascii=False, indent=2))
+    elif not runs:
+        _log(f"no runs under '{checkpoint_dir}/' yet; start one with: charrnn train")
+    else:
+        click.echo(format_runs(runs))
+
+
+def _run_dir(arg: str, checkpoint_dir: str) -> str:
+    from charrnn.errors import CharrnnError
+
+    for cand in (arg, os.path.join(checkpoint_dir, arg)):
+        if os.path.isdir(cand):
+            return cand
+        if os.path.isfile(cand) and cand.endswith(".pt"):
+            return os.path.dirname(cand) or "."
+    raise CharrnnError(f"run '{arg}' not found (neither a directory nor a run under '{checkpoint_dir}/'); "
+                       "see charrnn runs")
+
+
+@click.command(name="plot")
+@click.argument("runs", nargs=-1, metavar="[RUN ...]")
+@click.option("-o", "--out", "out", type=str, default=None, metavar="FILE.png",
+              help="Where to write the PNG. Default: RUN/plot.png for one run, runs.png in the current "
+                   "directory for several.")
+@CKPT_DIR
+def plot_cmd(runs, out, checkpoint_dir):
+    """Training curves of RUNs (run directories or run names; default: the latest run): bits per
+    character against steps and against wall time, the learning rate, and the gradient norm before
+    clipping with clipping events marked. Several runs are overlaid.
+
+    Needs matplotlib: pip install 'charrnn[plot]'.
+    """
+    from charrnn.system.rundir import latest_run
+    from charrnn.errors import CharrnnError
+    from charrnn.reports.plot import plot_runs
+
+    if runs:
+        dirs = [_run_dir(r, checkpoint_dir) for r in runs]
+    else:
+        latest = latest_run(checkpoint_dir)
+        if latest is None:
+            raise CharrnnError(f"no runs under '{checkpoint_dir}/' to plot; train one first (charrnn train) or "
+                               "give run directories")
+        dirs = [latest]
+    path = plot_runs(dirs, out)
+    _log(f"wrote {path}")
+
+
+@click.command(name="viz")
+@click.argument("checkpoint", required=False, metavar="[CKPT]")
+@click.option("--file", "file", type=str, default=None, metavar="PATH", help="Show this text file.")
+@click.option("--text", "text", type=str, default=None, help="Show this text.")
+@click.option("-o", "--out", "out", type=str, default="viz.html", show_default=True, metavar="PAGE.html",
+              help="Where to write the page.")
+@click.option("--max-chars", type=int, default=2000, show_default=True,
+              help="Show only the first N characters (the page embeds every unit's activation per character).")
+@click.option("--layer", type=int, default=None, help="Open the page on this layer (counted from 1).")
+@click.option("--unit", type=int, default=None, help="Open the page on this hidden unit (counted from 0).")
+@click.option("--state", type=click.Choice(["h", "c"]), default="h", show_default=True,
+              help="Hidden state h, or the LSTM cell state c (c alone opens layer 1, unit 0).")
+@click.option("--skip-unknown", is_flag=True, default=False, help="Drop characters the model never saw.")
+@CKPT_DIR
+def viz_cmd(checkpoint, file, text, out, max_chars, layer, unit, state, skip_unknown, checkpoint_dir):
+    """Write one self-contained HTML page showing TEXT coloured by the model's surprisal at each
+    character, or by the activation of any hidden unit, with the next-character predictions on hover
+    and the units most correlated with quotes, brackets and line position.
+
+    CKPT is a .pt file or a run directory (default: best.pt of the latest run). Open the page in any
+    browser (no network needed); the address selects the view, e.g. viz.html#layer=2&unit=37&state=c.
+    """
+    from charrnn.system.rundir import resolve_checkpoint
+    from charrnn.errors import CharrnnError
+    from charrnn.reports.viz import viz_checkpoint
+
+    if (file is None) == (text is None):
+        raise CharrnnError("give the text to show with exactly one of --file PATH or --text TEXT")
+    source = ""
+    if file is not None:
+        from charrnn.data.corpus import decode_text, read_bytes
+
+        text, source = decode_text(read_bytes(file, "file"), file, "file"), os.path.basename(file)
+    path = resolve_checkpoint(checkpoint, checkpoint_dir)
+    info = viz_checkpoint(path, text, out, max_chars=max_chars, skip_unknown=skip_unknown, layer=layer, unit=unit,
+                          state=state, source=source, log=_log)
+    _log(f"wrote {out} ({info['bytes'] / 1e6:.1f} MB, {info['chars']:,} characters, {info['bpc']:.3f} bits/char "
+         f"from {path})")
+    if info["corr"]:
+        best = max(info["corr"], key=lambda c: abs(c["r"]))
+        _log(f"most correlated: layer {best['layer']} {best['state']}[{best['unit']}] with {best['feature']} "
+             f"(r = {best['r']:+.2f})")
+    _log(f"open file://{os.path.abspath(out)}")

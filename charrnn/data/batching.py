@@ -1,0 +1,133 @@
+"""Truncated-BPTT batching: parallel training streams read a window at a time, and the layout of
+a split for one stateful evaluation pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from charrnn.errors import CharrnnError
+
+def check_fits(n_tokens: int, batch_size: int, seq_len: int) -> None:
+    """The training split must give every stream at least one full window (plus the shifted target)."""
+    need = batch_size * (seq_len + 1) + seq_len
+    if n_tokens < need:
+        raise CharrnnError(
+            f"the training split has {n_tokens:,} tokens, but --batch-size {batch_size} x --seq-len "
+            f"{seq_len} needs at least {need:,}; use a smaller --batch-size or --seq-len, or more text")
+
+
+class StreamBatcher:
+    """B parallel contiguous streams over the training ids, read T tokens at a time.
+
+    An epoch's streams start at ``offset`` (``epoch_streams``): stream b is
+    ``ids[offset + b L : offset + (b+1) L]``. Window k is ``x = stream[:, kT : kT+T]``,
+    ``y = stream[:, kT+1 : kT+T+1]``, so each window continues where the previous one ended and
+    the hidden state can be carried (TBPTT). Each epoch starts at a different offset (seeded), so
+    window boundaries move. Only the window being read is copied out of ``ids``, which may be a
+    memory map of a corpus larger than memory (corpus_store.py).
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, seed: int = 0, pin: bool = False):
+        check_fits(len(ids), batch_size, seq_len)
+        self.ids, self.pin = ids, pin  # pin: page-locked windows for asynchronous copies to a GPU
+        self.B, self.T, self.seed = batch_size, seq_len, seed
+        self.stream_len = (len(ids) - seq_len) // batch_size
+        self.windows_per_epoch = (self.stream_len - 1) // seq_len
+        self._rows = np.arange(batch_size, dtype=np.int64)[:, None] * self.stream_len
+
+    def epoch_streams(self, epoch: int) -> int:
+        """Where this epoch's first stream starts in the ids (0 for epoch 0, then seeded in [0, T))."""
+        return int(np.random.default_rng([self.seed, epoch]).integers(0, self.T)) if epoch else 0
+
+    def window(self, offset: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self._rows + (offset + k * self.T + np.arange(self.T + 1, dtype=np.int64))
+        block = torch.from_numpy(self.ids[idx].astype(np.int64))
+        if self.pin:
+            block = block.pin_memory()
+        return block[:, :-1], block[:, 1:]
+
+    def fresh(self, offset: int, k: int) -> bool:
+        """Whether the hidden state starts at zero at window k: only at an epoch's start (see records.py)."""
+        return False
+
+
+def eval_streams(ids: np.ndarray, max_streams: int = 32, min_len: int = 4096, limit: int | None = None):
+    """Lay out a split for one stateful pass that scores every target once.
+
+    Inputs ``ids[:-1]`` and targets ``ids[1:]`` are cut into S contiguous streams (S grows with the
+    text, at least ``min_len`` tokens each); the last stream is padded with target -100 (ignored).
+    ``limit`` (--eval-tokens): a longer text is scored only in S equal blocks spread evenly over it,
+    ``limit`` targets in all, always the same ones (so periodic evaluations stay comparable).
+    """
+    n = len(ids) - 1
+    if n < 1:
+        raise CharrnnError("the text to evaluate is too short: it needs at least two tokens")
+    if limit and n > limit:
+        s = int(max(1, min(max_streams, limit // 512)))  # blocks of 512 tokens or more
+        length = limit // s
+        starts = [(n - length) * i // max(s - 1, 1) for i in range(s)]
+        x = np.stack([np.asarray(ids[a:a + length], np.int64) for a in starts])
+        y = np.stack([np.asarray(ids[a + 1:a + length + 1], np.int64) for a in starts])
+        return torch.from_numpy(x), torch.from_numpy(y)
+    s = int(max(1, min(max_streams, n // min_len)))
+    length = -(-n // s)
+    x = np.zeros(s * length, np.int64)
+    y = np.full(s * length, -100, np.int64)
+    x[:n], y[:n] = ids[:-1], ids[1:]
+    return torch.from_numpy(x).view(s, length), torch.from_numpy(y).view(s, length)
+
+
+# ----------------------------------------------------------------------------- variable-length windows
+# Variable-length TBPTT windows (``--variable-len``, randomized truncation as in AWD-LSTM and the d2l
+# chapter on BPTT): each step reads a window whose length is drawn around ``--seq-len``.
+# 
+# The lengths of an epoch are a pure function of (seed, epoch): with probability 0.95 the base is T,
+# else T/2; the length is a normal draw around it (sd 5 T / 70, AWD's 5 at T = 70), clamped to
+# [T/4, 1.2 T]. Window k of an epoch starts at the token offset ``starts[k]`` (the sum of the lengths
+# before it), so the trainer's window index k is an exact stream position and resume stays bit-exact.
+# An epoch has as many windows as with fixed windows; if its lengths would overrun the streams (rare:
+# the mean length is about 0.975 T) they are scaled down to fit.
+# 
+
+P_FULL = 0.95       # probability of a base length of T (else T / 2)
+SD_PER_T = 5 / 70   # AWD-LSTM: sd 5 around bptt 70
+
+
+def window_lengths(seed: int, epoch: int, n: int, seq_len: int, room: int) -> np.ndarray:
+    """n window lengths for one epoch, summing to at most ``room`` tokens."""
+    T = seq_len
+    rng = np.random.default_rng([seed, epoch, 0x5EC])
+    base = np.where(rng.random(n) < P_FULL, T, T / 2)
+    lengths = np.rint(rng.normal(base, max(SD_PER_T * T, 0.5)))
+    lengths = np.clip(lengths, max(1, T // 4), T + T // 5).astype(np.int64)
+    if lengths.sum() > room:
+        lengths = np.maximum(1, np.floor(lengths * (room / lengths.sum()))).astype(np.int64)
+    return lengths
+
+
+class VariableBatcher(StreamBatcher):
+    """A StreamBatcher whose window k of an epoch has a drawn length (same streams, same count)."""
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, seed: int = 0, pin: bool = False):
+        super().__init__(ids, batch_size, seq_len, seed, pin=pin)
+        self.max_len = seq_len + seq_len // 5
+        self._starts, self._lengths = None, None  # the current epoch's plan (set by epoch_streams)
+
+    def plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(start offsets, lengths) of the epoch's windows; every target lies inside the streams."""
+        lengths = window_lengths(self.seed, epoch, self.windows_per_epoch, self.T, self.stream_len - 1)
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        return starts, lengths
+
+    def epoch_streams(self, epoch: int) -> int:
+        self._starts, self._lengths = self.plan(epoch)
+        return super().epoch_streams(epoch)
+
+    def window(self, offset: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s, n = int(self._starts[k]), int(self._lengths[k])
+        idx = self._rows + (offset + s + np.arange(n + 1, dtype=np.int64))
+        block = torch.from_numpy(self.ids[idx].astype(np.int64))
+        if self.pin:
+            block = block.pin_memory()
+        return block[:, :-1], block[:, 1:]

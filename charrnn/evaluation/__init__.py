@@ -1,0 +1,1 @@
+"""Evaluation: stateful scoring of whole texts and splits, records, per-line scores, dynamic evaluation."""

@@ -1,0 +1,158 @@
+"""Evaluation: one stateful pass over a whole text, every token scored once; loss, ppl, bits/char.
+
+The library half: the API (``Model.evaluate``) and training call these; the CLI only prints.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from charrnn.data.batching import eval_streams
+from charrnn.data.corpus import decode_text, load_corpus, read_bytes
+from charrnn.evaluation.dynamic import dynamic_nlls
+from charrnn.errors import CharrnnError
+from charrnn.model.network import RNNLM
+from charrnn.system.rundir import cache_dir, checkpoint_dir_of
+from charrnn.system.device import autocast, progress_bar
+from charrnn.settings import config_from_saved
+
+EVAL_WINDOW = 512
+
+
+def score(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = "fp32",
+          progress: bool = False, desc: str = "eval", limit: int | None = None, part=None) -> tuple[float, int]:
+    """Total negative log-likelihood (nats) of ids[1:] given everything before, and the count.
+
+    The text is cut into a few contiguous streams (see batching.eval_streams); each stream is read
+    window by window with the hidden state carried, so context flows through the whole stream.
+    ``limit``: score only that many targets, in blocks spread over the text (--eval-tokens).
+    ``part`` (distributed.py): this rank scores its rows of the streams, the sums are reduced.
+    """
+    x, y = eval_streams(ids, limit=limit)
+    if part is not None:
+        x, y = part.rows(x), part.rows(y)
+    total, count, _ = _stateful_pass(model, x, y, device, precision, progress, desc) if len(x) else (0.0, 0, None)
+    return part.reduce(total, count) if part is not None else (total, count)
+
+
+def token_nlls(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = "fp32",
+               progress: bool = False, desc: str = "score", one_stream: bool = False) -> np.ndarray:
+    """The nll (nats) of each of ids[1:] given everything before it, in text order (float64).
+
+    The layout is score's (so these sum to the total eval reports, stream resets included), or,
+    with ``one_stream``, a single stream: context is never reset (what dynamic evaluation reads).
+    """
+    x, y = eval_streams(ids, max_streams=1) if one_stream else eval_streams(ids)
+    _, _, nll = _stateful_pass(model, x, y, device, precision, progress, desc, keep=True)
+    return nll.reshape(-1)[:len(ids) - 1].double().numpy()
+
+
+@torch.no_grad()
+def _stateful_pass(model, x, y, device, precision, progress, desc, keep=False):
+    """Read streams x (S, L) window by window with the state carried; total nll, count, and with
+    ``keep`` every target's nll (S, L) on the CPU."""
+    was_training = model.training
+    model.eval()
+    x, y = x.to(device), y.to(device)
+    total, count, state, parts = 0.0, int((y >= 0).sum()), None, []
+    n_windows = -(-x.shape[1] // EVAL_WINDOW)
+    bar = progress_bar(total=count, desc=desc, unit="tok", unit_scale=True, leave=False, dynamic_ncols=True,
+                       disable=not (progress and n_windows >= 4))
+    for s in range(0, x.shape[1], EVAL_WINDOW):
+        xb, yb = x[:, s:s + EVAL_WINDOW], y[:, s:s + EVAL_WINDOW]
+        with autocast(device, precision):
+            nll, state = model.token_nll(xb, yb, state)
+        total += float(nll.sum())
+        if keep:
+            parts.append(nll.float().cpu())
+        bar.update(int((yb >= 0).sum()))
+    bar.close()
+    model.train(was_training)
+    return total, count, torch.cat(parts, 1) if keep else None
+
+
+def metrics(nll: float, n_tokens: int, n_chars: int, n_bytes: int) -> dict:
+    """Per-token loss and perplexity, and the tokenizer-independent bits per character / byte."""
+    loss = nll / max(n_tokens, 1)
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 700.0)),
+        "bpc": nll / math.log(2) / max(n_chars, 1),
+        "bpb": nll / math.log(2) / max(n_bytes, 1),
+        "tokens": n_tokens,
+        "chars": n_chars,
+        "bytes": n_bytes,
+    }
+
+
+def evaluate_split(model: RNNLM, tokenizer, ids: np.ndarray, n_chars: int, n_bytes: int,
+                   device: torch.device, precision: str = "fp32", progress: bool = False,
+                   desc: str = "eval", dynamic: dict | None = None, limit: int | None = None, part=None) -> dict:
+    """Metrics over a split; characters/bytes of the first token (never predicted) are not counted.
+
+    ``dynamic`` (lr, seq, decay): dynamic evaluation (dynamic.py), one stream, the model adapting
+    to the text as it reads it; the model's weights are the same afterwards. ``limit``
+    (--eval-tokens): only that many tokens are scored, and characters and bytes are the split's
+    per token (exact for characters and bytes, an average for subwords).
+    """
+    if dynamic is not None:
+        nll_each = dynamic_nlls(model, ids, device, precision, progress=progress, **dynamic)
+        nll, count = float(nll_each.sum()), len(nll_each)
+    else:
+        nll, count = score(model, ids, device, precision, progress, desc, limit, part)
+    first_chars, first_bytes = first_token_size(tokenizer, ids)
+    chars, n_bytes = n_chars - first_chars, n_bytes - first_bytes
+    if count < len(ids) - 1:  # a bounded part of the split
+        share = count / (len(ids) - 1)
+        chars, n_bytes = max(1, round(chars * share)), max(1, round(n_bytes * share))
+    return metrics(nll, count, chars, n_bytes)
+
+
+def first_token_size(tokenizer, ids: np.ndarray) -> tuple[int, int]:
+    """Characters and bytes of the first token, which nothing predicts (a lone byte counts as one of each)."""
+    first = tokenizer.decode(ids[:1])
+    byte_piece = tokenizer.kind == "byte" or (hasattr(tokenizer, "sp") and tokenizer.sp.IsByte(int(ids[0])))
+    return len(first), 1 if byte_piece else len(first.encode("utf-8"))
+
+
+def file_ids(tok, path: str, skip_unknown: bool = False):
+    """Token ids of a text file, and the characters and bytes they stand for."""
+    raw = read_bytes(path, "file")
+    return text_ids(tok, raw if tok.kind == "byte" else decode_text(raw, path, "file"), skip_unknown)
+
+
+def text_ids(tok, text: str | bytes, skip_unknown: bool = False):
+    """Token ids of a text (bytes for byte models), and the characters and bytes they stand for."""
+    if tok.kind == "byte":
+        raw = text if isinstance(text, bytes) else text.encode("utf-8")
+        return tok.encode(raw), len(raw.decode("utf-8", "replace")), len(raw)
+    ids = tok.encode(text, skip_unknown=skip_unknown, hint="pass --skip-unknown to drop them")
+    if skip_unknown:  # count only the characters that were scored
+        text = tok.decode(ids)
+    return ids, len(text), len(text.encode("utf-8"))
+
+
+def run_split(ckpt: dict, path: str, split: str, min_tokens: int = 2):
+    """A run's val or test split (data.Split) as the run read it, and its tokenizer (the cache is reused)."""
+    run = ckpt.get("run_config")
+    if not isinstance(run, dict) or "corpus" not in run:
+        raise CharrnnError(f"checkpoint '{path}' does not record its corpus; evaluate it with --file PATH")
+    cfg = config_from_saved(run)
+    if split == "test" and not cfg.test_frac > 0:
+        raise CharrnnError("this run has no test split (--test-frac was 0); use --split val or --file PATH")
+    corpus = load_corpus(cfg.corpus, cfg.tokenizer, cfg.vocab_size, cfg.val_frac, cfg.test_frac, cfg.val_file,
+                         cache_dir=cache_dir(checkpoint_dir_of(path)), tok_state=ckpt["tokenizer"],
+                         records=cfg.records, unknown="skip" if cfg.skip_unknown else None)
+    part = getattr(corpus, split)
+    if len(part.ids) < min_tokens:
+        raise CharrnnError(f"this run has no {split} split (--{split}-frac was 0); use --split val or --file PATH")
+    return corpus.tokenizer, part
+
+
+def split_ids(ckpt: dict, path: str, split: str):
+    """Token ids, characters and bytes of a run's val or test split."""
+    _, part = run_split(ckpt, path, split)
+    return part.ids, part.n_chars, part.n_bytes

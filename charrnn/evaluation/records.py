@@ -1,0 +1,61 @@
+"""Scoring a records run (``--records``): every record from a fresh state, as it was trained.
+
+The layout is records.py's (one record per window row, windows of similar lengths, long records
+read in EVAL_WINDOW-wide pieces with the state carried); each token of the split is predicted once,
+the first token of a record from the separator alone. The trainer's validation, ``charrnn eval`` and
+``Model.evaluate`` on a records run's split all come here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from charrnn.evaluation.evaluate import EVAL_WINDOW, metrics, run_split
+from charrnn.data.records import gather, plan_windows, record_lengths, records_separator, separator_ids
+from charrnn.system.device import autocast, progress_bar
+
+EVAL_ROWS = 32  # windows of about EVAL_ROWS x EVAL_WINDOW tokens
+
+
+@torch.no_grad()
+def record_token_nll(model, ids: np.ndarray, starts: np.ndarray, sep_ids: np.ndarray, device: torch.device,
+                     precision: str = "fp32", progress: bool = False, desc: str = "eval") -> np.ndarray:
+    """Negative log-likelihood (nats) of every token of ids (float64, len(ids)), each record scored
+    from a fresh state: no prediction depends on another record."""
+    was_training = model.training
+    model.eval()
+    k, starts = len(sep_ids), np.asarray(starts, np.int64)
+    ext = torch.from_numpy(np.concatenate([sep_ids, ids]).astype(np.int32))
+    lengths = record_lengths(len(ids), starts, k)
+    plan = plan_windows(lengths, EVAL_ROWS, EVAL_WINDOW)
+    out = np.zeros(len(ids), np.float64)
+    bar = progress_bar(total=len(ids), desc=desc, unit="tok", unit_scale=True, leave=False, dynamic_ncols=True,
+                       disable=not (progress and len(plan) >= 4))
+    state = None
+    for w in plan:
+        x, y, pos = gather(ext, starts, lengths, k, w)
+        with autocast(device, precision):
+            nll, state = model.token_nll(x.to(device), y.to(device), None if w.fresh else state)
+        scored = pos >= 0
+        out[pos[scored].numpy()] = nll.float().cpu()[scored].double().numpy()
+        bar.update(int(scored.sum()))
+    bar.close()
+    model.train(was_training)
+    return out
+
+
+def evaluate_records(model, tokenizer, split, sep: str, device: torch.device, precision: str = "fp32",
+                     progress: bool = False, desc: str = "eval") -> dict:
+    """Metrics of a records split (data.Split with starts); every character is predicted, so all count."""
+    nll = record_token_nll(model, split.ids, split.starts, separator_ids(tokenizer, sep), device, precision,
+                           progress, desc)
+    return metrics(float(nll.sum()), len(split.ids), split.n_chars, split.n_bytes)
+
+
+def evaluate_run_split(model, ckpt: dict, path: str, split: str, device: torch.device, precision: str,
+                       progress: bool = False) -> dict:
+    """The val or test split of a records run, scored as it was trained (api.Model.evaluate)."""
+    tokenizer, part = run_split(ckpt, path, split, min_tokens=1)
+    return evaluate_records(model, tokenizer, part, records_separator(ckpt["run_config"]), device, precision,
+                            progress, desc="eval")

@@ -1,0 +1,322 @@
+"""Training: truncated BPTT over parallel streams, AdamW + warmup/cosine, evaluations, crash-safe
+checkpoints. ``Trainer.fit`` reads as the list of its steps; api.py starts or resumes a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+
+import torch
+
+from charrnn.system import rundir
+from charrnn.training import schedule
+from charrnn.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from charrnn.data.batching import StreamBatcher, check_fits
+from charrnn.data.corpus import load_corpus, token_counts
+from charrnn.training.distributed import current as distributed
+from charrnn.training.ema import EMA
+from charrnn.errors import CharrnnError, Interrupted
+from charrnn.evaluation.evaluate import evaluate_split
+from charrnn.training.finetune import start_model, unknown_policy
+from charrnn.model.network import REGULARISERS, ModelConfig, RNNLM, detach_state
+from charrnn.data.records import RecordBatcher, separator_ids
+from charrnn.evaluation.records import evaluate_records
+from charrnn.system.rng import seed_everything
+from charrnn.training.schedule import lr_at
+from charrnn.system.device import autocast, progress_bar, resolve_device, resolve_precision, setup_backend, show_progress
+from charrnn.training.step import StepRunner, make_optimizer
+from charrnn.training.log import LogWindow, rounded as _round
+from charrnn.training.state import restore, train_state
+from charrnn.data.batching import VariableBatcher
+
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+class Trainer:
+    """One run's model, data, optimizer and position; ``fit`` trains until a limit or a signal."""
+
+    def __init__(self, cfg, run_dir: str, log=None, resume_ckpt: dict | None = None, progress: bool | None = None,
+                 on_eval=None, on_log=None, init_ckpt: dict | None = None, prepare=None):
+        self.cfg, self.run_dir = cfg, run_dir
+        self.log = log or _stderr
+        self.progress_bar = show_progress(progress)
+        self.on_eval, self.on_log = on_eval, on_log
+        self.dist = distributed()  # distributed.py: one process, or this rank of a torchrun group
+        self.device = self.dist.device(resolve_device(cfg.device))
+        self.precision = resolve_precision(cfg.precision, self.device)
+        setup_backend(self.device)
+        seed_everything(cfg.seed)
+        source = resume_ckpt or init_ckpt  # init_ckpt: the model being fine-tuned (finetune.py)
+        self.corpus = c = self.dist.rank0_first(load_corpus)(  # rank 0 fills the cache first
+            cfg.corpus, cfg.tokenizer, cfg.vocab_size, cfg.val_frac, cfg.test_frac, cfg.val_file,
+            rundir.cache_dir(cfg.checkpoint_dir), log=self.log, tok_state=source["tokenizer"] if source else None,
+            expect_digest=(resume_ckpt.get("train_state") or {}).get("corpus_digest") if resume_ckpt else None,
+            check=lambda c: (prepare and prepare(c, self.device, self.precision),
+                             None if cfg.records else check_fits(len(c.train.ids), cfg.batch_size, cfg.seq_len)),
+            records=cfg.records, unknown=unknown_policy(cfg, resuming=resume_ckpt is not None),
+            cache_limit=cfg.cache_max_gb * 1e9)
+        if prepare:  # budget.Planner (once): chooses settings not given, refuses what cannot fit in memory
+            prepare(c, self.device, self.precision)
+        self.tok = c.tokenizer
+        self.batcher = (RecordBatcher(c.train.ids, c.train.starts, separator_ids(self.tok, cfg.records), cfg.batch_size,
+                                      cfg.seq_len, cfg.seed) if cfg.records else
+                        (VariableBatcher if cfg.variable_len else StreamBatcher)(
+                            c.train.ids, cfg.batch_size, cfg.seq_len, cfg.seed, pin=self.device.type == "cuda"))
+        self.batcher = self.dist.shard(self.batcher)  # this rank's rows of the streams
+        if resume_ckpt:
+            self.model, _ = model_from_checkpoint(resume_ckpt, os.path.join(run_dir, rundir.LAST))
+        elif init_ckpt:
+            self.model = start_model(init_ckpt, self.tok, c.train.ids, cfg.dropout, self.log,
+                                     **{n: getattr(cfg, n) for n in REGULARISERS})
+        else:
+            self.model = RNNLM(ModelConfig.from_settings(cfg, self.tok.vocab_size))
+            self.model.init_output_bias(token_counts(self.corpus.train.ids, self.tok.vocab_size))
+        self.model.to(self.device)
+        self.params = list(self.model.parameters())
+        self.opt = self._optimizer()
+        self.ema = EMA(self.model, cfg.ema) if cfg.ema else None  # ema.py: evaluations and best.pt use it
+        self._step = StepRunner(self.dist.wrap(self.model), self.opt, self.device,  # wrap: DDP under torchrun
+                                lambda: autocast(self.device, self.precision),
+                                self.log, cfg.skip_nonfinite)  # step.py: OOM micro-batches, CUDA without syncs
+        # the training position and history (all of it goes into every checkpoint)
+        self.step = self.epoch = self.k = 0
+        self.state = None
+        self.best_val, self.best, self.bad_evals, self.last_val = math.inf, {}, 0, None
+        self.elapsed, self.tokens, self.skipped = 0.0, 0, 0
+        if resume_ckpt:
+            restore(self, resume_ckpt)  # trainstate.py
+        self.tokens_per_char = len(self.corpus.train.ids) / max(self.corpus.train.n_chars, 1)
+        self._stop_request = self.dist.stop_request()  # signals.py
+        self._window = LogWindow()
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        return make_optimizer(self.model, self.cfg.lr, self.cfg.weight_decay, self.device)  # step.py
+
+    # -- state in and out of checkpoints
+    def save(self, name: str) -> None:
+        self._check_nonfinite()
+        self.dist.write(save_checkpoint, os.path.join(self.run_dir, name), model=self.model, tokenizer=self.tok,
+                        run_config=self.cfg.to_dict(), optimizer=self.opt, train_state=train_state(self))
+
+    # -- the loop
+    def fit(self) -> dict:
+        self._announce()
+        stop = self._stop_reason()
+        if stop:  # e.g. resuming a run that finished (or was killed just after its final save)
+            self.log(f"nothing to train: the run already {stop}; give a larger limit to continue it")
+            return self._summary(stop)
+        with self._stop_request.caught() as signals, self._progress_bar() as bar:
+            self.model.train()
+            streams = self._epoch_streams()
+            while stop is None:
+                streams = self._next_epoch_if_done(streams)
+                x, y = self._batch(streams)
+                loss, gnorm = self._train_step(x, y)
+                if self.ema:
+                    self.ema.update(self.model)
+                self._account(y, loss, gnorm, bar)
+                stop = self._stop_reason()
+                if self.step % self.cfg.eval_every == 0 or stop:
+                    stop = self._evaluate_and_track(bar) or stop
+                if self.step % self.cfg.save_every == 0 or stop or signals.signum is not None:
+                    self.save(rundir.LAST)
+                    self._window.restart_clock()  # saving is not training time
+                if signals.signum is not None and not stop:
+                    raise Interrupted(signals.signum, f"interrupted; saved {os.path.join(self.run_dir, rundir.LAST)} "
+                                      f"at step {self.step}. Resume with: charrnn train --resume {self.run_dir}")
+        self._score_best_in_full()
+        return self._summary(stop)
+
+    def _score_best_in_full(self) -> None:
+        """--eval-tokens bounded the evaluations: best.pt is scored on every token of the validation split."""
+        c, limit = self.corpus, self.cfg.eval_tokens
+        if c.records or not limit or len(c.val.ids) - 1 <= limit or not self.best:
+            return
+        best = self.dist.from_main(lambda: load_checkpoint(os.path.join(self.run_dir, rundir.BEST))["model"])
+        self.model.load_state_dict(best)  # under torchrun rank 0 reads best.pt and every rank gets its weights
+        m = evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, self.device,
+                           self.precision, self.progress_bar, "val (all)", part=self.dist)
+        self.best = {**m, "step": self.best["step"], "scope": "all"}
+        self.dist.write(rundir.append_metrics, self.run_dir, {"step": self.best["step"], "split": "val", "scope": "all",
+                        **{k: _round(v) for k, v in m.items()}, "elapsed": round(self.elapsed, 2)})
+
+    # -- the steps of the loop
+    def _next_epoch_if_done(self, streams):
+        if self.k < self.batcher.windows_per_epoch:
+            return streams
+        self.epoch, self.k, self.state = self.epoch + 1, 0, None
+        return self._epoch_streams()
+
+    def _epoch_streams(self):
+        """This epoch's streams (moved to the device once) or, with --records, its window plan."""
+        streams = self.batcher.epoch_streams(self.epoch)
+        return streams.to(self.device) if isinstance(streams, torch.Tensor) else streams
+
+    def _batch(self, streams):
+        if self.batcher.fresh(streams, self.k):  # --records: a new group of records starts here
+            self.state = None
+        x, y = self.batcher.window(streams, self.k)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def _train_step(self, x, y) -> tuple[float, float]:
+        """One optimizer step on one window; the hidden state is carried (detached) to the next."""
+        self.lr = lr_at(self.cfg, self.step, self.progress())
+        if self.cfg.variable_len:  # a shorter window counts for less (AWD-LSTM)
+            self.lr *= x.shape[1] / self.cfg.seq_len
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr
+        loss, state = self._step.forward_backward(x, y, self.state)  # zero_grad, forward, backward
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        if self._step.deferred:  # CUDA: no host sync; non-finite steps are skipped on the GPU (step.py)
+            gnorm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+            self.state = detach_state(self._step.update(loss, gnorm, state, self.step + 1))
+            self.step, self.k = self.step + 1, self.k + 1
+            return loss.detach(), gnorm
+        loss_v, gnorm = loss.detach().item(), float(torch.nn.utils.clip_grad_norm_(self.params, clip))
+        if math.isfinite(loss_v) and math.isfinite(gnorm):
+            self.opt.step()
+        elif self.cfg.skip_nonfinite:
+            self.skipped += 1
+            self.opt.zero_grad(set_to_none=True)
+            state = None
+        else:
+            raise self._nonfinite_error("loss" if not math.isfinite(loss_v) else "gradient", self.step + 1)
+        self.state = detach_state(state)
+        self.step, self.k = self.step + 1, self.k + 1
+        return loss_v, gnorm
+
+    def _nonfinite_error(self, kind: str, step: int) -> CharrnnError:
+        return CharrnnError(f"non-finite {kind} at step {step}; lower --lr (now {self.cfg.lr:g}) or --grad-clip, "
+                            f"or pass --skip-nonfinite (last good checkpoint: {self.run_dir}/{rundir.LAST})")
+
+    def _check_nonfinite(self) -> None:
+        """CUDA: the non-finite steps counted on the GPU since the last check (step.py); a no-op on the CPU."""
+        n, first, kind = self._step.take_nonfinite()
+        if n and not self.cfg.skip_nonfinite:
+            raise self._nonfinite_error(kind, first)
+        self.skipped += n
+
+    def _account(self, y, loss: float, gnorm: float, bar) -> None:
+        """Time, token count, progress bar, and every log_every steps a train line in metrics.jsonl."""
+        self.tokens += int((y >= 0).sum()) if self.cfg.records else y.numel() * self.dist.world  # not padding
+        self.elapsed += self._window.lap()
+        loss = self.dist.sync(self, loss)  # the mean over ranks; rank 0's clock and any rank's signal for all
+        bar.update(1)
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        self._window.add(loss, gnorm, clip)
+        if self.step % self.cfg.log_every:
+            return
+        self._check_nonfinite()
+        if not self._window.settle(clip):
+            return
+        w = self._window.take(self.tokens)
+        rec = {"step": self.step, "split": "train",
+               "epoch": round(self._epochs(), 4),
+               "loss": _round(w["loss"]), "bpc": _round(self._bpc(w["loss"])), "lr": float(f"{self.lr:.4g}"),
+               "tok_s": round(w["tok_s"]), "elapsed": round(self.elapsed, 2), "skipped": self.skipped,
+               "grad_norm": _round(w["grad_norm"]), "grad_norm_max": _round(w["grad_norm_max"]),
+               "clipped": w["clipped"]}
+        self.dist.write(rundir.append_metrics, self.run_dir, rec)
+        if self.on_log:
+            self.on_log(rec)
+        bar.set_postfix_str(self._postfix(w["loss"], w["tok_s"]), refresh=False)
+        bar.total = self._estimate_total()
+
+    def _evaluate_and_track(self, bar) -> str | None:
+        """Validate, keep best.pt, write the val line; a stop reason when patience runs out."""
+        m = self.evaluate()
+        self._window.restart_clock()
+        if bar.disable:
+            self.log(f"step {self.step}: val loss {m['loss']:.4f}, bpc {m['bpc']:.4f} ({self.elapsed:.0f}s)")
+        if self.cfg.patience and self.bad_evals >= self.cfg.patience and not self._stop_reason():
+            return f"no val improvement in {self.cfg.patience} evaluations"
+        return None
+
+    def evaluate(self) -> dict:
+        """Score the validation split (its time counts towards --max-time), keep best.pt, log the line;
+        with --ema the averaged weights are scored and saved as best.pt."""
+        with self.ema.applied(self.model) if self.ema else contextlib.nullcontext():
+            return self._evaluate()
+
+    def _evaluate(self) -> dict:
+        self._check_nonfinite()
+        c, t0 = self.corpus, time.perf_counter()
+        args = (self.device, self.precision, self.progress_bar, "val")
+        m = (evaluate_records(self.model, self.tok, c.val, c.records, *args) if c.records else
+             evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, *args,
+                            limit=self.cfg.eval_tokens or None, part=self.dist))
+        self.elapsed = self.dist.agree(self.elapsed + time.perf_counter() - t0)  # rank 0's clock
+        self.last_val = m
+        rec = {"step": self.step, "split": "val", **{k: _round(v) for k, v in m.items()},
+               "elapsed": round(self.elapsed, 2)}
+        self.dist.write(rundir.append_metrics, self.run_dir, rec)
+        if m["loss"] < self.best_val:
+            self.best_val, self.bad_evals = m["loss"], 0
+            self.best = {**m, "step": self.step}
+            self.save(rundir.BEST)
+        else:
+            self.bad_evals += 1
+        if self.on_eval:
+            self.on_eval(rec)
+        return m
+
+    # -- limits, progress and messages
+    def progress(self) -> float:
+        return schedule.progress(self.cfg, self.step, self._epochs(), self.elapsed)
+
+    def _stop_reason(self) -> str | None:
+        return schedule.stop_reason(self.cfg, self.step, self._epochs(), self.elapsed)
+
+    def _epochs(self) -> float:
+        return self.epoch + self.k / self.batcher.windows_per_epoch
+
+    def _announce(self) -> None:
+        cfg, mc = self.cfg, self.model.cfg
+        head = mc.head + (f" softmax, clusters at {list(mc.cutoffs)}" if mc.cutoffs else " softmax")
+        self.log(f"model: {mc.cell} {mc.layers}x{mc.hidden}, emb {mc.emb}, vocab {mc.vocab_size} ({head}), "
+                 f"{self.model.num_parameters():,} parameters; device {self.device.type}, {self.precision}")
+        self.log(f"data: {len(self.corpus.train.ids):,} train / {len(self.corpus.val.ids):,} val tokens; "
+                 f"batch {cfg.batch_size} x {cfg.seq_len}, {self.batcher.windows_per_epoch} steps per epoch")
+        if cfg.init_from and self.step == 0:
+            self.log(f"fine-tuning {cfg.init_from}: fresh optimizer and schedule, lr {cfg.lr:g}")
+        if cfg.records:
+            self.log(self.batcher.describe())
+
+    def run_record(self) -> dict:
+        """What config.json holds: the settings, and for --records the layout's padding fraction."""
+        pad = {"records_padding": round(self.batcher.padding, 4)} if self.cfg.records else {}
+        return {**self.cfg.to_dict(), **pad}
+
+    @contextlib.contextmanager
+    def _progress_bar(self):
+        bar = progress_bar(total=self._estimate_total(), initial=self.step, desc="train", unit="step",
+                           dynamic_ncols=True, disable=not self.progress_bar)
+        self._window.restart_clock(self.tokens)
+        try:
+            yield bar
+        finally:
+            bar.close()
+
+    def _estimate_total(self):
+        return schedule.estimate_total(self.cfg, self.step, self.progress())
+
+    def _bpc(self, loss: float) -> float:
+        return loss * self.tokens_per_char / math.log(2)
+
+    def _postfix(self, train_loss: float, tok_s: float) -> str:
+        parts = [f"loss {train_loss:.3f}", f"bpc {self._bpc(train_loss):.3f}"]
+        if self.last_val:
+            parts.append(f"val bpc {self.last_val['bpc']:.3f}")
+        return ", ".join(parts + [f"{tok_s / 1000:.1f}k tok/s"])
+
+    def _summary(self, stop: str | None) -> dict:
+        return {"run_dir": self.run_dir, "step": self.step, "epoch": self.epoch, "stop": stop,
+                "best_val": self.best_val, "best": self.best, "last_val": self.last_val, "elapsed": self.elapsed,
+                "skipped": self.skipped}

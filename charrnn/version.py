@@ -1,0 +1,3 @@
+"""The version of charrnn, in one place (setup.cfg reads it; no imports)."""
+
+__version__ = "0.3.0"
