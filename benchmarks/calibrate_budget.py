@@ -90,7 +90,7 @@ def cpu_model() -> str:
 
 
 def n_params(r: dict, vocab: int = 65) -> int:
-    from charrnn.training.memory import n_parameters
+    from charrnn.model.sizes import n_parameters
     return n_parameters(vocab, "lstm", r["layers"], r["hidden"], 64) - vocab * 64  # without the embedding
 
 

@@ -32,9 +32,11 @@ from charrnn.evaluation.evaluate import evaluate_split, file_ids, split_ids, tex
 from charrnn.training.finetune import finetune_config
 from charrnn.data.records import records_separator
 from charrnn.evaluation.records import evaluate_run_split
-from charrnn.system.device import resolve_device, resolve_precision, show_progress
+from charrnn.system.device import resolve_device, resolve_precision
+from charrnn.system.launch import env_world
+from charrnn.system.progress import show_progress
 from charrnn.generation.sample import Job, Sample, sample_options
-from charrnn.evaluation.score import read_text, score_lines
+from charrnn.evaluation.score import score_lines, scoring_text
 from charrnn.settings import (DYNAMIC, EVAL, SAMPLE, SCORE, TRAIN, apply_changes, check_values, config_from_saved,
                               defaults, help_lines, make_config, signature, with_default_limit)
 from charrnn.training.trainer import Trainer
@@ -76,7 +78,7 @@ def _named_corpus(values: dict, progress: bool | None, log) -> None:
 
 def train(corpus=None, *, progress: bool | None = None, on_eval: Callable | None = None,
           on_log: Callable | None = None, verbose: bool = True, **settings) -> "TrainResult":
-    log = _logger(verbose and distributed.env_world()[1] == 0)  # under torchrun rank 0 alone speaks
+    log = _logger(verbose and env_world()[1] == 0)  # under torchrun rank 0 alone speaks
     values = {**settings, "corpus": os.fspath(corpus) if corpus is not None else defaults(TRAIN)["corpus"]}
     _named_corpus(values, progress, log)
     values["corpus"] = _corpus_path(values["corpus"])
@@ -96,7 +98,7 @@ def train(corpus=None, *, progress: bool | None = None, on_eval: Callable | None
             log(dist.describe())
         try:
             with dist.main_only(rundir.RunLock(run_dir)):  # rank 0 owns the run directory
-                trainer = Trainer(cfg, run_dir, log=log, progress=progress if dist.main else False, on_eval=on_eval,
+                trainer = Trainer(cfg, run_dir, log=log, dist=dist, progress=progress if dist.main else False, on_eval=on_eval,
                                   on_log=on_log, init_ckpt=source, prepare=planner)
                 dist.write(rundir.write_config, run_dir, {**trainer.run_record(), **_choice(planner.record)})
                 return TrainResult(trainer.fit())
@@ -154,7 +156,7 @@ def resume(run=None, *, checkpoint_dir: str = "checkpoints", progress: bool | No
             log(dist.describe())
         planner = budget.Planner(cfg, given=set(), log=log, choose_settings=False)  # memory check only
         with dist.main_only(rundir.RunLock(run_dir)):
-            trainer = Trainer(cfg, run_dir, log=log, resume_ckpt=ckpt, progress=progress if dist.main else False,
+            trainer = Trainer(cfg, run_dir, log=log, dist=dist, resume_ckpt=ckpt, progress=progress if dist.main else False,
                               on_eval=on_eval, on_log=on_log, prepare=planner)
             dist.write(rundir.truncate_metrics, run_dir, trainer.step)
             kept = (rundir.read_config(run_dir) or {}).get(CHOICE_KEY)
@@ -270,7 +272,7 @@ class Model:
         if (file is None) == (text is None):
             raise CharrnnError("give a text or a file to score (one of them)")
         if file is not None:
-            text = read_text(self.tokenizer, os.fspath(file))
+            text = scoring_text(self.tokenizer, os.fspath(file))
         elif not isinstance(text, str):
             raise CharrnnError(f"the text to score must be a string (got {type(text).__name__})")
         return score_lines(self.module, self.tokenizer, text, self.device, self._precision(opts["precision"]),

@@ -13,7 +13,8 @@ import torch
 
 from charrnn.model.checkpoint import load_checkpoint
 from charrnn.system.fileio import atomic_save
-from charrnn.reports.inspect import list_runs, parameter_table, regularisers, rnn_layer_count
+from charrnn.model.sizes import rnn_layer_count
+from charrnn.reports.inspect import list_runs, parameter_table, regularisers
 from charrnn.model.network import REGULARISERS, ModelConfig, RNNLM
 from charrnn.settings import TRAIN, by_name
 from tests.conftest import TINY_TEXT, train_tiny

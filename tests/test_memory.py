@@ -14,6 +14,7 @@ from charrnn.training import budget
 from charrnn.training import memory
 from charrnn.errors import CharrnnError
 from charrnn.model.heads import resolve_head
+from charrnn.model import sizes
 from charrnn.model.network import ModelConfig, RNNLM
 from charrnn.settings import make_config
 from tests.conftest import TINY_MODEL, TINY_TEXT, snapshot
@@ -28,7 +29,7 @@ def test_parameter_count_in_closed_form_equals_the_model(cell, V, h, layers, tie
     head, cutoffs = resolve_head("auto", V, tied)
     emb = h if tied else 8
     model = RNNLM(ModelConfig(V, cell, layers, h, emb, 0.0, tied, head, cutoffs))
-    assert memory.n_parameters(V, cell, layers, h, emb, head, cutoffs, tied) == model.num_parameters()
+    assert sizes.n_parameters(V, cell, layers, h, emb, head, cutoffs, tied) == model.num_parameters()
 
 
 def _est(**kw):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from charrnn.system import device as runtime
+from charrnn.system import progress
 from charrnn.errors import CharrnnError
 
 
@@ -43,15 +44,15 @@ def test_auto_precision_is_bf16_only_on_cpus_with_amx(monkeypatch, amx, want):
 
 
 def test_progress_is_shown_on_a_terminal_or_in_a_notebook_unless_told(monkeypatch):
-    monkeypatch.setattr(runtime, "stderr_is_terminal", lambda: False)
-    monkeypatch.setattr(runtime, "in_notebook", lambda: False)
-    assert runtime.show_progress(None) is False and runtime.show_progress(True) is True
-    monkeypatch.setattr(runtime, "in_notebook", lambda: True)
-    assert runtime.show_progress(None) is True and runtime.show_progress(False) is False
+    monkeypatch.setattr(progress, "stderr_is_terminal", lambda: False)
+    monkeypatch.setattr(progress, "in_notebook", lambda: False)
+    assert progress.show_progress(None) is False and progress.show_progress(True) is True
+    monkeypatch.setattr(progress, "in_notebook", lambda: True)
+    assert progress.show_progress(None) is True and progress.show_progress(False) is False
 
 
 def test_not_a_notebook_here():
-    assert runtime.in_notebook() is False
-    bar = runtime.progress_bar(total=3, disable=True)
+    assert progress.in_notebook() is False
+    bar = progress.progress_bar(total=3, disable=True)
     bar.update(3)
     bar.close()

@@ -7,7 +7,7 @@ import random
 import pytest
 
 import charrnn.data.text as ts
-from charrnn.data.corpus import decode_text
+from charrnn.data.text import decode_text
 from charrnn.errors import CharrnnError
 from charrnn.data.text import Source, utf8_cut
 

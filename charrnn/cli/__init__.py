@@ -219,7 +219,7 @@ def score(file, checkpoint, as_json, device, checkpoint_dir, **opts):
         raise CharrnnError("--per-char adds a list of surprisals to every JSON line; add --json")
     model = api.load(checkpoint, device=device, checkpoint_dir=checkpoint_dir)
     if file == "-":
-        from charrnn.data.corpus import decode_text
+        from charrnn.data.text import decode_text
 
         raw = sys.stdin.buffer.read()
         if not raw:
@@ -286,8 +286,9 @@ def main(argv=None) -> None:
 
 def _other_rank(e=None) -> bool:
     """Under torchrun, True on ranks other than 0 (unless ``e`` is an error of that rank's own)."""
-    rank = os.environ.get("RANK", "0")
-    return rank not in ("", "0") and getattr(e, "rank", None) is None
+    from charrnn.system.launch import is_other_rank
+
+    return is_other_rank() and getattr(e, "rank", None) is None
 
 
 def _report(e) -> None:

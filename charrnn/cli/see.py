@@ -126,7 +126,7 @@ def viz_cmd(checkpoint, file, text, out, max_chars, layer, unit, state, skip_unk
         raise CharrnnError("give the text to show with exactly one of --file PATH or --text TEXT")
     source = ""
     if file is not None:
-        from charrnn.data.corpus import decode_text, read_bytes
+        from charrnn.data.text import decode_text, read_bytes
 
         text, source = decode_text(read_bytes(file, "file"), file, "file"), os.path.basename(file)
     path = resolve_checkpoint(checkpoint, checkpoint_dir)

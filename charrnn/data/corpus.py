@@ -17,7 +17,7 @@ from charrnn.data.store import SPLITS, StoreWriter, prune, read_entry, remove, w
 from charrnn.data.encode import encode_corpus, split_sizes
 from charrnn.errors import CharrnnError
 from charrnn.data.records import encode_records, split_records
-from charrnn.data.text import Source
+from charrnn.data.text import Source, decode_text, read_bytes
 from charrnn.data.tokenizers import adapt_vocab, fit_tokenizer, tokenizer_from_state
 
 BUILTIN_CORPORA = ("pystdlib",)
@@ -48,27 +48,6 @@ def read_pystdlib() -> str:
         raise CharrnnError("the built-in corpus 'pystdlib' found no Python sources in "
                            f"{sysconfig.get_paths()['stdlib']}; pass a text file instead")
     return "".join(parts)
-
-
-def read_bytes(path: str, what: str = "file") -> bytes:
-    """Read a regular, non-empty file, with a one-line error for every way that can fail."""
-    return Source(path, what).read_all()
-
-
-def decode_text(data: bytes, path: str, what: str = "file") -> str:
-    nul = data.find(b"\x00", 0, 1 << 20)
-    if nul >= 0:
-        raise CharrnnError(f"{what} '{path}' looks binary (NUL byte at offset {nul}); give a UTF-8 text file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CharrnnError(f"{what} '{path}' is not valid UTF-8 (bad byte 0x{data[e.start]:02x} at offset "
-                           f"{e.start}); convert it to UTF-8 (e.g. iconv -t utf-8) or use --tokenizer byte") from None
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    if not text.strip():
-        raise CharrnnError(f"{what} '{path}' contains only whitespace; give a file with text in it")
-    return text
 
 
 def read_text(path: str, what: str = "file") -> str:

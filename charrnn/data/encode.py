@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from charrnn.data.store import SPLITS, StoreWriter
+from charrnn.data.store import SPLITS
 from charrnn.errors import CharrnnError
-from charrnn.data.text import codepoints
+from charrnn.data.text import codepoints, refuse_blank
 from charrnn.data.tokenizers import CharTokenizer, ByteTokenizer, fit_tokenizer
 
 SP_SAMPLE_CHARS = 32_000_000  # sentencepiece trains on at most this many characters of the training split
@@ -44,7 +44,7 @@ def _bounds(sizes):
 
 def scan_text(sources) -> tuple[list, np.ndarray]:
     """Characters of each source and the code-point counts of all of them (one streaming pass); a
-    source with nothing but whitespace is refused, as data.decode_text refuses it."""
+    source with nothing but whitespace is refused, as text.decode_text refuses a whole text."""
     counts, lengths = np.zeros(128, np.int64), []
     for src in sources:
         n, nonspace = 0, False
@@ -60,7 +60,7 @@ def scan_text(sources) -> tuple[list, np.ndarray]:
                     counts[:len(part)] += part
             n += len(text)
         if not nonspace:
-            raise CharrnnError(f"{src.what} '{src.path}' contains only whitespace; give a file with text in it")
+            refuse_blank(src.path, src.what)
         lengths.append(n)
     return lengths, counts
 

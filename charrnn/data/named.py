@@ -17,7 +17,6 @@ import os
 import re
 import stat
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -25,6 +24,10 @@ import zlib
 
 from charrnn.version import __version__
 from charrnn.errors import CharrnnError
+from charrnn.system.fileio import atomic_file
+from charrnn.system.progress import progress_bar, show_progress
+
+DATA_FIX = "set CHARRNN_DATA to a writable directory with free space"
 
 TIMEOUT = 60          # seconds a download may stall before it is given up
 CHUNK = 1 << 20       # bytes read, hashed and written at a time
@@ -144,7 +147,7 @@ def status(name: str) -> str:
 
 # ----------------------------------------------------------------------------- fetching
 
-def fetch(name: str, progress: bool = True, log=None) -> str:
+def fetch(name: str, progress: bool | None = None, log=None) -> str:
     """The local path of corpus NAME's text file, downloading and verifying it the first time.
 
     Already present and verified: no network. Every failure is a one-line CharrnnError naming the
@@ -247,34 +250,8 @@ def _extract(e: dict, zip_path: str, final: str, log) -> None:
 
 # ----------------------------------------------------------------------------- small helpers
 
-@contextlib.contextmanager
 def _atomic(dest: str):
-    """Yield a temp file beside DEST; on success fsync and rename it to DEST, on any failure delete it."""
-    directory, base = os.path.split(dest)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".part", dir=directory)
-    except OSError as err:
-        raise CharrnnError(f"cannot write in '{directory}': {err.strerror}; "
-                           "set CHARRNN_DATA to a writable directory with free space") from None
-    try:
-        os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a shared CHARRNN_DATA must stay readable
-        with open(tmp, "wb") as out:  # out.name is the temp path, for messages
-            yield out
-            _disk(lambda: (out.flush(), os.fsync(out.fileno())), tmp)
-        os.replace(tmp, dest)
-    except BaseException:  # errors and Ctrl-C alike: a partial file never stays behind
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    return atomic_file(dest, DATA_FIX, suffix=".part")
 
 
 def _disk(op, tmp: str):
@@ -349,15 +326,6 @@ def _mark(path: str, sha: str) -> None:
         pass  # the marker only saves a rehash next time: never fail over it
 
 
-def _stderr_is_terminal() -> bool:
-    """Mirrors charrnn.system.device.stderr_is_terminal, which this module cannot import (it imports torch)."""
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
 def _bar(total: int, name: str, progress: bool):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=f"downloading {name}", unit="B", unit_scale=True, unit_divisor=1024,
-                file=sys.stderr, disable=not (progress and _stderr_is_terminal()), dynamic_ncols=True)
+    return progress_bar(total=total, desc=f"downloading {name}", unit="B", unit_scale=True, unit_divisor=1024,
+                        disable=not show_progress(progress), dynamic_ncols=True)

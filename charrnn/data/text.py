@@ -1,6 +1,6 @@
-"""A corpus read without holding it: the file (or the built-in corpus) as byte chunks cut at UTF-8
-character boundaries, decoded chunk by chunk with the checks data.decode_text makes on a whole
-text (binary, invalid UTF-8 with its offset, byte-order mark, whitespace only), and its digest.
+"""Reading text, and its checks in one place: a file (or the built-in corpus) as byte chunks cut at
+UTF-8 character boundaries, each decoded with the same checks as a whole text (binary, invalid UTF-8
+with its offset, byte-order mark, whitespace only); its digest; code points without a Python loop.
 """
 
 from __future__ import annotations
@@ -100,21 +100,10 @@ class Source:
             return f.read()
 
     def text_chunks(self, size: int | None = None, with_bytes: bool = False):
-        """The text as decoded pieces (the leading byte-order mark dropped), checked like
-        data.decode_text: NUL in the first MiB, invalid UTF-8 (with the file offset). ``with_bytes``:
-        (text, its UTF-8 size) pairs."""
+        """The text as decoded pieces (the leading byte-order mark dropped), each checked by
+        ``decode_chunk``. ``with_bytes``: (text, its UTF-8 size) pairs."""
         for offset, chunk in self.byte_chunks(size):
-            if offset < NUL_SCAN:
-                nul = chunk.find(b"\x00", 0, NUL_SCAN - offset)
-                if nul >= 0:
-                    raise CharrnnError(f"{self.what} '{self.path}' looks binary (NUL byte at offset {offset + nul}); "
-                                       "give a UTF-8 text file")
-            try:
-                text = chunk.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise CharrnnError(
-                    f"{self.what} '{self.path}' is not valid UTF-8 (bad byte 0x{chunk[e.start]:02x} at offset "
-                    f"{offset + e.start}); convert it to UTF-8 (e.g. iconv -t utf-8) or use --tokenizer byte") from None
+            text = decode_chunk(chunk, offset, self.path, self.what)
             n_bytes = len(chunk)
             if offset == 0 and text.startswith("\ufeff"):
                 text, n_bytes = text[1:], n_bytes - 3
@@ -135,5 +124,42 @@ class Source:
         return {"utf8": utf8, "ascii": ascii_only}
 
 
+# ----------------------------------------------------------------------------- the checks of a text, once
+
+def decode_chunk(chunk: bytes, offset: int, path: str, what: str = "file") -> str:
+    """One piece of a file (starting at byte ``offset``) as text: a NUL byte within the first MiB means a
+    binary file, and invalid UTF-8 is named with its file offset (one line each)."""
+    if offset < NUL_SCAN:
+        nul = chunk.find(b"\x00", 0, NUL_SCAN - offset)
+        if nul >= 0:
+            raise CharrnnError(f"{what} '{path}' looks binary (NUL byte at offset {offset + nul}); give a UTF-8 text file")
+    try:
+        return chunk.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CharrnnError(f"{what} '{path}' is not valid UTF-8 (bad byte 0x{chunk[e.start]:02x} at offset "
+                           f"{offset + e.start}); convert it to UTF-8 (e.g. iconv -t utf-8) or use --tokenizer byte") from None
+
+
+def refuse_blank(path: str, what: str = "file") -> None:
+    raise CharrnnError(f"{what} '{path}' contains only whitespace; give a file with text in it")
+
+
+def decode_text(data: bytes, path: str, what: str = "file") -> str:
+    """A whole file's bytes as text: the checks of ``decode_chunk``, the byte-order mark dropped, and a
+    text of nothing but whitespace refused."""
+    text = decode_chunk(data, 0, path, what)
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if not text.strip():
+        refuse_blank(path, what)
+    return text
+
+
+def read_bytes(path: str, what: str = "file") -> bytes:
+    """Read a regular, non-empty file, with a one-line error for every way that can fail."""
+    return Source(path, what).read_all()
+
+
 def codepoints(text: str) -> np.ndarray:
+    """The Unicode code points of a text as uint32, without a Python loop over its characters."""
     return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype="<u4")

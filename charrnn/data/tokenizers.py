@@ -16,15 +16,15 @@ import codecs
 import io
 import os
 import re
-import sys
 import threading
 import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from charrnn.data.text import codepoints
 from charrnn.errors import CharrnnError
+from charrnn.system.progress import progress_bar, stderr_is_terminal
 
 TOKENIZERS = ("char", "byte", "bpe", "unigram")
 _META = "\u2581"  # sentencepiece's space symbol
@@ -49,14 +49,14 @@ class CharTokenizer:
 
     @classmethod
     def fit(cls, text: str) -> "CharTokenizer":
-        return cls(np.flatnonzero(np.bincount(_codepoints(text), minlength=1)))
+        return cls(np.flatnonzero(np.bincount(codepoints(text), minlength=1)))
 
     @property
     def vocab_size(self) -> int:
         return len(self.codepoints)
 
     def encode(self, text: str, skip_unknown: bool = False, hint: str = "") -> np.ndarray:
-        cps = _codepoints(text)
+        cps = codepoints(text)
         if self._lut is None:  # code point -> id, -1 for unknown: one O(n) gather per text
             self._lut = np.full(int(self.codepoints[-1]) + 2, -1, dtype=np.int32)
             self._lut[self.codepoints] = np.arange(len(self.codepoints), dtype=np.int32)
@@ -74,7 +74,7 @@ class CharTokenizer:
 
     def unknown_chars(self, text: str) -> list[str]:
         """The distinct characters of text outside the vocabulary, in code point order."""
-        present = np.flatnonzero(np.bincount(_codepoints(text), minlength=1))
+        present = np.flatnonzero(np.bincount(codepoints(text), minlength=1))
         return [chr(c) for c in present[~np.isin(present, self.codepoints)]]
 
     def with_chars(self, chars) -> "CharTokenizer":
@@ -139,7 +139,7 @@ class SentencePieceTokenizer:
                                "byte pieces plus room for merges; use 260 or more (e.g. 512)")
         # Keep the alphabet within half the vocabulary: rarer characters are cut out of the
         # tokenizer's training sentences, so at encode time they fall back to UTF-8 byte pieces.
-        cps, counts = np.unique(_codepoints(text), return_counts=True)
+        cps, counts = np.unique(codepoints(text), return_counts=True)
         room = max(1, (vocab_size - 260) // 2)
         splitter = "\n"
         if len(cps) > room:
@@ -249,8 +249,8 @@ class _PieceStream:
 
 def _with_elapsed(desc: str, fn, show: bool = True):
     """Run a long blocking call with a ticking elapsed-time line on a terminal (stderr)."""
-    bar = tqdm(desc=desc, bar_format="{desc}: {elapsed}", disable=not (show and sys.stderr.isatty()), file=sys.stderr,
-               leave=False)
+    bar = progress_bar(desc=desc, bar_format="{desc}: {elapsed}", disable=not (show and stderr_is_terminal()),
+                       leave=False)
     done = threading.Event()
     ticker = threading.Thread(target=lambda: [bar.refresh() for _ in iter(lambda: done.wait(0.5), True)],
                               daemon=True)
@@ -261,10 +261,6 @@ def _with_elapsed(desc: str, fn, show: bool = True):
         done.set()
         ticker.join()
         bar.close()
-
-
-def _codepoints(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype="<u4")
 
 
 def adapt_vocab(tok, text: str, val_text: str | None, unknown: str, log=None):

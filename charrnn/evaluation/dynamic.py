@@ -21,7 +21,8 @@ import torch.nn as nn
 
 from charrnn.errors import CharrnnError
 from charrnn.model.network import RNNLM, detach_state
-from charrnn.system.device import autocast, progress_bar
+from charrnn.system.device import autocast
+from charrnn.system.progress import progress_bar
 
 
 def dynamic_nlls(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = "fp32", *,

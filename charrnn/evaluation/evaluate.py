@@ -11,12 +11,14 @@ import numpy as np
 import torch
 
 from charrnn.data.batching import eval_streams
-from charrnn.data.corpus import decode_text, load_corpus, read_bytes
+from charrnn.data.corpus import load_corpus
+from charrnn.data.text import decode_text, read_bytes
 from charrnn.evaluation.dynamic import dynamic_nlls
 from charrnn.errors import CharrnnError
 from charrnn.model.network import RNNLM
 from charrnn.system.rundir import cache_dir, checkpoint_dir_of
-from charrnn.system.device import autocast, progress_bar
+from charrnn.system.device import autocast
+from charrnn.system.progress import progress_bar
 from charrnn.settings import config_from_saved
 
 EVAL_WINDOW = 512

@@ -13,7 +13,8 @@ import torch
 
 from charrnn.evaluation.evaluate import EVAL_WINDOW, metrics, run_split
 from charrnn.data.records import gather, plan_windows, record_lengths, records_separator, separator_ids
-from charrnn.system.device import autocast, progress_bar
+from charrnn.system.device import autocast
+from charrnn.system.progress import progress_bar
 
 EVAL_ROWS = 32  # windows of about EVAL_ROWS x EVAL_WINDOW tokens
 

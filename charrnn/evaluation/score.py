@@ -19,17 +19,18 @@ import math
 import numpy as np
 import torch
 
-from charrnn.data.corpus import decode_text, read_bytes
+from charrnn.data.text import codepoints, decode_text, read_bytes
 from charrnn.errors import CharrnnError
 from charrnn.evaluation.evaluate import EVAL_WINDOW, first_token_size, token_nlls
-from charrnn.system.device import autocast, progress_bar
+from charrnn.system.device import autocast
+from charrnn.system.progress import progress_bar
 
 LINE_BATCH = 64  # lines per batch in independent mode
 LN2 = math.log(2)
 SPACE_PIECE = "\u2581"  # how sentencepiece writes a space inside a piece
 
 
-def read_text(tok, path: str) -> str:
+def scoring_text(tok, path: str) -> str:
     """A file's text: as eval reads it (a byte model reads the bytes as they are, BOM included)."""
     raw = read_bytes(path, "file")
     if tok.kind != "byte":
@@ -48,7 +49,7 @@ def score_lines(model, tok, text: str, device: torch.device, precision: str = "f
     with ``per_char``, + "skipped" unknown characters dropped with ``skip_unknown``)."""
     if not isinstance(text, str) or not text:
         raise CharrnnError("nothing to score: the text is empty")
-    cps = _codepoints(text)
+    cps = codepoints(text)
     nl = cps == 10
     line_of = np.cumsum(nl) - nl                     # line index of every character
     n_lines = int(line_of[-1]) + 1
@@ -58,7 +59,7 @@ def score_lines(model, tok, text: str, device: torch.device, precision: str = "f
     ids = tok.encode(scored) if scored else np.zeros(0, np.int32)
     if len(ids) and tok.kind == "char" and len(ids) != len(scored):
         raise CharrnnError("the character tokenizer did not give one token per character; cannot place tokens on lines")
-    c_last, n_done = _token_chars(tok, ids, _codepoints(scored))
+    c_last, n_done = _token_chars(tok, ids, codepoints(scored))
     tok_line = char_line[c_last]
     if independent:
         nll = _independent_nlls(model, tok, ids, tok_line, device, precision, progress)
@@ -99,10 +100,6 @@ def _known(tok, text: str, cps: np.ndarray, skip_unknown: bool):
     if not skip_unknown:
         tok.encode(text, hint="pass --skip-unknown to drop them")  # raises, naming them
     return keep
-
-
-def _codepoints(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype="<u4")
 
 
 def _codepoints_text(cps: np.ndarray) -> str:

@@ -17,7 +17,7 @@ import torch
 
 from charrnn.generation.beam import search
 from charrnn.generation.cudagraph import make_stepper
-from charrnn.data.corpus import decode_text, read_bytes
+from charrnn.data.text import decode_text, read_bytes
 from charrnn.generation.endings import Rules, Tracker, line_start_tokens
 from charrnn.errors import CharrnnError
 from charrnn.model.network import RNNLM

@@ -15,18 +15,13 @@ import textwrap
 
 from charrnn.system import rundir
 from charrnn.errors import CharrnnError
+from charrnn.model.sizes import GATES, rnn_layer_count
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 def bias_note(cell: str) -> str:
     g, article = {"lstm": ("4", "an"), "gru": ("3", "a"), "rnn": ("", "an")}[cell]
     return (f"PyTorch keeps two bias vectors per layer, b_ih and b_hh, so {article} {cell.upper()} layer with "
             f"input m and hidden h has {g}(mh + h² + 2h) parameters where the textbook formula {g}(mh + h² + h) "
             "has one bias")
-
-
-def rnn_layer_count(cell: str, m: int, h: int) -> int:
-    """Closed form of one recurrent layer's parameters as PyTorch stores them (two bias vectors)."""
-    return GATES[cell] * (m * h + h * h + 2 * h)
 
 
 def parameter_table(model) -> list[dict]:

@@ -30,6 +30,7 @@ from charrnn.training import memory
 from charrnn.training import probe
 from charrnn.data.batching import check_fits
 from charrnn.errors import CharrnnError
+from charrnn.model import sizes
 from charrnn.model.network import ModelConfig
 from charrnn.settings import TRAIN, by_name, check_combination
 
@@ -185,7 +186,7 @@ class Planner:
             per_epoch = ((n_train - s["seq_len"]) // s["batch_size"] - 1) // s["seq_len"]
             cap = min(EPOCH_CAP * per_epoch, cfg.max_steps or math.inf,
                       cfg.max_epochs * per_epoch if cfg.max_epochs else math.inf)
-            params = memory.n_parameters(mc.vocab_size, mc.cell, mc.layers, mc.hidden, mc.emb, mc.head, mc.cutoffs,
+            params = sizes.n_parameters(mc.vocab_size, mc.cell, mc.layers, mc.hidden, mc.emb, mc.head, mc.cutoffs,
                                          mc.tie_weights) - mc.vocab_size * mc.emb
             options.append({**s, "params": params, "step_cap": cap, "_mc": mc})
         options.sort(key=lambda o: o["params"] * o["batch_size"] * o["seq_len"])

@@ -11,8 +11,8 @@ writes; evaluation streams are split across ranks and the sums reduced; a checkp
 hidden state of all B streams and every rank's RNG state, and on resume each rank takes its rows
 (another world size re-slices the same streams and says the run is no longer bit-exact).
 
-``current()``: ``OneProcess`` (every hook the identity) outside torchrun, or the ``ProcessGroup``
-that ``session(cfg, device)`` (api.py) starts inside it.
+``session(cfg, device)`` (api.py) yields ``OneProcess`` (every hook the identity) outside torchrun,
+or the ``ProcessGroup`` it starts inside it; api.py passes it to the Trainer.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
-import os
 
 import torch
 import torch.distributed as dist
 
 from charrnn.errors import CharrnnError, Interrupted
+from charrnn.system.launch import env_world
 from charrnn.system.rng import rng_state, seed_everything
 from charrnn.training.signals import StopRequest
 
@@ -38,15 +38,6 @@ def shared_error(msg: str) -> CharrnnError:
     e = CharrnnError(msg)
     e.shared = True
     return e
-
-
-def env_world() -> tuple[int, int, int]:
-    """(world size, rank, local rank) from torchrun's environment; (1, 0, 0) outside it."""
-    try:
-        return tuple(int(os.environ.get(k, d)) for k, d in (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0)))
-    except ValueError:
-        raise shared_error("WORLD_SIZE, RANK and LOCAL_RANK must be integers (torchrun sets them); "
-                           "launch with torchrun --nproc-per-node N -m charrnn train ...") from None
 
 
 def check_settings(cfg, world: int, resuming: bool = False, given: set = frozenset()) -> str | None:
@@ -281,32 +272,24 @@ class SharedStopRequest(StopRequest):
             self.pending = signum
 
 
-_CURRENT: OneProcess = OneProcess()
-
-
-def current() -> OneProcess:
-    return _CURRENT
-
-
 @contextlib.contextmanager
 def session(cfg, device: torch.device, resuming: bool = False, given: set = frozenset()):
     """The process group for one training run under torchrun (one process outside it). Inside it,
     a collective that fails because another rank is gone becomes a one-line error."""
-    global _CURRENT
     world, rank, local_rank = env_world()
     if world <= 1:
-        yield _CURRENT
+        yield OneProcess()
         return
     note = check_settings(cfg, world, resuming, given)
     try:
-        _CURRENT = ProcessGroup(world, rank, local_rank, device)
-        _CURRENT.note = note
+        group = ProcessGroup(world, rank, local_rank, device)
+        group.note = note
     except (RuntimeError, ValueError) as e:
         raise _own(CharrnnError(f"could not join the process group ({str(e).splitlines()[0][:200]}); check "
                                 "MASTER_ADDR/MASTER_PORT and that every node runs the same torchrun"), rank) from None
     clean = False
     try:
-        yield _CURRENT
+        yield group
         clean = True
     except Interrupted:  # every rank stopped after the same step and saved: an orderly end
         clean = True
@@ -316,12 +299,11 @@ def session(cfg, device: torch.device, resuming: bool = False, given: set = froz
     except RuntimeError as e:  # gloo/nccl: a peer exited or was killed
         if not _peer_lost(e):
             raise
-        run = _CURRENT.run_dir or "RUN_DIR"
+        run = group.run_dir or "RUN_DIR"
         raise _own(CharrnnError(f"lost contact with another rank of this run (it failed or was stopped; its own "
                                 f"message says why); continue from the last save with --resume {run}"), rank) from None
     finally:
-        _CURRENT.close(clean)
-        _CURRENT = OneProcess()
+        group.close(clean)
 
 
 def _own(e: CharrnnError, rank: int) -> CharrnnError:

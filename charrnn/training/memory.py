@@ -20,40 +20,12 @@ from __future__ import annotations
 import os
 
 from charrnn.errors import CharrnnError
+from charrnn.model.sizes import n_parameters, output_width
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 ACT_PER_H = {"lstm": 12, "gru": 16, "rnn": 6}  # floats kept per hidden unit, layer and token (measured)
 RUNTIME = {"cpu": 128e6, "cuda": 512e6, "mps": 256e6}  # kernels' code and workspaces, allocator slack
-ADAPTIVE_DIV = 4  # heads.AdaptiveSoftmax's div_value
 EVAL_STREAMS, EVAL_WINDOW = 32, 512  # batching.eval_streams / evaluate.EVAL_WINDOW at most
 FIT_FRACTION = 0.9  # refuse above this fraction of the available memory
-
-
-def n_parameters(vocab: int, cell: str, layers: int, hidden: int, emb: int, head: str = "full",
-                 cutoffs=(), tied: bool = False) -> int:
-    """The model's parameter count in closed form (equals RNNLM(...).num_parameters())."""
-    n, m = vocab * emb, emb
-    for _ in range(layers):
-        n += GATES[cell] * (m * hidden + hidden * hidden + 2 * hidden)
-        m = hidden
-    return n + _head_parameters(vocab, hidden, head, cutoffs, tied)
-
-
-def _head_parameters(vocab, hidden, head, cutoffs, tied) -> int:
-    if head != "adaptive":
-        return vocab if tied else hidden * vocab + vocab
-    edges = [*cutoffs, vocab]
-    n = (hidden + 1) * (cutoffs[0] + len(cutoffs))
-    for i in range(len(cutoffs)):
-        d = hidden // ADAPTIVE_DIV ** (i + 1)
-        n += hidden * d + d * (edges[i + 1] - edges[i])
-    return n
-
-
-def output_width(vocab: int, head: str, cutoffs) -> int:
-    """Classes scored per token: all of them, or an adaptive softmax's shortlist and clusters plus an
-    allowance of a quarter of the tail (a tail is computed only for the tokens that fall in it)."""
-    return cutoffs[0] + len(cutoffs) + (vocab - cutoffs[0]) // 4 if head == "adaptive" else vocab
 
 
 def estimate(*, vocab: int, cell: str, layers: int, hidden: int, emb: int, batch: int, window: int,

@@ -17,7 +17,7 @@ from charrnn.training import schedule
 from charrnn.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from charrnn.data.batching import StreamBatcher, check_fits
 from charrnn.data.corpus import load_corpus, token_counts
-from charrnn.training.distributed import current as distributed
+from charrnn.training.distributed import OneProcess
 from charrnn.training.ema import EMA
 from charrnn.errors import CharrnnError, Interrupted
 from charrnn.evaluation.evaluate import evaluate_split
@@ -27,7 +27,8 @@ from charrnn.data.records import RecordBatcher, separator_ids
 from charrnn.evaluation.records import evaluate_records
 from charrnn.system.rng import seed_everything
 from charrnn.training.schedule import lr_at
-from charrnn.system.device import autocast, progress_bar, resolve_device, resolve_precision, setup_backend, show_progress
+from charrnn.system.device import autocast, resolve_device, resolve_precision, setup_backend
+from charrnn.system.progress import progress_bar, show_progress
 from charrnn.training.step import StepRunner, make_optimizer
 from charrnn.training.log import LogWindow, rounded as _round
 from charrnn.training.state import restore, train_state
@@ -43,12 +44,12 @@ class Trainer:
     """One run's model, data, optimizer and position; ``fit`` trains until a limit or a signal."""
 
     def __init__(self, cfg, run_dir: str, log=None, resume_ckpt: dict | None = None, progress: bool | None = None,
-                 on_eval=None, on_log=None, init_ckpt: dict | None = None, prepare=None):
+                 on_eval=None, on_log=None, init_ckpt: dict | None = None, prepare=None, dist=None):
         self.cfg, self.run_dir = cfg, run_dir
         self.log = log or _stderr
         self.progress_bar = show_progress(progress)
         self.on_eval, self.on_log = on_eval, on_log
-        self.dist = distributed()  # distributed.py: one process, or this rank of a torchrun group
+        self.dist = dist or OneProcess()  # distributed.py: one process, or this rank of a torchrun group
         self.device = self.dist.device(resolve_device(cfg.device))
         self.precision = resolve_precision(cfg.precision, self.device)
         setup_backend(self.device)
@@ -173,7 +174,7 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = self.lr
         loss, state = self._step.forward_backward(x, y, self.state)  # zero_grad, forward, backward
-        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        clip = self.clip
         if self._step.deferred:  # CUDA: no host sync; non-finite steps are skipped on the GPU (step.py)
             gnorm = torch.nn.utils.clip_grad_norm_(self.params, clip)
             self.state = detach_state(self._step.update(loss, gnorm, state, self.step + 1))
@@ -192,6 +193,11 @@ class Trainer:
         self.step, self.k = self.step + 1, self.k + 1
         return loss_v, gnorm
 
+    @property
+    def clip(self) -> float:
+        """The gradient-norm limit (--grad-clip; 0 turns clipping off)."""
+        return self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+
     def _nonfinite_error(self, kind: str, step: int) -> CharrnnError:
         return CharrnnError(f"non-finite {kind} at step {step}; lower --lr (now {self.cfg.lr:g}) or --grad-clip, "
                             f"or pass --skip-nonfinite (last good checkpoint: {self.run_dir}/{rundir.LAST})")
@@ -209,12 +215,11 @@ class Trainer:
         self.elapsed += self._window.lap()
         loss = self.dist.sync(self, loss)  # the mean over ranks; rank 0's clock and any rank's signal for all
         bar.update(1)
-        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
-        self._window.add(loss, gnorm, clip)
+        self._window.add(loss, gnorm, self.clip)
         if self.step % self.cfg.log_every:
             return
         self._check_nonfinite()
-        if not self._window.settle(clip):
+        if not self._window.settle(self.clip):
             return
         w = self._window.take(self.tokens)
         rec = {"step": self.step, "split": "train",

@@ -1,0 +1,45 @@
+"""A model's sizes in closed form, without building it (no torch): the parameters of each recurrent
+layer and of the output head, and the classes scored per token. The memory estimate and the budget
+size candidate models with them; ``charrnn inspect`` prints them beside the real tensors' sizes
+(tests check the two agree for every cell and head).
+
+PyTorch keeps two bias vectors per recurrent layer (b_ih and b_hh), so a layer with G gate blocks,
+input width m and hidden width h has G (m h + h^2 + 2 h) parameters (G = 4 LSTM, 3 GRU, 1 RNN).
+"""
+
+from __future__ import annotations
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+ADAPTIVE_DIV = 4  # heads.AdaptiveSoftmax's div_value
+
+
+def rnn_layer_count(cell: str, m: int, h: int) -> int:
+    """One recurrent layer's parameters as PyTorch stores them (two bias vectors)."""
+    return GATES[cell] * (m * h + h * h + 2 * h)
+
+
+def n_parameters(vocab: int, cell: str, layers: int, hidden: int, emb: int, head: str = "full",
+                 cutoffs=(), tied: bool = False) -> int:
+    """The model's parameter count in closed form (equals RNNLM(...).num_parameters())."""
+    n, m = vocab * emb, emb
+    for _ in range(layers):
+        n += rnn_layer_count(cell, m, hidden)
+        m = hidden
+    return n + head_parameters(vocab, hidden, head, cutoffs, tied)
+
+
+def head_parameters(vocab, hidden, head, cutoffs, tied) -> int:
+    if head != "adaptive":
+        return vocab if tied else hidden * vocab + vocab
+    edges = [*cutoffs, vocab]
+    n = (hidden + 1) * (cutoffs[0] + len(cutoffs))
+    for i in range(len(cutoffs)):
+        d = hidden // ADAPTIVE_DIV ** (i + 1)
+        n += hidden * d + d * (edges[i + 1] - edges[i])
+    return n
+
+
+def output_width(vocab: int, head: str, cutoffs) -> int:
+    """Classes scored per token: all of them, or an adaptive softmax's shortlist and clusters plus an
+    allowance of a quarter of the tail (a tail is computed only for the tokens that fall in it)."""
+    return cutoffs[0] + len(cutoffs) + (vocab - cutoffs[0]) // 4 if head == "adaptive" else vocab
