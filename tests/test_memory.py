@@ -144,3 +144,15 @@ def test_ema_and_variable_windows_are_counted():
     fixed, varied = planner.estimate(cfg), planner.estimate(dataclasses.replace(cfg, variable_len=True, ema=0.99))
     assert varied["total"] > fixed["total"]
     assert varied["parts"]["activations"] == fixed["parts"]["activations"] * 24 // 20
+
+
+def test_available_ram_comes_from_psutil_on_every_os(monkeypatch):
+    """No /proc needed (macOS, Windows): the figure is psutil's, whatever the OS."""
+    import types
+
+    import psutil
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(available=123_456_789))
+    assert memory.available_bytes("cpu") == 123_456_789
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: (_ for _ in ()).throw(OSError("no memory info")))
+    assert memory.available_bytes("cpu") is None  # unknown: the estimate is printed, nothing refused

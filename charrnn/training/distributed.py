@@ -320,7 +320,7 @@ def _peer_lost(e: BaseException) -> bool:
 
 
 # ----------------------------------------------------------------------------- a rank's rows
-# What one rank of a torchrun group owns (distributed.py): its rows of the B training streams, and
+# What one rank of a torchrun group owns: its rows of the B training streams, and
 # its part of a saved training state (the rows of the hidden state, its RNG state), re-sliced when
 # the run resumes on another number of processes.
 

@@ -17,7 +17,6 @@ against the peak RSS of real steps (docs/BENCHMARKS.md: 1.0-1.3x).
 
 from __future__ import annotations
 
-import os
 
 from charrnn.errors import CharrnnError
 from charrnn.model.sizes import n_parameters, output_width
@@ -68,16 +67,14 @@ def available_bytes(device) -> int | None:
 
 
 def _ram_available() -> int | None:
+    """Available RAM on any OS, through psutil (on Linux its figure is /proc/meminfo's MemAvailable)."""
     try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
+        import psutil
+    except ImportError:  # a broken install: psutil is a dependency; estimate without refusing
+        return None
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+        return int(psutil.virtual_memory().available)
+    except (OSError, RuntimeError, AttributeError):
         return None
 
 
