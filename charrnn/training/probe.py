@@ -3,7 +3,8 @@ run's real vocabulary, output head, device and precision; cached per machine.
 
 A probe builds the candidate model and its AdamW, runs one warm-up step, then TIMED_STEPS timed
 steps at windows of min(window, PROBE_WINDOW) tokens and of half that (as many again when their
-times disagree by over 2x; the fastest counts: a shared machine only ever slows a step down). A
+times disagree by over 2x; the median counts, a step the run will really make, where the fastest
+promised a crowded machine steps it never made). A
 step costs a + b x window (a: the optimizer, clipping and per-call work; b: the recurrence), so the
 two windows give the cost at the real one; a window of PROBE_WINDOW or less is timed as it is.
 One forward pass over evaluation-shaped streams (after a warm-up pass) gives the evaluation speed.
