@@ -21,8 +21,8 @@ from charrnn.errors import CharrnnError
 TOKENIZERS = ("char", "byte", "bpe", "unigram")   # tokenizers.fit_tokenizer
 CELLS = ("lstm", "gru", "rnn")                     # model: nn.LSTM / nn.GRU / nn.RNN
 HEADS = ("auto", "full", "adaptive")               # model.resolve_head / heads.py
-PRECISIONS = ("auto", "fp32", "bf16")              # runtime.resolve_precision
-DEVICES = ("auto", "cpu", "cuda", "mps")           # runtime.resolve_device
+PRECISIONS = ("auto", "fp32", "bf16")              # system.device.resolve_precision
+DEVICES = ("auto", "cpu", "cuda", "mps")           # system.device.resolve_device
 SPLITS = ("val", "test")                           # data.Corpus parts that can be evaluated
 DEFAULT_MAX_EPOCHS = 10                            # when no limit at all is given
 

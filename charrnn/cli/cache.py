@@ -1,4 +1,4 @@
-"""`charrnn cache`: the encoded corpora kept in CHECKPOINT_DIR/.cache (corpus_store.py): list them,
+"""`charrnn cache`: the encoded corpora kept in CHECKPOINT_DIR/.cache (data/store.py): list them,
 clear them, or evict the least recently used down to a size. No torch at import."""
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ class StreamBatcher:
     ``y = stream[:, kT+1 : kT+T+1]``, so each window continues where the previous one ended and
     the hidden state can be carried (TBPTT). Each epoch starts at a different offset (seeded), so
     window boundaries move. Only the window being read is copied out of ``ids``, which may be a
-    memory map of a corpus larger than memory (corpus_store.py).
+    memory map of a corpus larger than memory (data/store.py).
     """
 
     def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, seed: int = 0, pin: bool = False):

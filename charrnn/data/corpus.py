@@ -60,7 +60,7 @@ def read_text(path: str, what: str = "file") -> str:
 
 @dataclass
 class Split:
-    ids: np.ndarray       # token ids: memory-mapped uint8/uint16/int32 (corpus_store), or in memory
+    ids: np.ndarray       # token ids: memory-mapped uint8/uint16/int32 (data/store.py), or in memory
     n_chars: int          # Unicode characters of the text these ids encode
     n_bytes: int          # UTF-8 bytes of that text
     starts: np.ndarray | None = None  # --records: where each record starts in ids (records.py)
@@ -87,7 +87,7 @@ def token_counts(ids: np.ndarray, vocab_size: int) -> np.ndarray:
 
 
 def split_text(text, val_frac: float, test_frac: float):
-    """Contiguous split by character fractions: train first, then val, then test (encode_stream.split_sizes)."""
+    """Contiguous split by character fractions: train first, then val, then test (encode.split_sizes)."""
     n_train, n_val, _ = split_sizes(len(text), val_frac, test_frac)
     return text[:n_train], text[n_train:n_train + n_val], text[n_train + n_val:]
 
@@ -107,8 +107,8 @@ def load_corpus(path: str, tokenizer: str = "char", vocab_size: int = 512, val_f
                 cache_limit: float | None = None) -> Corpus:
     """Read, split and encode a corpus, reusing the cached encoding when nothing changed.
 
-    The encoded splits live in the cache (corpus_store.py) and come back memory-mapped: a corpus
-    larger than memory trains, and nothing holds it whole (encode_stream.py encodes it in chunks).
+    The encoded splits live in the cache (data/store.py) and come back memory-mapped: a corpus
+    larger than memory trains, and nothing holds it whole (data/encode.py encodes it in chunks).
     The tokenizer is fitted on the training split only (never on val/test; characters: the whole
     corpus, as char-rnn), unless ``tok_state`` gives one (on resume, or the model being fine-tuned:
     then ``unknown`` says what to do with characters it never saw, see adapt_vocab). ``records``: the

@@ -1,4 +1,4 @@
-"""Encoding a corpus chunk by chunk into the on-disk cache (corpus_store.py), never holding it whole.
+"""Encoding a corpus chunk by chunk into the on-disk cache (data/store.py), never holding it whole.
 
 Characters: a first streaming pass counts code points (the vocabulary, as fitting on the whole text
 would find it) and the text's length, which fixes the split points; a second pass encodes each

@@ -52,7 +52,7 @@ def utf8_cut(data: bytes) -> int:
 
 
 class Source:
-    """A corpus file, or the built-in corpus (data.BUILTIN_CORPORA) given as its bytes."""
+    """A corpus file, or the built-in corpus (corpus.BUILTIN_CORPORA) given as its bytes."""
 
     def __init__(self, path: str, what: str = "corpus", data: bytes | None = None):
         self.path, self.what, self.data = path, what, data

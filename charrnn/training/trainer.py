@@ -92,7 +92,7 @@ class Trainer:
         self.best_val, self.best, self.bad_evals, self.last_val = math.inf, {}, 0, None
         self.elapsed, self.tokens, self.skipped = 0.0, 0, 0
         if resume_ckpt:
-            restore(self, resume_ckpt)  # trainstate.py
+            restore(self, resume_ckpt)  # state.py
         self.tokens_per_char = len(self.corpus.train.ids) / max(self.corpus.train.n_chars, 1)
         self._stop_request = self.dist.stop_request()  # signals.py
         self._window = LogWindow()
