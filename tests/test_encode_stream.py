@@ -114,3 +114,22 @@ def test_given_tokenizer_refuses_unknown_characters(tmp_path, monkeypatch):
 def test_whitespace_only_is_refused(tmp_path, monkeypatch):
     with pytest.raises(CharrnnError, match="only whitespace"):
         _encode(tmp_path, " \n\t\n" * 100, "char", 8, monkeypatch)
+
+
+@pytest.mark.parametrize("chunk", [5, 300])
+def test_bpe_on_text_without_newlines_is_bounded_and_equals_whole(tmp_path, monkeypatch, chunk):
+    """text8: one line of words. The buffer is cut before a word's leading space once it passes
+    PIECE_BUFFER characters (made small here), so it never holds the whole text, and the ids equal
+    encoding each split whole (sentencepiece pieces never cross into the space that starts a word)."""
+    monkeypatch.setattr(es, "PIECE_BUFFER", 40)
+    rng = random.Random(1)
+    text = " ".join(rng.choice(["one", "two", "three", "nine", "zero", "eight"]) for _ in range(3000))
+    tok, _, ids = _encode(tmp_path, text, "bpe", chunk, monkeypatch, vocab_size=300)
+    whole = [tok.encode(part) for part in split_text(text, 0.1, 0.05)]
+    lengths, encode = [], type(tok).encode
+    monkeypatch.setattr(type(tok), "encode", lambda self, t, *a, **k: (lengths.append(len(t)), encode(self, t, *a, **k))[1])
+    (tmp_path / "again").mkdir()
+    _encode(tmp_path / "again", text, "bpe", chunk, monkeypatch, tok=tok)  # the same, counting what is encoded
+    assert 0 < max(lengths) <= 40 + chunk + 6  # the buffer, a chunk and a word at most: never the whole text
+    for name, want in zip(("train", "val", "test"), whole):
+        assert np.array_equal(ids[name], want)

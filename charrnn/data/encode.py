@@ -19,6 +19,7 @@ from charrnn.data.tokenizers import CharTokenizer, ByteTokenizer, fit_tokenizer
 
 SP_SAMPLE_CHARS = 32_000_000  # sentencepiece trains on at most this many characters of the training split
 SP_BLOCKS = 64                # spread over this many blocks of the training split
+PIECE_BUFFER = 1 << 20        # characters a sentencepiece split buffers while it looks for a safe cut
 UNKNOWN_HINT = "use --tokenizer byte, which never meets an unknown character"
 
 
@@ -124,14 +125,21 @@ def _char_feed(tok, split, part, w, st) -> None:
 
 
 class _piece_feed:
-    """Sentencepiece: buffer each split's text and encode it up to its last newline."""
+    """Sentencepiece: buffer each split's text and encode it up to a cut where encoding the pieces
+    equals encoding the whole: the last newline, or, in a text without newlines (text8), the last space
+    after a non-space once the buffer passes PIECE_BUFFER characters (pieces never cross into the
+    whitespace that starts a word). The buffer stays bounded, so encoding is linear in the text. A
+    buffer of PIECE_BUFFER characters with neither is cut where it ends (the one place where the pieces
+    may differ from encoding the whole)."""
 
     def __init__(self, tok):
         self.tok, self.buf = tok, dict.fromkeys(SPLITS, "")
 
     def __call__(self, tok, split, part, w, st) -> None:
-        text = self.buf[split] + part
+        text = self.buf[split] + part  # the buffer is at most PIECE_BUFFER characters: linear overall
         cut = text.rfind("\n") + 1
+        if len(text) - cut > PIECE_BUFFER:
+            cut = max(cut, _word_start(text, cut) or len(text))
         if cut:
             w.append(split, tok.encode(text[:cut]))
         self.buf[split] = text[cut:]
@@ -141,6 +149,17 @@ class _piece_feed:
             if text:
                 w.append(s, self.tok.encode(text))
             self.buf[s] = ""
+
+
+def _word_start(text: str, lo: int) -> int:
+    """The last position after ``lo`` where a space follows a non-space (0: none)."""
+    i = len(text)
+    while True:
+        i = text.rfind(" ", lo + 1, i)
+        if i <= lo:
+            return 0
+        if not text[i - 1].isspace():
+            return i
 
 
 def _sample(src, n_train: int) -> str:
