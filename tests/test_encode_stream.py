@@ -133,3 +133,25 @@ def test_bpe_on_text_without_newlines_is_bounded_and_equals_whole(tmp_path, monk
     assert 0 < max(lengths) <= 40 + chunk + 6  # the buffer, a chunk and a word at most: never the whole text
     for name, want in zip(("train", "val", "test"), whole):
         assert np.array_equal(ids[name], want)
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 20])
+@pytest.mark.parametrize("unknown", ["skip", "extend"])
+def test_fine_tuning_on_new_characters_streams(tmp_path, monkeypatch, chunk, unknown):
+    """A char model fine-tuned on text with characters it never saw is encoded chunk by chunk like any
+    corpus: "extend" adds them to the vocabulary; "skip" drops them, and the split's character and
+    byte counts (the denominators of bits per character) leave them out."""
+    text = _text(6000, seed=5)
+    old = fit_tokenizer("char", text.replace("🎉", "").replace("é", ""))
+    monkeypatch.setattr(ts, "CHUNK_BYTES", chunk)
+    f = tmp_path / "c.txt"
+    f.write_bytes(text.encode("utf-8"))
+    tok, stats, w = encode_corpus(Source(str(f)), None, "char", 0, 0.1, 0.05,
+                                  lambda v: StoreWriter(str(tmp_path / "s"), "d", v), tok=old, unknown=unknown)
+    w.finish({"tokenizer": tok.state()})
+    ids = read_entry(str(tmp_path / "s"), "d")["ids"]
+    for name, part in zip(("train", "val", "test"), split_text(text, 0.1, 0.05)):
+        kept = part if unknown == "extend" else part.replace("🎉", "").replace("é", "")
+        assert tok.decode(ids[name]) == kept
+        assert stats[name].chars == len(kept) and stats[name].bytes == len(kept.encode("utf-8"))
+    assert tok.vocab_size == old.vocab_size + (2 if unknown == "extend" else 0)

@@ -142,9 +142,9 @@ def load_corpus(path: str, tokenizer: str = "char", vocab_size: int = 512, val_f
     # A given tokenizer (resume, fine-tuning) is not part of the digest: such encodings stay out of the cache.
     store = cache_dir if cache_dir and tok_state is None else tempfile.mkdtemp(prefix="charrnn-")
     try:
-        if records is None and unknown is None:
+        if records is None:
             corpus = _encode_streaming(src, val_src, kind, vocab_size, val_frac, test_frac, store, digest,
-                                       tok_state, path, log, raw_info)
+                                       tok_state, path, log, raw_info, unknown)
         else:
             corpus = _encode_in_memory(src, val_src, kind, vocab_size, val_frac, test_frac, tok_state, path,
                                        records, unknown, log, raw_info)
@@ -186,13 +186,13 @@ def _from_entry(entry: dict, path: str, digest: str, records: str | None) -> Cor
 
 
 def _encode_streaming(src, val_src, kind, vocab_size, val_frac, test_frac, store, digest, tok_state, path,
-                      log, raw_info) -> Corpus:
+                      log, raw_info, unknown=None) -> Corpus:
     tok = tokenizer_from_state(tok_state) if tok_state else None
     if raw_info and log and not raw_info["utf8"]:
         log(f"note: '{path}' is not valid UTF-8; training on its raw bytes")
     tok, stats, writer = encode_corpus(src, val_src, kind, vocab_size, val_frac, test_frac,
                                        lambda v: StoreWriter(store, digest, v), tok=tok, log=log,
-                                       utf8=raw_info["utf8"] if raw_info else None)
+                                       utf8=raw_info["utf8"] if raw_info else None, unknown=unknown)
     meta = {"tokenizer": tok.state(), "source": path}
     for s in SPLITS:
         meta[s + "_chars"], meta[s + "_bytes"] = stats[s].chars, stats[s].bytes
@@ -205,7 +205,7 @@ def _encode_streaming(src, val_src, kind, vocab_size, val_frac, test_frac, store
 
 def _encode_in_memory(src, val_src, kind, vocab_size, val_frac, test_frac, tok_state, path, records, unknown,
                       log, raw_info) -> Corpus:
-    """Records and fine-tuning with new characters: the whole text in memory (such corpora are small)."""
+    """Records: the whole text in memory."""
     raw = src.read_all()
     raw_val = val_src.read_all() if val_src else b""
     val_file = val_src.path if val_src else None
@@ -222,7 +222,10 @@ def _encode_in_memory(src, val_src, kind, vocab_size, val_frac, test_frac, tok_s
     val_text = decode_text(raw_val, val_file, "validation file") if val_file else None
     tok = tokenizer_from_state(tok_state) if tok_state else None
     if tok is not None and unknown is not None:
-        tok, text, val_text = adapt_vocab(tok, text, val_text, unknown, log)
+        new = set(tok.unknown_chars(text)) | set(tok.unknown_chars(val_text or "")) if tok.kind == "char" else ()
+        tok, skip = adapt_vocab(tok, new, unknown, log)
+        if skip:
+            text, val_text = (tok.decode(tok.encode(t, skip_unknown=True)) if t else t for t in (text, val_text))
     if val_file:
         train_text, _, test_text = _cut(text, 0.0, test_frac, records, path)
     else:

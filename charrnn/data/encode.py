@@ -15,7 +15,7 @@ import numpy as np
 from charrnn.data.store import SPLITS
 from charrnn.errors import CharrnnError
 from charrnn.data.text import codepoints, refuse_blank
-from charrnn.data.tokenizers import CharTokenizer, ByteTokenizer, fit_tokenizer
+from charrnn.data.tokenizers import ByteTokenizer, CharTokenizer, adapt_vocab, fit_tokenizer
 
 SP_SAMPLE_CHARS = 32_000_000  # sentencepiece trains on at most this many characters of the training split
 SP_BLOCKS = 64                # spread over this many blocks of the training split
@@ -73,20 +73,26 @@ class _SplitStats:
 
 
 def encode_corpus(src, val_src, kind: str, vocab_size: int, val_frac: float, test_frac: float,
-                  writer_for, tok=None, log=None, utf8: bool | None = None):
+                  writer_for, tok=None, log=None, utf8: bool | None = None, unknown: str | None = None):
     """Encode ``src`` (and ``val_src``, the --val-file, if given) into a new cache entry.
 
     ``writer_for(vocab_size)`` opens the StoreWriter once the vocabulary is known; ``tok`` is a given
     tokenizer (resume): then nothing is fitted; ``utf8``: whether a byte corpus is UTF-8, when already
-    known (a leading byte-order mark is dropped only then). Returns (tokenizer, stats per split, entry path).
+    known (a leading byte-order mark is dropped only then); ``unknown``: fine-tuning's policy for
+    characters a given char tokenizer never saw (tokenizers.adapt_vocab), applied after the counting
+    pass. Returns (tokenizer, stats per split, entry path).
     """
     if kind == "byte":
         return _encode_bytes(src, val_src, val_frac, test_frac, writer_for, utf8)
     sources = [src] + ([val_src] if val_src else [])
     lengths, counts = scan_text(sources)
     sizes = split_sizes(lengths[0], 0.0 if val_src else val_frac, test_frac)
+    skip = False
     if tok is None and kind == "char":
         tok = CharTokenizer(np.flatnonzero(counts))  # the characters of the whole corpus, as char-rnn
+    elif unknown is not None and tok.kind == "char":
+        present = np.flatnonzero(counts)
+        tok, skip = adapt_vocab(tok, map(chr, present[~np.isin(present, tok.codepoints)]), unknown, log)
     elif tok is None:
         tok = fit_tokenizer(kind, _sample(src, sizes[0]), vocab_size, log=log)
     if log and lengths[0] >= 1 << 20:
@@ -94,7 +100,7 @@ def encode_corpus(src, val_src, kind: str, vocab_size: int, val_frac: float, tes
     w = writer_for(tok.vocab_size)
     try:
         stats = {s: _SplitStats() for s in SPLITS}
-        feed = _char_feed if tok.kind == "char" else _piece_feed(tok)
+        feed = (_char_feed_skipping if skip else _char_feed) if tok.kind == "char" else _piece_feed(tok)
         _encode_regions(src, _bounds(sizes), tok, w, stats, feed)
         if val_src:
             _encode_regions(val_src, [(0, 0), (0, lengths[1]), (0, 0)], tok, w, stats, feed)
@@ -122,6 +128,17 @@ def _encode_regions(src, bounds, tok, w, stats, feed) -> None:
 
 def _char_feed(tok, split, part, w, st) -> None:
     w.append(split, tok.encode(part, hint=UNKNOWN_HINT))
+
+
+def _char_feed_skipping(tok, split, part, w, st) -> None:
+    """--skip-unknown: characters the tokenizer never saw are dropped, and not counted."""
+    ids = tok.encode(part, skip_unknown=True)
+    if len(ids) < len(part):
+        cps = codepoints(part)
+        dropped = cps[~np.isin(cps, tok.codepoints)]
+        st.chars -= len(dropped)
+        st.bytes -= int(np.sum(1 + (dropped >= 0x80) + (dropped >= 0x800) + (dropped >= 0x10000)))
+    w.append(split, ids)
 
 
 class _piece_feed:

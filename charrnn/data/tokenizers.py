@@ -263,26 +263,23 @@ def _with_elapsed(desc: str, fn, show: bool = True):
         bar.close()
 
 
-def adapt_vocab(tok, text: str, val_text: str | None, unknown: str, log=None):
-    """Fine-tuning a char model on text with characters it never saw: "extend" adds them to the
-    vocabulary, "skip" drops them from the text, "error" refuses naming them and both options.
-    Other tokenizers never meet an unknown character."""
-    if tok.kind != "char":
-        return tok, text, val_text
-    new = sorted(set(tok.unknown_chars(text)) | set(tok.unknown_chars(val_text or "")))
-    if not new:
-        return tok, text, val_text
+def adapt_vocab(tok, new_chars, unknown: str, log=None):
+    """Fine-tuning a char model on text with characters it never saw (``new_chars``): "extend" adds them
+    to the vocabulary, "skip" drops them from the text, "error" refuses naming them and both options.
+    Returns (the tokenizer, whether to encode with skip_unknown). Other tokenizers never meet an unknown
+    character."""
+    new = sorted(new_chars)
+    if tok.kind != "char" or not new:
+        return tok, False
     say = f"{len(new)} character(s) the model never saw: {describe_chars(new)}"
     if unknown == "extend":
         if log:
             log(f"extending the vocabulary with {say}")
-        return tok.with_chars(new), text, val_text
+        return tok.with_chars(new), False
     if unknown == "skip":
-        keep = lambda t: tok.decode(tok.encode(t, skip_unknown=True)) if t else t  # noqa: E731
-        kept, val_text = keep(text), keep(val_text)
         if log:
-            log(f"dropping {len(text) - len(kept):,} occurrences of {say}")
-        return tok, kept, val_text
+            log(f"dropping every occurrence of {say}")
+        return tok, True
     raise CharrnnError(f"the text has {say}; pass --extend-vocab to add them to the model, or --skip-unknown "
                        "to drop them from the text")
 
