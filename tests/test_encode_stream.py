@@ -155,3 +155,29 @@ def test_fine_tuning_on_new_characters_streams(tmp_path, monkeypatch, chunk, unk
         assert tok.decode(ids[name]) == kept
         assert stats[name].chars == len(kept) and stats[name].bytes == len(kept.encode("utf-8"))
     assert tok.vocab_size == old.vocab_size + (2 if unknown == "extend" else 0)
+
+
+@pytest.mark.parametrize("chunk", [1, 6, 1 << 20])
+@pytest.mark.parametrize("kind,sep", [("char", "\n"), ("char", "\n\n"), ("bpe", "\n")])
+def test_records_stream_equal_the_whole_text(tmp_path, monkeypatch, chunk, kind, sep):
+    """--records: the streaming pass finds the same record boundaries as text.split(sep) on the whole
+    (a separator may straddle two chunks, and "\\n\\n\\n" must split greedily), so the splits, ids and
+    record starts equal splitting and encoding the whole text."""
+    from charrnn.data.encode import encode_records_corpus
+    from charrnn.data.records import encode_records, split_records
+
+    rng = random.Random(7)
+    records = ["".join(rng.choice("abcdé\n 你") for _ in range(rng.randint(1, 12))) for _ in range(400)]
+    text = sep.join(records) + sep
+    monkeypatch.setattr(ts, "CHUNK_BYTES", chunk)
+    f = tmp_path / "r.txt"
+    f.write_bytes(text.encode("utf-8"))
+    tok, stats, w, starts = encode_records_corpus(Source(str(f)), None, kind, 300, 0.1, 0.05, sep,
+                                                  lambda v: StoreWriter(str(tmp_path / "s"), "d", v))
+    w.finish({"tokenizer": tok.state()})
+    ids = read_entry(str(tmp_path / "s"), "d")["ids"]
+    for name, part in zip(("train", "val", "test"), split_records(text, sep, 0.1, 0.05)):
+        want_ids, want_starts = encode_records(tok, part, sep)
+        assert np.array_equal(ids[name], want_ids)
+        assert np.array_equal(starts[name], want_starts)
+        assert stats[name].chars == len(part)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from charrnn.data.store import SPLITS, StoreWriter, prune, read_entry, remove, write_entry
-from charrnn.data.encode import encode_corpus, split_sizes
+from charrnn.data.encode import encode_corpus, encode_records_corpus, split_sizes
 from charrnn.errors import CharrnnError
 from charrnn.data.records import encode_records, split_records
 from charrnn.data.text import Source, decode_text, read_bytes
@@ -142,7 +142,10 @@ def load_corpus(path: str, tokenizer: str = "char", vocab_size: int = 512, val_f
     # A given tokenizer (resume, fine-tuning) is not part of the digest: such encodings stay out of the cache.
     store = cache_dir if cache_dir and tok_state is None else tempfile.mkdtemp(prefix="charrnn-")
     try:
-        if records is None:
+        if records is not None and kind != "byte":
+            corpus = _encode_records_streaming(src, val_src, kind, vocab_size, val_frac, test_frac, store, digest,
+                                               tok_state, path, log, records, unknown)
+        elif records is None:
             corpus = _encode_streaming(src, val_src, kind, vocab_size, val_frac, test_frac, store, digest,
                                        tok_state, path, log, raw_info, unknown)
         else:
@@ -153,7 +156,7 @@ def load_corpus(path: str, tokenizer: str = "char", vocab_size: int = 512, val_f
             raise CharrnnError("the validation split is shorter than two tokens; raise --val-frac or give --val-file")
         if check is not None:
             check(corpus)  # e.g. too short for the batch shape: fail before caching anything
-        if records is not None and store == cache_dir:
+        if records is not None and kind == "byte" and store == cache_dir:
             write_entry(cache_dir, digest, corpus.tokenizer.vocab_size,
                         {s: getattr(corpus, s).ids for s in SPLITS}, _meta(corpus))
     except BaseException:
@@ -203,9 +206,26 @@ def _encode_streaming(src, val_src, kind, vocab_size, val_frac, test_frac, store
     return _from_entry(entry, path, digest, None)
 
 
+def _encode_records_streaming(src, val_src, kind, vocab_size, val_frac, test_frac, store, digest, tok_state,
+                              path, log, records, unknown) -> Corpus:
+    tok = tokenizer_from_state(tok_state) if tok_state else None
+    tok, stats, writer, starts = encode_records_corpus(src, val_src, kind, vocab_size, val_frac, test_frac, records,
+                                                       lambda v: StoreWriter(store, digest, v), tok=tok, log=log,
+                                                       unknown=unknown)
+    meta = {"tokenizer": tok.state(), "source": path}
+    for s in SPLITS:
+        meta[s + "_chars"], meta[s + "_bytes"] = stats[s].chars, stats[s].bytes
+        meta[s + "_starts"] = torch.from_numpy(starts[s].astype(np.int64))
+    writer.finish(meta)
+    entry = read_entry(store, digest)
+    if entry is None:
+        raise CharrnnError(f"cannot read back the encoded corpus in '{store}'; check the disk (space, permissions)")
+    return _from_entry(entry, path, digest, records)
+
+
 def _encode_in_memory(src, val_src, kind, vocab_size, val_frac, test_frac, tok_state, path, records, unknown,
                       log, raw_info) -> Corpus:
-    """Records: the whole text in memory."""
+    """Records of a byte model: the whole text in memory (they split by bytes, invalid UTF-8 included)."""
     raw = src.read_all()
     raw_val = val_src.read_all() if val_src else b""
     val_file = val_src.path if val_src else None

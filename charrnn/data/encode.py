@@ -5,13 +5,16 @@ would find it) and the text's length, which fixes the split points; a second pas
 chunk with a lookup table. Bytes: no vocabulary to fit, splits by byte fractions (the standard
 enwik8 split). Sentencepiece: fitted on a bounded, evenly spread sample of the training split,
 then each split is encoded in pieces cut after a newline (newline is its own piece, so this equals
-encoding the whole split). The result equals encoding the whole text at once (tests check it).
+encoding the whole split). Records (--records): the splits fall on record boundaries found in a
+streaming pass, and each split is encoded a run of whole records at a time, with where each record
+starts. The result equals encoding the whole text at once (tests check it).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from charrnn.data.records import encode_records, record_cuts, record_starts
 from charrnn.data.store import SPLITS
 from charrnn.errors import CharrnnError
 from charrnn.data.text import codepoints, refuse_blank
@@ -124,6 +127,74 @@ def _encode_regions(src, bounds, tok, w, stats, feed) -> None:
             st.nonspace = st.nonspace or not part.isspace()
             feed(tok, s, part, w, st)
         pos += len(text)
+
+
+def encode_records_corpus(src, val_src, kind: str, vocab_size: int, val_frac: float, test_frac: float, sep: str,
+                          writer_for, tok=None, log=None, unknown: str | None = None):
+    """``encode_corpus`` for a corpus of records (--records SEP, characters or sentencepiece): the splits
+    fall on the record boundaries nearest the fractions (records.record_cuts, from a streaming pass),
+    and each split is encoded a run of whole records at a time (records.encode_records), so that its
+    record starts are known without holding the text. Returns (tokenizer, stats, writer, starts)."""
+    sources = [src] + ([val_src] if val_src else [])
+    lengths, counts = scan_text(sources)
+    starts, n = record_starts(src.text_chunks(), sep)
+    a, b = record_cuts(starts, n, sep, 0.0 if val_src else val_frac, test_frac, src.path)
+    bounds = [(0, a), (a, a if val_src else b), (b, n)]  # with a --val-file the records between are unused
+    skip = False
+    if tok is None and kind == "char":
+        tok = CharTokenizer(np.flatnonzero(counts))
+    elif tok is None:
+        tok = fit_tokenizer(kind, _sample(src, a), vocab_size, log=log)
+    elif unknown is not None and tok.kind == "char":
+        present = np.flatnonzero(counts)
+        tok, skip = adapt_vocab(tok, map(chr, present[~np.isin(present, tok.codepoints)]), unknown, log)
+    w = writer_for(tok.vocab_size)
+    try:
+        stats = {s: _SplitStats() for s in SPLITS}
+        feed = _records_feed(tok, sep, skip)
+        _encode_regions(src, bounds, tok, w, stats, feed)
+        if val_src:
+            _encode_regions(val_src, [(0, 0), (0, lengths[1]), (0, 0)], tok, w, stats, feed)
+        feed.flush(w, stats)
+        _check_splits(stats, w)
+        return tok, stats, w, {s: np.concatenate(feed.starts[s] or [np.zeros(0, np.int64)]) for s in SPLITS}
+    except BaseException:
+        w.abort()
+        raise
+
+
+class _records_feed:
+    """Buffer each split's text up to the end of its last whole record, then encode those records (their
+    ids and where each starts); only the record being read stays in memory."""
+
+    def __init__(self, tok, sep: str, skip: bool):
+        self.tok, self.sep, self.skip = tok, sep, skip
+        self.buf, self.n = dict.fromkeys(SPLITS, ""), dict.fromkeys(SPLITS, 0)
+        self.starts = {s: [] for s in SPLITS}
+
+    def __call__(self, tok, split, part, w, st) -> None:
+        text = self.buf[split] + part
+        cut = len(text) - len(text.split(self.sep)[-1])  # after the last separator, greedy as the whole splits
+        if cut:
+            self._encode(split, text[:cut], w, st)
+        self.buf[split] = text[cut:]
+
+    def _encode(self, split, text: str, w, st) -> None:
+        if self.skip:  # --skip-unknown: drop what the tokenizer never saw, and leave it out of the counts
+            kept = self.tok.decode(self.tok.encode(text, skip_unknown=True))
+            st.chars -= len(text) - len(kept)
+            st.bytes -= len(text.encode("utf-8")) - len(kept.encode("utf-8"))
+            text = kept
+        ids, starts = encode_records(self.tok, text, self.sep)
+        self.starts[split].append(starts + self.n[split])
+        self.n[split] += len(ids)
+        w.append(split, ids)
+
+    def flush(self, w, stats) -> None:
+        for s, text in self.buf.items():
+            if text:
+                self._encode(s, text, w, stats[s])
+            self.buf[s] = ""
 
 
 def _char_feed(tok, split, part, w, st) -> None:

@@ -42,14 +42,34 @@ def records_separator(run_config) -> str | None:
 def split_records(text, sep, val_frac: float, test_frac: float, path: str = "corpus"):
     """train, val, test parts of text (str or bytes) cut at the record boundaries nearest the fractions
     (as data.split_text cuts characters); a part that should hold text holds at least one record."""
-    if sep not in text:
+    starts, n = record_starts([text], sep)
+    a, b = record_cuts(starts, n, sep, val_frac, test_frac, path)
+    return text[:a], text[a:b], text[b:]
+
+
+def record_starts(chunks, sep) -> tuple[np.ndarray, int]:
+    """Where each record starts and the length of the text, read from consecutive pieces of it (str or
+    bytes) exactly as ``text.split(sep)`` would cut the whole (greedy, left to right): only the record
+    being read is held, not the text. A loop over records, never over characters."""
+    found, carry, pos = [np.zeros(1, np.int64)], None, 0
+    for chunk in chunks:
+        buf = chunk if carry is None else carry + chunk
+        parts = buf.split(sep)
+        if len(parts) > 1:
+            found.append(pos + np.cumsum(np.fromiter(map(len, parts[:-1]), np.int64) + len(sep)))
+        pos += len(buf) - len(parts[-1])
+        carry = parts[-1]
+    n = pos + (len(carry) if carry is not None else 0)
+    return np.concatenate(found), n
+
+
+def record_cuts(starts: np.ndarray, n: int, sep, val_frac: float, test_frac: float, path: str = "corpus"):
+    """The offsets (a, b) where val and test begin: the record starts nearest the fractions."""
+    if len(starts) < 2:
         shown = sep if isinstance(sep, str) else sep.decode("utf-8", "replace")
         raise CharrnnError(f"the corpus '{path}' never contains the --records separator {shown!r}; check the "
                            "separator (escapes: \\n newline, \\t tab, \\\\ backslash) or train without --records")
-    n = len(text)
-    lens = np.fromiter(map(len, text.split(sep)), np.int64)
-    cuts = np.concatenate([[0], np.cumsum(lens[:-1] + len(sep))])  # where each record starts
-    cuts = np.unique(np.append(cuts[cuts < n], n))                   # ... and the end
+    cuts = np.unique(np.append(starts[starts < n], n))  # where each record starts, and the end
 
     def nearest(pos: float, lo: int, hi: int) -> int:
         i = int(np.clip(np.searchsorted(cuts, pos), lo, hi))
@@ -62,8 +82,7 @@ def split_records(text, sep, val_frac: float, test_frac: float, path: str = "cor
     n_test = int(round(n * test_frac))
     t = nearest(n - n_test, 1, last - (test_frac > 0 and last > 1))  # test starts at cuts[t]
     v = nearest(n_train, 1, t - (val_frac > 0 and t > 1))            # val starts at cuts[v]
-    a, b = int(cuts[v]), int(cuts[t])
-    return text[:a], text[a:b], text[b:]
+    return int(cuts[v]), int(cuts[t])
 
 
 def encode_records(tok, text, sep):
