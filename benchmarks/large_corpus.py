@@ -10,6 +10,11 @@ up to --mb megabytes), then, each in a fresh process:
 
     python3 benchmarks/large_corpus.py [--mb 100] [--workdir /tmp/charrnn-large] [--threads 2]
 
+With ``--paths`` it measures instead the other ways a large text is read, each at --mb and at a
+quarter of it in a fresh process (peak RSS, and time: linear when the ratio is about 4):
+records (``--records '\\n'``), fine-tuning a char model on text with characters it never saw
+(extend and skip), and sentencepiece (bpe) on a text8-like file with no newlines.
+
 Prints one table; record it in docs/BENCHMARKS.md with the CPU model.
 """
 
@@ -97,17 +102,75 @@ print(time.perf_counter() - t0, time.process_time() - c0, tok.vocab_size, len(id
 """
 
 
+ENCODE_PATH = """
+import sys, time
+import torch
+from charrnn.data.corpus import load_corpus
+path, cache, how = sys.argv[1:4]
+kw = {"records": "\\n"} if how == "records" else {"tokenizer": "bpe", "vocab_size": 512} if how == "bpe" else {}
+if how in ("extend", "skip"):  # a char model that never saw the digits
+    cps = sorted(set(range(32, 127)) - set(range(48, 58)) | {9, 10})
+    kw = {"tok_state": {"kind": "char", "codepoints": torch.tensor(cps)}, "unknown": how}
+t0 = time.perf_counter()
+c = load_corpus(path, kw.pop("tokenizer", "char"), cache_dir=cache, **kw)
+print(time.perf_counter() - t0, len(c.train.ids) + len(c.val.ids) + len(c.test.ids), file=sys.stderr)
+"""
+
+
+def ascii_words(src: str, dest: str) -> None:
+    """A text8-like file from the corpus: its ASCII letters as lower-case words joined by single spaces
+    (no newlines), about the corpus's size."""
+    import re
+
+    with open(src, encoding="utf-8") as f, open(dest + ".tmp", "w", encoding="ascii") as out:
+        for line in f:
+            words = re.findall(r"[A-Za-z]+", line)
+            if words:
+                out.write(" ".join(words).lower() + " ")
+    os.replace(dest + ".tmp", dest)
+
+
+def paths(args, corpus: str, env: dict) -> None:
+    words = os.path.join(args.workdir, "words.txt")
+    ascii_words(corpus, words)
+    print(f"# other read paths: each at --mb and a quarter of it, fresh process, cold cache; CPU: {cpu_model()}, "
+          f"{args.threads} threads; {time.strftime('%Y-%m-%d')}; load {os.getloadavg()[0]:.1f}")
+    print("| path | MB | seconds | time ratio (x4 text) | peak RSS | target |")
+    print("|---|---:|---:|---:|---:|---|")
+    for how, src in (("records", corpus), ("extend", corpus), ("skip", corpus), ("bpe", words)):
+        times = []
+        for frac in (0.25, 1.0):
+            part = os.path.join(args.workdir, f"part-{how}-{frac}.txt")
+            with open(src, "rb") as f:
+                data = f.read(int(os.path.getsize(src) * frac))
+            with open(part, "wb") as out:
+                out.write(data.decode("utf-8", "ignore").encode("utf-8"))
+            cache = os.path.join(args.workdir, f"cache-{how}-{frac}")
+            rss, _, err = peak_rss_run([sys.executable, "-c", ENCODE_PATH, part, cache, how], env)
+            try:
+                t = float(err.split()[-2])
+            except (IndexError, ValueError):
+                raise SystemExit(f"{how}: {err[-2000:]}")
+            times.append(t)
+            ratio = f"{times[1] / times[0]:.2f}" if len(times) == 2 else ""
+            print(f"| {how} | {os.path.getsize(part) / 1e6:.1f} | {t:.1f} | {ratio} | {rss / 1e9:.2f} GB | "
+                  "< 1.5 GB, ratio ~4 |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mb", type=float, default=100.0)
     ap.add_argument("--workdir", default="/tmp/charrnn-large")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--paths", action="store_true", help="measure records, fine-tuning and bpe on text8-like text")
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     corpus = os.path.join(args.workdir, "pystdlib100.txt")
     ckdir = os.path.join(args.workdir, "checkpoints")
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": str(args.threads)}
     size, files = build_corpus(corpus, args.mb)
+    if args.paths:
+        return paths(args, corpus, env)
     subprocess.run([sys.executable, "-m", "charrnn", "cache", "--clear", "--checkpoint-dir", ckdir], env=env,
                    check=True, capture_output=True)
 

@@ -319,3 +319,17 @@ def test_large_chinese_alphabet_is_fast():
     assert np.array_equal(ids, np.searchsorted(alphabet, cps))
     assert tok.decode(ids) == text
     assert elapsed < 2.0, f"fit+encode of ~1 MB took {elapsed:.2f}s; encode must be vectorized"
+
+
+def test_bpe_fits_on_text_without_newlines():
+    """text8 is one line: sentencepiece would skip it whole (over its 64 KiB sentence limit) and fit
+    nothing; the line is fed as sentences cut before a word's space."""
+    import random
+
+    rng = random.Random(0)
+    text = " ".join(rng.choice(["anarchism", "originated", "as", "a", "term", "of", "abuse"]) for _ in range(40_000))
+    assert "\n" not in text and len(text.encode()) > 1 << 16
+    tok = fit_tokenizer("bpe", text, 300)
+    ids = tok.encode(text[:5000])
+    assert tok.decode(ids) == text[:5000]
+    assert len(ids) < 5000 / 3  # merges were learned: far fewer pieces than characters

@@ -145,7 +145,7 @@ class SentencePieceTokenizer:
         if len(cps) > room:
             rare = cps[np.argsort(-counts, kind="stable")[room:]]
             splitter = "[\n" + "".join(re.escape(chr(c)) for c in rare) + "]"
-        lines = [ln for ln in re.split(splitter, text) if ln]
+        lines = [piece for ln in re.split(splitter, text) if ln for piece in _sentences(ln)]
         if not lines:
             raise CharrnnError(f"training text has no non-empty line to train the {kind} tokenizer on")
         buf = io.BytesIO()
@@ -261,6 +261,21 @@ def _with_elapsed(desc: str, fn, show: bool = True):
         done.set()
         ticker.join()
         bar.close()
+
+
+SENTENCE_CHARS = 1 << 14  # sentencepiece skips a training sentence over max_sentence_length bytes (64 KiB)
+
+
+def _sentences(line: str):
+    """A line as sentencepiece's training sentences: whole if short, else (text8: one line of 100M
+    characters) cut before a word's space every SENTENCE_CHARS characters or so (a loop over pieces)."""
+    start = 0
+    while len(line) - start > SENTENCE_CHARS:
+        cut = line.rfind(" ", start + 1, start + SENTENCE_CHARS)
+        cut = cut if cut > start else start + SENTENCE_CHARS
+        yield line[start:cut]
+        start = cut
+    yield line[start:]
 
 
 def adapt_vocab(tok, new_chars, unknown: str, log=None):
