@@ -30,7 +30,7 @@ DEFAULT_MAX_EPOCHS = 10                            # when no limit at all is giv
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting: its type, default, allowed values and help (shown by --help and the README)."""
+    """One setting: its type, default, allowed values and help (shown by --help and docs/cli)."""
 
     name: str
     type: type                   # int, float, str or bool
