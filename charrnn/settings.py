@@ -1,5 +1,6 @@
-"""Every setting defined once: the declarative tables behind the CLI flags, the API's keywords,
-validation, the resume rule and the README flag tables. Imports no torch (fast ``--help``).
+"""Every setting defined once: the declarative tables behind the CLI flags (grouped by topic in
+``--help``), the API's keywords, validation, the resume rule and the flag tables of docs/cli/.
+Imports no torch (fast ``--help``).
 
 Adding a training setting is one ``Setting(...)`` entry in TRAIN below; the click option, the
 ``charrnn.train(...)`` keyword, its validation and whether ``--resume`` may change it all follow.
@@ -29,7 +30,7 @@ DEFAULT_MAX_EPOCHS = 10                            # when no limit at all is giv
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting: its type, default, allowed values and help (shown by --help and the README)."""
+    """One setting: its type, default, allowed values and help (shown by --help and docs/cli)."""
 
     name: str
     type: type                   # int, float, str or bool
@@ -47,6 +48,7 @@ class Setting:
     rule: str | None = None      # wording of the allowed range, where the generic one reads badly
     multiple: bool = False       # repeatable: the value is a tuple of such values (default ())
     escapes: bool = False        # a string in which \n, \t, \r and \\ are read as escapes (see unescape)
+    group: str | None = None     # the topic it is listed under in --help and docs/cli (a key of GROUPS)
 
     @property
     def flag(self) -> str:
@@ -118,10 +120,34 @@ def unescape(flag: str, value: str) -> str:
     return re.sub(r"\\(.?)", one, value, flags=re.S)
 
 
+# The topics of --help and of docs/cli/*.md, in the order they are listed: key -> heading ("Data options").
+GROUPS = {
+    "data": "Data", "model": "Model", "regularisation": "Regularisation", "optimisation": "Optimisation",
+    "budget": "Budget and device",                                          # charrnn train
+    "prime": "Prime", "sampling": "Sampling", "stopping": "Stopping",       # charrnn sample
+    "text": "Text", "dynamic": "Dynamic evaluation", "scoring": "Scoring",  # charrnn eval, charrnn score
+    "output": "Output", "device": "Device",                                 # all of them
+}
+
+
+def grouped(*entries) -> tuple[Setting, ...]:
+    """A table from settings and group names: each name (a key of GROUPS) puts the settings after it
+    under its heading (a setting made with its own group keeps it)."""
+    group, table = None, []
+    for e in entries:
+        if isinstance(e, str):
+            if e not in GROUPS:
+                raise ValueError(f"unknown settings group {e!r}")
+            group = e
+        else:
+            table.append(e if e.group else _replace(e, group=group))
+    return tuple(table)
+
+
 S = Setting
 POS = dict(type=int, min=1)
-TRAIN = (
-    # data and tokenizer
+TRAIN = grouped(
+    "data",  # and the tokenizer
     S("corpus", str, "pystdlib", "The text to train on: a UTF-8 file, or the built-in 'pystdlib' corpus.",
       resumable=True),
     S("tokenizer", str, "char", "char: Unicode characters; byte: UTF-8 bytes; bpe/unigram: sentencepiece.",
@@ -138,11 +164,12 @@ TRAIN = (
       optional=True, metavar="SEP", escapes=True),
     S("batch_size", default=32, help="Parallel streams per step (B).", **POS),
     S("seq_len", default=128, help="Window length T of truncated backprop through time.", **POS),
-    # model
+    "model",
     S("cell", str, "lstm", "Recurrent cell.", choices=CELLS),
     S("layers", default=2, help="Stacked recurrent layers.", **POS),
     S("hidden", default=512, help="Hidden units per layer.", **POS),
     S("emb", default=64, help="Embedding size.", **POS),
+    "regularisation",
     S("dropout", float, 0.1, "Dropout on embeddings, between layers and before the output layer.", min=0, max=1,
       max_open=True),
     S("locked_dropout", bool, False, "Make --dropout locked (variational): one mask per sequence, shared across "
@@ -151,26 +178,27 @@ TRAIN = (
       "probability per step (the fused kernel is kept; training only).", min=0, max=1, max_open=True, metavar="P"),
     S("embed_dropout", float, 0.0, "Drop whole rows of the embedding matrix (every occurrence of a token in a step) "
       "with this probability.", min=0, max=1, max_open=True, metavar="P"),
+    "model",
     S("tie_weights", bool, False, "Share embedding and output weights (needs --emb equal to --hidden).",
       negatable=True),
     S("head", str, "auto", "Output layer: full softmax, or adaptive softmax (cheap for big vocabularies, e.g. "
       "Chinese); auto: adaptive above 1024 tokens.", choices=HEADS),
-    # fine-tuning
     S("init_from", str, None, "Fine-tune: start a new run from this checkpoint's weights and tokenizer (a run "
       "directory: its best.pt); the architecture comes from it.", optional=True, metavar="CKPT|RUN_DIR"),
     S("extend_vocab", bool, False, "With --init-from: add the characters the model never saw to its vocabulary."),
     S("skip_unknown", bool, False, "With --init-from: drop the characters the model never saw from the text."),
-    # optimisation
+    "optimisation",
     S("lr", float, 3e-3, "Peak learning rate (AdamW).", min=0, min_open=True),
     S("min_lr_frac", float, 0.1, "Final learning rate as a fraction of --lr (cosine decay).", min=0, max=1),
     S("warmup", int, 30, "Linear warmup steps.", min=0),
     S("weight_decay", float, 0.01, "AdamW weight decay on weight matrices.", min=0),
     S("grad_clip", float, 1.0, "Clip the global gradient norm to this (0: off).", min=0),
+    "regularisation",
     S("ema", float, 0.0, "Keep an exponential moving average of the weights with this decay (e.g. 0.999; 0: off); "
       "evaluations and best.pt use the averaged weights.", min=0, max=1, max_open=True, metavar="DECAY"),
     S("variable_len", bool, False, "Randomized truncation (AWD-LSTM): each step's window length is drawn around "
       "--seq-len (up to 1.2x), and the learning rate scaled by length / --seq-len.", negatable=True),
-    # stopping
+    "budget",  # when to stop, and on what
     S("max_steps", int, None, "Stop after this many steps.", min=1, optional=True, resumable=True),
     S("max_epochs", float, None, f"Stop after this many passes over the training text ({DEFAULT_MAX_EPOCHS} if no "
       "limit is given).", min=0, min_open=True, optional=True, resumable=True),
@@ -181,7 +209,7 @@ TRAIN = (
       "fixed defaults).", negatable=True, resumable=True),
     S("patience", int, 0, "Stop after this many evaluations without improvement (0: never).", min=0,
       resumable=True),
-    # bookkeeping
+    "output",
     S("eval_every", default=200, help="Evaluate on the validation split (--eval-tokens of it) every N steps.",
       resumable=True, **POS),
     S("eval_tokens", int, 131072, "Periodic evaluations score this many tokens of the validation split, the same "
@@ -190,13 +218,17 @@ TRAIN = (
     S("save_every", default=200, help="Write last.pt every N steps (also at the end and on Ctrl-C).",
       resumable=True, **POS),
     S("log_every", default=50, help="Record train loss to metrics.jsonl every N steps.", resumable=True, **POS),
+    "optimisation",
     S("seed", int, 1337, "Random seed."),
+    "budget",
     S("device", str, "auto", "auto: CUDA if present, else Apple's MPS, else the CPU.", choices=DEVICES,
       resumable=True),
     S("precision", str, "auto", "auto: bf16 autocast on CPUs with AMX, fp32 (TF32 matmuls) elsewhere.",
       choices=PRECISIONS, resumable=True),
+    "optimisation",
     S("skip_nonfinite", bool, False, "Skip (and count) batches with a non-finite loss or gradient instead of "
       "stopping.", resumable=True),
+    "output",
     S("name", str, None, "Run name (default: from the corpus file name).", optional=True, resumable=True),
     S("checkpoint_dir", str, "checkpoints", "Directory that holds the runs (used to find the latest run).",
       resumable=True, metavar="DIR"),
@@ -204,18 +236,23 @@ TRAIN = (
       "least recently used are evicted first.", min=0, min_open=True, resumable=True, metavar="GB"),
 )
 
-SAMPLE = (
+SAMPLE = grouped(
+    "sampling",
     S("temp", float, 0.8, "Sampling temperature; 0 is greedy (always the most likely token).", min=0,
       rule="0 (greedy) or positive"),
+    "stopping",
     S("length", int, 1000, "Tokens to generate (per sample; an upper bound when a sample may stop earlier).",
       min=0),
+    "prime",
     S("prime_file", str, None, "Start from the text of this UTF-8 file (used verbatim) instead of --prime.",
       optional=True, metavar="PATH"),
+    "sampling",
     S("top_k", int, 0, "Sample among the k most likely (0: all).", min=0),
     S("top_p", float, 1.0, "Nucleus sampling: among the most likely tokens whose probabilities add up to P "
       "(1: off); applied after --temp and --top-k.", min=0, max=1, min_open=True, metavar="P"),
     S("seed", int, None, "Random seed: the same seed gives the same text.", optional=True),
     S("num_samples", int, 1, "Generate N samples at once, as N parallel streams of one batch.", min=1, metavar="N"),
+    "stopping",
     S("stop", str, (), "End a sample right after it generates this text (repeatable; a newline in bash: "
       "$'\\n').", multiple=True, metavar="TEXT"),
     S("strip_stop", bool, False, "Leave the stop text out of the sample."),
@@ -224,20 +261,25 @@ SAMPLE = (
     S("line_starts", str, None, "Begin each line with the next of these characters (acrostic; the first line "
       "too when the prime is empty or ends a line); end after the last one's line.", optional=True,
       metavar="CHARS"),
+    "sampling",
     S("beam", int, None, "Beam search with K beams: the most likely text of --length tokens (deterministic; "
       "--num-samples up to K best).", min=1, optional=True, metavar="K"),
+    "device",
     S("precision", str, "auto", "Matrix products of each step: bf16 (inputs rounded, fp32 states and output "
       "layer) or fp32; auto: bf16 on CPUs that multiply bf16 in hardware (AVX512-BF16 or AMX; same samples "
       "in distribution, faster), fp32 elsewhere.", choices=("auto", "fp32", "bf16")),
+    "prime",
     S("skip_unknown", bool, False, "Drop prime characters the model never saw."),
 )
 
 SCORING_PRECISION = S("precision", str, "auto", "auto: the precision the run trained with on this device.",
-                      choices=PRECISIONS)
-EVAL = (
+                      choices=PRECISIONS, group="device")
+EVAL = grouped(
+    "text",
     S("split", str, "val", "Which held-out part of the run's corpus to score.", choices=SPLITS),
     SCORING_PRECISION,
     S("skip_unknown", bool, False, "Drop characters of --file the model never saw."),
+    "dynamic",
     S("dynamic", bool, False, "Dynamic evaluation: after scoring each segment, one SGD step on it, so the model "
       "adapts to the text (weights restored afterwards; the checkpoint is not changed)."),
     S("dyn_lr", float, 0.1, "Learning rate of the --dynamic SGD steps (on a segment's mean nll).", min=0),
@@ -247,7 +289,8 @@ EVAL = (
 )
 DYNAMIC = ("dyn_lr", "dyn_seq", "dyn_decay")  # the settings that only act with --dynamic
 
-SCORE = (
+SCORE = grouped(
+    "scoring",
     S("independent", bool, False, "Score every line on its own, from a fresh state after a newline (to rank "
       "candidate lines); default: the text as one continuous stream."),
     S("per_char", bool, False, "Add each character's surprisal in bits (\"surprisal\": [...] per line, with --json)."),

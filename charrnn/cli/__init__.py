@@ -16,7 +16,7 @@ import click
 
 from charrnn.version import __version__
 from charrnn.errors import CharrnnError, Interrupted
-from charrnn.cli.options import CKPT_DIR, option, options
+from charrnn.cli.options import CKPT_DIR, Command, option, options
 from charrnn.settings import DEVICES, EVAL, SAMPLE, SCORE, TRAIN
 
 
@@ -40,7 +40,7 @@ def cli():
     """
 
 
-@cli.command()
+@cli.command(cls=Command, groups={"resume": "output"})
 @click.argument("corpus", required=False, metavar="[CORPUS]")
 @click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[RUN_DIR|CKPT]",
               help="Continue a run exactly where it stopped (no value: the latest run).")
@@ -52,7 +52,7 @@ def train(ctx, corpus, resume, **settings):
 
     Checkpoints go to CHECKPOINT_DIR/<name>/ (best.pt, last.pt, config.json, metrics.jsonl).
     Data-parallel: 'torchrun --nproc-per-node N -m charrnn train ...' (each process trains 1/N of
-    the --batch-size streams; see the README's "Many processes").
+    the --batch-size streams; see docs/guides/many-processes.md).
     """
     from charrnn import api
 
@@ -75,7 +75,7 @@ def train(ctx, corpus, resume, **settings):
     _log(f"sample with: charrnn sample {result.run_dir}")
 
 
-@cli.command()
+@cli.command(cls=Command, groups={"prime": "prime", "as_json": "output", "interactive": "output", "device": "device"})
 @click.argument("checkpoint", required=False)
 @options(SAMPLE[:2])
 @click.option("--prime", type=str, default="", help="Text to start from (printed first).")
@@ -158,7 +158,7 @@ def _check_interactive(prime, as_json, opts) -> None:
             raise CharrnnError(f"{flag} does not go with --interactive (type the prime at the prompt); drop it")
 
 
-@cli.command(name="eval")
+@cli.command(name="eval", cls=Command, groups={"file": "text", "as_json": "output", "device": "device"})
 @click.argument("checkpoint", required=False)
 @options(EVAL[:1])
 @click.option("--file", "file", type=str, default=None, metavar="PATH", help="Score this text file instead.")
@@ -193,7 +193,7 @@ def evaluate(ctx, checkpoint, file, as_json, device, checkpoint_dir, **opts):
     click.echo(f"  bits/byte   {m['bpb']:.4f}")
 
 
-@cli.command(name="score")
+@cli.command(name="score", cls=Command, groups={"as_json": "output", "device": "device"})
 @click.argument("file", metavar="FILE")
 @click.option("--checkpoint", "checkpoint", default=None, metavar="CKPT",
               help="The model: a .pt file or run directory (default: best.pt of the latest run).")
@@ -250,21 +250,6 @@ def _shorten(text: str, width: int) -> str:
     """A line for the table: control characters escaped, cut to width with an ellipsis."""
     text = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
     return text if len(text) <= width else text[:width - 1] + "…"
-
-
-def flag_table(command: str) -> str:
-    """The README's markdown table of a command's flags, from the click options themselves."""
-    rows = ["| flag | default | what |", "|---|---|---|"]
-    for p in cli.commands[command].params:
-        if p.param_type_name != "option":
-            continue
-        flag = " / ".join(f"`{o}`" for o in p.opts + p.secondary_opts)
-        unset = type(p.default).__name__ == "Sentinel"  # click 8.2+: an option without a default
-        default = "" if unset or p.default in (None, "", ()) or p.name == "resume" else (
-            ("`on`" if p.default else "`off`") if isinstance(p.default, bool) else f"`{p.default}`")
-        choices = f" ({', '.join(p.type.choices)})" if isinstance(p.type, click.Choice) else ""
-        rows.append(f"| {flag} | {default} | {p.help}{choices} |")
-    return "\n".join(rows)
 
 
 def main(argv=None) -> None:

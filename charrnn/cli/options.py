@@ -1,5 +1,7 @@
 """click options made from the settings table (settings.py): one option per Setting, its type,
-default, choices and help taken from the table, and the shared --checkpoint-dir. No torch."""
+default, choices, help and topic taken from the table, and the shared --checkpoint-dir; ``Command``,
+whose --help lists the options in one section per topic ("Data options:", "Model options:", ...),
+as docs/cli/*.md do (tools/gen_docs.py). No torch."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import math
 
 import click
 
-from charrnn.settings import TRAIN, Setting, by_name
+from charrnn.settings import GROUPS, TRAIN, Setting, by_name
 
 
 class FiniteFloat(click.ParamType):
@@ -27,6 +29,58 @@ class FiniteFloat(click.ParamType):
 
 
 NUMBER = FiniteFloat()
+
+
+class Option(click.Option):
+    """A click option that knows its topic (a key of settings.GROUPS, or None)."""
+
+    def __init__(self, *args, group: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.group = group
+
+
+class Command(click.Command):
+    """A click command whose --help has one section of options per topic, in the order of
+    settings.GROUPS; options without a topic come last under "Other options" (--help itself is
+    listed in the last section). ``groups`` gives the topic of options not made from a Setting."""
+
+    def __init__(self, *args, groups: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.groups = dict(groups or {})
+        unknown = set(self.groups.values()) - set(GROUPS)
+        if unknown:
+            raise ValueError(f"unknown option groups {sorted(unknown)}")
+
+    def format_options(self, ctx, formatter):
+        for title, params in sections(self, self.get_params(ctx)):
+            rows = [r for r in (p.get_help_record(ctx) for p in params) if r]
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def sections(command: click.Command, params) -> list[tuple[str, list]]:
+    """The options among ``params`` under their headings, as --help lists them: [("Data options",
+    [...]), ...]; one "Options" section for a command without topics."""
+    groups = getattr(command, "groups", {})
+    by_group: dict = {}
+    help_opt = None
+    for p in params:
+        if not isinstance(p, click.Option):
+            continue
+        if p.name == "help" and groups.get("help") is None:
+            help_opt = p
+            continue
+        by_group.setdefault(getattr(p, "group", None) or groups.get(p.name), []).append(p)
+    if set(by_group) <= {None}:
+        out = [("Options", by_group.get(None, []))]
+    else:
+        out = [(f"{GROUPS[g]} options", by_group[g]) for g in GROUPS if g in by_group]
+        if None in by_group:
+            out.append(("Other options", by_group[None]))
+    if help_opt is not None:
+        out[-1][1].append(help_opt)
+    return out
 CKPT_DIR = click.option("--checkpoint-dir", default=by_name(TRAIN)["checkpoint_dir"].default, show_default=True,
                         metavar="DIR", help=by_name(TRAIN)["checkpoint_dir"].help)
 
@@ -36,10 +90,10 @@ def option(s: Setting):
     if s.type is bool:
         decl = f"{s.flag}/--no-{s.flag[2:]}" if s.negatable else s.flag
         return click.option(decl, s.name, is_flag=True, default=s.default, show_default=s.negatable,
-                            help=s.help)
+                            help=s.help, cls=Option, group=s.group)
     kind = click.Choice(s.choices) if s.choices else {int: int, float: NUMBER, str: str}[s.type]
     return click.option(s.flag, s.name, type=kind, default=s.default, show_default=s.default not in (None, ()),
-                        metavar=s.metavar, help=s.help, multiple=s.multiple)
+                        metavar=s.metavar, help=s.help, multiple=s.multiple, cls=Option, group=s.group)
 
 
 def options(table, skip=()):

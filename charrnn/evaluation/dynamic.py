@@ -37,7 +37,7 @@ def dynamic_nlls(model: RNNLM, ids: np.ndarray, device: torch.device, precision:
     n = len(ids) - 1
     if n < 1:
         raise CharrnnError("the text to evaluate is too short: it needs at least two tokens")
-    seq_ids = torch.as_tensor(np.asarray(ids), dtype=torch.long, device=device).view(1, -1)
+    seq_ids = torch.from_numpy(np.array(ids, dtype=np.int64)).to(device).view(1, -1)  # a copy: ids may be a read-only memory map
     x, y = seq_ids[:, :-1], seq_ids[:, 1:]
     params = [p for p in model.parameters() if p.requires_grad]
     out = torch.empty(n, dtype=torch.float32, device=device)
