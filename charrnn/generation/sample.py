@@ -34,6 +34,7 @@ class Sample:
     tokens: int      # tokens generated (forced line-start tokens included; the prime's not)
     logprob: float   # sum of the model's own log-probabilities (temperature 1) of those tokens
     end: str         # why it ended: length, stop, max_lines or line_starts
+    in_train: bool | None = None  # a records run: the record is one of the training split's (novelty.py)
 
 
 def start_ids(tokenizer, prime: str, skip_unknown: bool = False) -> np.ndarray:
@@ -67,6 +68,9 @@ def check_options(prime: str, opts: dict) -> None:
         raise CharrnnError("--stop must not be an empty string; give the text that ends a sample")
     if opts["line_starts"] == "":
         raise CharrnnError("--line-starts is empty; give one character per line (e.g. 春夏秋冬)")
+    if isinstance(opts["temp"], tuple):
+        raise CharrnnError("one temperature per request here; a comma list of them is for charrnn sample --temp "
+                           "(or call once per temperature)")
     if opts["beam"] is not None:
         for name, off in (("top_k", 0), ("top_p", 1.0)):
             if opts[name] != off:
