@@ -16,7 +16,7 @@ class Watchers:
     def __init__(self, trainer):
         self.t = t = trainer
         cfg, main = t.cfg, t.dist.main
-        self.board = None
+        self.board, self.val = None, None  # val: the last evaluation's record
         if main and cfg.keep_checkpoints:
             keep.prune(t.run_dir, after_step=t.step)  # written after the checkpoint we resume from
 
@@ -31,7 +31,7 @@ class Watchers:
     def __exit__(self, *exc):
         if self.board is not None:
             self.board.close()
-            self.board = None
+            self.board, self.val = None, None  # val: the last evaluation's record
 
     def on_log(self, rec: dict) -> None:
         if self.board is not None:
@@ -40,6 +40,7 @@ class Watchers:
     def on_eval(self, rec: dict) -> None:
         """After an evaluation (with --ema the averaged weights are still in place): keep a checkpoint."""
         t, k = self.t, self.t.cfg.keep_checkpoints
+        self.val = rec
         if self.board is not None:
             self.board.record(rec)
         if k:
@@ -55,7 +56,7 @@ class Watchers:
             s = training_sample(t.model, t.tok, t.cfg, t.device)
         rec = {"step": t.step, "split": "sample", **s}
         rundir.append_metrics(t.run_dir, rec)
-        show(format_sample(t.step, s, t.last_val), bar, t.log)
+        show(format_sample(t.step, s, self.val), bar, t.log)
         t._window.restart_clock()  # sampling is not training time
         if self.board is not None:
             self.board.record(rec)
