@@ -41,16 +41,17 @@ class CommaList(click.ParamType):
         if not isinstance(value, str):
             return value
         parts = value.split(",")
+        if len(parts) == 1:
+            return self.item.convert(value, param, ctx)
         if any(not p.strip() for p in parts):
             self.fail(f"{value!r} is not a comma list of numbers (e.g. 0.5,0.8,1.0)", param, ctx)
         values = []
         for p in parts:
             try:
                 values.append(self.item.convert(p.strip(), param, ctx))
-            except click.BadParameter:
-                self.fail(f"{value!r} is not a comma list of numbers (e.g. 0.5,0.8,1.0): {p.strip()!r} is not a "
-                          "number", param, ctx)
-        return values[0] if len(values) == 1 else tuple(values)
+            except click.BadParameter as e:
+                self.fail(f"in the list {value!r}: {e.message}", param, ctx)
+        return tuple(values)
 CKPT_DIR = click.option("--checkpoint-dir", default=by_name(TRAIN)["checkpoint_dir"].default, show_default=True,
                         metavar="DIR", help=by_name(TRAIN)["checkpoint_dir"].help)
 
