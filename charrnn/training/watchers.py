@@ -56,7 +56,6 @@ class Watchers:
             s = training_sample(t.model, t.tok, t.cfg, t.device)
         rec = {"step": t.step, "split": "sample", **s}
         rundir.append_metrics(t.run_dir, rec)
-        show(format_sample(t.step, s, self.val), bar, t.log)
-        t._window.restart_clock()  # sampling is not training time
+        show(format_sample(t.step, s, self.val), bar, t.log)  # its time counts towards --max-time, as evaluations do
         if self.board is not None:
             self.board.record(rec)
