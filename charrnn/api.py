@@ -247,7 +247,10 @@ class Model:
         or the run's own held-out split (``split="val"`` or ``"test"``, the default when no text is given).
 
         ``dynamic=True``: dynamic evaluation (``dyn_lr``, ``dyn_seq``, ``dyn_decay``): each segment is
-        scored, then trained on with one SGD step; the weights are restored afterwards."""
+        scored, then trained on with one SGD step; the weights are restored afterwards.
+
+        ``"baselines"``: gzip -9, bz2 -9, xz -9 and order-0 bits/char of the same text (the first 4 MiB
+        of a longer one: ``"sampled": True``), evaluation/baselines.py."""
         given = check_values(EVAL, options, "evaluation option")
         opts = {**defaults(EVAL), **given}
         stray = [k for k in DYNAMIC if k in given]

@@ -89,8 +89,8 @@ def test_temperature_list_labels_each_sample(trained_run, cli):
     assert js[0]["text"] == js[1]["text"]  # temperature 0 is greedy
 
 
-@pytest.mark.parametrize("value, says", [("0.5,,1", "is not a comma list of numbers"),
-                                         ("0.5,x", "'x' is not a number"), ("0.5,-1", "must be 0 (greedy) or positive")])
+@pytest.mark.parametrize("value, says", [("0.5,,1", "is not a comma list of numbers"), ("0.5,x", "'x' is not a number"),
+                                         ("0.5,-1", "must be 0 (greedy) or positive")])
 def test_a_malformed_temperature_list_is_one_line(trained_run, cli, value, says):
     run_dir, _, _ = trained_run
     r = cli("sample", run_dir, "--temp", value)

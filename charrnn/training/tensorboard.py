@@ -23,7 +23,8 @@ class Board:
         except ImportError:
             raise CharrnnError("--tensorboard needs the tensorboard package; install it with: "
                                "pip install 'charrnn[tensorboard]' (or pip install tensorboard)") from None
-        self.writer = SummaryWriter(os.path.join(run_dir, DIR), purge_step=step if step > 0 else None)
+        # events after the checkpoint (step) are dropped: TensorBoard purges steps >= purge_step
+        self.writer = SummaryWriter(os.path.join(run_dir, DIR), purge_step=step + 1 if step > 0 else None)
 
     def record(self, rec: dict) -> None:
         """One metrics.jsonl line: train and val lines become scalars, sample lines text."""
