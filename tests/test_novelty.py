@@ -66,6 +66,13 @@ def test_records_print_one_per_line_and_novel_keeps_the_new_ones(records_run, cl
     assert new == [ln["text"] for ln in every if not ln["in_train"]]
 
 
+def test_a_primed_record_starts_with_the_prime_not_the_separator(records_run, cli):
+    run, _ = records_run
+    lines = _json(cli("sample", run, "--prime", "a", "--num-samples", "6", "--seed", "2", "--json").out)
+    assert all(ln["text"].startswith("a") for ln in lines)
+    assert [ln["in_train"] for ln in lines] == [ln["text"] in SEEN for ln in lines]
+
+
 def test_novel_on_a_run_without_records_is_one_line(trained_run, cli, tmp_path):
     run_dir, _, _ = trained_run
     before = snapshot(run_dir)

@@ -128,9 +128,10 @@ class Job:
         self.model, self.tokenizer, self.opts = model, tokenizer, opts
         self.device = torch.device(device)
         self.ids = start_ids(tokenizer, prime, opts["skip_unknown"]) if prime or fresh else np.zeros(0, np.int32)
+        prime_ids = self.ids
         if lead:  # context read before the prime and never printed (a records model starts after its separator)
             self.ids = np.concatenate([tokenizer.encode(lead), self.ids if prime else self.ids[:0]]).astype(np.int32)
-        self.prime_text = tokenizer.decode(self.ids) if prime else ""
+        self.prime_text = tokenizer.decode(prime_ids) if prime else ""
         starts = line_start_tokens(tokenizer, opts["line_starts"]) if opts["line_starts"] else ()
         self.rules = Rules(tuple(opts["stop"]), opts["strip_stop"], opts["max_lines"], starts)
         # a fresh text starts a line; a conversation continued without new text is taken to be mid-line
