@@ -28,10 +28,12 @@ from charrnn.system import rundir
 from charrnn.model.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data.corpus import is_builtin
 from charrnn.errors import CharrnnError
+from charrnn.evaluation.baselines import compression_baselines, text_of
 from charrnn.evaluation.evaluate import evaluate_split, file_ids, split_ids, text_ids
 from charrnn.training.finetune import finetune_config
 from charrnn.data.records import records_separator
 from charrnn.evaluation.records import evaluate_run_split
+from charrnn.generation.novelty import TrainRecords, check_records_run, mark
 from charrnn.system.device import resolve_device, resolve_precision
 from charrnn.system.launch import env_world
 from charrnn.system.progress import show_progress
@@ -203,6 +205,8 @@ class Model:
         pieces come as ``(index, text)`` pairs, index 1..N, the streams interleaved.
         """
         job = self._job(prime, options)  # a bad option or prime fails here, before anything is yielded
+        if job.opts["novel"]:
+            raise CharrnnError("novel=True keeps whole records that are new; use generate() or sample()")
         if job.opts["num_samples"] == 1:
             return job.pieces()
         return (e for e in job.events() if not isinstance(e, Sample))
@@ -210,17 +214,32 @@ class Model:
     def sample(self, prime: str = "", **options) -> str | list[str]:
         """Generated text (the prime first) as one string; a list of N strings with ``num_samples=N`` > 1."""
         job = self._job(prime, options)
-        texts = [s.text for s in job.samples()]
+        texts = [s.text for s in self._samples(job)]
         return texts if job.opts["num_samples"] > 1 else texts[0]
 
     def generate(self, prime: str = "", **options) -> Iterator[Sample]:
         """One ``charrnn.generation.sample.Sample`` per sample (index, text, tokens, logprob, end), in index order,
         each as soon as it is finished: what ``charrnn sample --json`` prints."""
-        return self._job(prime, options).samples()
+        return self._samples(self._job(prime, options))
+
+    def _samples(self, job: Job) -> Iterator[Sample]:
+        """The job's samples; with ``novel`` only records not in the training split (novelty.py)."""
+        if not job.opts["novel"]:
+            return job.samples()
+        return mark(job.samples(), self.train_records(), records_separator(self._ckpt.get("run_config")), True)
+
+    def train_records(self) -> TrainRecords:
+        """A records run's training records (as hashes), read once: ``text in model.train_records()``."""
+        if getattr(self, "_train_records", None) is None:
+            check_records_run(self._ckpt.get("run_config"))
+            self._train_records = TrainRecords.of_run(self._ckpt, self.path)
+        return self._train_records
 
     def _job(self, prime, options) -> Job:
         opts = sample_options(options)
         sep = records_separator(self._ckpt.get("run_config"))
+        if opts["novel"]:
+            check_records_run(self._ckpt.get("run_config"))
         if sep is not None and not opts["stop"]:  # a records model writes whole records, one each,
             opts.update(stop=(sep,), strip_stop=True)  # the separator ending it left out (--stop SEP keeps it)
         return Job(self.module, self.tokenizer, prime, opts, self.device, lead=sep or "")
@@ -230,7 +249,10 @@ class Model:
         or the run's own held-out split (``split="val"`` or ``"test"``, the default when no text is given).
 
         ``dynamic=True``: dynamic evaluation (``dyn_lr``, ``dyn_seq``, ``dyn_decay``): each segment is
-        scored, then trained on with one SGD step; the weights are restored afterwards."""
+        scored, then trained on with one SGD step; the weights are restored afterwards.
+
+        ``"baselines"``: gzip -9, bz2 -9, xz -9 and order-0 bits/char of the same text (the first 4 MiB
+        of a longer one: ``"sampled": True``), evaluation/baselines.py."""
         given = check_values(EVAL, options, "evaluation option")
         opts = {**defaults(EVAL), **given}
         stray = [k for k in DYNAMIC if k in given]
@@ -262,7 +284,8 @@ class Model:
         m = evaluate_split(self.module, tok, ids, n_chars, n_bytes, self.device, prec,
                            progress=show_progress(progress), desc="eval", dynamic=dyn)
         extra = {"dynamic": True, **{k: opts[k] for k in DYNAMIC}} if dyn else {}
-        return {"checkpoint": self.path, "text": where, "tokenizer": tok.kind, **m, **extra}
+        return {"checkpoint": self.path, "text": where, "tokenizer": tok.kind, **m, **extra,
+                "baselines": compression_baselines(text_of(tok, ids))}  # baselines.py: gzip, bz2, xz, order-0
 
     def score(self, text: str | None = None, *, file=None, progress: bool | None = None, **options) -> list[dict]:
         """Per line of a text (or of ``file=``): {"line", "text", "chars", "nll", "bpc"}; the text is read as

@@ -9,6 +9,7 @@ Adding a training setting is one ``Setting(...)`` entry in TRAIN below; the clic
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import inspect
 import math
 import os
@@ -49,6 +50,7 @@ class Setting:
     multiple: bool = False       # repeatable: the value is a tuple of such values (default ())
     escapes: bool = False        # a string in which \n, \t, \r and \\ are read as escapes (see unescape)
     group: str | None = None     # the topic it is listed under in --help and docs/cli (a key of GROUPS)
+    listed: bool = False         # a comma list of values is accepted too (a tuple: one run per value)
 
     @property
     def flag(self) -> str:
@@ -61,6 +63,10 @@ class Setting:
             if not isinstance(values, (tuple, list)):
                 raise CharrnnError(f"{self.flag} must be a {self.type.__name__} or a list of them (got {value!r})")
             return tuple(_replace(self, multiple=False).check(v) for v in values)
+        if self.listed and isinstance(value, (tuple, list)):  # e.g. --temp 0.5,0.8,1.0
+            if not value:
+                raise CharrnnError(f"{self.flag} needs at least one value")
+            return tuple(_replace(self, listed=False).check(v) for v in value)
         if value is None and self.optional:
             return None
         if self.type is bool:
@@ -217,6 +223,20 @@ TRAIN = grouped(
       min=0, resumable=True, metavar="N"),
     S("save_every", default=200, help="Write last.pt every N steps (also at the end and on Ctrl-C).",
       resumable=True, **POS),
+    S("sample_every", int, None, "Every N steps print a short sample beside the evaluation line and record it in "
+      "metrics.jsonl (split \"sample\"); the same seed each time, so successive samples show what the model "
+      "learned (a records run: a few records, one per line). Off unless given.", min=1, optional=True,
+      resumable=True, metavar="N"),
+    S("sample_length", int, 200, "Tokens of each --sample-every sample (a records run: at most this many per "
+      "record).", min=1, resumable=True, metavar="N"),
+    S("sample_prime", str, "", "Text the --sample-every samples start from (default: a new line; the escapes "
+      "`\\n`, `\\t`, `\\\\` are read).", resumable=True, metavar="TEXT", escapes=True),
+    S("keep_checkpoints", int, None, "Also keep the K most recent evaluated checkpoints as "
+      "step-<n>-val-<loss>.pt (the oldest removed first; list them with charrnn runs RUN).", min=1,
+      optional=True, resumable=True, metavar="K", rule="a positive integer (how many to keep)"),
+    S("tensorboard", bool, False, "Write TensorBoard event files to RUN/tensorboard: losses, bits/char, learning "
+      "rate, gradient norm, tokens/s and the --sample-every samples (needs pip install 'charrnn[tensorboard]').",
+      resumable=True),
     S("log_every", default=50, help="Record train loss to metrics.jsonl every N steps.", resumable=True, **POS),
     "optimisation",
     S("seed", int, 1337, "Random seed."),
@@ -238,8 +258,9 @@ TRAIN = grouped(
 
 SAMPLE = grouped(
     "sampling",
-    S("temp", float, 0.8, "Sampling temperature; 0 is greedy (always the most likely token).", min=0,
-      rule="0 (greedy) or positive"),
+    S("temp", float, 0.8, "Sampling temperature; 0 is greedy (always the most likely token). A comma list "
+      "(0.5,0.8,1.0) gives one labelled sample per temperature.", min=0, rule="0 (greedy) or positive",
+      listed=True),
     "stopping",
     S("length", int, 1000, "Tokens to generate (per sample; an upper bound when a sample may stop earlier).",
       min=0),
@@ -270,6 +291,8 @@ SAMPLE = grouped(
       "in distribution, faster), fp32 elsewhere.", choices=("auto", "fp32", "bf16")),
     "prime",
     S("skip_unknown", bool, False, "Drop prime characters the model never saw."),
+    S("novel", bool, False, "A records run: keep only the samples that are not a record of the training split "
+      "(exact match); --json marks every sample \"in_train\" either way."),
 )
 
 SCORING_PRECISION = S("precision", str, "auto", "auto: the precision the run trained with on this device.",
@@ -380,9 +403,17 @@ def check_combination(cfg) -> None:
     if cfg.variable_len and cfg.records:
         raise CharrnnError("--variable-len does not apply to --records (each record has its own windows); "
                            "drop --variable-len")
+    if cfg.tensorboard and not installed("tensorboard"):
+        raise CharrnnError("--tensorboard needs the tensorboard package; install it with: "
+                           "pip install 'charrnn[tensorboard]' (or pip install tensorboard)")
     if cfg.extend_vocab and cfg.skip_unknown:
         raise CharrnnError("--extend-vocab and --skip-unknown exclude each other: add the unseen characters or "
                            "drop them, not both")
+
+
+def installed(package: str) -> bool:
+    """Whether an optional package can be imported (found, not imported: no cost)."""
+    return importlib.util.find_spec(package) is not None
 
 
 def apply_changes(cfg, changes: dict):

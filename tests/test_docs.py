@@ -130,5 +130,5 @@ def test_readme_set_up_commands_are_the_ones_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "pip install '.[test]' && python3 -m pytest -q" in README
     assert "pip install '.[test]' && python3 -m pytest -q" in ci
-    main_job = "pip install . && charrnn train --max-time 300 && charrnn sample --temp 0.8"
+    main_job = "pip install . && charrnn train --max-time 300 --sample-every 500 && charrnn sample --temp 0.8"
     assert main_job in README and main_job in ci

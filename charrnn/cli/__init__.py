@@ -92,16 +92,19 @@ def train(ctx, corpus, resume, **settings):
 def sample(checkpoint, prime, as_json, interactive, device, checkpoint_dir, **opts):
     """Generate text from CHECKPOINT (a .pt file or run directory; default: best.pt of the latest run).
 
-    Several samples (--num-samples) are separated by a line '--- sample I ---' before each.
+    Several samples (--num-samples) are separated by a line '--- sample I ---' before each; a
+    records run prints one record per line. Several temperatures (--temp 0.5,0.8,1.0): a line
+    '--- temp T ---' before the samples of each.
     """
     from charrnn import api
     from charrnn.generation.sample import check_options
     from charrnn.settings import check_values
 
     opts = check_values(SAMPLE, opts)  # before loading anything
-    check_options(prime, opts)
+    temps = opts["temp"] if isinstance(opts["temp"], tuple) else None  # --temp 0.5,0.8,1.0
+    check_options(prime, {**opts, "temp": opts["temp"] if temps is None else temps[0]})
     if interactive:
-        _check_interactive(prime, as_json, opts)
+        _check_interactive(prime, as_json, opts, temps)
     model = api.load(checkpoint, device=device, checkpoint_dir=checkpoint_dir)
     if interactive:
         from charrnn.generation.interactive import Session, repl
@@ -110,7 +113,12 @@ def sample(checkpoint, prime, as_json, interactive, device, checkpoint_dir, **op
         _log(f"sampling from {model.path}; type a prime and Enter (/help: commands, Ctrl-D: quit)")
         repl(session)
         return
-    if opts["num_samples"] == 1 and opts["beam"] is None and not as_json:
+    sep = model.config.records if model.config else None
+    if opts["novel"]:
+        from charrnn.generation.novelty import check_records_run
+
+        check_records_run(model.config)
+    if opts["num_samples"] == 1 and opts["beam"] is None and not as_json and temps is None and not opts["novel"]:
         pieces = model.stream(prime, **opts)  # a bad --prime fails here, before any output
         _log(f"sampling from {model.path}")
         _note_escapes(opts["stop"])
@@ -121,19 +129,9 @@ def sample(checkpoint, prime, as_json, interactive, device, checkpoint_dir, **op
             last = piece or last
         _end_line(last)
         return
-    samples = model.generate(prime, **opts)
-    _log(f"sampling from {model.path}" + (f" ({opts['num_samples']} samples)" if opts["num_samples"] > 1 else ""))
-    _note_escapes(opts["stop"])
-    for s in samples:
-        if as_json:
-            sys.stdout.write(json.dumps({"index": s.index, "text": s.text, "tokens": s.tokens,
-                                         "logprob": round(s.logprob, 4), "end": s.end}, ensure_ascii=False) + "\n")
-        else:
-            if opts["num_samples"] > 1:
-                sys.stdout.write(f"--- sample {s.index} ---\n")
-            sys.stdout.write(s.text)
-            _end_line(s.text)
-        sys.stdout.flush()
+    from charrnn.cli.samples import print_samples
+
+    print_samples(model, prime, opts, temps, as_json, sep, _log)
 
 
 def _note_escapes(stops) -> None:
@@ -149,11 +147,14 @@ def _end_line(text: str) -> None:
     sys.stdout.flush()
 
 
-def _check_interactive(prime, as_json, opts) -> None:
+def _check_interactive(prime, as_json, opts, temps=None) -> None:
+    if temps is not None:
+        raise CharrnnError("--interactive samples at one temperature; give --temp a single value")
     if not sys.stdin.isatty():
         raise CharrnnError("--interactive needs a terminal on stdin; pipe primes with --prime-file or --prime instead")
     for flag, bad in (("--prime", prime), ("--prime-file", opts["prime_file"] is not None), ("--json", as_json),
-                      ("--num-samples", opts["num_samples"] != 1), ("--beam", opts["beam"] is not None)):
+                      ("--num-samples", opts["num_samples"] != 1), ("--beam", opts["beam"] is not None),
+                      ("--novel", opts["novel"])):
         if bad:
             raise CharrnnError(f"{flag} does not go with --interactive (type the prime at the prompt); drop it")
 
@@ -191,6 +192,12 @@ def evaluate(ctx, checkpoint, file, as_json, device, checkpoint_dir, **opts):
     click.echo(f"  perplexity  {m['perplexity']:.3f} per token")
     click.echo(f"  bits/char   {m['bpc']:.4f}")
     click.echo(f"  bits/byte   {m['bpb']:.4f}")
+    if m.get("baselines"):
+        from charrnn.evaluation.baselines import describe, lines
+
+        click.echo(f"  baselines on {describe(m['baselines'])}:")
+        for line in lines(m["baselines"]):
+            click.echo("  " + line)
 
 
 @cli.command(name="score", cls=Command, groups={"as_json": "output", "device": "device"})

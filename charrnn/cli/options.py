@@ -81,6 +81,31 @@ def sections(command: click.Command, params) -> list[tuple[str, list]]:
     if help_opt is not None:
         out[-1][1].append(help_opt)
     return out
+
+
+class CommaList(click.ParamType):
+    """One number, or a comma list of them (``0.5,0.8,1.0``: a tuple) for settings marked ``listed``."""
+
+    name = "number[,number...]"
+
+    def __init__(self, item: click.ParamType):
+        self.item = click.types.convert_type(item)
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        parts = value.split(",")
+        if len(parts) == 1:
+            return self.item.convert(value, param, ctx)
+        if any(not p.strip() for p in parts):
+            self.fail(f"{value!r} is not a comma list of numbers (e.g. 0.5,0.8,1.0)", param, ctx)
+        values = []
+        for p in parts:
+            try:
+                values.append(self.item.convert(p.strip(), param, ctx))
+            except click.BadParameter as e:
+                self.fail(f"in the list {value!r}: {e.message}", param, ctx)
+        return tuple(values)
 CKPT_DIR = click.option("--checkpoint-dir", default=by_name(TRAIN)["checkpoint_dir"].default, show_default=True,
                         metavar="DIR", help=by_name(TRAIN)["checkpoint_dir"].help)
 
@@ -92,6 +117,8 @@ def option(s: Setting):
         return click.option(decl, s.name, is_flag=True, default=s.default, show_default=s.negatable,
                             help=s.help, cls=Option, group=s.group)
     kind = click.Choice(s.choices) if s.choices else {int: int, float: NUMBER, str: str}[s.type]
+    if s.listed:
+        kind = CommaList(kind)
     return click.option(s.flag, s.name, type=kind, default=s.default, show_default=s.default not in (None, ()),
                         metavar=s.metavar, help=s.help, multiple=s.multiple, cls=Option, group=s.group)
 

@@ -40,12 +40,27 @@ def inspect_cmd(checkpoint, as_json, checkpoint_dir):
 
 
 @click.command(name="runs")
+@click.argument("run", required=False, metavar="[RUN]")
 @JSON
 @CKPT_DIR
-def runs_cmd(as_json, checkpoint_dir):
-    """A table of the runs under --checkpoint-dir, most recently updated first."""
+def runs_cmd(run, as_json, checkpoint_dir):
+    """A table of the runs under --checkpoint-dir, most recently updated first; with RUN (a run
+    directory or name), that run and its checkpoint files: best.pt, last.pt and those kept by
+    --keep-checkpoints (step-<n>-val-<loss>.pt, each usable wherever a checkpoint is taken).
+    """
     from charrnn.reports.inspect import format_runs, list_runs
 
+    if run is not None:
+        from charrnn.reports.inspect import format_checkpoints, run_summary
+        from charrnn.training.keep import list_checkpoints
+
+        d = _run_dir(run, checkpoint_dir)
+        info, files = run_summary(d), list_checkpoints(d)
+        if as_json:
+            click.echo(json.dumps({**info, "checkpoints": files}, ensure_ascii=False, indent=2))
+        else:
+            click.echo(format_runs([info]) + "\n\n" + format_checkpoints(files))
+        return
     runs = list_runs(checkpoint_dir)
     if as_json:
         click.echo(json.dumps(runs, ensure_ascii=False, indent=2))

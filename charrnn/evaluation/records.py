@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from charrnn.evaluation.baselines import compression_baselines, text_of
 from charrnn.evaluation.evaluate import EVAL_WINDOW, metrics, run_split
 from charrnn.data.records import gather, plan_windows, record_lengths, records_separator, separator_ids
 from charrnn.system.device import autocast
@@ -56,7 +57,9 @@ def evaluate_records(model, tokenizer, split, sep: str, device: torch.device, pr
 
 def evaluate_run_split(model, ckpt: dict, path: str, split: str, device: torch.device, precision: str,
                        progress: bool = False) -> dict:
-    """The val or test split of a records run, scored as it was trained (api.Model.evaluate)."""
+    """The val or test split of a records run, scored as it was trained (api.Model.evaluate), with the
+    compressors' figures on the same text (baselines.py)."""
     tokenizer, part = run_split(ckpt, path, split, min_tokens=1)
-    return evaluate_records(model, tokenizer, part, records_separator(ckpt["run_config"]), device, precision,
-                            progress, desc="eval")
+    m = evaluate_records(model, tokenizer, part, records_separator(ckpt["run_config"]), device, precision,
+                         progress, desc="eval")
+    return {**m, "baselines": compression_baselines(text_of(tokenizer, part.ids))}

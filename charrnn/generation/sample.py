@@ -34,6 +34,7 @@ class Sample:
     tokens: int      # tokens generated (forced line-start tokens included; the prime's not)
     logprob: float   # sum of the model's own log-probabilities (temperature 1) of those tokens
     end: str         # why it ended: length, stop, max_lines or line_starts
+    in_train: bool | None = None  # a records run: the record is one of the training split's (novelty.py)
 
 
 def start_ids(tokenizer, prime: str, skip_unknown: bool = False) -> np.ndarray:
@@ -67,6 +68,9 @@ def check_options(prime: str, opts: dict) -> None:
         raise CharrnnError("--stop must not be an empty string; give the text that ends a sample")
     if opts["line_starts"] == "":
         raise CharrnnError("--line-starts is empty; give one character per line (e.g. 春夏秋冬)")
+    if isinstance(opts["temp"], tuple):
+        raise CharrnnError("one temperature per request here; a comma list of them is for charrnn sample --temp "
+                           "(or call once per temperature)")
     if opts["beam"] is not None:
         for name, off in (("top_k", 0), ("top_p", 1.0)):
             if opts[name] != off:
@@ -124,9 +128,10 @@ class Job:
         self.model, self.tokenizer, self.opts = model, tokenizer, opts
         self.device = torch.device(device)
         self.ids = start_ids(tokenizer, prime, opts["skip_unknown"]) if prime or fresh else np.zeros(0, np.int32)
+        prime_ids = self.ids
         if lead:  # context read before the prime and never printed (a records model starts after its separator)
             self.ids = np.concatenate([tokenizer.encode(lead), self.ids if prime else self.ids[:0]]).astype(np.int32)
-        self.prime_text = tokenizer.decode(self.ids) if prime else ""
+        self.prime_text = tokenizer.decode(prime_ids) if prime else ""
         starts = line_start_tokens(tokenizer, opts["line_starts"]) if opts["line_starts"] else ()
         self.rules = Rules(tuple(opts["stop"]), opts["strip_stop"], opts["max_lines"], starts)
         # a fresh text starts a line; a conversation continued without new text is taken to be mid-line

@@ -251,3 +251,14 @@ def format_runs(runs: list[dict]) -> str:
     if any(r["training"] for r in runs):
         lines.append("* still training")
     return "\n".join(lines)
+
+
+def format_checkpoints(files: list[dict]) -> str:
+    """The checkpoint files of one run (training.keep.list_checkpoints), as ``charrnn runs RUN`` shows them."""
+    head = ("checkpoint", "step", "val loss", "size", "written")
+    body = [(f["path"], f"{f['step']:,}" if f["step"] is not None else "-",
+             f"{f['val_loss']:.4f}" if f["val_loss"] is not None else "-", f"{f['bytes'] / 1e6:.1f} MB",
+             datetime.datetime.fromtimestamp(f["mtime"]).isoformat(sep=" ", timespec="minutes")) for f in files]
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    return "\n".join("  ".join(c.rjust(w) if i in (1, 2, 3) else c.ljust(w) for i, (c, w) in
+                               enumerate(zip(row, widths))).rstrip() for row in [head, *body])

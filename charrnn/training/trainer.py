@@ -33,6 +33,7 @@ from charrnn.training.step import StepRunner, make_optimizer
 from charrnn.training.log import LogWindow, rounded as _round
 from charrnn.training.state import restore, train_state
 from charrnn.data.batching import VariableBatcher
+from charrnn.training.watchers import Watchers
 
 
 
@@ -96,6 +97,7 @@ class Trainer:
         self.tokens_per_char = len(self.corpus.train.ids) / max(self.corpus.train.n_chars, 1)
         self._stop_request = self.dist.stop_request()  # signals.py
         self._window = LogWindow()
+        self.watchers = Watchers(self)  # watchers.py: --sample-every, --keep-checkpoints, --tensorboard
 
     def _optimizer(self) -> torch.optim.Optimizer:
         return make_optimizer(self.model, self.cfg.lr, self.cfg.weight_decay, self.device)  # step.py
@@ -113,7 +115,7 @@ class Trainer:
         if stop:  # e.g. resuming a run that finished (or was killed just after its final save)
             self.log(f"nothing to train: the run already {stop}; give a larger limit to continue it")
             return self._summary(stop)
-        with self._stop_request.caught() as signals, self._progress_bar() as bar:
+        with self._stop_request.caught() as signals, self._progress_bar() as bar, self.watchers:
             self.model.train()
             streams = self._epoch_streams()
             while stop is None:
@@ -126,6 +128,7 @@ class Trainer:
                 stop = self._stop_reason()
                 if self.step % self.cfg.eval_every == 0 or stop:
                     stop = self._evaluate_and_track(bar) or stop
+                self.watchers.after_step(bar)
                 if self.step % self.cfg.save_every == 0 or stop or signals.signum is not None:
                     self.save(rundir.LAST)
                     self._window.restart_clock()  # saving is not training time
@@ -229,6 +232,7 @@ class Trainer:
                "grad_norm": _round(w["grad_norm"]), "grad_norm_max": _round(w["grad_norm_max"]),
                "clipped": w["clipped"]}
         self.dist.write(rundir.append_metrics, self.run_dir, rec)
+        self.watchers.on_log(rec)
         if self.on_log:
             self.on_log(rec)
         bar.set_postfix_str(self._postfix(w["loss"], w["tok_s"]), refresh=False)
@@ -268,6 +272,7 @@ class Trainer:
             self.save(rundir.BEST)
         else:
             self.bad_evals += 1
+        self.watchers.on_eval(rec)
         if self.on_eval:
             self.on_eval(rec)
         return m
