@@ -35,8 +35,8 @@ from charrnn.evaluation.records import evaluate_run_split
 from charrnn.system.device import resolve_device, resolve_precision, show_progress
 from charrnn.generation.sample import Job, Sample, sample_options
 from charrnn.evaluation.score import read_text, score_lines
-from charrnn.settings import (DYNAMIC, EVAL, SAMPLE, SCORE, TRAIN, apply_changes, check_values, config_from_saved,
-                              defaults, help_lines, make_config, signature, with_default_limit)
+from charrnn.settings import (CHECKPOINT_DIR, DYNAMIC, EVAL, SAMPLE, SCORE, TRAIN, apply_changes, check_values,
+                              config_from_saved, defaults, help_lines, make_config, signature, with_default_limit)
 from charrnn.training.trainer import Trainer
 
 P = inspect.Parameter
@@ -128,10 +128,10 @@ train.__signature__ = signature(
                                                     ("verbose", True))])
 
 
-def resume(run=None, *, checkpoint_dir: str = "checkpoints", progress: bool | None = None,
+def resume(run=None, *, checkpoint_dir: str = CHECKPOINT_DIR, progress: bool | None = None,
            on_eval: Callable | None = None, on_log: Callable | None = None, verbose: bool = True,
            **changes) -> "TrainResult":
-    """Continue a run (a run directory or last.pt; None: the latest) exactly where it stopped.
+    """Continue a run (a run name, run directory or last.pt; None: the latest) exactly where it stopped.
 
     Keywords change settings that may change on resume (limits such as max_time, evaluation and save
     intervals, device, precision); changing the model, tokenizer, data or optimizer is refused.
@@ -163,8 +163,9 @@ def resume(run=None, *, checkpoint_dir: str = "checkpoints", progress: bool | No
             return TrainResult(trainer.fit())
 
 
-def load(path=None, *, device: str = "auto", checkpoint_dir: str = "checkpoints") -> "Model":
-    """A trained model from a run directory (its best.pt), a .pt file, or None (the latest run)."""
+def load(path=None, *, device: str = "auto", checkpoint_dir: str = CHECKPOINT_DIR) -> "Model":
+    """A trained model from a run name under checkpoint_dir (what ``charrnn runs`` lists), a run
+    directory (its best.pt), a .pt file, or None (the latest run): rundir.resolve_checkpoint."""
     return Model(rundir.resolve_checkpoint(None if path is None else os.fspath(path), checkpoint_dir), device)
 
 

@@ -36,7 +36,7 @@ def test_readme_flag_table_is_the_cli_table(command):
 def test_every_flag_is_in_the_readme_table_with_its_default(command):
     section = _section(command)
     for p in cli.commands[command].params:
-        if p.param_type_name != "option" or p.name == "help":
+        if p.param_type_name != "option" or p.name == "help" or p.hidden:
             continue
         row = next((line for line in section.splitlines() if line.startswith(f"| `{p.opts[0]}`")), None)
         assert row is not None, f"{p.opts[0]} of charrnn {command} is missing from the README"

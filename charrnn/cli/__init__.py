@@ -16,12 +16,18 @@ import click
 
 from charrnn.version import __version__
 from charrnn.errors import CharrnnError, Interrupted
-from charrnn.cli.options import CKPT_DIR, option, options
+from charrnn.cli.options import CKPT_DIR, MODEL_HELP, option, options
 from charrnn.settings import DEVICES, EVAL, SAMPLE, SCORE, TRAIN
 
 
 def _log(msg: str) -> None:
     click.echo(msg, err=True)
+
+
+def _model_doc(f):
+    """Put the shared sentence on MODEL into a command's help."""
+    f.__doc__ = f.__doc__.replace("{MODEL_HELP}", MODEL_HELP)
+    return f
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -33,10 +39,13 @@ def cli():
       charrnn train corpus.txt       train a model (no file: the built-in 'pystdlib' corpus)
       charrnn sample --temp 0.8      generate text from the latest model
       charrnn eval                   loss, perplexity and bits per character (--dynamic: adapting)
-      charrnn score FILE             bits per character of every line of a text
+      charrnn score MODEL FILE       bits per character of every line of a text
       charrnn inspect / runs         what a checkpoint holds; a table of the runs
       charrnn plot / viz             learning curves; a neuron-activation page in the browser
       charrnn corpora                the named corpora (enwik8, text8, tinyshakespeare)
+
+    Every command that reads a model takes it first, as MODEL: a run name (what 'charrnn runs'
+    lists), a run directory or a .pt file; without one, the latest run under --checkpoint-dir.
     """
 
 
@@ -76,7 +85,7 @@ def train(ctx, corpus, resume, **settings):
 
 
 @cli.command()
-@click.argument("checkpoint", required=False)
+@click.argument("checkpoint", required=False, metavar="[MODEL]")
 @options(SAMPLE[:2])
 @click.option("--prime", type=str, default="", help="Text to start from (printed first).")
 @options(SAMPLE[2:])
@@ -89,8 +98,11 @@ def train(ctx, corpus, resume, **settings):
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
               help="Device for generation (one token at a time: the CPU is usually fastest).")
 @CKPT_DIR
+@_model_doc
 def sample(checkpoint, prime, as_json, interactive, device, checkpoint_dir, **opts):
-    """Generate text from CHECKPOINT (a .pt file or run directory; default: best.pt of the latest run).
+    """Generate text from MODEL (its best.pt when a run is given).
+
+    {MODEL_HELP}.
 
     Several samples (--num-samples) are separated by a line '--- sample I ---' before each.
     """
@@ -159,7 +171,7 @@ def _check_interactive(prime, as_json, opts) -> None:
 
 
 @cli.command(name="eval")
-@click.argument("checkpoint", required=False)
+@click.argument("checkpoint", required=False, metavar="[MODEL]")
 @options(EVAL[:1])
 @click.option("--file", "file", type=str, default=None, metavar="PATH", help="Score this text file instead.")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print the results as one JSON object on stdout.")
@@ -168,8 +180,10 @@ def _check_interactive(prime, as_json, opts) -> None:
 @options(EVAL[1:])
 @CKPT_DIR
 @click.pass_context
+@_model_doc
 def evaluate(ctx, checkpoint, file, as_json, device, checkpoint_dir, **opts):
-    """Cross-entropy, perplexity and bits per character of CHECKPOINT on a whole text.
+    """Cross-entropy, perplexity and bits per character of MODEL (its best.pt when a run is given) on a
+    whole text: by default its run's validation split (--split). {MODEL_HELP}.
 
     --dynamic: dynamic evaluation (Krause et al. 2018): the model adapts to the text as it reads it,
     each segment of --dyn-seq tokens scored before one SGD step is taken on it.
@@ -194,18 +208,24 @@ def evaluate(ctx, checkpoint, file, as_json, device, checkpoint_dir, **opts):
 
 
 @cli.command(name="score")
-@click.argument("file", metavar="FILE")
-@click.option("--checkpoint", "checkpoint", default=None, metavar="CKPT",
-              help="The model: a .pt file or run directory (default: best.pt of the latest run).")
+@click.argument("args", nargs=-1, metavar="[MODEL] FILE...")
+@click.option("--checkpoint", "checkpoint", default=None, hidden=True,
+              help="Deprecated: the model, now the first argument (charrnn score MODEL FILE).")
 @click.option("--json", "as_json", is_flag=True, default=False,
-              help="One JSON object per line of FILE on stdout (line, text, chars, nll, bpc).")
+              help="One JSON object per line of FILE on stdout (line, text, chars, nll, bpc; file, with several).")
 @options(SCORE[:-1])
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="auto: CUDA, then Apple MPS, then the CPU.")
 @options(SCORE[-1:])
 @CKPT_DIR
-def score(file, checkpoint, as_json, device, checkpoint_dir, **opts):
-    """Bits per character of every line of FILE ('-': standard input) under a model.
+@_model_doc
+def score(args, checkpoint, as_json, device, checkpoint_dir, **opts):
+    """Bits per character of every line of each FILE ('-': standard input) under MODEL (its best.pt
+    when a run is given).
+
+    {MODEL_HELP}. One argument alone is a FILE scored with the latest run (charrnn score
+    notes.txt), unless it is a run name, run directory or checkpoint and no text file: then the
+    FILE is missing. A text file is never taken for the model.
 
     The text is read as one stream, as 'charrnn eval --file' reads it: the lines' nll add up to its
     total, and the first character (nothing predicts it) is context only. A table by default; --json
@@ -214,10 +234,53 @@ def score(file, checkpoint, as_json, device, checkpoint_dir, **opts):
     from charrnn import api
     from charrnn.settings import check_values
 
+    model_arg, files = _score_arguments(args, checkpoint, checkpoint_dir)
     check_values(SCORE, opts)
     if opts["per_char"] and not as_json:
         raise CharrnnError("--per-char adds a list of surprisals to every JSON line; add --json")
-    model = api.load(checkpoint, device=device, checkpoint_dir=checkpoint_dir)
+    model = api.load(model_arg, device=device, checkpoint_dir=checkpoint_dir)
+    for i, file in enumerate(files):
+        if len(files) > 1 and not as_json:
+            click.echo(("\n" if i else "") + f"==> {file} <==")
+        _score_file(model, file, as_json, opts, len(files) > 1)
+
+
+def _score_arguments(args, checkpoint, checkpoint_dir) -> tuple:
+    """(model argument or None for the latest run, files) from score's arguments."""
+    from charrnn.system.rundir import find_checkpoint
+
+    if checkpoint is not None:
+        _log("note: --checkpoint is deprecated and goes away in the next release; give the model first: "
+             f"charrnn score {checkpoint} FILE...")
+        if not args:
+            raise click.UsageError("give a FILE to score ('-': standard input)")
+        return checkpoint, list(args)
+    if not args:
+        raise click.UsageError("give the text to score: charrnn score [MODEL] FILE... ('-': standard input)")
+    if len(args) > 1:
+        if args[0] == "-" or _text_file(args[0]):
+            raise click.UsageError(f"'{args[0]}' is a text file, not a model; the model comes first: "
+                                   "charrnn score MODEL FILE... (charrnn runs lists the runs)")
+        return args[0], list(args[1:])
+    if args[0] != "-" and not _text_file(args[0]) and find_checkpoint(args[0], checkpoint_dir):
+        raise click.UsageError(f"'{args[0]}' is a model; give the FILE to score after it: "
+                               f"charrnn score {args[0]} FILE")
+    return None, list(args)
+
+
+def _text_file(path: str) -> bool:
+    """A file that is no checkpoint: not .pt, and neither a zip (torch.save) nor a pickle inside."""
+    if not os.path.isfile(path) or path.endswith(".pt"):
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return True  # reading it as text names the problem
+    return head != b"PK" and head[:1] != b"\x80"
+
+
+def _score_file(model, file: str, as_json: bool, opts: dict, several: bool) -> None:
     if file == "-":
         from charrnn.data.corpus import decode_text
 
@@ -235,7 +298,7 @@ def score(file, checkpoint, as_json, device, checkpoint_dir, **opts):
     total = f"{nll / math.log(2) / chars:.4f} bits/char" if chars else "no characters scored"
     if as_json:
         for r in records:
-            click.echo(json.dumps(r, ensure_ascii=False))
+            click.echo(json.dumps({**r, "file": file} if several else r, ensure_ascii=False))
         _log(f"total: {chars:,} characters, {total}")
         return
     width = max(4, len(str(len(records))))
@@ -256,7 +319,7 @@ def flag_table(command: str) -> str:
     """The README's markdown table of a command's flags, from the click options themselves."""
     rows = ["| flag | default | what |", "|---|---|---|"]
     for p in cli.commands[command].params:
-        if p.param_type_name != "option":
+        if p.param_type_name != "option" or p.hidden:  # hidden: a deprecated alias
             continue
         flag = " / ".join(f"`{o}`" for o in p.opts + p.secondary_opts)
         unset = type(p.default).__name__ == "Sentinel"  # click 8.2+: an option without a default
