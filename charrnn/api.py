@@ -298,12 +298,17 @@ Model.score.__signature__ = signature(SCORE, P("self", P.POSITIONAL_OR_KEYWORD),
 
 class TrainResult:
     """What a training run left: its directory, why it stopped, the best and last validation metrics,
-    every logged metric (``metrics``), and the best model (``model``, loaded on first use)."""
+    every logged metric (``metrics``), and the best model (``model``, loaded on first use).
+
+    ``best`` is the run's best validation figure: best.pt scored on the whole validation split (what
+    ``charrnn eval``, ``runs`` and ``inspect`` report); ``last_val`` the last periodic evaluation
+    (an estimate on --eval-tokens tokens when those bound it)."""
 
     def __init__(self, summary: dict):
         self.run_dir = summary["run_dir"]
         self.stop, self.steps, self.elapsed = summary["stop"], summary["step"], summary["elapsed"]
-        self.best, self.last_val, self.skipped = summary["best"], summary["last_val"], summary["skipped"]
+        self.last_val, self.skipped = summary["last_val"], summary["skipped"]
+        self.best = rundir.full_best(self.run_dir, summary["best"])  # best.pt on the whole val split
         self._model = None
 
     @property

@@ -78,7 +78,8 @@ def train(ctx, corpus, resume, **settings):
     _log(f"done ({result.stop}) after {result.steps} steps, {result.elapsed:.0f}s")
     if result.best:
         _log(f"best val: loss {result.best['loss']:.4f} nats/token, {result.best['bpc']:.4f} bits/char at step "
-             f"{result.best['step']} -> {result.best_path}")
+             f"{result.best['step']}{' (whole split)' if result.best.get('scope') == 'all' else ''} -> "
+             f"{result.best_path}")
     if result.skipped:
         _log(f"skipped {result.skipped} batches with non-finite loss or gradient")
     _log(f"sample with: charrnn sample {result.run_dir}")

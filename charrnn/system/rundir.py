@@ -155,6 +155,26 @@ def read_metrics(run_dir: str) -> list[dict]:
     return out
 
 
+def full_best(run_dir: str, best: dict | None) -> dict | None:
+    """A run's best validation figure: best.pt scored on the whole validation split, the "scope":
+    "all" line the trainer writes to metrics.jsonl when training ends (periodic evaluations under
+    --eval-tokens are estimates on part of it); ``best`` as it is when no such line is for its step."""
+    if not best or not isinstance(best.get("step"), int):
+        return best
+    full = [r for r in read_metrics(run_dir) if r.get("split") == "val" and r.get("scope") == "all"
+            and r["step"] == best["step"] and isinstance(r.get("bpc"), (int, float))]
+    return full[-1] if full else best
+
+
+def best_from_metrics(run_dir: str, metrics: list[dict] | None = None) -> dict | None:
+    """The best validation figure from metrics.jsonl alone: the evaluation with the lowest loss (the
+    one best.pt holds), scored on the whole split when the run wrote that line (full_best)."""
+    metrics = read_metrics(run_dir) if metrics is None else metrics
+    val = [r for r in metrics if r.get("split") == "val" and r.get("scope") != "all"
+           and isinstance(r.get("loss"), (int, float)) and isinstance(r.get("bpc"), (int, float))]
+    return full_best(run_dir, min(val, key=lambda r: r["loss"])) if val else None
+
+
 def truncate_metrics(run_dir: str, step: int) -> None:
     """Drop metric lines written after the checkpoint we resume from (they will be written again)."""
     if not os.path.exists(os.path.join(run_dir, METRICS)):

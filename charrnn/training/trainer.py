@@ -145,7 +145,7 @@ class Trainer:
                            self.precision, self.progress_bar, "val (all)", part=self.dist)
         self.best = {**m, "step": self.best["step"], "scope": "all"}
         self.dist.write(rundir.append_metrics, self.run_dir, {"step": self.best["step"], "split": "val", "scope": "all",
-                        **{k: _round(v) for k, v in m.items()}, "elapsed": round(self.elapsed, 2)})
+                        **m, "elapsed": round(self.elapsed, 2)})  # unrounded: the run's figure (rundir.full_best)
 
     # -- the steps of the loop
     def _next_epoch_if_done(self, streams):
@@ -234,7 +234,8 @@ class Trainer:
         m = self.evaluate()
         self._window.restart_clock()
         if bar.disable:
-            self.log(f"step {self.step}: val loss {m['loss']:.4f}, bpc {m['bpc']:.4f} ({self.elapsed:.0f}s)")
+            self.log(f"step {self.step}: {self._val_label(m)} loss {m['loss']:.4f}, bpc {m['bpc']:.4f} "
+                     f"({self.elapsed:.0f}s)")
         if self.cfg.patience and self.bad_evals >= self.cfg.patience and not self._stop_reason():
             return f"no val improvement in {self.cfg.patience} evaluations"
         return None
@@ -254,7 +255,7 @@ class Trainer:
                             limit=self.cfg.eval_tokens or None, part=self.dist))
         self.elapsed = self.dist.agree(self.elapsed + time.perf_counter() - t0)  # rank 0's clock
         self.last_val = m
-        rec = {"step": self.step, "split": "val", **{k: _round(v) for k, v in m.items()},
+        rec = {"step": self.step, "split": "val", **m,  # unrounded: best figures print alike everywhere
                "elapsed": round(self.elapsed, 2)}
         self.dist.write(rundir.append_metrics, self.run_dir, rec)
         if m["loss"] < self.best_val:
@@ -307,13 +308,18 @@ class Trainer:
     def _estimate_total(self):
         return schedule.estimate_total(self.cfg, self.step, self.progress())
 
+    def _val_label(self, m: dict) -> str:
+        """'val', or 'val~ (est. on N tokens)' for a periodic evaluation of part of the split (--eval-tokens)."""
+        c, limit = self.corpus, self.cfg.eval_tokens
+        return "val" if c.records or not limit or len(c.val.ids) - 1 <= limit else f"val~ (est. on {m['tokens']:,} tokens)"
+
     def _bpc(self, loss: float) -> float:
         return loss * self.tokens_per_char / math.log(2)
 
     def _postfix(self, train_loss: float, tok_s: float) -> str:
         parts = [f"loss {train_loss:.3f}", f"bpc {self._bpc(train_loss):.3f}"]
         if self.last_val:
-            parts.append(f"val bpc {self.last_val['bpc']:.3f}")
+            parts.append(f"{self._val_label(self.last_val)[:4].strip()} bpc {self.last_val['bpc']:.3f}")
         return ", ".join(parts + [f"{tok_s / 1000:.1f}k tok/s"])
 
     def _summary(self, stop: str | None) -> dict:
