@@ -124,6 +124,8 @@ def test_one_best_validation_figure_everywhere(runs, cli):
     ckdir, _, train_err, beta = runs
     full = [r for r in rundir.read_metrics(ckdir / "alpha") if r.get("scope") == "all"]
     assert len(full) == 1  # the run's figure: best.pt on the whole split, written at the end
+    assert re.search(r"^about \d+ (s|min) for 20 steps of lstm 1x32, batch 4 x 16 .*; use --max-time SECONDS to "
+                     r"bound it$", train_err, re.M)  # no --max-time: the expected duration, said once
     estimates = [line for line in train_err.splitlines() if line.startswith("step ")]
     assert estimates and all("val~ (est. on 64 tokens)" in line for line in estimates)
     said = re.search(r"best val: loss \d+\.\d{4} nats/token, (\d+\.\d{4}) bits/char", train_err).group(1)

@@ -29,6 +29,7 @@ from charrnn.system.rng import seed_everything
 from charrnn.training.schedule import lr_at
 from charrnn.system.device import autocast, progress_bar, resolve_device, resolve_precision, setup_backend, show_progress
 from charrnn.training.step import StepRunner, make_optimizer
+from charrnn.training.duration import DurationNote
 from charrnn.training.log import LogWindow, rounded as _round
 from charrnn.training.state import restore, train_state
 from charrnn.data.batching import VariableBatcher
@@ -209,6 +210,7 @@ class Trainer:
         self.elapsed += self._window.lap()
         loss = self.dist.sync(self, loss)  # the mean over ranks; rank 0's clock and any rank's signal for all
         bar.update(1)
+        self._duration.after_step(self.step, self.elapsed, bar)  # without --max-time: how long, said once
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
         self._window.add(loss, gnorm, clip)
         if self.step % self.cfg.log_every:
@@ -300,13 +302,15 @@ class Trainer:
         bar = progress_bar(total=self._estimate_total(), initial=self.step, desc="train", unit="step",
                            dynamic_ncols=True, disable=not self.progress_bar)
         self._window.restart_clock(self.tokens)
+        self._duration = DurationNote(self.cfg, self.model.cfg, self.log, bar.total, len(self.corpus.val.ids),
+                                      self.step)
         try:
             yield bar
         finally:
             bar.close()
 
     def _estimate_total(self):
-        return schedule.estimate_total(self.cfg, self.step, self.progress())
+        return schedule.estimate_total(self.cfg, self.step, self.progress(), self.batcher.windows_per_epoch)
 
     def _val_label(self, m: dict) -> str:
         """'val', or 'val~ (est. on N tokens)' for a periodic evaluation of part of the split (--eval-tokens)."""
