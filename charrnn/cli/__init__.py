@@ -270,7 +270,10 @@ def _score_arguments(args, checkpoint, checkpoint_dir) -> tuple:
 
 
 def _text_file(path: str) -> bool:
-    """A file that is no checkpoint: not .pt, and neither a zip (torch.save) nor a pickle inside."""
+    """A file that is no checkpoint: not .pt, and neither a zip (torch.save) nor a pickle inside; or a
+    pipe (charrnn score <(...))."""
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        return True
     if not os.path.isfile(path) or path.endswith(".pt"):
         return False
     try:

@@ -208,8 +208,10 @@ def run_names(checkpoint_dir: str) -> list[str]:
 def find_checkpoint(arg: str, checkpoint_dir: str = CHECKPOINT_DIR, prefer: str = BEST) -> str | None:
     """A checkpoint path from a .pt file, a run directory or a run name under checkpoint_dir; None if
     ``arg`` is none of these (a run directory without checkpoints is an error)."""
+    if os.path.lexists(arg) and not os.path.isdir(arg):
+        return arg  # any file: load_checkpoint names what is wrong with it
     for cand in (arg, os.path.join(checkpoint_dir, arg)):
-        if os.path.isfile(cand) and (cand == arg or cand.endswith(".pt")):
+        if os.path.isfile(cand) and cand.endswith(".pt"):
             return cand
         if os.path.isdir(cand) and has_checkpoint(cand):
             return next(os.path.join(cand, n) for n in (prefer, BEST, LAST) if os.path.isfile(os.path.join(cand, n)))
