@@ -41,6 +41,12 @@ MODEL_HELP = ("MODEL is a run name (see 'charrnn runs'), a run directory or a .p
               "default: the latest run under --checkpoint-dir")
 
 
+def model_doc(f):
+    """Put the shared sentence on MODEL ({MODEL_HELP}) into a command's help."""
+    f.__doc__ = f.__doc__.replace("{MODEL_HELP}", MODEL_HELP)
+    return f
+
+
 def option(s: Setting):
     """The click option of one setting: type, default, choices and help all come from the table."""
     if s.type is bool:
