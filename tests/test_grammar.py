@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import re
+import shutil
 
 import pytest
 
@@ -146,3 +147,12 @@ def test_the_full_figure_wins_even_when_an_estimate_was_lower(tmp_path):
         rundir.append_metrics(str(run), rec)
     assert rundir.best_from_metrics(str(run))["bpc"] == 4.5111
     assert rundir.full_best(str(run), {"step": 20, "bpc": 4.6})["bpc"] == 4.6  # no full line for step 20
+
+
+def test_resume_takes_a_run_name_and_a_finished_run_keeps_its_figure(runs, cli, tmp_path):
+    ckdir, _, train_err, _ = runs
+    shutil.copytree(ckdir / "alpha", tmp_path / "ck" / "alpha")  # resume rewrites metrics.jsonl and config.json
+    r = cli("train", "--resume", "alpha", "--checkpoint-dir", tmp_path / "ck")
+    assert r.code == 0 and "nothing to train" in r.err
+    said = re.search(r"best val: .*, (\d+\.\d{4}) bits/char", train_err).group(1)
+    assert re.search(r"best val: .*, (\d+\.\d{4}) bits/char", r.err).group(1) == said

@@ -312,10 +312,14 @@ class Trainer:
     def _estimate_total(self):
         return schedule.estimate_total(self.cfg, self.step, self.progress(), self.batcher.windows_per_epoch)
 
-    def _val_label(self, m: dict) -> str:
-        """'val', or 'val~ (est. on N tokens)' for a periodic evaluation of part of the split (--eval-tokens)."""
+    def _estimates(self) -> bool:
+        """Whether periodic evaluations score only part of the validation split (--eval-tokens)."""
         c, limit = self.corpus, self.cfg.eval_tokens
-        return "val" if c.records or not limit or len(c.val.ids) - 1 <= limit else f"val~ (est. on {m['tokens']:,} tokens)"
+        return not c.records and bool(limit) and len(c.val.ids) - 1 > limit
+
+    def _val_label(self, m: dict) -> str:
+        """'val', or 'val~ (est. on N tokens)': an estimate of the run's figure (best.pt on the whole split)."""
+        return f"val~ (est. on {m['tokens']:,} tokens)" if self._estimates() else "val"
 
     def _bpc(self, loss: float) -> float:
         return loss * self.tokens_per_char / math.log(2)
@@ -323,7 +327,7 @@ class Trainer:
     def _postfix(self, train_loss: float, tok_s: float) -> str:
         parts = [f"loss {train_loss:.3f}", f"bpc {self._bpc(train_loss):.3f}"]
         if self.last_val:
-            parts.append(f"{self._val_label(self.last_val)[:4].strip()} bpc {self.last_val['bpc']:.3f}")
+            parts.append(f"{'val~' if self._estimates() else 'val'} bpc {self.last_val['bpc']:.3f}")
         return ", ".join(parts + [f"{tok_s / 1000:.1f}k tok/s"])
 
     def _summary(self, stop: str | None) -> dict:
