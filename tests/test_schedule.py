@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -73,7 +74,7 @@ def test_without_a_time_limit_the_expected_duration_is_said_once():
     # whole split (500 tokens) at a third of a training token's cost (0.5 s / 40 tokens / 3)
     want = 995 * 0.5 + 10 * 500 * 0.5 / 40 / 3
     assert remaining_seconds(5, 1000, 0.5, 100, 500, 0, 40) == pytest.approx(want)
-    assert lines == [f"about {human(want)} for 10 epochs (1,000 steps) of lstm 2x512, batch 4 x 10 (0.5 s per step "
+    assert lines == [f"about {human(want)} for 10 epochs (1,000 steps) of lstm 2x512, batch 4 x 10 (0.5 s per step, "
                      "here); use --max-time SECONDS to bound it"]
     quiet = []
     note = _note(quiet, max_time=600.0)  # a time limit: the user knows how long
@@ -85,3 +86,24 @@ def test_without_a_time_limit_the_expected_duration_is_said_once():
 def test_durations_read_as_a_person_says_them():
     assert [human(s) for s in (0.2, 45, 89, 95, 38 * 60 + 10, 2 * 3600 + 10 * 60)] == [
         "1 s", "45 s", "89 s", "2 min", "38 min", "2 h 10 min"]
+
+
+def test_the_duration_comes_at_once_from_the_budget_probe_when_it_timed_the_shape(tmp_path):
+    import torch
+
+    from charrnn.training import probe
+
+    lines = []
+    note = _note(lines, max_epochs=10.0)
+    note.mc = SimpleNamespace(cell="lstm", layers=2, hidden=512, emb=64, vocab_size=65, head="full", cutoffs=(),
+                              tie_weights=False)
+    machine = probe.machine_key(torch.device("cpu"), "fp32")
+    cache = probe.ProbeCache(str(tmp_path))
+    cache.put(machine, probe.shape_key(note.mc, 4, 10, 1), {"step_s": 0.5, "eval_tok_s": 1000.0})
+    cache.save()
+    note.from_probe(torch.device("cpu"), "fp32", str(tmp_path))
+    want = 1000 * 0.5 + 10 * 500 / 1000.0  # every step, and 10 whole-split evaluations at the probed speed
+    assert lines == [f"about {human(want)} for 10 epochs (1,000 steps) of lstm 2x512, batch 4 x 10 (0.5 s per "
+                     "step, this machine's probe); use --max-time SECONDS to bound it"]
+    note.after_step(100, 50.0, _Bar())  # said once
+    assert len(lines) == 1

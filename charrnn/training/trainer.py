@@ -304,6 +304,7 @@ class Trainer:
         self._window.restart_clock(self.tokens)
         self._duration = DurationNote(self.cfg, self.model.cfg, self.log, bar.total, len(self.corpus.val.ids),
                                       self.step)
+        self._duration.from_probe(self.device, self.precision, rundir.cache_dir(self.cfg.checkpoint_dir))
         try:
             yield bar
         finally:
