@@ -39,8 +39,8 @@ from charrnn.system.launch import env_world
 from charrnn.system.progress import show_progress
 from charrnn.generation.sample import Job, Sample, sample_options
 from charrnn.evaluation.score import score_lines, scoring_text
-from charrnn.settings import (DYNAMIC, EVAL, SAMPLE, SCORE, TRAIN, apply_changes, check_values, config_from_saved,
-                              defaults, help_lines, make_config, signature, with_default_limit)
+from charrnn.settings import (CHECKPOINT_DIR, DYNAMIC, EVAL, SAMPLE, SCORE, TRAIN, apply_changes, check_values,
+                              config_from_saved, defaults, help_lines, make_config, signature, with_default_limit)
 from charrnn.training.trainer import Trainer
 
 P = inspect.Parameter
@@ -132,10 +132,10 @@ train.__signature__ = signature(
                                                     ("verbose", True))])
 
 
-def resume(run=None, *, checkpoint_dir: str = "checkpoints", progress: bool | None = None,
+def resume(run=None, *, checkpoint_dir: str = CHECKPOINT_DIR, progress: bool | None = None,
            on_eval: Callable | None = None, on_log: Callable | None = None, verbose: bool = True,
            **changes) -> "TrainResult":
-    """Continue a run (a run directory or last.pt; None: the latest) exactly where it stopped.
+    """Continue a run (a run name, run directory or last.pt; None: the latest) exactly where it stopped.
 
     Keywords change settings that may change on resume (limits such as max_time, evaluation and save
     intervals, device, precision); changing the model, tokenizer, data or optimizer is refused.
@@ -167,8 +167,9 @@ def resume(run=None, *, checkpoint_dir: str = "checkpoints", progress: bool | No
             return TrainResult(trainer.fit())
 
 
-def load(path=None, *, device: str = "auto", checkpoint_dir: str = "checkpoints") -> "Model":
-    """A trained model from a run directory (its best.pt), a .pt file, or None (the latest run)."""
+def load(path=None, *, device: str = "auto", checkpoint_dir: str = CHECKPOINT_DIR) -> "Model":
+    """A trained model from a run name under checkpoint_dir (what ``charrnn runs`` lists), a run
+    directory (its best.pt), a .pt file, or None (the latest run): rundir.resolve_checkpoint."""
     return Model(rundir.resolve_checkpoint(None if path is None else os.fspath(path), checkpoint_dir), device)
 
 
@@ -322,12 +323,17 @@ Model.score.__signature__ = signature(SCORE, P("self", P.POSITIONAL_OR_KEYWORD),
 
 class TrainResult:
     """What a training run left: its directory, why it stopped, the best and last validation metrics,
-    every logged metric (``metrics``), and the best model (``model``, loaded on first use)."""
+    every logged metric (``metrics``), and the best model (``model``, loaded on first use).
+
+    ``best`` is the run's best validation figure: best.pt scored on the whole validation split (what
+    ``charrnn eval``, ``runs`` and ``inspect`` report); ``last_val`` the last periodic evaluation
+    (an estimate on --eval-tokens tokens when those bound it)."""
 
     def __init__(self, summary: dict):
         self.run_dir = summary["run_dir"]
         self.stop, self.steps, self.elapsed = summary["stop"], summary["step"], summary["elapsed"]
-        self.best, self.last_val, self.skipped = summary["best"], summary["last_val"], summary["skipped"]
+        self.last_val, self.skipped = summary["last_val"], summary["skipped"]
+        self.best = rundir.full_best(self.run_dir, summary["best"])  # best.pt on the whole val split
         self._model = None
 
     @property

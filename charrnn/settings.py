@@ -27,6 +27,7 @@ PRECISIONS = ("auto", "fp32", "bf16")              # system.device.resolve_preci
 DEVICES = ("auto", "cpu", "cuda", "mps")           # system.device.resolve_device
 SPLITS = ("val", "test")                           # data.Corpus parts that can be evaluated
 DEFAULT_MAX_EPOCHS = 10                            # when no limit at all is given
+CHECKPOINT_DIR = "checkpoints"                     # --checkpoint-dir: where the runs are (every command)
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,8 @@ TRAIN = grouped(
       "stopping.", resumable=True),
     "output",
     S("name", str, None, "Run name (default: from the corpus file name).", optional=True, resumable=True),
-    S("checkpoint_dir", str, "checkpoints", "Directory that holds the runs (used to find the latest run).",
+    S("checkpoint_dir", str, CHECKPOINT_DIR, "Directory that holds the runs: a new run goes to DIR/<name>/; --resume looks up a run NAME, "
+      "or the latest run, here.",
       resumable=True, metavar="DIR"),
     S("cache_max_gb", float, 20.0, "Encoded corpora kept in DIR/.cache (see `charrnn cache`) up to this size; the "
       "least recently used are evicted first.", min=0, min_open=True, resumable=True, metavar="GB"),

@@ -106,7 +106,7 @@ def test_plot_without_matplotlib_says_how_to_get_it(cli, tmp_path, monkeypatch):
 def test_plot_errors(cli, mpl, tmp_path):
     ck = tmp_path / "checkpoints"
     r = cli("plot", "--checkpoint-dir", ck)
-    assert r.code == 2 and "no runs under" in r.err
+    assert r.code == 2 and "no trained model found under" in r.err
     (ck / "bare").mkdir(parents=True)
     (ck / "bare" / "best.pt").write_bytes(b"")
     r = cli("plot", "bare", "--checkpoint-dir", ck)
@@ -115,7 +115,7 @@ def test_plot_errors(cli, mpl, tmp_path):
     r = cli("plot", ck / "bare")
     assert r.code == 2 and "has no metrics yet" in r.err
     r = cli("plot", "nosuchrun", "--checkpoint-dir", ck)
-    assert r.code == 2 and "run 'nosuchrun' not found" in r.err
+    assert r.code == 2 and "no run or checkpoint 'nosuchrun'" in r.err and "runs: bare" in r.err
 
 
 def test_plot_of_a_real_run(cli, mpl, run_copy, tmp_path):

@@ -175,7 +175,7 @@ def test_empty_or_one_token_texts():
 
 def test_cli_json_lines_add_up_to_eval_file(trained_run, cli, tmp_path):
     run_dir, corpus, _ = trained_run
-    r = cli("score", corpus, "--checkpoint", run_dir, "--json", "--device", "cpu")
+    r = cli("score", run_dir, corpus, "--json", "--device", "cpu")
     assert r.code == 0, r.err
     recs = [json.loads(line) for line in r.out.splitlines()]
     assert [x["line"] for x in recs] == list(range(1, len(corpus.read_text(encoding="utf-8").splitlines()) + 1))
@@ -195,7 +195,7 @@ def test_cli_table_and_stdin(trained_run, cli, monkeypatch, tmp_path):
     run_dir, _, _ = trained_run
     f = tmp_path / "two.txt"
     f.write_text("the quick brown fox\n" + "pack my box " * 10 + "\n", encoding="utf-8")
-    r = cli("score", f, "--checkpoint", run_dir, "--device", "cpu")
+    r = cli("score", run_dir, f, "--device", "cpu")
     assert r.code == 0, r.err
     head, one, two, total = r.out.splitlines()
     assert head.split() == ["line", "chars", "bpc", "text"]
@@ -203,7 +203,7 @@ def test_cli_table_and_stdin(trained_run, cli, monkeypatch, tmp_path):
     assert two.split()[:2] == ["2", "121"] and two.endswith("…") and len(two) < 90
     assert total.startswith("total: 2 lines, 140 characters, ")
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(f.read_bytes())))
-    r2 = cli("score", "-", "--checkpoint", run_dir, "--device", "cpu")
+    r2 = cli("score", run_dir, "-", "--device", "cpu")
     assert r2.code == 0 and r2.out == r.out
 
 
@@ -211,7 +211,7 @@ def test_cli_independent_ranks_lines(trained_run, cli, tmp_path):
     run_dir, _, _ = trained_run
     f = tmp_path / "cands.txt"
     f.write_text("the quick brown fox jumps\nxq zzv kkq jjw qqx zzy\n", encoding="utf-8")
-    r = cli("score", f, "--checkpoint", run_dir, "--device", "cpu", "--json", "--independent", "--per-char")
+    r = cli("score", run_dir, f, "--device", "cpu", "--json", "--independent", "--per-char")
     assert r.code == 0, r.err
     a, b = (json.loads(line) for line in r.out.splitlines())
     assert a["bpc"] < b["bpc"]  # the trained text's words are less surprising than noise
@@ -224,7 +224,7 @@ def test_cli_independent_ranks_lines(trained_run, cli, tmp_path):
 ])
 def test_cli_bad_options(trained_run, cli, tmp_path, args, needle):
     run_dir, corpus, _ = trained_run
-    r = cli("score", corpus, "--checkpoint", run_dir, *args)
+    r = cli("score", run_dir, corpus, *args)
     assert r.code == 2 and needle in r.err and r.out == "" and len(r.err.strip().splitlines()) == 1
 
 
@@ -234,16 +234,16 @@ def test_cli_bad_files(trained_run, cli, tmp_path, content, needle):
     run_dir, _, _ = trained_run
     f = tmp_path / "bad.txt"
     f.write_bytes(content)
-    r = cli("score", f, "--checkpoint", run_dir, "--device", "cpu")
+    r = cli("score", run_dir, f, "--device", "cpu")
     assert r.code == 2 and needle in r.err and r.err.startswith("error: ") and len(r.err.splitlines()) == 1
-    assert cli("score", tmp_path / "missing.txt", "--checkpoint", run_dir).err.count("does not exist") == 1
+    assert cli("score", run_dir, tmp_path / "missing.txt").err.count("does not exist") == 1
 
 
 def test_cli_skip_unknown_reports_the_count(trained_run, cli, tmp_path):
     run_dir, _, _ = trained_run
     f = tmp_path / "u.txt"
     f.write_text("the Ω fox\nΩЖ dog\n", encoding="utf-8")
-    r = cli("score", f, "--checkpoint", run_dir, "--device", "cpu", "--json", "--skip-unknown")
+    r = cli("score", run_dir, f, "--device", "cpu", "--json", "--skip-unknown")
     assert r.code == 0, r.err
     assert [json.loads(line)["skipped"] for line in r.out.splitlines()] == [1, 2]
     assert "skipped 3 characters the model never saw" in r.err

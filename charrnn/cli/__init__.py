@@ -8,7 +8,6 @@ library is imported inside each command, so ``--help`` is fast.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 
@@ -16,12 +15,13 @@ import click
 
 from charrnn.version import __version__
 from charrnn.errors import CharrnnError, Interrupted
-from charrnn.cli.options import CKPT_DIR, Command, option, options
-from charrnn.settings import DEVICES, EVAL, SAMPLE, SCORE, TRAIN
+from charrnn.cli.options import CKPT_DIR, Command, model_doc, options
+from charrnn.settings import DEVICES, EVAL, SAMPLE, TRAIN
 
 
 def _log(msg: str) -> None:
     click.echo(msg, err=True)
+
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -33,10 +33,13 @@ def cli():
       charrnn train corpus.txt       train a model (no file: the built-in 'pystdlib' corpus)
       charrnn sample --temp 0.8      generate text from the latest model
       charrnn eval                   loss, perplexity and bits per character (--dynamic: adapting)
-      charrnn score FILE             bits per character of every line of a text
+      charrnn score MODEL FILE       bits per character of every line of a text
       charrnn inspect / runs         what a checkpoint holds; a table of the runs
       charrnn plot / viz             learning curves; a neuron-activation page in the browser
       charrnn corpora                the named corpora (enwik8, text8, tinyshakespeare)
+
+    Every command that reads a model takes it first, as MODEL: a run name (what 'charrnn runs'
+    lists), a run directory or a .pt file; without one, the latest run under --checkpoint-dir.
     """
 
 
@@ -69,14 +72,15 @@ def train(ctx, corpus, resume, **settings):
     _log(f"done ({result.stop}) after {result.steps} steps, {result.elapsed:.0f}s")
     if result.best:
         _log(f"best val: loss {result.best['loss']:.4f} nats/token, {result.best['bpc']:.4f} bits/char at step "
-             f"{result.best['step']} -> {result.best_path}")
+             f"{result.best['step']}{' (whole split)' if result.best.get('scope') == 'all' else ''} -> "
+             f"{result.best_path}")
     if result.skipped:
         _log(f"skipped {result.skipped} batches with non-finite loss or gradient")
     _log(f"sample with: charrnn sample {result.run_dir}")
 
 
 @cli.command(cls=Command, groups={"prime": "prime", "as_json": "output", "interactive": "output", "device": "device"})
-@click.argument("checkpoint", required=False)
+@click.argument("checkpoint", required=False, metavar="[MODEL]")
 @options(SAMPLE[:2])
 @click.option("--prime", type=str, default="", help="Text to start from (printed first).")
 @options(SAMPLE[2:])
@@ -89,8 +93,11 @@ def train(ctx, corpus, resume, **settings):
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
               help="Device for generation (one token at a time: the CPU is usually fastest).")
 @CKPT_DIR
+@model_doc
 def sample(checkpoint, prime, as_json, interactive, device, checkpoint_dir, **opts):
-    """Generate text from CHECKPOINT (a .pt file or run directory; default: best.pt of the latest run).
+    """Generate text from MODEL (its best.pt when a run is given).
+
+    {MODEL_HELP}.
 
     Several samples (--num-samples) are separated by a line '--- sample I ---' before each; a
     records run prints one record per line. Several temperatures (--temp 0.5,0.8,1.0): a line
@@ -160,7 +167,7 @@ def _check_interactive(prime, as_json, opts, temps=None) -> None:
 
 
 @cli.command(name="eval", cls=Command, groups={"file": "text", "as_json": "output", "device": "device"})
-@click.argument("checkpoint", required=False)
+@click.argument("checkpoint", required=False, metavar="[MODEL]")
 @options(EVAL[:1])
 @click.option("--file", "file", type=str, default=None, metavar="PATH", help="Score this text file instead.")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print the results as one JSON object on stdout.")
@@ -169,8 +176,10 @@ def _check_interactive(prime, as_json, opts, temps=None) -> None:
 @options(EVAL[1:])
 @CKPT_DIR
 @click.pass_context
+@model_doc
 def evaluate(ctx, checkpoint, file, as_json, device, checkpoint_dir, **opts):
-    """Cross-entropy, perplexity and bits per character of CHECKPOINT on a whole text.
+    """Cross-entropy, perplexity and bits per character of MODEL (its best.pt when a run is given) on a
+    whole text: by default its run's validation split (--split). {MODEL_HELP}.
 
     --dynamic: dynamic evaluation (Krause et al. 2018): the model adapts to the text as it reads it,
     each segment of --dyn-seq tokens scored before one SGD step is taken on it.
@@ -200,63 +209,6 @@ def evaluate(ctx, checkpoint, file, as_json, device, checkpoint_dir, **opts):
             click.echo("  " + line)
 
 
-@cli.command(name="score", cls=Command, groups={"as_json": "output", "device": "device"})
-@click.argument("file", metavar="FILE")
-@click.option("--checkpoint", "checkpoint", default=None, metavar="CKPT",
-              help="The model: a .pt file or run directory (default: best.pt of the latest run).")
-@click.option("--json", "as_json", is_flag=True, default=False,
-              help="One JSON object per line of FILE on stdout (line, text, chars, nll, bpc).")
-@options(SCORE[:-1])
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
-              help="auto: CUDA, then Apple MPS, then the CPU.")
-@options(SCORE[-1:])
-@CKPT_DIR
-def score(file, checkpoint, as_json, device, checkpoint_dir, **opts):
-    """Bits per character of every line of FILE ('-': standard input) under a model.
-
-    The text is read as one stream, as 'charrnn eval --file' reads it: the lines' nll add up to its
-    total, and the first character (nothing predicts it) is context only. A table by default; --json
-    gives one object per line.
-    """
-    from charrnn import api
-    from charrnn.settings import check_values
-
-    check_values(SCORE, opts)
-    if opts["per_char"] and not as_json:
-        raise CharrnnError("--per-char adds a list of surprisals to every JSON line; add --json")
-    model = api.load(checkpoint, device=device, checkpoint_dir=checkpoint_dir)
-    if file == "-":
-        from charrnn.data.text import decode_text
-
-        raw = sys.stdin.buffer.read()
-        if not raw:
-            raise CharrnnError("standard input is empty; pipe some text into 'charrnn score -'")
-        records = model.score(decode_text(raw, "<stdin>", "input"), **opts)
-    else:
-        records = model.score(file=file, **opts)
-    _log(f"scored {len(records):,} lines of {'standard input' if file == '-' else file} with {model.path}"
-         + (" (each line on its own)" if opts["independent"] else ""))
-    if opts["skip_unknown"]:
-        _log(f"skipped {sum(r['skipped'] for r in records):,} characters the model never saw")
-    chars, nll = sum(r["chars"] for r in records), sum(r["nll"] for r in records)
-    total = f"{nll / math.log(2) / chars:.4f} bits/char" if chars else "no characters scored"
-    if as_json:
-        for r in records:
-            click.echo(json.dumps(r, ensure_ascii=False))
-        _log(f"total: {chars:,} characters, {total}")
-        return
-    width = max(4, len(str(len(records))))
-    click.echo(f"{'line':>{width}}  {'chars':>6}  {'bpc':>6}  text")
-    for r in records:
-        bpc = f"{r['bpc']:6.3f}" if r["bpc"] is not None else f"{'-':>6}"
-        click.echo(f"{r['line']:>{width}}  {r['chars']:>6}  {bpc}  {_shorten(r['text'], 60)}")
-    click.echo(f"total: {len(records):,} lines, {chars:,} characters, {total} (nll {nll:,.2f} nats)")
-
-
-def _shorten(text: str, width: int) -> str:
-    """A line for the table: control characters escaped, cut to width with an ellipsis."""
-    text = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
-    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def main(argv=None) -> None:
@@ -300,8 +252,9 @@ def _report(e) -> None:
     sys.exit(getattr(e, "exit_code", 130))
 
 from charrnn.cli.cache import cache_cmd  # noqa: E402
+from charrnn.cli.score import score_cmd  # noqa: E402
 from charrnn.cli.corpora import corpora_cmd  # noqa: E402
 from charrnn.cli.see import inspect_cmd, plot_cmd, runs_cmd, viz_cmd  # noqa: E402
 
-for _cmd in (inspect_cmd, runs_cmd, plot_cmd, viz_cmd, corpora_cmd, cache_cmd):
+for _cmd in (score_cmd, inspect_cmd, runs_cmd, plot_cmd, viz_cmd, corpora_cmd, cache_cmd):
     cli.add_command(_cmd)

@@ -8,7 +8,7 @@ import json
 
 import click
 
-from charrnn.cli.options import CKPT_DIR, NUMBER
+from charrnn.cli.options import NUMBER, checkpoint_dir_option
 from charrnn.settings import TRAIN, by_name
 
 _CAP = by_name(TRAIN)["cache_max_gb"]
@@ -25,7 +25,7 @@ def _mb(n: int) -> str:
               "--cache-max-gb.")
 @click.option(_CAP.flag, _CAP.name, type=NUMBER, default=_CAP.default, show_default=True, metavar=_CAP.metavar,
               help="The size --prune evicts down to (training applies it after writing a new entry).")
-@CKPT_DIR
+@checkpoint_dir_option("Directory whose .cache/ holds the encoded corpora.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def cache_cmd(do_list, clear, prune, cache_max_gb, checkpoint_dir, as_json):
     """The encoded-corpus cache: each corpus a run trained on, encoded once and memory-mapped.

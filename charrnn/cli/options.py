@@ -9,7 +9,7 @@ import math
 
 import click
 
-from charrnn.settings import GROUPS, TRAIN, Setting, by_name
+from charrnn.settings import CHECKPOINT_DIR, GROUPS, Setting
 
 
 class FiniteFloat(click.ParamType):
@@ -106,8 +106,24 @@ class CommaList(click.ParamType):
             except click.BadParameter as e:
                 self.fail(f"in the list {value!r}: {e.message}", param, ctx)
         return tuple(values)
-CKPT_DIR = click.option("--checkpoint-dir", default=by_name(TRAIN)["checkpoint_dir"].default, show_default=True,
-                        metavar="DIR", help=by_name(TRAIN)["checkpoint_dir"].help)
+
+
+def checkpoint_dir_option(help: str):
+    """--checkpoint-dir (default settings.CHECKPOINT_DIR), with what it does in this command."""
+    return click.option("--checkpoint-dir", default=CHECKPOINT_DIR, show_default=True, metavar="DIR", help=help)
+
+
+# the commands that read a model: MODEL (a run name, run directory or .pt file) is looked up here
+CKPT_DIR = checkpoint_dir_option("Directory that holds the runs: where a run NAME is looked up, and the latest "
+                                 "run found when no MODEL is given.")
+MODEL_HELP = ("MODEL is a run name (see 'charrnn runs'), a run directory or a .pt file; "
+              "default: the latest run under --checkpoint-dir")
+
+
+def model_doc(f):
+    """Put the shared sentence on MODEL ({MODEL_HELP}) into a command's help."""
+    f.__doc__ = f.__doc__.replace("{MODEL_HELP}", MODEL_HELP)
+    return f
 
 
 def option(s: Setting):

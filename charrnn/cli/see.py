@@ -12,8 +12,8 @@ import os
 
 import click
 
-CKPT_DIR = click.option("--checkpoint-dir", default="checkpoints", show_default=True, metavar="DIR",
-                        help="Directory that holds the runs (used to find the latest run).")
+from charrnn.cli.options import CKPT_DIR, checkpoint_dir_option
+
 JSON = click.option("--json", "as_json", is_flag=True, default=False, help="Print JSON on stdout instead of a report.")
 
 
@@ -22,15 +22,15 @@ def _log(msg: str) -> None:
 
 
 @click.command(name="inspect")
-@click.argument("checkpoint", required=False, metavar="[CKPT]")
+@click.argument("checkpoint", required=False, metavar="[MODEL]")
 @JSON
 @CKPT_DIR
 def inspect_cmd(checkpoint, as_json, checkpoint_dir):
-    """What is inside CKPT: model, tokenizer, parameters layer by layer (with the closed-form count),
+    """What is inside MODEL: model, tokenizer, parameters layer by layer (with the closed-form count),
     and how it was trained.
 
-    CKPT is a .pt file or a run directory (default: the latest run); for a run directory last.pt is
-    read, since it holds the whole training history.
+    MODEL is a run name (see 'charrnn runs'), a run directory or a .pt file; default: the latest run
+    under --checkpoint-dir. For a run, last.pt is read, since it holds the whole training history.
     """
     from charrnn.system.rundir import resolve_checkpoint
     from charrnn.reports.inspect import format_report, inspect_checkpoint
@@ -42,7 +42,7 @@ def inspect_cmd(checkpoint, as_json, checkpoint_dir):
 @click.command(name="runs")
 @click.argument("run", required=False, metavar="[RUN]")
 @JSON
-@CKPT_DIR
+@checkpoint_dir_option("Directory whose runs are listed (and where a RUN name is looked up).")
 def runs_cmd(run, as_json, checkpoint_dir):
     """A table of the runs under --checkpoint-dir, most recently updated first; with RUN (a run
     directory or name), that run and its checkpoint files: best.pt, last.pt and those kept by
@@ -52,9 +52,10 @@ def runs_cmd(run, as_json, checkpoint_dir):
 
     if run is not None:
         from charrnn.reports.inspect import format_checkpoints, run_summary
+        from charrnn.system.rundir import resolve_run_dir
         from charrnn.training.keep import list_checkpoints
 
-        d = _run_dir(run, checkpoint_dir)
+        d = resolve_run_dir(run, checkpoint_dir)
         info, files = run_summary(d), list_checkpoints(d)
         if as_json:
             click.echo(json.dumps({**info, "checkpoints": files}, ensure_ascii=False, indent=2))
@@ -70,49 +71,30 @@ def runs_cmd(run, as_json, checkpoint_dir):
         click.echo(format_runs(runs))
 
 
-def _run_dir(arg: str, checkpoint_dir: str) -> str:
-    from charrnn.errors import CharrnnError
-
-    for cand in (arg, os.path.join(checkpoint_dir, arg)):
-        if os.path.isdir(cand):
-            return cand
-        if os.path.isfile(cand) and cand.endswith(".pt"):
-            return os.path.dirname(cand) or "."
-    raise CharrnnError(f"run '{arg}' not found (neither a directory nor a run under '{checkpoint_dir}/'); "
-                       "see charrnn runs")
-
-
 @click.command(name="plot")
-@click.argument("runs", nargs=-1, metavar="[RUN ...]")
+@click.argument("runs", nargs=-1, metavar="[MODEL ...]")
 @click.option("-o", "--out", "out", type=str, default=None, metavar="FILE.png",
               help="Where to write the PNG. Default: RUN/plot.png for one run, runs.png in the current "
                    "directory for several.")
 @CKPT_DIR
 def plot_cmd(runs, out, checkpoint_dir):
-    """Training curves of RUNs (run directories or run names; default: the latest run): bits per
-    character against steps and against wall time, the learning rate, and the gradient norm before
-    clipping with clipping events marked. Several runs are overlaid.
+    """Training curves of each MODEL's run (a run name, see 'charrnn runs', a run directory or a .pt
+    file; default: the latest run under --checkpoint-dir): bits per character against steps and
+    against wall time, the learning rate, and the gradient norm before clipping with clipping events
+    marked. Several runs are overlaid.
 
     Needs matplotlib: pip install 'charrnn[plot]'.
     """
-    from charrnn.system.rundir import latest_run
-    from charrnn.errors import CharrnnError
+    from charrnn.system.rundir import resolve_run_dir
     from charrnn.reports.plot import plot_runs
 
-    if runs:
-        dirs = [_run_dir(r, checkpoint_dir) for r in runs]
-    else:
-        latest = latest_run(checkpoint_dir)
-        if latest is None:
-            raise CharrnnError(f"no runs under '{checkpoint_dir}/' to plot; train one first (charrnn train) or "
-                               "give run directories")
-        dirs = [latest]
+    dirs = [resolve_run_dir(r, checkpoint_dir) for r in runs or [None]]
     path = plot_runs(dirs, out)
     _log(f"wrote {path}")
 
 
 @click.command(name="viz")
-@click.argument("checkpoint", required=False, metavar="[CKPT]")
+@click.argument("checkpoint", required=False, metavar="[MODEL]")
 @click.option("--file", "file", type=str, default=None, metavar="PATH", help="Show this text file.")
 @click.option("--text", "text", type=str, default=None, help="Show this text.")
 @click.option("-o", "--out", "out", type=str, default="viz.html", show_default=True, metavar="PAGE.html",
@@ -130,8 +112,8 @@ def viz_cmd(checkpoint, file, text, out, max_chars, layer, unit, state, skip_unk
     character, or by the activation of any hidden unit, with the next-character predictions on hover
     and the units most correlated with quotes, brackets and line position.
 
-    CKPT is a .pt file or a run directory (default: best.pt of the latest run). Open the page in any
-    browser (no network needed); the address selects the view, e.g. viz.html#layer=2&unit=37&state=c.
+    MODEL is a run name (see 'charrnn runs'), a run directory (its best.pt) or a .pt file; default:
+    the latest run under --checkpoint-dir. Open the page in any browser (no network needed); the address selects the view, e.g. viz.html#layer=2&unit=37&state=c.
     """
     from charrnn.system.rundir import resolve_checkpoint
     from charrnn.errors import CharrnnError

@@ -73,9 +73,11 @@ def tokenizer_summary(tok, preview: int = 96) -> dict:
     return d
 
 
-def training_summary(ckpt: dict) -> dict:
+def training_summary(ckpt: dict, run_dir: str | None = None) -> dict:
+    """The training part of the report; with the run directory, the best figure is best.pt on the
+    whole validation split when the run recorded it (rundir.full_best)."""
     ts, run = ckpt.get("train_state") or {}, ckpt.get("run_config") or {}
-    best = ts.get("best") or {}
+    best = (rundir.full_best(run_dir, ts.get("best")) if run_dir else ts.get("best")) or {}
     last = ts.get("last_val") or {}
     return {
         "steps": ts.get("step"), "epoch": ts.get("epoch"), "tokens": ts.get("tokens"),
@@ -84,7 +86,8 @@ def training_summary(ckpt: dict) -> dict:
         "device": ts.get("device", run.get("device")), "precision": ts.get("precision", run.get("precision")),
         "device_recorded": "device" in ts,
         "best_val_bpc": best.get("bpc"), "best_val_loss": best.get("loss"), "best_step": best.get("step"),
-        "last_val_bpc": last.get("bpc"), "skipped": ts.get("skipped"),
+        "best_val_whole_split": best.get("scope") == "all", "best_val_tokens": best.get("tokens"),
+        "last_val_bpc": last.get("bpc"), "last_val_tokens": last.get("tokens"), "skipped": ts.get("skipped"),
         "corpus": run.get("corpus"), "init_from": run.get("init_from"),
     }
 
@@ -107,7 +110,7 @@ def inspect_checkpoint(path: str) -> dict:
         "tokenizer": tokenizer_summary(tok),
         "parameters": {"rows": rows, "total": total, "num_parameters": model.num_parameters(),
                        "note": bias_note(cfg.cell)},
-        "training": training_summary(ckpt),
+        "training": training_summary(ckpt, os.path.dirname(path) or "."),
     }
 
 
@@ -159,9 +162,11 @@ def format_report(info: dict) -> str:
     out.append(f"  device      {tr['device'] or '-'}, {tr['precision'] or '-'}{unresolved}")
     if tr["best_val_bpc"] is not None:
         out.append(f"  best val    {tr['best_val_bpc']:.4f} bits/char (loss {tr['best_val_loss']:.4f}) "
-                   f"at step {tr['best_step']:,}")
+                   f"at step {tr['best_step']:,}{' (whole split)' if tr.get('best_val_whole_split') else ''}")
     if tr["last_val_bpc"] is not None:
-        out.append(f"  last val    {tr['last_val_bpc']:.4f} bits/char")
+        part = tr.get("last_val_tokens") or 0
+        est = f" (est. on {part:,} tokens)" if tr.get("best_val_whole_split") and part < tr["best_val_tokens"] else ""
+        out.append(f"  last val    {tr['last_val_bpc']:.4f} bits/char{est}")
     if tr["skipped"]:
         out.append(f"  skipped     {tr['skipped']} non-finite batches")
     if tr["corpus"]:
@@ -189,8 +194,7 @@ def run_summary(run_dir: str) -> dict:
             mcfg, ts = ckpt.get("model_config") or {}, ckpt.get("train_state") or {}
         except CharrnnError:
             cfg = cfg if isinstance(cfg, dict) else {}
-    val = [r for r in metrics if r.get("split") == "val" and isinstance(r.get("bpc"), (int, float))]
-    best = min(val, key=lambda r: r["bpc"]) if val else None
+    best = rundir.best_from_metrics(run_dir, metrics)
     steps = max((r["step"] for r in metrics), default=ts.get("step"))
     elapsed = max((r.get("elapsed", 0) for r in metrics), default=ts.get("elapsed"))
     if best is None and (ts.get("best") or {}).get("bpc") is not None:

@@ -17,6 +17,7 @@ import os
 
 from charrnn.errors import CharrnnError
 from charrnn.system.fileio import append_line, atomic_write_bytes
+from charrnn.settings import CHECKPOINT_DIR
 
 BEST, LAST, CONFIG, METRICS, LOCK, CACHE = "best.pt", "last.pt", "config.json", "metrics.jsonl", "lock", ".cache"
 CHECKPOINTS = (BEST, LAST)
@@ -154,6 +155,26 @@ def read_metrics(run_dir: str) -> list[dict]:
     return out
 
 
+def full_best(run_dir: str, best: dict | None) -> dict | None:
+    """A run's best validation figure: best.pt scored on the whole validation split, the "scope":
+    "all" line the trainer writes to metrics.jsonl when training ends (periodic evaluations under
+    --eval-tokens are estimates on part of it); ``best`` as it is when no such line is for its step."""
+    if not best or not isinstance(best.get("step"), int):
+        return best
+    full = [r for r in read_metrics(run_dir) if r.get("split") == "val" and r.get("scope") == "all"
+            and r["step"] == best["step"] and isinstance(r.get("bpc"), (int, float))]
+    return full[-1] if full else best
+
+
+def best_from_metrics(run_dir: str, metrics: list[dict] | None = None) -> dict | None:
+    """The best validation figure from metrics.jsonl alone: the evaluation with the lowest loss (the
+    one best.pt holds), scored on the whole split when the run wrote that line (full_best)."""
+    metrics = read_metrics(run_dir) if metrics is None else metrics
+    val = [r for r in metrics if r.get("split") == "val" and r.get("scope") != "all"
+           and isinstance(r.get("loss"), (int, float)) and isinstance(r.get("bpc"), (int, float))]
+    return full_best(run_dir, min(val, key=lambda r: r["loss"])) if val else None
+
+
 def truncate_metrics(run_dir: str, step: int) -> None:
     """Drop metric lines written after the checkpoint we resume from (they will be written again)."""
     if not os.path.exists(os.path.join(run_dir, METRICS)):
@@ -175,20 +196,65 @@ def latest_run(checkpoint_dir: str) -> str | None:
     return best
 
 
-def resolve_checkpoint(arg: str | None, checkpoint_dir: str = "checkpoints", prefer: str = BEST) -> str:
-    """A checkpoint path from a file, a run directory, or (None) the most recent run."""
+def run_names(checkpoint_dir: str) -> list[str]:
+    """The runs under checkpoint_dir (subdirectories with best.pt or last.pt), by name."""
+    try:
+        names = sorted(os.listdir(checkpoint_dir))
+    except OSError:
+        return []
+    return [n for n in names if not n.startswith(".") and has_checkpoint(os.path.join(checkpoint_dir, n))]
+
+
+def find_checkpoint(arg: str, checkpoint_dir: str = CHECKPOINT_DIR, prefer: str = BEST) -> str | None:
+    """A checkpoint path from a .pt file, a run directory or a run name under checkpoint_dir; None if
+    ``arg`` is none of these (a run directory without checkpoints is an error)."""
+    if os.path.lexists(arg) and not os.path.isdir(arg):
+        return arg  # any file: load_checkpoint names what is wrong with it
+    for cand in (arg, os.path.join(checkpoint_dir, arg)):
+        if os.path.isfile(cand) and cand.endswith(".pt"):
+            return cand
+        if os.path.isdir(cand) and has_checkpoint(cand):
+            return next(os.path.join(cand, n) for n in (prefer, BEST, LAST) if os.path.isfile(os.path.join(cand, n)))
+    if os.path.isdir(arg):
+        raise CharrnnError(f"run directory '{arg}' has no {BEST} or {LAST}; train it first")
+    return None
+
+
+def resolve_checkpoint(arg: str | None, checkpoint_dir: str = CHECKPOINT_DIR, prefer: str = BEST) -> str:
+    """The checkpoint every command reads a model from: ``arg`` is a run name under checkpoint_dir
+    (what ``charrnn runs`` lists), a run directory (its ``prefer``, else the other), or a .pt file;
+    None: the most recent run. Anything else is a one-line error listing the runs that exist."""
     if arg is None:
         run = latest_run(checkpoint_dir)
         if run is None:
             raise CharrnnError(f"no trained model found under '{checkpoint_dir}/'; run 'charrnn train' first "
                                "or give a checkpoint path")
         arg = run
-    if os.path.isdir(arg):
-        for name in (prefer, BEST, LAST):
-            if os.path.isfile(os.path.join(arg, name)):
-                return os.path.join(arg, name)
-        raise CharrnnError(f"run directory '{arg}' has no {BEST} or {LAST}; train it first")
-    return arg
+    found = find_checkpoint(arg, checkpoint_dir, prefer)
+    if found is None:
+        raise CharrnnError(unknown_run(arg, checkpoint_dir))
+    return found
+
+
+def resolve_run_dir(arg: str | None, checkpoint_dir: str = CHECKPOINT_DIR) -> str:
+    """A run directory from the same forms as resolve_checkpoint (a run still before its first save,
+    with metrics.jsonl only, counts too)."""
+    if arg is not None:
+        for cand in (arg, os.path.join(checkpoint_dir, arg)):
+            if os.path.isdir(cand) and os.path.exists(os.path.join(cand, METRICS)):
+                return cand
+    return os.path.dirname(resolve_checkpoint(arg, checkpoint_dir)) or "."
+
+
+def unknown_run(arg: str, checkpoint_dir: str) -> str:
+    """The one line for a model argument that names nothing: what it is not, and the runs that exist."""
+    names = run_names(checkpoint_dir)
+    shown = ", ".join(names[:12]) + (f", ... ({len(names) - 12} more)" if len(names) > 12 else "")
+    runs = (f"runs: {shown} (charrnn runs lists them)" if names else
+            "there are no runs there yet (charrnn train makes one)")
+    if os.sep in arg or arg.endswith(".pt") or (os.altsep and os.altsep in arg):
+        return f"checkpoint '{arg}' does not exist (nor a run of that name in '{checkpoint_dir}/'); {runs}"
+    return f"no run or checkpoint '{arg}' in '{checkpoint_dir}/'; {runs}"
 
 
 def cache_dir(checkpoint_dir: str) -> str:

@@ -58,7 +58,7 @@ def apply_source(cfg, explicit) -> dict:
     directory, whose best.pt is used); returns that checkpoint. ``explicit``: the settings the caller
     gave (the others had their defaults filled in)."""
     try:
-        path = rundir.resolve_checkpoint(os.fspath(cfg.init_from), prefer=rundir.BEST)
+        path = rundir.resolve_checkpoint(os.fspath(cfg.init_from), cfg.checkpoint_dir, prefer=rundir.BEST)
         ckpt = load_checkpoint(path)
         model, tok = model_from_checkpoint(ckpt, path)
     except CharrnnError as e:

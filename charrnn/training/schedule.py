@@ -36,8 +36,17 @@ def stop_reason(cfg, step: int, epochs: float, elapsed: float) -> str | None:
     return None
 
 
-def estimate_total(cfg, step: int, p: float) -> int | None:
-    """The steps the whole run will take, extrapolated from the fraction done (the progress bar's total)."""
+def planned_steps(cfg, windows_per_epoch: int) -> int | None:
+    """The steps --max-steps and --max-epochs allow (the fewer); None when --max-time alone limits."""
+    caps = [cfg.max_steps] if cfg.max_steps else []
+    if cfg.max_epochs:
+        caps.append(max(1, math.ceil(cfg.max_epochs * windows_per_epoch - 1e-6)))
+    return min(caps) if caps else None
+
+
+def estimate_total(cfg, step: int, p: float, windows_per_epoch: int | None = None) -> int | None:
+    """The steps the whole run will take (the progress bar's total): the steps planned before the
+    first step, then extrapolated from the fraction done (--max-time may end it sooner)."""
     if p <= 0 or step == 0:
-        return cfg.max_steps or None
+        return planned_steps(cfg, windows_per_epoch) if windows_per_epoch else (cfg.max_steps or None)
     return max(step, int(round(step / min(p, 1.0))))

@@ -30,6 +30,7 @@ from charrnn.training.schedule import lr_at
 from charrnn.system.device import autocast, resolve_device, resolve_precision, setup_backend
 from charrnn.system.progress import progress_bar, show_progress
 from charrnn.training.step import StepRunner, make_optimizer
+from charrnn.training.duration import DurationNote
 from charrnn.training.log import LogWindow, rounded as _round
 from charrnn.training.state import restore, train_state
 from charrnn.data.batching import VariableBatcher
@@ -149,7 +150,7 @@ class Trainer:
                            self.precision, self.progress_bar, "val (all)", part=self.dist)
         self.best = {**m, "step": self.best["step"], "scope": "all"}
         self.dist.write(rundir.append_metrics, self.run_dir, {"step": self.best["step"], "split": "val", "scope": "all",
-                        **{k: _round(v) for k, v in m.items()}, "elapsed": round(self.elapsed, 2)})
+                        **m, "elapsed": round(self.elapsed, 2)})  # unrounded: the run's figure (rundir.full_best)
 
     # -- the steps of the loop
     def _next_epoch_if_done(self, streams):
@@ -218,6 +219,7 @@ class Trainer:
         self.elapsed += self._window.lap()
         loss = self.dist.sync(self, loss)  # the mean over ranks; rank 0's clock and any rank's signal for all
         bar.update(1)
+        self._duration.after_step(self.step, self.elapsed, bar)  # without --max-time: how long, said once
         self._window.add(loss, gnorm, self.clip)
         if self.step % self.cfg.log_every:
             return
@@ -243,7 +245,8 @@ class Trainer:
         m = self.evaluate()
         self._window.restart_clock()
         if bar.disable:
-            self.log(f"step {self.step}: val loss {m['loss']:.4f}, bpc {m['bpc']:.4f} ({self.elapsed:.0f}s)")
+            self.log(f"step {self.step}: {self._val_label(m)} loss {m['loss']:.4f}, bpc {m['bpc']:.4f} "
+                     f"({self.elapsed:.0f}s)")
         if self.cfg.patience and self.bad_evals >= self.cfg.patience and not self._stop_reason():
             return f"no val improvement in {self.cfg.patience} evaluations"
         return None
@@ -263,7 +266,7 @@ class Trainer:
                             limit=self.cfg.eval_tokens or None, part=self.dist))
         self.elapsed = self.dist.agree(self.elapsed + time.perf_counter() - t0)  # rank 0's clock
         self.last_val = m
-        rec = {"step": self.step, "split": "val", **{k: _round(v) for k, v in m.items()},
+        rec = {"step": self.step, "split": "val", **m,  # unrounded: best figures print alike everywhere
                "elapsed": round(self.elapsed, 2)}
         self.dist.write(rundir.append_metrics, self.run_dir, rec)
         if m["loss"] < self.best_val:
@@ -309,13 +312,25 @@ class Trainer:
         bar = progress_bar(total=self._estimate_total(), initial=self.step, desc="train", unit="step",
                            dynamic_ncols=True, disable=not self.progress_bar)
         self._window.restart_clock(self.tokens)
+        self._duration = DurationNote(self.cfg, self.model.cfg, self.log, bar.total, len(self.corpus.val.ids),
+                                      self.step)
+        self._duration.from_probe(self.device, self.precision, rundir.cache_dir(self.cfg.checkpoint_dir))
         try:
             yield bar
         finally:
             bar.close()
 
     def _estimate_total(self):
-        return schedule.estimate_total(self.cfg, self.step, self.progress())
+        return schedule.estimate_total(self.cfg, self.step, self.progress(), self.batcher.windows_per_epoch)
+
+    def _estimates(self) -> bool:
+        """Whether periodic evaluations score only part of the validation split (--eval-tokens)."""
+        c, limit = self.corpus, self.cfg.eval_tokens
+        return not c.records and bool(limit) and len(c.val.ids) - 1 > limit
+
+    def _val_label(self, m: dict) -> str:
+        """'val', or 'val~ (est. on N tokens)': an estimate of the run's figure (best.pt on the whole split)."""
+        return f"val~ (est. on {m['tokens']:,} tokens)" if self._estimates() else "val"
 
     def _bpc(self, loss: float) -> float:
         return loss * self.tokens_per_char / math.log(2)
@@ -323,7 +338,7 @@ class Trainer:
     def _postfix(self, train_loss: float, tok_s: float) -> str:
         parts = [f"loss {train_loss:.3f}", f"bpc {self._bpc(train_loss):.3f}"]
         if self.last_val:
-            parts.append(f"val bpc {self.last_val['bpc']:.3f}")
+            parts.append(f"{'val~' if self._estimates() else 'val'} bpc {self.last_val['bpc']:.3f}")
         return ", ".join(parts + [f"{tok_s / 1000:.1f}k tok/s"])
 
     def _summary(self, stop: str | None) -> dict:
