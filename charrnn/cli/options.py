@@ -66,7 +66,7 @@ def sections(command: click.Command, params) -> list[tuple[str, list]]:
     by_group: dict = {}
     help_opt = None
     for p in params:
-        if not isinstance(p, click.Option):
+        if not isinstance(p, click.Option) or p.hidden:  # hidden: a deprecated alias
             continue
         if p.name == "help" and groups.get("help") is None:
             help_opt = p
