@@ -64,7 +64,7 @@ def inline_text(text, texts, corpus, records) -> InlineText | None:
             raise CharrnnError("texts= is empty; give a list of texts to train on")
         for i, t in enumerate(texts):
             if not isinstance(t, str) or not t:
-                what = "empty" if isinstance(t, str) else f"a {type(t).__name__}, not a string"
+                what = "empty" if isinstance(t, str) else f"not a string (got {type(t).__name__})"
                 raise CharrnnError(f"texts[{i}] is {what}; every text must be a non-empty string")
         if records is not None:
             raise CharrnnError("texts= are records already (each from a fresh state); drop records=, or join them "
