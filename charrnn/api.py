@@ -8,6 +8,9 @@
     model.evaluate("other.txt")                                  # loss, perplexity, bpc, bpb, ...
     model.evaluate("other.txt", dynamic=True)                    # the model adapting as it reads
     model.score("one line\nanother\n")                          # per line: chars, nll, bpc
+    model.viz("some text")                                       # the neuron page (inline in a notebook)
+    charrnn.train(texts=["one record", "another"], max_time=30)  # strings: a text, or a list of records
+    run.plot(); charrnn.inspect(run); charrnn.runs()             # the CLI's reports, as data (reports/calls.py)
 
 Errors raise ``charrnn.CharrnnError`` with a one-line message. Nothing is printed to stdout;
 progress lines go to stderr (``verbose=False`` silences them) and the progress bar is a notebook

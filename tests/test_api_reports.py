@@ -55,6 +55,7 @@ def test_inspect_returns_what_the_cli_prints(trained_run, cli):
     model = charrnn.load(run_dir, device="cpu")
     assert charrnn.inspect(model)["checkpoint"] == model.path == str(run_dir / "best.pt")  # a model: its own file
     assert charrnn.inspect(checkpoint_dir=ckdir)["checkpoint"] == str(run_dir / "last.pt")  # None: the latest run
+    assert charrnn.inspect("tiny", checkpoint_dir=ckdir) == info  # a run name under checkpoint_dir
 
 
 def test_runs_returns_what_the_cli_prints(run_copy, cli):

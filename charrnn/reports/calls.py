@@ -59,7 +59,10 @@ def inspect(run=None, *, checkpoint_dir: str = "checkpoints"):
     from charrnn.reports.inspect import inspect_checkpoint
     from charrnn.system import rundir
 
-    return inspect_checkpoint(rundir.resolve_checkpoint(_given(run), checkpoint_dir, prefer=rundir.LAST))
+    arg = _given(run)
+    if arg is not None and not os.path.exists(arg) and os.path.isdir(os.path.join(checkpoint_dir, arg)):
+        arg = os.path.join(checkpoint_dir, arg)  # a run name
+    return inspect_checkpoint(rundir.resolve_checkpoint(arg, checkpoint_dir, prefer=rundir.LAST))
 
 
 def runs(checkpoint_dir: str = "checkpoints"):
