@@ -43,7 +43,7 @@ from charrnn.settings import (DYNAMIC, EVAL, SAMPLE, SCORE, TRAIN, apply_changes
                               defaults, help_lines, make_config, signature, with_default_limit)
 from charrnn.training.trainer import Trainer
 from charrnn.reports.calls import cache, corpora, fetch_corpus, inspect, plot, runs  # noqa: F401  (the front door)
-from charrnn.reports.viz import Page, make_page
+from charrnn.reports.viz import MAX_CHARS, Page, make_page
 
 CHOICE_KEY = "budget_choice"  # config.json: what was chosen and why (not a setting: resume never compares it)
 
@@ -296,7 +296,7 @@ class Model:
                            independent=opts["independent"], per_char=opts["per_char"],
                            skip_unknown=opts["skip_unknown"], progress=show_progress(progress))
 
-    def viz(self, text: str | None = None, *, file=None, max_chars: int = 2000, layer: int | None = None,
+    def viz(self, text: str | None = None, *, file=None, max_chars: int = MAX_CHARS, layer: int | None = None,
             unit: int | None = None, state: str = "h", skip_unknown: bool = False) -> Page:
         """A page of ``text`` (or of ``file=``): every character coloured by the model's surprisal or by one
         hidden unit's activation (``layer``, ``unit``, ``state`` "h", or "c" for an LSTM's cell), the next
