@@ -8,6 +8,9 @@
     model.evaluate("other.txt")                                  # loss, perplexity, bpc, bpb, ...
     model.evaluate("other.txt", dynamic=True)                    # the model adapting as it reads
     model.score("one line\nanother\n")                          # per line: chars, nll, bpc
+    model.viz("some text")                                       # the neuron page (inline in a notebook)
+    charrnn.train(texts=["one record", "another"], max_time=30)  # strings: a text, or a list of records
+    run.plot(); charrnn.inspect(run); charrnn.runs()             # the CLI's reports, as data (reports/calls.py)
 
 Errors raise ``charrnn.CharrnnError`` with a one-line message. Nothing is printed to stdout;
 progress lines go to stderr (``verbose=False`` silences them) and the progress bar is a notebook
@@ -16,17 +19,18 @@ widget inside Jupyter/Colab.
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
+from inspect import Parameter as P
 from typing import Callable, Iterator
 
 from charrnn.training import budget
-from charrnn.data import named as corpora
+from charrnn.data import named
 from charrnn.training import distributed
 from charrnn.system import rundir
 from charrnn.model.checkpoint import load_checkpoint, model_from_checkpoint
-from charrnn.data.corpus import is_builtin
+from charrnn.data.corpus import decode_text, is_builtin, read_bytes
+from charrnn.data.inline import inline_text
 from charrnn.errors import CharrnnError
 from charrnn.evaluation.baselines import compression_baselines, text_of
 from charrnn.evaluation.evaluate import evaluate_split, file_ids, split_ids, text_ids
@@ -42,8 +46,9 @@ from charrnn.evaluation.score import score_lines, scoring_text
 from charrnn.settings import (CHECKPOINT_DIR, DYNAMIC, EVAL, SAMPLE, SCORE, TRAIN, apply_changes, check_values,
                               config_from_saved, defaults, help_lines, make_config, signature, with_default_limit)
 from charrnn.training.trainer import Trainer
+from charrnn.reports.calls import cache, corpora, fetch_corpus, inspect, plot, runs  # noqa: F401  (the front door)  # noqa: F401  (re-exported: the front door)
+from charrnn.reports.viz import MAX_CHARS, Page, make_page
 
-P = inspect.Parameter
 CHOICE_KEY = "budget_choice"  # config.json: what was chosen and why (not a setting: resume never compares it)
 
 
@@ -67,23 +72,28 @@ def _named_corpus(values: dict, progress: bool | None, log) -> None:
     name = values["corpus"]
     if os.path.exists(name) or is_builtin(name):
         return
-    if not corpora.is_named(name):
+    if not named.is_named(name):
         if os.sep not in name and "." not in name:  # a bare word: meant as a name, not a file
             raise CharrnnError(f"no file '{name}' and no named corpus '{name}'; the named corpora are "
-                               f"{', '.join(sorted(corpora.catalogue()))} (see 'charrnn corpora')")
+                               f"{', '.join(sorted(named.catalogue()))} (see 'charrnn corpora')")
         return
-    e = corpora.entry(name)
+    e = named.entry(name)
     for k, v in (*e["split"].items(), ("tokenizer", e["tokenizer"])):
         values.setdefault(k, v)
-    values["corpus"] = corpora.fetch(name, progress=show_progress(progress), log=log)
+    values["corpus"] = named.fetch(name, progress=show_progress(progress), log=log)
 
 
-def train(corpus=None, *, progress: bool | None = None, on_eval: Callable | None = None,
-          on_log: Callable | None = None, verbose: bool = True, **settings) -> "TrainResult":
+def train(corpus=None, *, text: str | None = None, texts: list[str] | None = None, progress: bool | None = None,
+          on_eval: Callable | None = None, on_log: Callable | None = None, verbose: bool = True,
+          **settings) -> "TrainResult":
     log = _logger(verbose and env_world()[1] == 0)  # under torchrun rank 0 alone speaks
+    inline = inline_text(text, texts, corpus, settings.get("records"))  # a string or a list: the run keeps it
     values = {**settings, "corpus": os.fspath(corpus) if corpus is not None else defaults(TRAIN)["corpus"]}
-    _named_corpus(values, progress, log)
-    values["corpus"] = _corpus_path(values["corpus"])
+    if inline is None:
+        _named_corpus(values, progress, log)
+        values["corpus"] = _corpus_path(values["corpus"])
+    elif inline.records is not None:
+        values["records"] = inline.records
     if values.get("val_file") is not None:
         values["val_file"] = os.path.abspath(os.fspath(values["val_file"]))
     cfg, source = (finetune_config(values, explicit=set(settings)) if values.get("init_from") is not None
@@ -95,7 +105,10 @@ def train(corpus=None, *, progress: bool | None = None, on_eval: Callable | None
         # impossible runs are refused (budget.py)
         planner = budget.Planner(cfg, given=set(settings), log=log, cache_dir=rundir.cache_dir(cfg.checkpoint_dir),
                                  choose_settings=source is None)
-        run_dir = dist.run_dir = dist.from_main(lambda: rundir.new_run_dir(cfg.checkpoint_dir, cfg.corpus, cfg.name))
+        run_dir = dist.run_dir = dist.from_main(lambda: rundir.new_run_dir(
+            cfg.checkpoint_dir, inline.name if inline else cfg.corpus, cfg.name))
+        if inline:  # the text goes into the run directory (before any rank reads it), the corpus of the run
+            cfg.corpus = dist.from_main(lambda: inline.write(run_dir))
         if dist.world > 1:
             log(dist.describe())
         try:
@@ -106,6 +119,8 @@ def train(corpus=None, *, progress: bool | None = None, on_eval: Callable | None
                 return TrainResult(trainer.fit())
         except BaseException:
             try:
+                if inline and not rundir.has_checkpoint(run_dir):
+                    dist.write(os.remove, cfg.corpus)  # nothing to resume: the text goes too
                 dist.write(os.rmdir, run_dir)  # only succeeds if the failed run wrote nothing there
             except OSError:
                 pass
@@ -116,6 +131,10 @@ train.__doc__ = f"""Train a new model; returns a TrainResult (run directory, bes
 
     corpus: a UTF-8 text file, the built-in 'pystdlib' corpus (the default), or a named corpus
         (enwik8, text8, tinyshakespeare: downloaded once, with its standard split and tokenizer).
+    text: train on this string instead (kept as text.txt in the run directory, so the run resumes;
+        the run is named text-<digest> unless name= is given).
+    texts: train on a list of strings, each a record modelled from a fresh state (as records=SEP
+        does, with a separator none of them contains; a sample then writes one record).
     init_from: fine-tune: start a new run from this checkpoint's weights, tokenizer and architecture
         (architecture settings given here that contradict it are refused).
     progress: draw a progress bar (None: on a terminal or in a notebook).
@@ -128,8 +147,8 @@ Settings (the same as `charrnn train --help`, as keywords):
 """
 train.__signature__ = signature(
     TRAIN[1:], P("corpus", P.POSITIONAL_OR_KEYWORD, default=None),
-    *[P(n, P.KEYWORD_ONLY, default=d) for n, d in (("progress", None), ("on_eval", None), ("on_log", None),
-                                                    ("verbose", True))])
+    *[P(n, P.KEYWORD_ONLY, default=d) for n, d in (("text", None), ("texts", None), ("progress", None),
+                                                    ("on_eval", None), ("on_log", None), ("verbose", True))])
 
 
 def resume(run=None, *, checkpoint_dir: str = CHECKPOINT_DIR, progress: bool | None = None,
@@ -303,6 +322,24 @@ class Model:
                            independent=opts["independent"], per_char=opts["per_char"],
                            skip_unknown=opts["skip_unknown"], progress=show_progress(progress))
 
+    def viz(self, text: str | None = None, *, file=None, max_chars: int = MAX_CHARS, layer: int | None = None,
+            unit: int | None = None, state: str = "h", skip_unknown: bool = False) -> Page:
+        """A page of ``text`` (or of ``file=``): every character coloured by the model's surprisal or by one
+        hidden unit's activation (``layer``, ``unit``, ``state`` "h", or "c" for an LSTM's cell), the next
+        characters it predicted on hover, and the units most correlated with quotes, brackets and line
+        position. A notebook shows it inline; ``page.save("viz.html")`` writes it for any browser."""
+        if (file is None) == (text is None):
+            raise CharrnnError("give the text to show as a string or with file=PATH (one of them)")
+        source = ""
+        if file is not None:
+            file = os.fspath(file)
+            text, source = decode_text(read_bytes(file, "file"), file, "file"), os.path.basename(file)
+        elif not isinstance(text, str):
+            raise CharrnnError(f"the text to show must be a string (got {type(text).__name__})")
+        name = f"{os.path.basename(os.path.dirname(os.path.abspath(self.path)))}/{os.path.basename(self.path)}"
+        return make_page(self.module, self.tokenizer, text, name=name, max_chars=max_chars, skip_unknown=skip_unknown,
+                         layer=layer, unit=unit, state=state, source=source)
+
     def _precision(self, asked: str) -> str:
         """auto: the precision the run trained with, resolved for this device."""
         trained = self.config.precision if self.config else "auto"
@@ -350,6 +387,10 @@ class TrainResult:
         if self._model is None:
             self._model = load(self.run_dir)
         return self._model
+
+    def plot(self, title: str | None = None):
+        """The run's training curves as a matplotlib Figure (see ``charrnn.plot``, which overlays runs)."""
+        return plot(self.run_dir, title=title)
 
     def __repr__(self) -> str:
         best = f", best val bpc {self.best['bpc']:.4f} at step {self.best['step']}" if self.best else ""

@@ -14,7 +14,8 @@ import torch
 from charrnn.model.checkpoint import load_checkpoint
 from charrnn.system.fileio import atomic_save
 from charrnn.model.sizes import rnn_layer_count
-from charrnn.reports.inspect import list_runs, parameter_table, regularisers
+from charrnn.reports.inspect import parameter_table, regularisers
+from charrnn.reports.runs import list_runs
 from charrnn.model.network import REGULARISERS, ModelConfig, RNNLM
 from charrnn.settings import TRAIN, by_name
 from tests.conftest import TINY_TEXT, train_tiny
@@ -70,7 +71,7 @@ def test_inspect_report_and_json(cli, trained_run):
     assert "lstm 1x32, embedding 16" in r.out
     assert "4(mh + h² + 2h)" in r.out and "4(16·32 + 32² + 2·32)" in r.out
     assert "b_ih and b_hh" in r.out and "4(mh + h² + h)" in r.out
-    assert "= model.num_parameters()" in r.out
+    assert "= model.num_parameters" in r.out
     assert "steps       40" in r.out and "bits/char" in r.out
 
     r = cli("inspect", "--json", "--checkpoint-dir", ckdir)  # the latest run

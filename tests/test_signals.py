@@ -6,6 +6,8 @@ import os
 import signal
 import threading
 
+import pytest
+
 from charrnn.training.signals import StopRequest
 
 
@@ -32,3 +34,19 @@ def test_off_the_main_thread_nothing_is_installed():
     t.start()
     t.join()
     assert seen == {"same": True, "signum": None}
+
+
+def test_a_second_sigint_raises_keyboardinterrupt_through_the_handler_before():
+    """A notebook's double interrupt stops at once without killing the kernel (Python's own SIGINT handler)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        req = StopRequest()
+        with pytest.raises(KeyboardInterrupt):
+            with req.caught() as r:
+                os.kill(os.getpid(), signal.SIGINT)
+                assert r.signum == signal.SIGINT  # the first: recorded, training goes on to save
+                os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler before the next bytecode
+                raise AssertionError("the second SIGINT did not stop the block")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)

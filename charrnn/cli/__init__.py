@@ -246,7 +246,7 @@ def _report(e) -> None:
         rank = f"rank {e.rank}: " if getattr(e, "rank", None) is not None else ""
         click.echo(f"error: {rank}{e}", err=True)
     elif isinstance(e, Interrupted):
-        click.echo(str(e), err=True)
+        click.echo(e.shell_message, err=True)  # the shell's resume command (str(e) names the Python call)
     else:
         click.echo("interrupted", err=True)
     sys.exit(getattr(e, "exit_code", 130))

@@ -1,5 +1,6 @@
 """`charrnn cache`: the encoded corpora kept in CHECKPOINT_DIR/.cache (data/store.py): list them,
-clear them, or evict the least recently used down to a size. No torch at import."""
+clear them, or evict the least recently used down to a size, through charrnn.cache() (reports/calls.py);
+this prints. No torch at import."""
 
 from __future__ import annotations
 
@@ -34,25 +35,26 @@ def cache_cmd(do_list, clear, prune, cache_max_gb, checkpoint_dir, as_json):
     Entries are keyed by the corpus's content and the encoding settings, so a
     changed file or tokenizer never reuses an old entry.
     """
-    from charrnn.data import store as corpus_store
     from charrnn.errors import CharrnnError
-    from charrnn.system.rundir import cache_dir
+    from charrnn.reports.calls import cache
 
     if clear and prune:
         raise CharrnnError("--clear and --prune do different things; give one of them")
     if cache_max_gb <= 0:
         raise CharrnnError(f"--cache-max-gb must be > 0 (got {cache_max_gb:g})")
-    where = cache_dir(checkpoint_dir)
+    the_cache = cache(checkpoint_dir)
+    where = the_cache.path
     if clear:
-        n, size = corpus_store.clear(where)
+        n, size = the_cache.clear()
         click.echo(f"removed {n} encoded corpora ({_mb(size)}) from {where}", err=True)
     elif prune:
-        freed = corpus_store.prune(where, cache_max_gb * 1e9, log=lambda m: click.echo(m, err=True))
+        freed = the_cache.prune(cache_max_gb, log=lambda m: click.echo(m, err=True))
         click.echo(f"freed {_mb(freed)}; the cache is within {cache_max_gb:g} GB", err=True)
-    es = corpus_store.entries(where)
+    listing = the_cache.to_dict()
     if as_json:
-        click.echo(json.dumps({"cache_dir": where, "bytes": sum(e["bytes"] for e in es), "entries": es}, indent=2))
+        click.echo(json.dumps(listing, indent=2))
         return
+    es = listing["entries"]
     if clear or prune:
         return
     if not es:
@@ -66,5 +68,5 @@ def cache_cmd(do_list, clear, prune, cache_max_gb, checkpoint_dir, as_json):
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    click.echo(f"\n{len(es)} entries, {_mb(sum(e['bytes'] for e in es))} in {where} "
+    click.echo(f"\n{len(es)} entries, {_mb(listing['bytes'])} in {where} "
                "('charrnn cache --clear' removes them; runs re-encode when needed)")

@@ -1,4 +1,5 @@
-"""`charrnn corpora`: the named corpora, whether they are downloaded and where; --fetch downloads one."""
+"""`charrnn corpora`: the named corpora, whether they are downloaded and where; --fetch downloads one.
+The rows come from charrnn.corpora() (reports/calls.py); this prints them."""
 
 from __future__ import annotations
 
@@ -8,20 +9,12 @@ import os
 import click
 
 from charrnn.data import named as corpora
+from charrnn.reports.calls import corpora as corpus_rows, fetch_corpus
 
 
 def _split_label(split: dict) -> str:
     val, test = split["val_frac"], split["test_frac"]
     return "/".join(f"{100 * f:g}" for f in (1 - val - test, val, test))
-
-
-def _row(name: str) -> dict:
-    e = corpora.entry(name)
-    state = corpora.status(name)
-    return {"name": name, "description": e.get("description", ""), "size": e["text_size"],
-            "download_size": e["size"], "url": e["url"], "split": e["split"], "tokenizer": e["tokenizer"],
-            "downloaded": state == "downloaded", "status": state, "path": e["path"],
-            "licence": e.get("licence", ""), "citation": e.get("citation", "")}
 
 
 @click.command("corpora")
@@ -36,11 +29,11 @@ def corpora_cmd(as_json, fetch_name):
     is used when its SHA-256 matches.
     """
     if fetch_name:
-        path = corpora.fetch(fetch_name, log=lambda msg: click.echo(msg, err=True))
+        path = fetch_corpus(fetch_name)
         if not as_json:
             click.echo(path)
             return
-    rows = [_row(name) for name in corpora.catalogue()]
+    rows = corpus_rows()
     if as_json:
         click.echo(json.dumps({"data_dir": corpora.data_dir(), "corpora": rows}, indent=2))
         return

@@ -1,8 +1,8 @@
 """The "see inside" commands: inspect, runs, plot and viz (click only; the library is imported lazily,
 so loading these commands costs nothing until one of them runs).
 
-charrnn.cli registers them with ``cli.add_command``; the work happens in charrnn.reports.inspect,
-charrnn.reports.plot and charrnn.reports.viz.
+charrnn.cli registers them with ``cli.add_command``; each calls the Python API's function for it
+(charrnn.inspect, charrnn.runs, charrnn.plot, Model.viz) and prints what it returns.
 """
 
 from __future__ import annotations
@@ -32,11 +32,10 @@ def inspect_cmd(checkpoint, as_json, checkpoint_dir):
     MODEL is a run name (see 'charrnn runs'), a run directory or a .pt file; default: the latest run
     under --checkpoint-dir. For a run, last.pt is read, since it holds the whole training history.
     """
-    from charrnn.system.rundir import resolve_checkpoint
-    from charrnn.reports.inspect import format_report, inspect_checkpoint
+    from charrnn.reports.calls import inspect
 
-    info = inspect_checkpoint(resolve_checkpoint(checkpoint, checkpoint_dir, prefer="last.pt"))
-    click.echo(json.dumps(info, ensure_ascii=False, indent=2) if as_json else format_report(info))
+    info = inspect(checkpoint, checkpoint_dir=checkpoint_dir)
+    click.echo(json.dumps(info, ensure_ascii=False, indent=2) if as_json else str(info))
 
 
 @click.command(name="runs")
@@ -48,10 +47,10 @@ def runs_cmd(run, as_json, checkpoint_dir):
     directory or name), that run and its checkpoint files: best.pt, last.pt and those kept by
     --keep-checkpoints (step-<n>-val-<loss>.pt, each usable wherever a checkpoint is taken).
     """
-    from charrnn.reports.inspect import format_runs, list_runs
+    from charrnn.reports.calls import runs
 
     if run is not None:
-        from charrnn.reports.inspect import format_checkpoints, run_summary
+        from charrnn.reports.runs import format_checkpoints, format_runs, run_summary
         from charrnn.system.rundir import resolve_run_dir
         from charrnn.training.keep import list_checkpoints
 
@@ -62,13 +61,13 @@ def runs_cmd(run, as_json, checkpoint_dir):
         else:
             click.echo(format_runs([info]) + "\n\n" + format_checkpoints(files))
         return
-    runs = list_runs(checkpoint_dir)
+    table = runs(checkpoint_dir)
     if as_json:
-        click.echo(json.dumps(runs, ensure_ascii=False, indent=2))
-    elif not runs:
+        click.echo(json.dumps(table, ensure_ascii=False, indent=2))
+    elif not table:
         _log(f"no runs under '{checkpoint_dir}/' yet; start one with: charrnn train")
     else:
-        click.echo(format_runs(runs))
+        click.echo(str(table))
 
 
 @click.command(name="plot")
@@ -85,12 +84,9 @@ def plot_cmd(runs, out, checkpoint_dir):
 
     Needs matplotlib: pip install 'charrnn[plot]'.
     """
-    from charrnn.system.rundir import resolve_run_dir
-    from charrnn.reports.plot import plot_runs
+    from charrnn.reports.calls import plot
 
-    dirs = [resolve_run_dir(r, checkpoint_dir) for r in runs or [None]]
-    path = plot_runs(dirs, out)
-    _log(f"wrote {path}")
+    _log(f"wrote {plot(*runs, checkpoint_dir=checkpoint_dir).save(out)}")
 
 
 @click.command(name="viz")
@@ -115,24 +111,21 @@ def viz_cmd(checkpoint, file, text, out, max_chars, layer, unit, state, skip_unk
     MODEL is a run name (see 'charrnn runs'), a run directory (its best.pt) or a .pt file; default:
     the latest run under --checkpoint-dir. Open the page in any browser (no network needed); the address selects the view, e.g. viz.html#layer=2&unit=37&state=c.
     """
-    from charrnn.system.rundir import resolve_checkpoint
+    from charrnn import api
     from charrnn.errors import CharrnnError
-    from charrnn.reports.viz import viz_checkpoint
 
     if (file is None) == (text is None):
         raise CharrnnError("give the text to show with exactly one of --file PATH or --text TEXT")
-    source = ""
-    if file is not None:
-        from charrnn.data.text import decode_text, read_bytes
-
-        text, source = decode_text(read_bytes(file, "file"), file, "file"), os.path.basename(file)
-    path = resolve_checkpoint(checkpoint, checkpoint_dir)
-    info = viz_checkpoint(path, text, out, max_chars=max_chars, skip_unknown=skip_unknown, layer=layer, unit=unit,
-                          state=state, source=source, log=_log)
-    _log(f"wrote {out} ({info['bytes'] / 1e6:.1f} MB, {info['chars']:,} characters, {info['bpc']:.3f} bits/char "
-         f"from {path})")
-    if info["corr"]:
-        best = max(info["corr"], key=lambda c: abs(c["r"]))
+    model = api.load(checkpoint, device="cpu", checkpoint_dir=checkpoint_dir)
+    page = model.viz(text, file=file, max_chars=max_chars, layer=layer, unit=unit, state=state,
+                     skip_unknown=skip_unknown)
+    page.save(out)
+    for note in page.notes:
+        _log(f"note: {note}")
+    _log(f"wrote {out} ({page.bytes / 1e6:.1f} MB, {page.chars:,} characters, {page.bpc:.3f} bits/char "
+         f"from {model.path})")
+    if page.corr:
+        best = max(page.corr, key=lambda c: abs(c["r"]))
         _log(f"most correlated: layer {best['layer']} {best['state']}[{best['unit']}] with {best['feature']} "
              f"(r = {best['r']:+.2f})")
     _log(f"open file://{os.path.abspath(out)}")

@@ -1,14 +1,13 @@
-"""Looking at trained models and runs: what is inside a checkpoint, and a table of the runs.
+"""What is inside one checkpoint: model, tokenizer, a per-layer parameter table with the closed-form
+count beside the real one, and how it was trained.
 
-``inspect_checkpoint(path)`` returns a plain dict (model, tokenizer, a per-layer parameter table
-with the closed-form count beside the real one, training summary); ``list_runs(dir)`` reads each
-run's config.json and metrics.jsonl (a checkpoint only when those are missing), so listing many
-runs stays fast. torch is imported only by the functions that load checkpoints.
+``inspect_checkpoint(path)`` returns an ``Inspection``: a plain JSON-ready dict (what
+``charrnn inspect --json`` prints) whose ``str()`` is the human-readable report. torch is imported
+only when a checkpoint is loaded. The table of runs is reports/runs.py.
 """
 
 from __future__ import annotations
 
-import datetime
 import math
 import os
 import textwrap
@@ -92,8 +91,18 @@ def training_summary(ckpt: dict, run_dir: str | None = None) -> dict:
     }
 
 
-def inspect_checkpoint(path: str) -> dict:
-    """Everything ``charrnn inspect`` shows, as a plain JSON-ready dict."""
+class Inspection(dict):
+    """The dict of ``inspect_checkpoint``; printed (or shown in a notebook) it is the report."""
+
+    def __str__(self) -> str:
+        return format_report(self)
+
+    def _repr_pretty_(self, p, cycle) -> None:  # IPython / Jupyter
+        p.text(str(self))
+
+
+def inspect_checkpoint(path: str) -> Inspection:
+    """Everything ``charrnn inspect`` shows, as a JSON-ready dict."""
     from charrnn.model.checkpoint import load_checkpoint, model_from_checkpoint
 
     ckpt = load_checkpoint(path)
@@ -101,7 +110,7 @@ def inspect_checkpoint(path: str) -> dict:
     cfg = model.cfg
     rows = parameter_table(model)
     total = sum(r["count"] for r in rows)
-    return {
+    return Inspection({
         "checkpoint": path, "bytes": os.path.getsize(path),
         "model": {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden, "embedding": cfg.emb,
                   "vocab_size": cfg.vocab_size, "head": cfg.head, "cutoffs": list(cfg.cutoffs),
@@ -111,7 +120,7 @@ def inspect_checkpoint(path: str) -> dict:
         "parameters": {"rows": rows, "total": total, "num_parameters": model.num_parameters(),
                        "note": bias_note(cfg.cell)},
         "training": training_summary(ckpt, os.path.dirname(path) or "."),
-    }
+    })
 
 
 def fmt_duration(seconds) -> str:
@@ -147,7 +156,7 @@ def format_report(info: dict) -> str:
     for r in p["rows"]:
         flag = "" if r["count"] == r["closed_form"] else f"  (closed form gives {r['closed_form']:,}!)"
         out.append(f"  {r['part']:<{w}}{r['formula']:<{wf}}{r['numbers']:<{wn}}{r['count']:>12,}{flag}")
-    same = "= model.num_parameters()" if p["total"] == p["num_parameters"] else f"!= {p['num_parameters']:,}"
+    same = "= model.num_parameters" if p["total"] == p["num_parameters"] else f"!= {p['num_parameters']:,}"
     out.append(f"  {'total':<{w + wf + wn}}{p['total']:>12,}  {same}")
     out += textwrap.wrap(f"note: {p['note']}.", 100, initial_indent="  ", subsequent_indent="        ")
     out += ["", "training"]
@@ -174,95 +183,3 @@ def format_report(info: dict) -> str:
     if tr["init_from"]:
         out.append(f"  started from {tr['init_from']}")
     return "\n".join(out)
-
-
-# ----------------------------------------------------------------------------- runs table
-
-def run_summary(run_dir: str) -> dict:
-    """One row of ``charrnn runs``: from config.json and metrics.jsonl, a checkpoint only if they are missing."""
-    files = {n: os.path.join(run_dir, n) for n in (rundir.CONFIG, rundir.METRICS, rundir.LAST, rundir.BEST)}
-    mcfg, ts = {}, {}
-    cfg = rundir.read_config(run_dir) or {}
-    metrics = rundir.read_metrics(run_dir)
-    if not isinstance(cfg, dict) or "cell" not in cfg or not metrics:  # fall back to a checkpoint
-        from charrnn.model.checkpoint import load_checkpoint
-
-        ck = files[rundir.LAST] if os.path.isfile(files[rundir.LAST]) else files[rundir.BEST]
-        try:
-            ckpt = load_checkpoint(ck)
-            cfg = cfg if isinstance(cfg, dict) and "cell" in cfg else (ckpt.get("run_config") or {})
-            mcfg, ts = ckpt.get("model_config") or {}, ckpt.get("train_state") or {}
-        except CharrnnError:
-            cfg = cfg if isinstance(cfg, dict) else {}
-    best = rundir.best_from_metrics(run_dir, metrics)
-    steps = max((r["step"] for r in metrics), default=ts.get("step"))
-    elapsed = max((r.get("elapsed", 0) for r in metrics), default=ts.get("elapsed"))
-    if best is None and (ts.get("best") or {}).get("bpc") is not None:
-        best = ts["best"]
-    cell, layers, hidden = (cfg.get("cell") or mcfg.get("cell"), cfg.get("layers") or mcfg.get("layers"),
-                            cfg.get("hidden") or mcfg.get("hidden"))
-    tok = cfg.get("tokenizer") or "?"
-    if tok in ("bpe", "unigram") and cfg.get("vocab_size"):
-        tok = f"{tok} {cfg['vocab_size']}"
-    updated = max(os.path.getmtime(p) for p in files.values() if os.path.exists(p))
-    return {
-        "name": os.path.basename(os.path.normpath(run_dir)), "path": run_dir,
-        "corpus": os.path.basename(str(cfg.get("corpus") or "?")), "tokenizer": tok,
-        "model": f"{cell} {layers}x{hidden}" if cell else "?",
-        "steps": steps, "elapsed": elapsed,
-        "best_val_bpc": best["bpc"] if best else None, "best_step": best["step"] if best else None,
-        "updated": datetime.datetime.fromtimestamp(updated).isoformat(timespec="seconds"), "updated_ts": updated,
-        "training": _lock_alive(os.path.join(run_dir, rundir.LOCK)),
-    }
-
-
-def _lock_alive(path: str) -> bool:
-    try:
-        with open(path) as f:
-            pid = int(f.read().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def list_runs(checkpoint_dir: str) -> list[dict]:
-    """Runs (subdirectories with best.pt or last.pt) under checkpoint_dir, most recently updated first."""
-    if not os.path.isdir(checkpoint_dir):
-        raise CharrnnError(f"checkpoint directory '{checkpoint_dir}' does not exist; train a model first "
-                           "(charrnn train) or pass --checkpoint-dir DIR")
-    runs = []
-    for name in sorted(os.listdir(checkpoint_dir)):
-        d = os.path.join(checkpoint_dir, name)
-        if name.startswith(".") or not os.path.isdir(d):
-            continue
-        if rundir.has_checkpoint(d):
-            runs.append(run_summary(d))
-    runs.sort(key=lambda r: r["updated_ts"], reverse=True)
-    return runs
-
-
-def format_runs(runs: list[dict]) -> str:
-    head = ("name", "corpus", "tokenizer", "model", "steps", "time", "best val bpc", "updated")
-    body = [(r["name"] + (" *" if r["training"] else ""), r["corpus"], r["tokenizer"], r["model"],
-             f"{r['steps']:,}" if r["steps"] is not None else "-", fmt_duration(r["elapsed"]),
-             f"{r['best_val_bpc']:.4f}" if r["best_val_bpc"] is not None else "-",
-             r["updated"].replace("T", " ")[:16]) for r in runs]
-    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    right = {4, 5, 6}
-    lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-             for row in [head, *body]]
-    if any(r["training"] for r in runs):
-        lines.append("* still training")
-    return "\n".join(lines)
-
-
-def format_checkpoints(files: list[dict]) -> str:
-    """The checkpoint files of one run (training.keep.list_checkpoints), as ``charrnn runs RUN`` shows them."""
-    head = ("checkpoint", "step", "val loss", "size", "written")
-    body = [(f["path"], f"{f['step']:,}" if f["step"] is not None else "-",
-             f"{f['val_loss']:.4f}" if f["val_loss"] is not None else "-", f"{f['bytes'] / 1e6:.1f} MB",
-             datetime.datetime.fromtimestamp(f["mtime"]).isoformat(sep=" ", timespec="minutes")) for f in files]
-    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    return "\n".join("  ".join(c.rjust(w) if i in (1, 2, 3) else c.ljust(w) for i, (c, w) in
-                               enumerate(zip(row, widths))).rstrip() for row in [head, *body])

@@ -3,6 +3,8 @@ and the gradient norm before clipping with the clipped intervals marked; several
 
 matplotlib is an optional extra (``pip install 'charrnn[plot]'``), imported only here and only when
 a plot is drawn, through its object-oriented Agg canvas (no pyplot, no global backend change).
+``figure(runs)`` returns the matplotlib Figure (``charrnn.plot``, ``TrainResult.plot``; a notebook
+shows it inline through its ``_repr_png_``); its ``save(path)`` writes the PNG (``charrnn plot``).
 """
 
 from __future__ import annotations
@@ -17,13 +19,41 @@ from charrnn.system import rundir
 NO_MATPLOTLIB = "plotting needs matplotlib: pip install 'charrnn[plot]'"
 
 
+_FIGURE = []  # the Figure class below, made on first use (matplotlib is optional)
+
+
 def _matplotlib():
+    """(RunsFigure, FigureCanvasAgg): a matplotlib Figure that a notebook shows inline as a PNG."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
         raise CharrnnError(NO_MATPLOTLIB) from None
-    return Figure, FigureCanvasAgg
+    if not _FIGURE:
+        class RunsFigure(Figure):
+            """The runs' curves (``run_dirs``); ``_repr_png_`` lets IPython/Jupyter show it without pyplot."""
+
+            run_dirs: list[str] = []
+
+            def _repr_png_(self) -> bytes:
+                return png_bytes(self)
+
+            def save(self, path=None) -> str:
+                """Write the PNG atomically to ``path`` (default: RUN/plot.png for one run, runs.png in the
+                current directory for several); returns the path."""
+                one = len(self.run_dirs) == 1
+                path = os.fspath(path) if path else os.path.join(self.run_dirs[0], "plot.png") if one else "runs.png"
+                atomic_write_bytes(png_bytes(self), path)
+                return path
+
+        _FIGURE.append(RunsFigure)
+    return _FIGURE[0], FigureCanvasAgg
+
+
+def png_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
 
 
 def load_run(run_dir: str) -> dict:
@@ -65,8 +95,8 @@ def grad_points(train: list[dict]) -> dict:
     return {"steps": steps, "mean": mean, "max_steps": max_steps, "max": mx, "clipped": clipped}
 
 
-def draw(runs: list[dict], labels: list[str], title: str | None = None) -> bytes:
-    """The four-panel figure as PNG bytes."""
+def draw(runs: list[dict], labels: list[str], title: str | None = None):
+    """The four-panel matplotlib Figure of loaded runs (``load_run``)."""
     Figure, FigureCanvasAgg = _matplotlib()
     fig = Figure(figsize=(12, 8), dpi=90, layout="constrained")
     FigureCanvasAgg(fig)
@@ -118,9 +148,7 @@ def draw(runs: list[dict], labels: list[str], title: str | None = None) -> bytes
     if len(runs) > 1:
         ax_lr.legend(fontsize=7)
     fig.suptitle(title or ", ".join(labels))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return fig
 
 
 def _clip_top(ax, runs) -> None:
@@ -132,14 +160,12 @@ def _clip_top(ax, runs) -> None:
             ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.3 * (hi - lo))
 
 
-def plot_runs(run_dirs: list[str], out: str | None = None) -> str:
-    """Draw the runs' curves into a PNG (default: <run>/plot.png for one run, runs.png for several)."""
+def figure(run_dirs: list[str], title: str | None = None):
+    """The runs' curves as a matplotlib Figure (bpc vs steps and vs time, learning rate, gradient norm);
+    ``.save(path)`` writes it as a PNG."""
     if not run_dirs:
         raise CharrnnError("no runs to plot; give run directories or train one first (charrnn train)")
     _matplotlib()  # fail fast, before reading anything
-    runs = [load_run(d) for d in run_dirs]
-    if out is None:
-        out = os.path.join(run_dirs[0], "plot.png") if len(run_dirs) == 1 else "runs.png"
-    png = draw(runs, run_labels(run_dirs))
-    atomic_write_bytes(png, out)
-    return out
+    fig = draw([load_run(d) for d in run_dirs], run_labels(run_dirs), title)
+    fig.run_dirs = list(run_dirs)
+    return fig

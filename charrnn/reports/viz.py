@@ -15,12 +15,14 @@ import importlib.resources
 import json
 import math
 import os
+from html import escape
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from charrnn.errors import CharrnnError
+from charrnn.system.fileio import atomic_write_bytes
 
 MAX_CHARS = 2000
 MAX_VALUES = 6_000_000  # activation values embedded at most: about 8 MB of base64 (int8 each)
@@ -280,21 +282,46 @@ def check_selection(model, layer, unit, state) -> dict:
     return {"view": "unit", "layer": layer or 1, "unit": unit or 0, "state": state}
 
 
-def viz_checkpoint(path: str, text: str, out: str, *, max_chars: int = MAX_CHARS, skip_unknown: bool = False,
-                   layer: int | None = None, unit: int | None = None, state: str = "h", source: str = "",
-                   log=None) -> dict:
-    """Write the page for checkpoint ``path`` and ``text`` to ``out``; returns a short summary."""
-    from charrnn.model.checkpoint import load_model
-    from charrnn.system.fileio import atomic_write_bytes
-
-    model, tok, _ = load_model(path, "cpu")
+def make_page(model, tok, text: str, *, name: str = "", max_chars: int = MAX_CHARS, skip_unknown: bool = False,
+              layer: int | None = None, unit: int | None = None, state: str = "h", source: str = "",
+              log=None) -> "Page":
+    """The page of ``text`` read by ``model`` (an RNNLM) with tokenizer ``tok``; ``name`` titles it
+    (e.g. run/best.pt), ``source`` names where the text came from."""
     initial = check_selection(model, layer, unit, state)
     text, notes = prepare_text(tok, text, max_chars=max_chars, skip_unknown=skip_unknown, log=log)
     cfg = model.cfg
-    title = (f"{os.path.basename(os.path.dirname(os.path.abspath(path)))}/{os.path.basename(path)}: "
-             f"{cfg.cell} {cfg.layers}x{cfg.hidden}, {tok.kind} tokenizer" + (f", {source}" if source else ""))
+    title = (f"{name}: " if name else "") + f"{cfg.cell} {cfg.layers}x{cfg.hidden}, {tok.kind} tokenizer" + (
+        f", {source}" if source else "")
     data = page_data(model, tok, text, title=title, notes=notes, initial=initial)
-    page = render(data).encode("utf-8")
-    atomic_write_bytes(page, out)
-    return {"out": out, "bytes": len(page), "chars": len(text), "bpc": data["bpc"], "notes": data["notes"],
-            "corr": data["corr"]}
+    return Page(render(data), data)
+
+
+class Page:
+    """One viz page: ``html`` (self-contained: no network), and what it shows: ``chars``, ``bpc``,
+    ``notes``, ``corr`` (the units most correlated with quotes, brackets and line position).
+
+    In Jupyter it shows inline (an iframe whose srcdoc is the page, so its script runs even in an
+    untrusted notebook); ``save(path)`` writes it atomically for any browser."""
+
+    HEIGHT = 640  # pixels of the inline frame
+
+    def __init__(self, html: str, data: dict):
+        self.html = html
+        self.chars, self.bpc, self.notes, self.corr = data["chars"], data["bpc"], data["notes"], data["corr"]
+
+    @property
+    def bytes(self) -> int:
+        return len(self.html.encode("utf-8"))
+
+    def save(self, path) -> str:
+        """Write the page to ``path`` (atomically: an existing file is replaced whole or not at all)."""
+        path = os.fspath(path)
+        atomic_write_bytes(self.html.encode("utf-8"), path)
+        return path
+
+    def _repr_html_(self) -> str:
+        return (f'<iframe srcdoc="{escape(self.html, quote=True)}" sandbox="allow-scripts" '
+                f'style="width:100%;height:{self.HEIGHT}px;border:1px solid #ccc"></iframe>')
+
+    def __repr__(self) -> str:
+        return f"<charrnn viz page: {self.chars:,} characters, {self.bpc:.3f} bits/char, {self.bytes / 1e6:.1f} MB>"

@@ -134,8 +134,7 @@ class Trainer:
                     self.save(rundir.LAST)
                     self._window.restart_clock()  # saving is not training time
                 if signals.signum is not None and not stop:
-                    raise Interrupted(signals.signum, f"interrupted; saved {os.path.join(self.run_dir, rundir.LAST)} "
-                                      f"at step {self.step}. Resume with: charrnn train --resume {self.run_dir}")
+                    raise Interrupted(signals.signum, self.run_dir, self.step)  # says how to resume
         self._score_best_in_full()
         return self._summary(stop)
 
