@@ -46,7 +46,7 @@ from charrnn.evaluation.score import score_lines, scoring_text
 from charrnn.settings import (CHECKPOINT_DIR, DYNAMIC, EVAL, SAMPLE, SCORE, TRAIN, apply_changes, check_values,
                               config_from_saved, defaults, help_lines, make_config, signature, with_default_limit)
 from charrnn.training.trainer import Trainer
-from charrnn.reports.calls import cache, corpora, fetch_corpus, inspect, plot, runs  # noqa: F401  (the front door)  # noqa: F401  (re-exported: the front door)
+from charrnn.reports.calls import cache, corpora, fetch_corpus, inspect, plot, runs  # noqa: F401  (re-exported: the front door)
 from charrnn.reports.viz import MAX_CHARS, Page, make_page
 
 CHOICE_KEY = "budget_choice"  # config.json: what was chosen and why (not a setting: resume never compares it)

@@ -13,7 +13,6 @@ import os
 import textwrap
 
 from charrnn.system import rundir
-from charrnn.errors import CharrnnError
 from charrnn.model.sizes import GATES, rnn_layer_count
 
 def bias_note(cell: str) -> str:
