@@ -107,7 +107,7 @@ def test_plot_overlays_runs_given_as_results_names_or_directories(mpl, tmp_path)
     assert fig.save(tmp_path / "both.png") == str(tmp_path / "both.png")
     assert (tmp_path / "both.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert charrnn.plot(checkpoint_dir=ck).run_dirs == [str(b)]  # none: the latest run
-    with pytest.raises(charrnn.CharrnnError, match="run 'nosuch' not found"):
+    with pytest.raises(charrnn.CharrnnError, match="no run or checkpoint 'nosuch'"):
         charrnn.plot("nosuch", checkpoint_dir=ck)
 
 
