@@ -31,7 +31,7 @@ import signal
 import pytest
 import torch
 
-from tests.conftest import TINY_MODEL, TINY_TEXT, snapshot, train_tiny
+from tests.conftest import TINY_MODEL, TINY_TEXT, Result, snapshot, train_tiny
 
 CASE_TIMEOUT_S = 60
 
@@ -509,10 +509,43 @@ def test_eval_test_split_of_run_without_one(cli, run_without_test_split):
                   ["no test split", "--test-frac was 0", "--split val"], watch=[ckdir])
 
 
-def test_table_is_big_enough():
-    assert len(CASES) >= 45
+def test_the_table_covers_each_command_once_per_id():
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids)), "duplicate case ids"
+    commands = {c.values[0][0] for c in CASES}
+    assert {"train", "sample", "eval"} <= commands  # the three commands this module promises to cover
+
+
+def _fake_cli(code=2, err="error: no such file 'x.txt'\n", out="", effect=None):
+    """A stand-in for the cli fixture that returns a canned Result (after EFFECT, to break a promise)."""
+    def run(*args):
+        if effect is not None:
+            effect()
+        return Result(code, out, err)
+    return run
+
+
+@pytest.mark.parametrize("broken,check", [
+    (dict(code=0), ExitCodeCheck),
+    (dict(err="Traceback (most recent call last):\nerror: boom\n"), TracebackCheck),
+    (dict(err="error: something else went wrong\n"), MessageCheck),  # does not name the problem
+    (dict(err="error: no such file 'x.txt'\nerror: no such file 'x.txt'\n"), MessageCheck),
+    (dict(err="error: no such file 'x.txt' (the corpus)\n"), MessageCheck),  # says an absent word
+    (dict(err="loading...\nerror: no such file 'x.txt'\n"), StrayOutputCheck),
+    (dict(out="half a sample"), StrayOutputCheck),
+    ("touch-watched", SideEffectCheck),
+    ("touch-marker", PayloadCheck),
+], ids=["exit-0", "traceback", "wrong-message", "two-errors", "absent-word", "chatter", "stdout", "file-changed",
+        "payload-ran"])
+def test_each_broken_promise_fails_its_own_check(tmp_path, broken, check):
+    """run_and_check is the whole table's judge: each promise it checks, broken on purpose, fails it."""
+    watched, marker = tmp_path / "ck", tmp_path / "PAYLOAD_RAN"
+    watched.mkdir()
+    effects = {"touch-watched": lambda: (watched / "new.pt").write_bytes(b""), "touch-marker": marker.touch}
+    fake = _fake_cli(effect=effects[broken]) if isinstance(broken, str) else _fake_cli(**broken)
+    with pytest.raises(check):
+        run_and_check(fake, ["eval"], ["no such file"], absent=["corpus"], watch=[watched], marker=marker)
+    run_and_check(_fake_cli(), ["eval"], ["no such file"], absent=["corpus"], watch=[watched])  # kept: passes
 
 
 def test_failed_train_leaves_no_run_directory(cli, tmp_path):

@@ -123,7 +123,8 @@ def test_a_budget_chooses_the_settings_not_given_and_says_why_in_one_line(corpus
     assert {k: cfg[k] for k in budget.SHAPE} == {k: best[k] for k in budget.SHAPE}
     assert cfg["eval_every"] == best["eval_every"] == choice["chosen"]["eval_every"]
     assert choice["rule"] == "budget" and choice["budget_s"] == 1 and choice["given"] == []
-    assert choice["probe_cached"] is False and "AMD" in choice["machine"] or "|" in choice["machine"]
+    assert choice["probe_cached"] is False
+    assert choice["machine"] == probe.machine_key(torch.device("cpu"), "fp32")  # this machine, whatever its CPU
     lines = [line for line in r.err.splitlines() if line.startswith("budget: ")]
     assert len(lines) == 1
     assert lines[0].startswith(f"budget: lstm {cfg['layers']}x{cfg['hidden']}, batch {cfg['batch_size']} x "
@@ -170,7 +171,8 @@ def test_resume_never_chooses_again(corpus, tmp_path, fake_probe, cli, monkeypat
     first = _config(tmp_path / "ck")
     monkeypatch.setattr(budget.Planner, "_choose_for_budget", lambda self: pytest.fail("chose again on resume"))
     r = cli("train", "--resume", tmp_path / "ck" / "tiny", "--max-time", 1.5)
-    assert r.code == 0, r.err and "budget: " not in r.err
+    assert r.code == 0, r.err
+    assert "budget: " not in r.err
     again = _config(tmp_path / "ck")
     assert {k: again[k] for k in budget.CHOSEN} == {k: first[k] for k in budget.CHOSEN}
     assert again["budget_choice"] == first["budget_choice"] and again["max_time"] == 1.5
