@@ -67,6 +67,13 @@ def grad_points(train: list[dict]) -> dict:
 
 def draw(runs: list[dict], labels: list[str], title: str | None = None) -> bytes:
     """The four-panel figure as PNG bytes."""
+    buf = io.BytesIO()
+    figure(runs, labels, title).savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def figure(runs: list[dict], labels: list[str], title: str | None = None):
+    """The four-panel matplotlib Figure (on an Agg canvas): bpc vs steps, bpc vs time, lr, gradient norm."""
     Figure, FigureCanvasAgg = _matplotlib()
     fig = Figure(figsize=(12, 8), dpi=90, layout="constrained")
     FigureCanvasAgg(fig)
@@ -118,9 +125,7 @@ def draw(runs: list[dict], labels: list[str], title: str | None = None) -> bytes
     if len(runs) > 1:
         ax_lr.legend(fontsize=7)
     fig.suptitle(title or ", ".join(labels))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return fig
 
 
 def _clip_top(ax, runs) -> None:
