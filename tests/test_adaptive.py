@@ -32,6 +32,7 @@ def model():
     return m.eval()
 
 
+@pytest.mark.numerics
 def test_adaptive_forward_is_a_normalised_distribution_over_token_ids(model):
     x = torch.randint(0, 1500, (3, 7))
     logp, _ = model(x)
@@ -39,6 +40,7 @@ def test_adaptive_forward_is_a_normalised_distribution_over_token_ids(model):
     assert torch.allclose(logp.exp().sum(-1), torch.ones(3, 7), atol=1e-4)
 
 
+@pytest.mark.numerics
 def test_adaptive_training_loss_equals_cross_entropy_of_its_log_probs(model):
     x, y = torch.randint(0, 1500, (2, 9)), torch.randint(0, 1500, (2, 9))
     with torch.no_grad():
@@ -47,6 +49,7 @@ def test_adaptive_training_loss_equals_cross_entropy_of_its_log_probs(model):
     assert float(loss) == pytest.approx(float(F.cross_entropy(logp.reshape(-1, 1500), y.reshape(-1))), rel=1e-5)
 
 
+@pytest.mark.numerics
 def test_adaptive_init_starts_at_the_unigram_distribution():
     V = 1500
     m = RNNLM(ModelConfig(V, "lstm", 1, 32, 16, 0.0, False, *resolve_head("adaptive", V, False)))

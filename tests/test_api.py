@@ -48,6 +48,7 @@ def test_verbose_false_is_silent(corpus, tmp_path, capsys, one_thread):
     assert capsys.readouterr() == ("", "")
 
 
+@pytest.mark.numerics
 def test_model_samples_streams_and_evaluates_like_the_cli(trained_run, cli):
     run_dir, corpus, _ = trained_run
     model = charrnn.load(run_dir, device="cpu")
@@ -102,6 +103,7 @@ def v1_run(tmp_path):
     return run, FIXTURES / "v1run-corpus.txt"
 
 
+@pytest.mark.numerics
 def test_format1_checkpoint_loads_samples_and_evaluates(v1_run, cli):
     run, corpus = v1_run
     assert load_checkpoint(str(run / "last.pt"))["version"] == 2  # upgraded in memory
@@ -111,6 +113,7 @@ def test_format1_checkpoint_loads_samples_and_evaluates(v1_run, cli):
     assert r.code == 0 and json.loads(r.out)["loss"] == pytest.approx(model.evaluate(corpus)["loss"])
 
 
+@pytest.mark.numerics
 def test_format1_checkpoint_resumes_to_the_result_the_old_code_reached(v1_run, cli):
     run, corpus = v1_run
     want = json.loads((FIXTURES / "v1run-expected.json").read_text())

@@ -24,6 +24,7 @@ def last_val(run_dir) -> dict:
     return [r for r in rows if r["split"] == "val"][-1]
 
 
+@pytest.mark.integration
 def test_installed_console_script_train_sample_eval(tmp_path):
     exe = shutil.which("charrnn")
     if exe is None:
@@ -151,6 +152,7 @@ def test_tinyshakespeare_split_is_nanogpts(tmp_path, cli):
     assert ckpt["model_config"]["vocab_size"] == 65
 
 
+@pytest.mark.integration
 def test_python_dash_m_entry_point(tmp_path):
     r = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "charrnn" in r.stdout

@@ -52,6 +52,7 @@ def _per_segment(nll: np.ndarray) -> np.ndarray:
 LEAK_LR = 3.0  # one step on a segment all but memorises it (the second copies show it)
 
 
+@pytest.mark.numerics
 def test_no_token_is_scored_after_training_on_it(tok):
     """Each segment appears twice in a row. One step on a segment makes the model all but certain
     of it, which the second copies show; the first copies stay as surprising as without adapting
@@ -115,6 +116,7 @@ def test_each_segment_is_scored_by_the_weights_before_its_own_step(tok, monkeypa
     assert steps == list(range(1, n_seg))                 # step k after segment k was scored; none after the last
 
 
+@pytest.mark.numerics
 def test_lr_zero_is_the_static_one_stream_score_and_dropout_is_off(tok):
     torch.manual_seed(0)
     model = RNNLM(ModelConfig(vocab_size=tok.vocab_size, layers=2, hidden=24, emb=8, dropout=0.5))
@@ -201,6 +203,7 @@ def test_bf16_dynamic_eval_runs_on_every_cpu(tok, monkeypatch, onednn):
 
 # ----------------------------------------------------------------------------- command line and API
 
+@pytest.mark.numerics
 def test_cli_dynamic_eval_changes_no_file_and_reports_its_settings(run_copy, cli):
     run_dir, corpus, _ = run_copy
     before = snapshot(run_dir)

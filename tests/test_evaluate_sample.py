@@ -82,6 +82,7 @@ def test_metrics_formulas():
     assert (m["tokens"], m["chars"], m["bytes"]) == (1000, 1500, 2100)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["char", "bpe"])
 def test_evaluate_split_matches_hand_computation(kind, char_tok, bpe_tok):
     tok = char_tok if kind == "char" else bpe_tok
@@ -113,6 +114,7 @@ def test_evaluate_split_matches_hand_computation(kind, char_tok, bpe_tok):
         assert m["bpc"] == pytest.approx(m["loss"] / math.log(2) * m["tokens"] / m["chars"], rel=1e-5)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["char", "bpe"])
 @pytest.mark.parametrize("max_streams,min_len,window", [(5, 50, 37), (3, 100, 512), (7, 20, 1)])
 def test_score_matches_resets_at_stream_boundaries(monkeypatch, kind, char_tok, bpe_tok,
@@ -138,6 +140,7 @@ def test_score_matches_resets_at_stream_boundaries(monkeypatch, kind, char_tok, 
         assert abs(total - _nll_direct(model, ids, sorted(set(boundaries + window_cuts)))) > 1.0
 
 
+@pytest.mark.numerics
 def test_score_default_layout_multi_stream(char_tok):
     """The real layout on a text long enough for two streams (> 2 x 4096 tokens)."""
     ids = char_tok.encode(TEXT * 2)
@@ -151,6 +154,7 @@ def test_score_default_layout_multi_stream(char_tok):
     assert abs(total - _nll_direct(model, ids)) > 1.0
 
 
+@pytest.mark.numerics
 def test_bpb_first_token_is_a_byte_fallback_piece(bpe_tok):
     text = "Ж" + TEXT[:300]  # Cyrillic: never seen in training, so it starts with two byte pieces
     ids = bpe_tok.encode(text)
@@ -175,6 +179,7 @@ def _gen(model, tok, **kw) -> list[str]:
     return list(generate(model, tok, **kw))
 
 
+@pytest.mark.numerics
 def test_same_seed_same_text_different_seed_different_text(char_tok):
     model = _model(char_tok.vocab_size, seed=6, sharpen=1.0)
     a = "".join(_gen(model, char_tok, length=60, temperature=1.0, seed=11))
@@ -245,6 +250,7 @@ def test_generate_with_bpe_yields_text(bpe_tok):
     assert all(isinstance(c, str) and c for c in chunks)
 
 
+@pytest.mark.numerics
 def test_overfit_then_greedy_generation_reproduces_the_text():
     text = "the cat sat on a mat, 猫在垫子上 ok!\n"  # ~40 characters, some repeated
     assert 30 <= len(text) <= 45

@@ -46,6 +46,7 @@ def _loss(model, tok, text: str) -> float:
     return evaluate_split(model.eval(), tok, ids, len(text), len(text.encode("utf-8")), CPU)["loss"]
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["full", "tied", "adaptive"])
 def test_extended_vocabulary_starts_at_the_source_models_loss(sources, kind):
     """Before any step, the extended model scores text made of known characters as the source did.
@@ -77,6 +78,7 @@ def test_extended_vocabulary_starts_at_the_source_models_loss(sources, kind):
     assert (probs[:, new].sum(-1) < 20 * mass).all()  # new characters start rare everywhere
 
 
+@pytest.mark.numerics
 def test_finetune_run_from_a_run_directory(trained_run, tmp_path, cli, one_thread):
     run_dir, corpus, _ = trained_run
     before = snapshot(run_dir)
@@ -162,6 +164,7 @@ def _weights(path) -> str:
     return hashlib.sha256(b"".join(sd[k].numpy().tobytes() for k in sorted(sd))).hexdigest()
 
 
+@pytest.mark.numerics
 def test_a_finetuned_run_resumes_bit_exactly(trained_run, tmp_path, one_thread):
     run_dir, _, _ = trained_run
     new = tmp_path / "new.txt"

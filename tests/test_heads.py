@@ -18,6 +18,7 @@ def _head(kind):
     return head, V
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["full", "adaptive"])
 def test_token_nll_and_loss_agree_with_log_probs(kind):
     head, V = _head(kind)
@@ -41,6 +42,7 @@ def test_padding_targets_score_zero(kind):
     assert torch.all(nll[1, 2:] == 0) and torch.all(nll[0] > 0)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["full", "adaptive"])
 def test_init_bias_starts_at_the_unigram_distribution_for_frequent_tokens(kind):
     head, V = _head(kind)

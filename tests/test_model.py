@@ -107,6 +107,7 @@ def test_initial_loss_is_about_ln_vocab(cell, V):
     assert abs(loss - math.log(V)) < 0.1, (loss, math.log(V))
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("split", [1, 7, 19])
 def test_state_carry_is_exact(cell, split):

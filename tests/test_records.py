@@ -156,6 +156,7 @@ def _model(vocab: int, cell: str = "lstm", head: str = "full", cutoffs=()) -> RN
     return m.eval()
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_record_scores_equal_scoring_each_record_alone(cell, monkeypatch):
     monkeypatch.setattr(records_score, "EVAL_WINDOW", 8)  # long records are read in pieces, state carried
@@ -170,6 +171,7 @@ def test_record_scores_equal_scoring_each_record_alone(cell, monkeypatch):
         assert np.allclose(nll[a:b], alone[0, 1:].double().numpy(), atol=1e-5)
 
 
+@pytest.mark.numerics
 def test_changing_one_record_leaves_every_other_record_unchanged():
     recs = make_records(80, seed=5)
     tok = fit_tokenizer("char", "\n".join(recs) + "\nXYZ")
@@ -191,6 +193,7 @@ def test_changing_one_record_leaves_every_other_record_unchanged():
             assert np.abs(before[i] - after[i]).max() < 1e-6, i
 
 
+@pytest.mark.numerics
 def test_adaptive_head_loss_leaves_padding_out():
     torch.manual_seed(0)
     model = _model(700, head="adaptive", cutoffs=(512,))
@@ -223,6 +226,7 @@ def test_records_run_records_its_separator_and_padding(records_run):
     assert records_separator(ckpt["run_config"]) == "\n"
 
 
+@pytest.mark.numerics
 def test_records_run_is_evaluated_as_it_was_trained(records_run, cli):
     run_dir, corpus, r = records_run
     val = [m for m in r.metrics if m["split"] == "val"][-1]
@@ -258,6 +262,7 @@ class _Stop(Exception):
     pass
 
 
+@pytest.mark.numerics
 def test_records_resume_is_bit_exact(records_run, tmp_path, one_thread):
     """Stopped right after a save whose next window continues long records (the carried state matters)."""
     _, corpus, _ = records_run

@@ -68,6 +68,8 @@ def reference(corpus, tmp_path_factory):
     return weights_hash(ck / "ref" / "last.pt")
 
 
+@pytest.mark.numerics
+@pytest.mark.integration
 def test_kill9_three_times_then_resume_is_bit_identical(corpus, reference, tmp_path):
     rng = random.Random(os.getpid())
     run = tmp_path / "run"
@@ -92,6 +94,7 @@ def test_kill9_three_times_then_resume_is_bit_identical(corpus, reference, tmp_p
     assert weights_hash(run / "last.pt") == reference
 
 
+@pytest.mark.integration
 def test_kill_during_frequent_saves_leaves_checkpoints_readable(corpus, tmp_path):
     rng = random.Random(1234 + os.getpid())
     run = tmp_path / "run"
@@ -113,6 +116,7 @@ def test_kill_during_frequent_saves_leaves_checkpoints_readable(corpus, tmp_path
     p.communicate(timeout=60)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_saves_and_prints_resume_command(corpus, tmp_path, sig, code):
     run = tmp_path / "run"
@@ -130,6 +134,7 @@ def test_signal_saves_and_prints_resume_command(corpus, tmp_path, sig, code):
     assert not (run / "lock").exists()
 
 
+@pytest.mark.integration
 def test_second_train_into_busy_run_is_refused_and_stale_lock_taken_over(corpus, tmp_path, cli):
     run = tmp_path / "run"
     p = charrnn("train", corpus, "--checkpoint-dir", tmp_path, "--name", "run", "--max-steps", 100000,
@@ -149,6 +154,7 @@ def test_second_train_into_busy_run_is_refused_and_stale_lock_taken_over(corpus,
     assert not (run / "lock").exists()
 
 
+@pytest.mark.numerics
 def test_resume_in_process_matches_and_allows_new_limits(corpus, tmp_path, cli):
     common = [corpus, "--checkpoint-dir", tmp_path, "--save-every", 5, "--max-steps", 30, *MODEL]
     assert cli("train", *common, "--name", "a").code == 0

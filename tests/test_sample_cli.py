@@ -45,6 +45,7 @@ def test_interactive_refuses_what_does_not_go_with_it(cli, trained_run, monkeypa
         assert r.code == 2 and r.out == "" and r.err.startswith(f"error: {extra[0]} does not go with --interactive")
 
 
+@pytest.mark.numerics
 def test_json_lines_are_the_api_records(cli, trained_run, model):
     run = trained_run[0]
     r = cli("sample", run, "--prime", "the ", "--length", 30, "--seed", 5, "--num-samples", 4, "--json",
@@ -78,6 +79,7 @@ def test_beam_json_is_best_first_and_beats_greedy(cli, trained_run):
     assert one["text"] == greedy["text"]
 
 
+@pytest.mark.numerics
 def test_bf16_products_give_the_models_log_probabilities_closely(cli, trained_run, model):
     run = trained_run[0]
     r = cli("sample", run, "--prime", "the ", "--length", 40, "--seed", 2, "--num-samples", 3, "--json",

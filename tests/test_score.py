@@ -52,6 +52,7 @@ def _line_token_counts(tok, text):
 
 # ----------------------------------------------------------------------------- continuous
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["char", "byte", "bpe"])
 def test_continuous_lines_are_the_direct_token_nlls_summed_per_line(kind, toks):
     tok = toks[kind]
@@ -77,6 +78,7 @@ def test_continuous_lines_are_the_direct_token_nlls_summed_per_line(kind, toks):
                        "surprisal": recs[1]["surprisal"]}
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["char", "byte", "bpe"])
 def test_lines_add_up_to_evals_total_with_several_streams(kind, toks, monkeypatch):
     """Eval's layout is kept (streams reset at their boundaries), so the identity holds for long texts too."""
@@ -95,6 +97,7 @@ def test_lines_add_up_to_evals_total_with_several_streams(kind, toks, monkeypatc
     assert [r["nll"] for r in one] == [r["nll"] for r in recs]
 
 
+@pytest.mark.numerics
 def test_byte_model_puts_a_characters_bytes_together(toks):
     tok = toks["byte"]
     model = _model(256, seed=23)
@@ -119,6 +122,7 @@ def test_a_first_token_of_several_characters_is_context_only(toks):
 
 # ----------------------------------------------------------------------------- independent
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["char", "bpe"])
 def test_independent_lines_are_scored_after_a_newline_from_a_fresh_state(kind, toks, monkeypatch):
     tok = toks[kind]
@@ -173,6 +177,7 @@ def test_empty_or_one_token_texts():
 
 # ----------------------------------------------------------------------------- command line and API
 
+@pytest.mark.numerics
 def test_cli_json_lines_add_up_to_eval_file(trained_run, cli, tmp_path):
     run_dir, corpus, _ = trained_run
     r = cli("score", corpus, "--checkpoint", run_dir, "--json", "--device", "cpu")

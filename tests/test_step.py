@@ -36,6 +36,7 @@ def _grads(model):
     return [p.grad.clone() for p in model.parameters()]
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("parts", [2, 3, 6])
 def test_micro_batches_give_the_full_batch_loss_gradients_and_state(cell, parts):
@@ -128,6 +129,7 @@ def test_update_needs_no_host_sync(monkeypatch):
 
 # -- the optimizer
 
+@pytest.mark.numerics
 def test_make_optimizer_decays_weight_matrices_only_and_steps_as_the_per_tensor_adamw():
     torch.manual_seed(0)
     model = RNNLM(ModelConfig(30, "lstm", 2, 16, 8, 0.0))

@@ -18,6 +18,7 @@ def _model(cell: str, head: str, V: int = 1200) -> RNNLM:
     return m
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("head", ["full", "adaptive"])
 def test_step_by_step_equals_fused_forward(cell, head):
@@ -37,6 +38,7 @@ def test_step_by_step_equals_fused_forward(cell, head):
                                    atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_batched_rows_are_independent_streams(cell):
     """B different token sequences stepped together equal each sequence run alone through the fused model,
@@ -71,6 +73,7 @@ def test_module_state_round_trip():
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_bf16_products_stay_close_to_fp32(cell):
     m = _model(cell, "full", V=60)
@@ -87,6 +90,7 @@ def test_bf16_products_stay_close_to_fp32(cell):
             torch.testing.assert_close(lb, la, atol=0.05, rtol=0.05)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_packed_rows_have_the_same_bits_whatever_the_batch(precision):
     """With oneDNN's packed weights a stream's numbers do not depend on how many streams run beside it
@@ -119,6 +123,7 @@ def test_auto_precision_is_bf16_only_on_cpus_that_multiply_bf16(monkeypatch):
     assert st.resolve_precision("auto", "cpu") == "fp32" and st.resolve_precision("bf16", "cpu") == "bf16"
 
 
+@pytest.mark.numerics
 def test_without_onednn_the_products_fall_back_to_addmm(monkeypatch):
     import charrnn.generation.stepper as st
 

@@ -50,6 +50,7 @@ def page_acts(data: dict, layer: int, state: str) -> np.ndarray:
     return q / 127 * np.array(data["scale"][layer - 1][state])[:, None]
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_every_layers_states_match_the_fused_stacked_rnn(cell):
     model = random_model(cell)
@@ -68,6 +69,7 @@ def test_every_layers_states_match_the_fused_stacked_rnn(cell):
         torch.testing.assert_close(hs[-1], out[0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("head", ["full", "adaptive"])
 def test_surprisal_is_minus_log2_of_the_softmax(head):
     kw = {"head": "adaptive", "cutoffs": (10,)} if head == "adaptive" else {}
@@ -132,6 +134,7 @@ def test_correlated_units_finds_a_planted_unit():
     assert absent == ["never"]
 
 
+@pytest.mark.numerics
 def test_viz_page_holds_the_models_numbers(cli, trained_run, tmp_path):
     run_dir, _, _ = trained_run
     out = tmp_path / "page.html"
@@ -279,6 +282,7 @@ def page(cli, trained_run, tmp_path):
     return out
 
 
+@pytest.mark.integration
 @needs_chromium
 def test_the_page_in_a_browser_follows_its_fragment(page, tmp_path):
     data = page_json(page.read_text(encoding="utf-8"))
@@ -315,6 +319,7 @@ try {  // the page's own $ and globals are in scope
 </script></body></html>"""
 
 
+@pytest.mark.integration
 @needs_chromium
 def test_the_page_reacts_to_its_fragment_hover_and_selectors(page, tmp_path):
     """A bad fragment is explained; hovering shows predictions; the selectors rewrite the fragment."""
