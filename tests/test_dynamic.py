@@ -123,11 +123,14 @@ def test_lr_zero_is_the_static_one_stream_score_and_dropout_is_off(tok):
     ids = tok.encode(TEXT[:700])
     static = token_nlls(model, ids, CPU, one_stream=True)
     for seq in (1, 37, 5000):
+        # lr 0: the same float32 forward in windows of SEQ against one pass: ~1e-6 per token NLL
         assert dynamic_nlls(model, ids, CPU, lr=0.0, seq=seq) == pytest.approx(static, rel=1e-5, abs=1e-6)
     text = TEXT[:700]
     m_static = evaluate_split(model, tok, ids, len(text), len(text.encode()), CPU)  # < 8192 tokens: one stream
     m_dyn = evaluate_split(model, tok, ids, len(text), len(text.encode()), CPU, dynamic=dict(lr=0.0, seq=20))
+    # the same NLLs summed by the same code: equal up to float32 blocking
     assert m_dyn == pytest.approx(m_static, rel=1e-6)
+    # must differ: adapting moves the sum by ~1e-2 relative, 100x this
     assert dynamic_nlls(model, ids, CPU, lr=0.05, seq=20).sum() != pytest.approx(static.sum(), rel=1e-4)
 
 
@@ -220,6 +223,7 @@ def test_cli_dynamic_eval_changes_no_file_and_reports_its_settings(run_copy, cli
     assert snapshot(run_dir) == before
     model = charrnn.load(run_dir, device="cpu")
     w = _weights(model.module)
+    # the same computation through the API and the CLI, both float32: equal up to JSON's float64 printing
     assert model.evaluate(corpus, dynamic=True, dyn_lr=0.05, dyn_seq=40)["bpc"] == pytest.approx(m["bpc"], rel=1e-6)
     assert _same(w, _weights(model.module))
 

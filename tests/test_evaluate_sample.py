@@ -102,7 +102,10 @@ def test_evaluate_split_matches_hand_computation(kind, char_tok, bpe_tok):
         assert len(ids) < 0.8 * len(text)                      # tokens != chars
         assert first_chars >= 2                                 # and the correction is non-trivial
     assert m["tokens"] == len(ids) - 1
+    # evaluate's float32 windows against the direct float64 sum of the fused model's float32 NLLs: ~sqrt(n) eps
+    # relative, n <= 1,000 tokens: 4e-6
     assert m["loss"] == pytest.approx(nll / (len(ids) - 1), rel=1e-5)
+    # both float64 from the same loss: exact up to exp's last bit
     assert m["perplexity"] == pytest.approx(math.exp(m["loss"]), rel=1e-9)
     assert m["bpc"] == pytest.approx(nll / math.log(2) / (len(text) - first_chars), rel=1e-5)
     assert m["bpb"] == pytest.approx(nll / math.log(2) / (len(text.encode()) - first_bytes), rel=1e-5)
@@ -131,6 +134,8 @@ def test_score_matches_resets_at_stream_boundaries(monkeypatch, kind, char_tok, 
     assert s > 1
     boundaries = [r * length for r in range(1, s)]
     assert count == len(ids) - 1
+    # a sum of ~1,200 float32 token NLLs (~4 nats each, windowed vs fused: ~1e-6 relative each): <= 1200 * 4 *
+    # 2e-6 = 1e-2; a missed reset moves the total by > 1 (checked below)
     assert total == pytest.approx(_nll_direct(model, ids, boundaries), rel=0, abs=1e-2)
     # sensitivity: the resets at stream boundaries matter ...
     assert abs(total - _nll_direct(model, ids)) > 1.0
@@ -150,6 +155,7 @@ def test_score_default_layout_multi_stream(char_tok):
     x, _ = real_eval_streams(ids)
     assert x.shape[0] == 2
     assert count == len(ids) - 1
+    # as above over ~9,000 tokens: 9000 * 4 * 1.5e-6 = 5e-2, still 20x under a missed reset's > 1
     assert total == pytest.approx(_nll_direct(model, ids, [x.shape[1]]), rel=0, abs=5e-2)
     assert abs(total - _nll_direct(model, ids)) > 1.0
 

@@ -168,6 +168,9 @@ def test_logprob_is_the_models_own_at_temperature_one(toks):
             gen_ids = tok.encode(s.text[4:])
             assert s.tokens == len(gen_ids) == 40
             exact = _model_logprob(m, tok, tok.encode("the "), gen_ids)
+            # fp32: the stepper's per-step matmuls against the fused model, ~1e-6 per token over 40 tokens of ~2
+            # nats: 1e-4, 1e-3 absolute leaves 10x; auto may be bf16 products: 2^-8 per rounding, 2% = 5
+            # roundings (see test_stepper)
             assert s.logprob == pytest.approx(exact, abs=1e-3 if precision == "fp32" else None, rel=tol)
 
 
@@ -248,10 +251,13 @@ def test_beam_beats_greedy_and_beam_1_is_greedy(toks, seed):
     exact = {"precision": "fp32"}  # scores compared with the fused fp32 model's to 1e-3 (auto may be bf16)
     greedy = _samples(m, tok, "the ", length=40, temp=0, **exact)[0]
     (one,) = _beam(m, tok, "the ", 1, length=40, **exact)
+    # beam 1 and greedy step the same fp32 stepper over 40 tokens; their scores are summed in float64 (beam) and
+    # float32: ~40 * 2 nats * 1.2e-7 = 1e-5
     assert (one.text, one.logprob) == (greedy.text, pytest.approx(greedy.logprob, abs=1e-4))
     for k in (2, 4, 8):
         (best,) = _beam(m, tok, "the ", k, length=40, **exact)
         assert best.tokens == 40 and best.logprob >= greedy.logprob - 1e-6
+        # the stepper against the fused fp32 model over 40 tokens: ~1e-6 per token, 1e-3 total leaves >= 10x
         assert best.logprob == pytest.approx(_model_logprob(m, tok, tok.encode("the "), tok.encode(best.text[4:])),
                                              abs=1e-3)
 
