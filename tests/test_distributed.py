@@ -15,8 +15,7 @@ import pytest
 import torch
 
 from charrnn.model.checkpoint import load_checkpoint
-from tests.conftest import TINY_TEXT
-from tests.test_resume import corpus, wait_for, weights_hash  # noqa: F401 (corpus: the same fixture)
+from tests.conftest import TINY_TEXT, wait_for, weights_hash  # corpus: conftest's fixture
 
 # every test here runs torchrun; the one-process comparisons are also numerics-sensitive
 pytestmark = pytest.mark.integration

@@ -16,8 +16,7 @@ from charrnn.evaluation.dynamic import apply_update, dynamic_nlls
 from charrnn.evaluation.evaluate import evaluate_split, token_nlls
 from charrnn.model.network import ModelConfig, RNNLM
 from charrnn.data.tokenizers import fit_tokenizer
-from tests.conftest import snapshot
-from tests.test_evaluate_sample import TEXT, _model
+from tests.conftest import CONTEXT_TEXT as TEXT, context_model as _model, snapshot
 
 CPU = torch.device("cpu")
 SEG = 16

@@ -16,33 +16,12 @@ from charrnn.evaluation.evaluate import evaluate_split, metrics, score
 from charrnn.model.network import ModelConfig, RNNLM
 from charrnn.generation.sample import generate
 from charrnn.data.tokenizers import fit_tokenizer
+from tests.conftest import CONTEXT_TEXT as TEXT, context_model as _model
 
 CPU = torch.device("cpu")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-_EN = ("the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!\n"
-       "how vexingly quick daft zebras jump; sphinx of black quartz, judge my vow.\n")
-_ZH = "床前明月光，疑是地上霜。举头望明月，低头思故乡。今天天气很好，我们去公园散步吧。\n"
-TEXT = (_EN + _ZH) * 30
-
-
-def _model(V: int, seed: int = 0, hidden: int = 32, sharpen: float = 6.0, memory: float = 2.0) -> RNNLM:
-    """A random tiny model whose predictions depend strongly on context.
-
-    The head is scaled up (peaked predictions) and so are the recurrent weights (a long memory),
-    so resetting or not carrying the state changes the loss visibly.
-    """
-    torch.manual_seed(seed)
-    model = RNNLM(ModelConfig(vocab_size=V, cell="lstm", layers=2, hidden=hidden, emb=16, dropout=0.0))
-    with torch.no_grad():
-        model.head.weight.mul_(sharpen)
-        model.head.bias.normal_(0, 1.0)
-        for name, p in model.rnn.named_parameters():
-            if name.startswith("weight_hh"):
-                p.mul_(memory)
-    return model.eval()
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ from charrnn.errors import CharrnnError
 from charrnn.model.heads import resolve_head
 from charrnn.model.network import ModelConfig, RNNLM
 from charrnn.settings import make_config
-from tests.conftest import TINY_MODEL, TINY_TEXT, snapshot
+from tests.conftest import TINY_MODEL, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -90,14 +90,8 @@ def no_model(monkeypatch):
     monkeypatch.setattr(RNNLM, "__init__", boom)
 
 
-def _tiny_corpus(tmp_path):
-    p = tmp_path / "tiny.txt"
-    p.write_text(TINY_TEXT, encoding="utf-8")
-    return p
-
-
-def test_an_absurd_hidden_size_is_refused_before_any_allocation(cli, tmp_path, no_model):
-    corpus = _tiny_corpus(tmp_path)
+def test_an_absurd_hidden_size_is_refused_before_any_allocation(cli, tmp_path, tiny_corpus, no_model):
+    corpus = tiny_corpus
     before = snapshot(tmp_path)
     r = cli("train", corpus, "--checkpoint-dir", tmp_path / "ck", "--hidden", 2000000, "--max-steps", 5)
     assert r.code == 2, r.err
@@ -109,9 +103,9 @@ def test_an_absurd_hidden_size_is_refused_before_any_allocation(cli, tmp_path, n
     assert not (tmp_path / "ck" / "tiny").exists()  # the empty run directory is removed again
 
 
-def test_a_batch_that_cannot_fit_is_refused_naming_the_batch(cli, tmp_path, monkeypatch, no_model):
+def test_a_batch_that_cannot_fit_is_refused_naming_the_batch(cli, tmp_path, tiny_corpus, monkeypatch, no_model):
     monkeypatch.setattr(memory, "available_bytes", lambda device: int(memory.RUNTIME["cpu"]) + 3 * 10**6)
-    corpus = _tiny_corpus(tmp_path)
+    corpus = tiny_corpus
     r = cli("train", corpus, "--checkpoint-dir", tmp_path / "ck", "--layers", 1, "--hidden", 32, "--emb", 16,
             "--batch-size", 64, "--seq-len", 50, "--max-steps", 5, "--precision", "fp32")
     assert r.code == 2 and len(r.err.strip().splitlines()) == 1
@@ -119,7 +113,7 @@ def test_a_batch_that_cannot_fit_is_refused_naming_the_batch(cli, tmp_path, monk
     assert "of memory (activations " in r.err
 
 
-def test_a_batch_not_given_is_halved_until_it_fits(tmp_path, monkeypatch):
+def test_a_batch_not_given_is_halved_until_it_fits(tmp_path, tiny_corpus, monkeypatch):
     import charrnn
 
     want = memory.estimate(vocab=49, cell="lstm", layers=1, hidden=32, emb=16, batch=8, window=16,
@@ -127,7 +121,7 @@ def test_a_batch_not_given_is_halved_until_it_fits(tmp_path, monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device: int(want / memory.FIT_FRACTION) + 1)
     logs = []
     monkeypatch.setattr("charrnn.api._logger", lambda verbose: logs.append)
-    run = charrnn.train(_tiny_corpus(tmp_path), checkpoint_dir=tmp_path / "ck", layers=1, hidden=32, emb=16,
+    run = charrnn.train(tiny_corpus, checkpoint_dir=tmp_path / "ck", layers=1, hidden=32, emb=16,
                         seq_len=16, max_steps=3, precision="fp32", eval_every=10)
     cfg = json.loads((tmp_path / "ck" / "tiny" / "config.json").read_text())
     assert cfg["batch_size"] <= 8 and run.steps == 3
@@ -135,8 +129,8 @@ def test_a_batch_not_given_is_halved_until_it_fits(tmp_path, monkeypatch):
     assert cfg["budget_choice"]["memory_halved_batch_from"] == 32
 
 
-def test_the_tiny_model_fits_and_trains(cli, tmp_path):
-    r = cli("train", _tiny_corpus(tmp_path), "--checkpoint-dir", tmp_path / "ck", *TINY_MODEL, "--max-steps", 2)
+def test_the_tiny_model_fits_and_trains(cli, tmp_path, tiny_corpus):
+    r = cli("train", tiny_corpus, "--checkpoint-dir", tmp_path / "ck", *TINY_MODEL, "--max-steps", 2)
     assert r.code == 0, r.err
     assert "note: this run needs" not in r.err
 

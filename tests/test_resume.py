@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import random
 import signal
@@ -15,7 +14,7 @@ import pytest
 import torch
 
 from charrnn.model.checkpoint import load_checkpoint
-from tests.conftest import TINY_TEXT, snapshot
+from tests.conftest import nan_after as _nan_after, snapshot, wait_for, weights_hash  # and fixture corpus
 
 MODEL = ["--layers", "2", "--hidden", "48", "--emb", "16", "--batch-size", "8", "--seq-len", "32",
          "--precision", "fp32", "--device", "cpu", "--eval-every", "25", "--log-every", "5", "--seed", "7"]
@@ -26,34 +25,6 @@ def charrnn(*args, **kw) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, "-m", "charrnn", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, **kw)
-
-
-def weights_hash(path) -> str:
-    sd = load_checkpoint(str(path))["model"]
-    h = hashlib.sha256()
-    for k in sorted(sd):
-        h.update(k.encode())
-        h.update(sd[k].numpy().tobytes())
-    return h.hexdigest()
-
-
-def wait_for(path, proc, timeout=60.0) -> bool:
-    """Wait until ``path`` exists (True) or the process ends (False)."""
-    t0 = time.time()
-    while not os.path.exists(path):
-        if proc.poll() is not None:
-            return False
-        if time.time() - t0 > timeout:
-            raise AssertionError(f"{path} did not appear within {timeout}s")
-        time.sleep(0.02)
-    return True
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    p = tmp_path_factory.mktemp("corpus") / "text.txt"
-    p.write_text(TINY_TEXT * 3, encoding="utf-8")
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -174,19 +145,6 @@ def test_resume_in_process_matches_and_allows_new_limits(corpus, tmp_path, cli):
     assert (tmp_path / "a" / "last.pt").read_bytes() == before
     r = cli("train", "--resume", tmp_path / "a", "--checkpoint-dir", tmp_path, "--cell", "gru")
     assert r.code != 0 and "cannot change --cell" in r.err
-
-
-def _nan_after(monkeypatch, n):
-    import torch.nn.functional as F
-
-    real, calls = F.cross_entropy, {"n": 0}
-
-    def fake(*a, **k):
-        calls["n"] += 1
-        loss = real(*a, **k)
-        return loss * float("nan") if calls["n"] > n else loss
-
-    monkeypatch.setattr(F, "cross_entropy", fake)
 
 
 def test_nonfinite_loss_stops_without_writing_bad_weights(corpus, tmp_path, cli, monkeypatch):

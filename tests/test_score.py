@@ -19,7 +19,7 @@ from charrnn.errors import CharrnnError
 from charrnn.evaluation.evaluate import evaluate_split
 from charrnn.evaluation.score import score_lines
 from charrnn.data.tokenizers import fit_tokenizer
-from tests.test_evaluate_sample import TEXT, _model
+from tests.conftest import CONTEXT_TEXT as TEXT, context_model as _model
 
 CPU = torch.device("cpu")
 LN2 = math.log(2)

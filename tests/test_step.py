@@ -14,7 +14,7 @@ from charrnn.errors import CharrnnError
 from charrnn.model.network import ModelConfig, RNNLM
 from charrnn.training.step import StepRunner
 from tests.conftest import TINY_TEXT
-from tests.test_resume import _nan_after
+from tests.conftest import nan_after as _nan_after
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
