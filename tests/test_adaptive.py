@@ -75,6 +75,7 @@ def test_adaptive_init_starts_at_the_unigram_distribution():
     assert float(logp[0, 0].exp().sum()) == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_chinese_corpus_trains_adaptive_samples_and_evaluates(tmp_path, cli):
     rng = np.random.default_rng(1)
     alphabet = [chr(0x4E00 + i) for i in range(1500)]

@@ -49,6 +49,7 @@ def test_verbose_false_is_silent(corpus, tmp_path, capsys, one_thread):
     assert capsys.readouterr() == ("", "")
 
 
+@pytest.mark.slow
 @pytest.mark.numerics
 def test_model_samples_streams_and_evaluates_like_the_cli(trained_run, cli):
     run_dir, corpus, _ = trained_run

@@ -361,6 +361,7 @@ def run_without_test_split(tmp_path_factory):
     return ckdir / "notest", ckdir
 
 
+@pytest.mark.slow
 def test_eval_test_split_of_run_without_one(cli, run_without_test_split):
     run_dir, ckdir = run_without_test_split
     run_and_check(cli, ["eval", str(run_dir), "--split", "test", "--device", "cpu"],

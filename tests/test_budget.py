@@ -111,6 +111,7 @@ def _config(ck, name="tiny"):
     return json.loads((ck / name / "config.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", [[], ["--budget"]], ids=["by-default", "asked-for"])
 def test_a_budget_chooses_the_settings_not_given_and_says_why_in_one_line(corpus, tmp_path, fake_probe, cli, flag):
     r = cli("train", corpus, "--checkpoint-dir", tmp_path / "ck", "--max-time", 1, *flag, "--emb", 8,
@@ -142,6 +143,7 @@ def test_given_settings_always_win(corpus, tmp_path, fake_probe):
     assert sorted(cfg["budget_choice"]["given"]) == ["hidden", "seq_len"]
 
 
+@pytest.mark.slow
 def test_nothing_is_chosen_when_everything_is_given(corpus, tmp_path, fake_probe, monkeypatch):
     charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=1, budget=True, layers=1, hidden=24, emb=8, batch_size=4,
                   seq_len=16, eval_every=7, verbose=False)
@@ -152,6 +154,7 @@ def test_nothing_is_chosen_when_everything_is_given(corpus, tmp_path, fake_probe
     assert fake_probe == [] and _config(tmp_path / "ck", "tiny-2")["layers"] == 2
 
 
+@pytest.mark.slow
 def test_without_a_budget_or_with_no_budget_the_fixed_defaults_stay(corpus, tmp_path, fake_probe, cli):
     r = cli("train", corpus, "--checkpoint-dir", tmp_path / "ck", "--max-steps", 1, "--seq-len", 16)
     assert r.code == 0, r.err
@@ -165,6 +168,7 @@ def test_without_a_budget_or_with_no_budget_the_fixed_defaults_stay(corpus, tmp_
     assert fake_probe == [] and "budget: " not in r.err
 
 
+@pytest.mark.slow
 def test_resume_never_chooses_again(corpus, tmp_path, fake_probe, cli, monkeypatch):
     r = cli("train", corpus, "--checkpoint-dir", tmp_path / "ck", "--max-time", 0.5, "--budget", "--emb", 8)
     assert r.code == 0, r.err
@@ -178,6 +182,7 @@ def test_resume_never_chooses_again(corpus, tmp_path, fake_probe, cli, monkeypat
     assert again["budget_choice"] == first["budget_choice"] and again["max_time"] == 1.5
 
 
+@pytest.mark.slow
 def test_the_probe_is_cached_per_machine_and_shape(corpus, tmp_path, fake_probe):
     charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=0.5, budget=True, emb=8, verbose=False)
     n = len(fake_probe)

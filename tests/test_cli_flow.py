@@ -50,6 +50,7 @@ def test_installed_console_script_train_sample_eval(tmp_path):
     assert m["bpc"] == pytest.approx(last_val(tmp_path / "checkpoints" / "story")["bpc"], rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tokenizer", TOKENIZERS)
 def test_every_tokenizer_trains_samples_and_evaluates(tokenizer, tmp_path, cli):
     corpus = tmp_path / "mixed.txt"
@@ -85,6 +86,7 @@ def test_every_tokenizer_trains_samples_and_evaluates(tokenizer, tmp_path, cli):
     assert json.loads(r.out)["bpc"] == pytest.approx(last_val(run_dir)["bpc"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_same_seed_same_sample_and_greedy_is_deterministic(trained_run, cli):
     run_dir, _, ck = trained_run
     a = cli("sample", run_dir, "--seed", 5, "--length", 80, "--temp", 1.0)
@@ -109,6 +111,7 @@ def test_sample_defaults_to_latest_run(trained_run, tmp_path, cli, monkeypatch):
     assert os.path.join("checkpoints", "new", "best.pt") in r.err
 
 
+@pytest.mark.slow
 def test_second_run_gets_its_own_directory_and_test_split_evaluates(tmp_path, cli):
     corpus = tmp_path / "t.txt"
     corpus.write_text(TINY_TEXT, encoding="utf-8")
@@ -133,6 +136,7 @@ def test_val_file_and_chinese_corpus(tmp_path, cli):
     assert set(r.out.strip()) <= set("床前明月光，疑是地上霜。\n举头望明月低头思故乡春眠不觉晓处闻啼鸟")
 
 
+@pytest.mark.slow
 def test_builtin_pystdlib_corpus(tmp_path, cli):
     assert pystdlib_files(), "no stdlib sources found"
     r = cli("train", "pystdlib", "--checkpoint-dir", tmp_path, *TINY_MODEL, "--max-steps", 2, "--eval-every", 1000)
@@ -143,6 +147,7 @@ def test_builtin_pystdlib_corpus(tmp_path, cli):
     assert r.code == 0 and r.out.startswith("def ")
 
 
+@pytest.mark.slow
 def test_tinyshakespeare_split_is_nanogpts(tmp_path, cli):
     path = SHARED / "tinyshakespeare.txt"
     if not path.exists():

@@ -351,6 +351,7 @@ def test_the_corpora_modules_do_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_training_on_a_named_corpus_fetches_it_with_its_split_and_tokenizer(env, server, cli, tmp_path):
     from .conftest import TINY_MODEL
 

@@ -115,6 +115,7 @@ def test_each_segment_is_scored_by_the_weights_before_its_own_step(tok, monkeypa
     assert steps == list(range(1, n_seg))                 # step k after segment k was scored; none after the last
 
 
+@pytest.mark.slow
 @pytest.mark.numerics
 def test_lr_zero_is_the_static_one_stream_score_and_dropout_is_off(tok):
     torch.manual_seed(0)
@@ -205,6 +206,7 @@ def test_bf16_dynamic_eval_runs_on_every_cpu(tok, monkeypatch, onednn):
 
 # ----------------------------------------------------------------------------- command line and API
 
+@pytest.mark.slow
 @pytest.mark.numerics
 def test_cli_dynamic_eval_changes_no_file_and_reports_its_settings(run_copy, cli):
     run_dir, corpus, _ = run_copy

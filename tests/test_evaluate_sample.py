@@ -96,6 +96,7 @@ def test_evaluate_split_matches_hand_computation(kind, char_tok, bpe_tok):
         assert m["bpc"] == pytest.approx(m["loss"] / math.log(2) * m["tokens"] / m["chars"], rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["char", "bpe"])
 @pytest.mark.parametrize("max_streams,min_len,window", [(5, 50, 37), (3, 100, 512), (7, 20, 1)])

@@ -46,6 +46,7 @@ def _loss(model, tok, text: str) -> float:
     return evaluate_split(model.eval(), tok, ids, len(text), len(text.encode("utf-8")), CPU)["loss"]
 
 
+@pytest.mark.slow
 @pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["full", "tied", "adaptive"])
 def test_extended_vocabulary_starts_at_the_source_models_loss(sources, kind):

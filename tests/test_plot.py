@@ -48,6 +48,7 @@ def mpl():
     return pytest.importorskip("matplotlib", reason="plot tests need matplotlib (pip install 'charrnn[plot]')")
 
 
+@pytest.mark.slow
 def test_plot_one_run_writes_a_png_into_the_run(cli, mpl, tmp_path):
     ck = tmp_path / "checkpoints"
     run = make_run(ck, "old", grad=False)
@@ -62,6 +63,7 @@ def test_plot_one_run_writes_a_png_into_the_run(cli, mpl, tmp_path):
     assert (run / "plot.png").stat().st_mode & 0o777 == 0o666 & ~mask  # not the temp file's private 0600
 
 
+@pytest.mark.slow
 def test_plot_two_runs_overlaid(cli, mpl, tmp_path, monkeypatch):
     ck = tmp_path / "checkpoints"
     make_run(ck, "a", grad=True)
@@ -112,6 +114,7 @@ def test_the_figure_draws_each_runs_curves_on_four_labelled_panels(mpl, tmp_path
     assert [t.get_text() for t in ax_step.get_legend().get_texts()] == ["a train", "a val", "b train", "b val"]
 
 
+@pytest.mark.slow
 def test_a_run_without_gradient_norms_says_so_on_that_panel(mpl, tmp_path):
     from charrnn.reports.plot import figure, load_run
 
@@ -164,6 +167,7 @@ def test_plot_errors(cli, mpl, tmp_path):
     assert r.code == 2 and "run 'nosuchrun' not found" in r.err
 
 
+@pytest.mark.slow
 def test_plot_of_a_real_run(cli, mpl, run_copy, tmp_path):
     run_dir, _, _ = run_copy
     r = cli("plot", run_dir, "-o", tmp_path / "real.png")

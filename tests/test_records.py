@@ -156,6 +156,7 @@ def _model(vocab: int, cell: str = "lstm", head: str = "full", cutoffs=()) -> RN
     return m.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_record_scores_equal_scoring_each_record_alone(cell, monkeypatch):
@@ -173,6 +174,7 @@ def test_record_scores_equal_scoring_each_record_alone(cell, monkeypatch):
         assert np.allclose(nll[a:b], alone[0, 1:].double().numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.numerics
 def test_changing_one_record_leaves_every_other_record_unchanged():
     recs = make_records(80, seed=5)

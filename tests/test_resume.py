@@ -125,6 +125,7 @@ def test_second_train_into_busy_run_is_refused_and_stale_lock_taken_over(corpus,
     assert not (run / "lock").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.numerics
 def test_resume_in_process_matches_and_allows_new_limits(corpus, tmp_path, cli):
     common = [corpus, "--checkpoint-dir", tmp_path, "--save-every", 5, "--max-steps", 30, *MODEL]
@@ -147,6 +148,7 @@ def test_resume_in_process_matches_and_allows_new_limits(corpus, tmp_path, cli):
     assert r.code != 0 and "cannot change --cell" in r.err
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_without_writing_bad_weights(corpus, tmp_path, cli, monkeypatch):
     _nan_after(monkeypatch, 12)
     r = cli("train", corpus, "--checkpoint-dir", tmp_path, "--name", "n", "--max-steps", 50,
@@ -158,6 +160,7 @@ def test_nonfinite_loss_stops_without_writing_bad_weights(corpus, tmp_path, cli,
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_skip_nonfinite_counts_and_continues(corpus, tmp_path, cli, monkeypatch):
     _nan_after(monkeypatch, 12)
     r = cli("train", corpus, "--checkpoint-dir", tmp_path, "--name", "s", "--max-steps", 20,

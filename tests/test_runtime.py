@@ -74,6 +74,7 @@ def test_a_notebook_is_a_jupyter_kernel_not_a_terminal_ipython(monkeypatch, shel
     assert runtime.in_notebook() is True  # Colab's kernel, whatever its shell class
 
 
+@pytest.mark.slow
 def test_in_a_notebook_the_bar_is_tqdms_notebook_widget(monkeypatch):
     pytest.importorskip("ipywidgets", reason="the notebook widget needs ipywidgets (pip install 'charrnn[notebook]')")
     from tqdm.notebook import tqdm as notebook_tqdm

@@ -108,6 +108,7 @@ def test_batched_greedy_streams_equal_single_stream_greedy_runs(toks):
         assert [s.text for s in batch] == [single[0]] * 5 and single == [single[0]] * 3
 
 
+@pytest.mark.slow
 @pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["char", "byte", "bpe"])
 def test_samples_without_rules_equal_the_per_step_path(toks, kind):
@@ -243,6 +244,7 @@ def _beam(m, tok, prime, k, **opts):
     return _samples(m, tok, prime, beam=k, **opts)
 
 
+@pytest.mark.slow
 @pytest.mark.numerics
 @pytest.mark.parametrize("seed", [12, 13, 14])
 def test_beam_beats_greedy_and_beam_1_is_greedy(toks, seed):

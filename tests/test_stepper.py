@@ -18,6 +18,7 @@ def _model(cell: str, head: str, V: int = 1200) -> RNNLM:
     return m
 
 
+@pytest.mark.slow
 @pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("head", ["full", "adaptive"])
@@ -41,6 +42,7 @@ def test_step_by_step_equals_fused_forward(cell, head):
                                    atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_batched_rows_are_independent_streams(cell):
@@ -78,6 +80,7 @@ def test_module_state_round_trip():
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_bf16_products_stay_close_to_fp32(cell):
@@ -98,6 +101,7 @@ def test_bf16_products_stay_close_to_fp32(cell):
             torch.testing.assert_close(lb, la, atol=0.05, rtol=0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.numerics
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_packed_rows_have_the_same_bits_whatever_the_batch(precision):

@@ -50,6 +50,7 @@ def _hash(ckpt) -> dict:
     return {**ckpt["model"], **{"ema." + k: v for k, v in ckpt["train_state"]["ema"]["weights"].items()}}
 
 
+@pytest.mark.slow
 @pytest.mark.numerics
 def test_resume_is_bit_exact_with_every_new_flag_on(cli, tmp_path):
     corpus = tmp_path / "t.txt"
