@@ -72,7 +72,9 @@ def test_kill_during_frequent_saves_leaves_checkpoints_readable(corpus, tmp_path
     p = charrnn("train", corpus, "--checkpoint-dir", tmp_path, "--name", "run", "--max-steps", 2000,
                 *MODEL, "--save-every", 1, "--eval-every", 3)
     for _ in range(3):
-        assert wait_for(run / "last.pt", p)
+        # best.pt comes with the first evaluation (step 3), after last.pt (step 1): kill only once both exist,
+        # else a slow machine's kill can land before there is an old best.pt to keep
+        assert wait_for(run / "last.pt", p) and wait_for(run / "best.pt", p)
         time.sleep(rng.uniform(0.05, 0.5))
         p.send_signal(signal.SIGKILL)
         p.communicate(timeout=60)
