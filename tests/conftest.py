@@ -1,9 +1,12 @@
-"""Shared fixtures: an in-process CLI runner and a tiny trained run."""
+"""Shared fixtures and helpers: an in-process CLI runner, tiny corpora, tiny models, a tiny trained run,
+and what several test modules check with (snapshots, weight hashes, waiting for a file, a NaN loss)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +14,8 @@ import pytest
 import torch
 
 from charrnn.cli import main
+from charrnn.model.checkpoint import load_checkpoint
+from charrnn.model.network import ModelConfig, RNNLM
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -89,3 +94,92 @@ def run_copy(trained_run, tmp_path):
 def snapshot(directory: Path) -> dict:
     """Bytes of every file under a directory, to prove nothing was changed."""
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+# ----------------------------------------------------------------------------- corpora
+
+@pytest.fixture
+def tiny_corpus(tmp_path) -> Path:
+    """TINY_TEXT written to tmp_path/tiny.txt (runs trained on it are named "tiny")."""
+    p = tmp_path / "tiny.txt"
+    p.write_text(TINY_TEXT, encoding="utf-8")
+    return p
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """TINY_TEXT three times in text.txt, shared by one module's runs (a module may define its own)."""
+    p = tmp_path_factory.mktemp("corpus") / "text.txt"
+    p.write_text(TINY_TEXT * 3, encoding="utf-8")
+    return p
+
+
+# English and Chinese sentences, longer than TINY_TEXT: evaluation and scoring tests read it in windows.
+_EN = ("the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!\n"
+       "how vexingly quick daft zebras jump; sphinx of black quartz, judge my vow.\n")
+_ZH = "床前明月光，疑是地上霜。举头望明月，低头思故乡。今天天气很好，我们去公园散步吧。\n"
+CONTEXT_TEXT = (_EN + _ZH) * 30
+
+
+# ----------------------------------------------------------------------------- models
+
+def make_model(vocab: int, cell: str = "lstm", layers: int = 1, hidden: int = 32, emb: int = 16, seed: int = 0,
+               dropout: float = 0.0, **config) -> RNNLM:
+    """A tiny untrained RNNLM in eval mode, its weights fixed by SEED."""
+    torch.manual_seed(seed)
+    return RNNLM(ModelConfig(vocab_size=vocab, cell=cell, layers=layers, hidden=hidden, emb=emb, dropout=dropout,
+                             **config)).eval()
+
+
+def context_model(V: int, seed: int = 0, hidden: int = 32, sharpen: float = 6.0, memory: float = 2.0) -> RNNLM:
+    """A random tiny model whose predictions depend strongly on context.
+
+    The head is scaled up (peaked predictions) and so are the recurrent weights (a long memory),
+    so resetting or not carrying the state changes the loss visibly.
+    """
+    model = make_model(V, layers=2, hidden=hidden, emb=16, seed=seed)
+    with torch.no_grad():
+        model.head.weight.mul_(sharpen)
+        model.head.bias.normal_(0, 1.0)
+        for name, p in model.rnn.named_parameters():
+            if name.startswith("weight_hh"):
+                p.mul_(memory)
+    return model
+
+
+# ----------------------------------------------------------------------------- checks
+
+def weights_hash(path) -> str:
+    """SHA-256 of a checkpoint's weights (names and bytes): equal hashes are bit-identical weights."""
+    sd = load_checkpoint(str(path))["model"]
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        h.update(k.encode())
+        h.update(sd[k].numpy().tobytes())
+    return h.hexdigest()
+
+
+def wait_for(path, proc, timeout=60.0) -> bool:
+    """Wait until ``path`` exists (True) or the process ends (False)."""
+    t0 = time.time()
+    while not os.path.exists(path):
+        if proc.poll() is not None:
+            return False
+        if time.time() - t0 > timeout:
+            raise AssertionError(f"{path} did not appear within {timeout}s")
+        time.sleep(0.02)
+    return True
+
+
+def nan_after(monkeypatch, n: int) -> None:
+    """Every loss after the first N calls of cross_entropy is NaN."""
+    import torch.nn.functional as F
+
+    real, calls = F.cross_entropy, {"n": 0}
+
+    def fake(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] > n else loss
+
+    monkeypatch.setattr(F, "cross_entropy", fake)

@@ -24,6 +24,7 @@ def last_val(run_dir) -> dict:
     return [r for r in rows if r["split"] == "val"][-1]
 
 
+@pytest.mark.integration
 def test_installed_console_script_train_sample_eval(tmp_path):
     exe = shutil.which("charrnn")
     if exe is None:
@@ -44,9 +45,12 @@ def test_installed_console_script_train_sample_eval(tmp_path):
     r = run("eval", "--json")
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout)
+    # the training log keeps 6 significant digits; eval runs in a fresh process whose kernels may block the
+    # float32 sums differently (~1e-6)
     assert m["bpc"] == pytest.approx(last_val(tmp_path / "checkpoints" / "story")["bpc"], rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tokenizer", TOKENIZERS)
 def test_every_tokenizer_trains_samples_and_evaluates(tokenizer, tmp_path, cli):
     corpus = tmp_path / "mixed.txt"
@@ -78,9 +82,11 @@ def test_every_tokenizer_trains_samples_and_evaluates(tokenizer, tmp_path, cli):
     # the run's own validation split: matches the last evaluation in the training log
     r = cli("eval", run_dir / "last.pt", "--json")
     assert r.code == 0, r.err
+    # the log's 6-digit rounding plus float32 reordering between the trainer's evaluation and eval's
     assert json.loads(r.out)["bpc"] == pytest.approx(last_val(run_dir)["bpc"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_same_seed_same_sample_and_greedy_is_deterministic(trained_run, cli):
     run_dir, _, ck = trained_run
     a = cli("sample", run_dir, "--seed", 5, "--length", 80, "--temp", 1.0)
@@ -105,6 +111,7 @@ def test_sample_defaults_to_latest_run(trained_run, tmp_path, cli, monkeypatch):
     assert os.path.join("checkpoints", "new", "best.pt") in r.err
 
 
+@pytest.mark.slow
 def test_second_run_gets_its_own_directory_and_test_split_evaluates(tmp_path, cli):
     corpus = tmp_path / "t.txt"
     corpus.write_text(TINY_TEXT, encoding="utf-8")
@@ -129,6 +136,7 @@ def test_val_file_and_chinese_corpus(tmp_path, cli):
     assert set(r.out.strip()) <= set("床前明月光，疑是地上霜。\n举头望明月低头思故乡春眠不觉晓处闻啼鸟")
 
 
+@pytest.mark.slow
 def test_builtin_pystdlib_corpus(tmp_path, cli):
     assert pystdlib_files(), "no stdlib sources found"
     r = cli("train", "pystdlib", "--checkpoint-dir", tmp_path, *TINY_MODEL, "--max-steps", 2, "--eval-every", 1000)
@@ -139,6 +147,7 @@ def test_builtin_pystdlib_corpus(tmp_path, cli):
     assert r.code == 0 and r.out.startswith("def ")
 
 
+@pytest.mark.slow
 def test_tinyshakespeare_split_is_nanogpts(tmp_path, cli):
     path = SHARED / "tinyshakespeare.txt"
     if not path.exists():
@@ -151,6 +160,7 @@ def test_tinyshakespeare_split_is_nanogpts(tmp_path, cli):
     assert ckpt["model_config"]["vocab_size"] == 65
 
 
+@pytest.mark.integration
 def test_python_dash_m_entry_point(tmp_path):
     r = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "charrnn" in r.stdout

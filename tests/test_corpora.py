@@ -344,12 +344,14 @@ def test_corpora_command_lists_and_fetches(env, server, cli):
     assert r.code == 2 and r.err.startswith("error: unknown corpus 'nope'") and r.err.count("\n") == 1
 
 
+@pytest.mark.integration
 def test_the_corpora_modules_do_not_import_torch():
     code = "import sys, charrnn.data.named, charrnn.cli.corpora; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_training_on_a_named_corpus_fetches_it_with_its_split_and_tokenizer(env, server, cli, tmp_path):
     from .conftest import TINY_MODEL
 

@@ -31,6 +31,7 @@ def _zeros(m, rows):
     return tuple(tuple(torch.zeros(rows, 32) for _ in range(2)) for _ in range(2 if m.cfg.cell == "lstm" else 1))
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_static_buffer_steps_equal_the_plain_stepper(cell):
     m = _model(cell)

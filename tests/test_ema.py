@@ -21,6 +21,7 @@ def tiny():
     return RNNLM(ModelConfig(vocab_size=11, layers=2, hidden=8, emb=4))
 
 
+@pytest.mark.numerics
 def test_update_is_the_warmed_up_moving_average():
     m = tiny()
     ema = EMA(m, 0.9)
@@ -71,6 +72,7 @@ def test_state_round_trip():
         b.load({"updates": 1, "weights": {"nope": torch.zeros(1)}})
 
 
+@pytest.mark.numerics
 def test_best_pt_holds_the_average_and_eval_scores_it(cli, tmp_path):
     corpus = tmp_path / "t.txt"
     corpus.write_text(TINY_TEXT, encoding="utf-8")

@@ -44,6 +44,7 @@ def _encode(tmp_path, text: str, kind: str, chunk: int, monkeypatch, val_text: s
     return tok, stats, entry["ids"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 20])
 def test_char_chunked_equals_whole(tmp_path, monkeypatch, chunk):
     text = _text(5000, seed=chunk)
@@ -56,6 +57,7 @@ def test_char_chunked_equals_whole(tmp_path, monkeypatch, chunk):
         assert stats[name].bytes == len(part.encode("utf-8"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk", [3, 50, 1 << 20])
 def test_bpe_chunked_equals_whole(tmp_path, monkeypatch, chunk):
     text = _text(8000, seed=3)

@@ -63,6 +63,7 @@ pieces_st = st.lists(st.text(alphabet="ab\nc", min_size=0, max_size=4), min_size
 stops_st = st.lists(st.text(alphabet="ab\nc", min_size=1, max_size=4), min_size=0, max_size=3)
 
 
+@pytest.mark.slow
 @settings(max_examples=1000, deadline=None)
 @given(pieces=pieces_st, stops=stops_st, strip=st.booleans(), max_lines=st.one_of(st.none(), st.integers(1, 4)))
 def test_tracker_ends_where_the_whole_text_says(pieces, stops, strip, max_lines):

@@ -16,33 +16,12 @@ from charrnn.evaluation.evaluate import evaluate_split, metrics, score
 from charrnn.model.network import ModelConfig, RNNLM
 from charrnn.generation.sample import generate
 from charrnn.data.tokenizers import fit_tokenizer
+from tests.conftest import CONTEXT_TEXT as TEXT, context_model as _model
 
 CPU = torch.device("cpu")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-_EN = ("the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!\n"
-       "how vexingly quick daft zebras jump; sphinx of black quartz, judge my vow.\n")
-_ZH = "床前明月光，疑是地上霜。举头望明月，低头思故乡。今天天气很好，我们去公园散步吧。\n"
-TEXT = (_EN + _ZH) * 30
-
-
-def _model(V: int, seed: int = 0, hidden: int = 32, sharpen: float = 6.0, memory: float = 2.0) -> RNNLM:
-    """A random tiny model whose predictions depend strongly on context.
-
-    The head is scaled up (peaked predictions) and so are the recurrent weights (a long memory),
-    so resetting or not carrying the state changes the loss visibly.
-    """
-    torch.manual_seed(seed)
-    model = RNNLM(ModelConfig(vocab_size=V, cell="lstm", layers=2, hidden=hidden, emb=16, dropout=0.0))
-    with torch.no_grad():
-        model.head.weight.mul_(sharpen)
-        model.head.bias.normal_(0, 1.0)
-        for name, p in model.rnn.named_parameters():
-            if name.startswith("weight_hh"):
-                p.mul_(memory)
-    return model.eval()
 
 
 @torch.no_grad()
@@ -82,6 +61,7 @@ def test_metrics_formulas():
     assert (m["tokens"], m["chars"], m["bytes"]) == (1000, 1500, 2100)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["char", "bpe"])
 def test_evaluate_split_matches_hand_computation(kind, char_tok, bpe_tok):
     tok = char_tok if kind == "char" else bpe_tok
@@ -101,7 +81,10 @@ def test_evaluate_split_matches_hand_computation(kind, char_tok, bpe_tok):
         assert len(ids) < 0.8 * len(text)                      # tokens != chars
         assert first_chars >= 2                                 # and the correction is non-trivial
     assert m["tokens"] == len(ids) - 1
+    # evaluate's float32 windows against the direct float64 sum of the fused model's float32 NLLs: ~sqrt(n) eps
+    # relative, n <= 1,000 tokens: 4e-6
     assert m["loss"] == pytest.approx(nll / (len(ids) - 1), rel=1e-5)
+    # both float64 from the same loss: exact up to exp's last bit
     assert m["perplexity"] == pytest.approx(math.exp(m["loss"]), rel=1e-9)
     assert m["bpc"] == pytest.approx(nll / math.log(2) / (len(text) - first_chars), rel=1e-5)
     assert m["bpb"] == pytest.approx(nll / math.log(2) / (len(text.encode()) - first_bytes), rel=1e-5)
@@ -113,6 +96,8 @@ def test_evaluate_split_matches_hand_computation(kind, char_tok, bpe_tok):
         assert m["bpc"] == pytest.approx(m["loss"] / math.log(2) * m["tokens"] / m["chars"], rel=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["char", "bpe"])
 @pytest.mark.parametrize("max_streams,min_len,window", [(5, 50, 37), (3, 100, 512), (7, 20, 1)])
 def test_score_matches_resets_at_stream_boundaries(monkeypatch, kind, char_tok, bpe_tok,
@@ -129,6 +114,8 @@ def test_score_matches_resets_at_stream_boundaries(monkeypatch, kind, char_tok, 
     assert s > 1
     boundaries = [r * length for r in range(1, s)]
     assert count == len(ids) - 1
+    # a sum of ~1,200 float32 token NLLs (~4 nats each, windowed vs fused: ~1e-6 relative each): <= 1200 * 4 *
+    # 2e-6 = 1e-2; a missed reset moves the total by > 1 (checked below)
     assert total == pytest.approx(_nll_direct(model, ids, boundaries), rel=0, abs=1e-2)
     # sensitivity: the resets at stream boundaries matter ...
     assert abs(total - _nll_direct(model, ids)) > 1.0
@@ -138,6 +125,7 @@ def test_score_matches_resets_at_stream_boundaries(monkeypatch, kind, char_tok, 
         assert abs(total - _nll_direct(model, ids, sorted(set(boundaries + window_cuts)))) > 1.0
 
 
+@pytest.mark.numerics
 def test_score_default_layout_multi_stream(char_tok):
     """The real layout on a text long enough for two streams (> 2 x 4096 tokens)."""
     ids = char_tok.encode(TEXT * 2)
@@ -147,10 +135,12 @@ def test_score_default_layout_multi_stream(char_tok):
     x, _ = real_eval_streams(ids)
     assert x.shape[0] == 2
     assert count == len(ids) - 1
+    # as above over ~9,000 tokens: 9000 * 4 * 1.5e-6 = 5e-2, still 20x under a missed reset's > 1
     assert total == pytest.approx(_nll_direct(model, ids, [x.shape[1]]), rel=0, abs=5e-2)
     assert abs(total - _nll_direct(model, ids)) > 1.0
 
 
+@pytest.mark.numerics
 def test_bpb_first_token_is_a_byte_fallback_piece(bpe_tok):
     text = "Ж" + TEXT[:300]  # Cyrillic: never seen in training, so it starts with two byte pieces
     ids = bpe_tok.encode(text)
@@ -175,6 +165,7 @@ def _gen(model, tok, **kw) -> list[str]:
     return list(generate(model, tok, **kw))
 
 
+@pytest.mark.numerics
 def test_same_seed_same_text_different_seed_different_text(char_tok):
     model = _model(char_tok.vocab_size, seed=6, sharpen=1.0)
     a = "".join(_gen(model, char_tok, length=60, temperature=1.0, seed=11))
@@ -245,6 +236,7 @@ def test_generate_with_bpe_yields_text(bpe_tok):
     assert all(isinstance(c, str) and c for c in chunks)
 
 
+@pytest.mark.numerics
 def test_overfit_then_greedy_generation_reproduces_the_text():
     text = "the cat sat on a mat, 猫在垫子上 ok!\n"  # ~40 characters, some repeated
     assert 30 <= len(text) <= 45

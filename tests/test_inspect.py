@@ -148,6 +148,7 @@ def test_runs_without_a_checkpoint_dir(cli, tmp_path):
     assert r.code == 0 and "no runs under" in r.err
 
 
+@pytest.mark.integration
 def test_the_see_commands_do_not_import_torch():
     code = "import sys, charrnn.cli.see; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

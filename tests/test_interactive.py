@@ -126,6 +126,7 @@ class Terminal:
         os.close(self.master)
 
 
+@pytest.mark.integration
 def test_interactive_on_a_pseudo_terminal(trained_run, model):
     term = Terminal([sys.executable, "-m", "charrnn", "sample", str(trained_run[0]), "--interactive", "--temp", "0",
                      "--length", "30", "--device", "cpu"])

@@ -4,7 +4,9 @@ one-line refusal of a run that cannot fit, before any model is built."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from charrnn.model.heads import resolve_head
 from charrnn.model import sizes
 from charrnn.model.network import ModelConfig, RNNLM
 from charrnn.settings import make_config
-from tests.conftest import TINY_MODEL, TINY_TEXT, snapshot
+from tests.conftest import TINY_MODEL, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -64,9 +66,21 @@ def test_refusal_names_the_estimate_the_memory_available_and_what_to_lower():
     memory.check(_est(hidden=2_000_000), None, cfg, "cpu")  # unknown memory: nothing refused
 
 
-def test_available_memory_is_read_from_the_system():
-    avail = memory.available_bytes("cpu")
-    assert avail is None or avail > 10**7
+def test_available_memory_is_read_from_the_system(monkeypatch):
+    readable = os.path.exists("/proc/meminfo") or "SC_AVPHYS_PAGES" in getattr(os, "sysconf_names", {})
+    if readable:  # Linux (and any system with the sysconf page count): the figure is there, and plausible
+        avail = memory.available_bytes("cpu")
+        assert isinstance(avail, int) and avail > 10**7
+    real_open = open
+    meminfo = "MemTotal:       16000000 kB\nMemAvailable:    8000000 kB\n"
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: io.StringIO(meminfo) if path == "/proc/meminfo"
+                        else real_open(path, *a, **k))
+    assert memory.available_bytes("cpu") == 8000000 * 1024  # MemAvailable, not MemTotal
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(OSError("no /proc here")))
+    monkeypatch.setattr(os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": 1000, "SC_PAGE_SIZE": 4096}[name])
+    assert memory.available_bytes("cpu") == 1000 * 4096  # no /proc/meminfo: the free page count
+    monkeypatch.setattr(os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))
+    assert memory.available_bytes("cpu") is None  # neither: unknown, and nothing is refused
 
 
 @pytest.fixture
@@ -77,14 +91,8 @@ def no_model(monkeypatch):
     monkeypatch.setattr(RNNLM, "__init__", boom)
 
 
-def _tiny_corpus(tmp_path):
-    p = tmp_path / "tiny.txt"
-    p.write_text(TINY_TEXT, encoding="utf-8")
-    return p
-
-
-def test_an_absurd_hidden_size_is_refused_before_any_allocation(cli, tmp_path, no_model):
-    corpus = _tiny_corpus(tmp_path)
+def test_an_absurd_hidden_size_is_refused_before_any_allocation(cli, tmp_path, tiny_corpus, no_model):
+    corpus = tiny_corpus
     before = snapshot(tmp_path)
     r = cli("train", corpus, "--checkpoint-dir", tmp_path / "ck", "--hidden", 2000000, "--max-steps", 5)
     assert r.code == 2, r.err
@@ -96,9 +104,9 @@ def test_an_absurd_hidden_size_is_refused_before_any_allocation(cli, tmp_path, n
     assert not (tmp_path / "ck" / "tiny").exists()  # the empty run directory is removed again
 
 
-def test_a_batch_that_cannot_fit_is_refused_naming_the_batch(cli, tmp_path, monkeypatch, no_model):
+def test_a_batch_that_cannot_fit_is_refused_naming_the_batch(cli, tmp_path, tiny_corpus, monkeypatch, no_model):
     monkeypatch.setattr(memory, "available_bytes", lambda device: int(memory.RUNTIME["cpu"]) + 3 * 10**6)
-    corpus = _tiny_corpus(tmp_path)
+    corpus = tiny_corpus
     r = cli("train", corpus, "--checkpoint-dir", tmp_path / "ck", "--layers", 1, "--hidden", 32, "--emb", 16,
             "--batch-size", 64, "--seq-len", 50, "--max-steps", 5, "--precision", "fp32")
     assert r.code == 2 and len(r.err.strip().splitlines()) == 1
@@ -106,7 +114,7 @@ def test_a_batch_that_cannot_fit_is_refused_naming_the_batch(cli, tmp_path, monk
     assert "of memory (activations " in r.err
 
 
-def test_a_batch_not_given_is_halved_until_it_fits(tmp_path, monkeypatch):
+def test_a_batch_not_given_is_halved_until_it_fits(tmp_path, tiny_corpus, monkeypatch):
     import charrnn
 
     want = memory.estimate(vocab=49, cell="lstm", layers=1, hidden=32, emb=16, batch=8, window=16,
@@ -114,7 +122,7 @@ def test_a_batch_not_given_is_halved_until_it_fits(tmp_path, monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device: int(want / memory.FIT_FRACTION) + 1)
     logs = []
     monkeypatch.setattr("charrnn.api._logger", lambda verbose: logs.append)
-    run = charrnn.train(_tiny_corpus(tmp_path), checkpoint_dir=tmp_path / "ck", layers=1, hidden=32, emb=16,
+    run = charrnn.train(tiny_corpus, checkpoint_dir=tmp_path / "ck", layers=1, hidden=32, emb=16,
                         seq_len=16, max_steps=3, precision="fp32", eval_every=10)
     cfg = json.loads((tmp_path / "ck" / "tiny" / "config.json").read_text())
     assert cfg["batch_size"] <= 8 and run.steps == 3
@@ -122,9 +130,10 @@ def test_a_batch_not_given_is_halved_until_it_fits(tmp_path, monkeypatch):
     assert cfg["budget_choice"]["memory_halved_batch_from"] == 32
 
 
-def test_the_tiny_model_fits_and_trains(cli, tmp_path):
-    r = cli("train", _tiny_corpus(tmp_path), "--checkpoint-dir", tmp_path / "ck", *TINY_MODEL, "--max-steps", 2)
-    assert r.code == 0, r.err and "note: this run needs" not in r.err
+def test_the_tiny_model_fits_and_trains(cli, tmp_path, tiny_corpus):
+    r = cli("train", tiny_corpus, "--checkpoint-dir", tmp_path / "ck", *TINY_MODEL, "--max-steps", 2)
+    assert r.code == 0, r.err
+    assert "note: this run needs" not in r.err
 
 
 def test_ema_and_variable_windows_are_counted():

@@ -104,9 +104,12 @@ def test_initial_loss_is_about_ln_vocab(cell, V):
     with torch.no_grad():
         logits, _ = model(x)
     loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1)).item()
+    # not a rounding bound: an initialised model's logits are small (init scale), so its loss is ln V to within
+    # their spread, measured <= 0.017 over cells and V from 10 to 3,000; 0.1 is 3% of ln 30
     assert abs(loss - math.log(V)) < 0.1, (loss, math.log(V))
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("split", [1, 7, 19])
 def test_state_carry_is_exact(cell, split):
@@ -120,6 +123,8 @@ def test_state_carry_is_exact(cell, split):
         a, state = model(x[:, :split])
         b, state = model(x[:, split:], state)
         fresh, _ = model(x[:, split:])
+    # the fused RNN kernel over 20 steps and over two pieces: the same recurrence, but oneDNN/ATen may block the
+    # time loop differently; float32 (eps 1.2e-7) through 20 steps of O(1) values stays below 20 * 4 eps = 1e-5
     torch.testing.assert_close(torch.cat([a, b], 1), full, rtol=1e-5, atol=1e-5)
     if cell == "lstm":
         torch.testing.assert_close(state[0], full_state[0], rtol=1e-5, atol=1e-5)

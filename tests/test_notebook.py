@@ -9,6 +9,7 @@ import pytest
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "quickstart.ipynb"
 
 
+@pytest.mark.integration
 def test_quickstart_notebook_runs_without_a_cell_error(tmp_path):
     nbformat = pytest.importorskip("nbformat", reason="pip install '.[test]' installs nbformat")
     nbclient = pytest.importorskip("nbclient", reason="pip install '.[test]' installs nbclient")

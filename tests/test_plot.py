@@ -48,6 +48,7 @@ def mpl():
     return pytest.importorskip("matplotlib", reason="plot tests need matplotlib (pip install 'charrnn[plot]')")
 
 
+@pytest.mark.slow
 def test_plot_one_run_writes_a_png_into_the_run(cli, mpl, tmp_path):
     ck = tmp_path / "checkpoints"
     run = make_run(ck, "old", grad=False)
@@ -62,6 +63,7 @@ def test_plot_one_run_writes_a_png_into_the_run(cli, mpl, tmp_path):
     assert (run / "plot.png").stat().st_mode & 0o777 == 0o666 & ~mask  # not the temp file's private 0600
 
 
+@pytest.mark.slow
 def test_plot_two_runs_overlaid(cli, mpl, tmp_path, monkeypatch):
     ck = tmp_path / "checkpoints"
     make_run(ck, "a", grad=True)
@@ -76,6 +78,53 @@ def test_plot_two_runs_overlaid(cli, mpl, tmp_path, monkeypatch):
     assert len(data) > 30_000
     assert cli("plot", ck / "a", "-o", tmp_path / "a.png").code == 0
     assert (tmp_path / "a.png").read_bytes() != data  # the second run is drawn too
+
+
+def _lines(ax) -> dict:
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+
+
+def test_the_figure_draws_each_runs_curves_on_four_labelled_panels(mpl, tmp_path):
+    from charrnn.reports.plot import draw, load_run
+
+    runs = [load_run(str(make_run(tmp_path, "a", grad=True))), load_run(str(make_run(tmp_path, "b", steps=250)))]
+    fig = draw(runs, ["a", "b"])
+    ax_step, ax_time, ax_lr, ax_gn = fig.axes
+    assert [ax.get_title() for ax in fig.axes][:3] == ["bits per character vs steps", "bits per character vs wall time",
+                                                       "learning rate"]
+    assert ax_gn.get_title().startswith("gradient norm before clipping")
+    assert (ax_step.get_xlabel(), ax_step.get_ylabel()) == ("step", "bits/char")
+    assert ax_time.get_xlabel() == "training time (s)"  # 80 s of training: seconds, not minutes
+    assert fig.get_suptitle() == "a, b"
+    steps = _lines(ax_step)
+    assert set(steps) == {"a train", "a val", "b train", "b val"}
+    a_train, a_val = runs[0]["train"], runs[0]["val"]
+    assert steps["a train"] == ([r["step"] for r in a_train], [r["bpc"] for r in a_train])
+    assert steps["a val"] == ([100, 200, 300, 400], [r["bpc"] for r in a_val])
+    assert steps["b train"][0][-1] == 250  # the shorter run ends where it stopped
+    assert _lines(ax_time)["a val"][0] == [r["elapsed"] for r in a_val]
+    assert _lines(ax_lr)["a"] == ([r["step"] for r in a_train], [r["lr"] for r in a_train])
+    gn = _lines(ax_gn)
+    assert gn["a mean"][1] == [r["grad_norm"] for r in a_train] and "a max" in gn
+    assert not any(label.startswith("b ") for label in gn)  # b recorded no gradient norms
+    clip_line = [line for line in ax_gn.get_lines() if line.get_linestyle() == "--"]
+    assert [line.get_ydata()[0] for line in clip_line] == [1.0]  # a's --grad-clip
+    (marks,) = ax_gn.collections
+    assert marks.get_label() == "a clipped (20 steps)" and len(marks.get_offsets()) == 4
+    assert [t.get_text() for t in ax_step.get_legend().get_texts()] == ["a train", "a val", "b train", "b val"]
+
+
+@pytest.mark.slow
+def test_a_run_without_gradient_norms_says_so_on_that_panel(mpl, tmp_path):
+    from charrnn.reports.plot import draw, load_run
+
+    fig = draw([load_run(str(make_run(tmp_path, "old", steps=4000)))], ["old"], title="mine")
+    ax_gn = fig.axes[3]
+    assert ax_gn.get_lines() == [] and ax_gn.get_legend() is None
+    assert [t.get_text() for t in ax_gn.texts] == [
+        "no gradient norms recorded\n(runs trained before charrnn logged grad_norm)"]
+    assert fig.axes[1].get_xlabel() == "training time (min)"  # 4000 steps x 0.2 s = 800 s > 600 s: minutes
+    assert fig.get_suptitle() == "mine"
 
 
 def test_gradient_norms_and_clipping_events_are_read_when_recorded(tmp_path):
@@ -118,6 +167,7 @@ def test_plot_errors(cli, mpl, tmp_path):
     assert r.code == 2 and "no run or checkpoint 'nosuchrun'" in r.err and "runs: bare" in r.err
 
 
+@pytest.mark.slow
 def test_plot_of_a_real_run(cli, mpl, run_copy, tmp_path):
     run_dir, _, _ = run_copy
     r = cli("plot", run_dir, "-o", tmp_path / "real.png")

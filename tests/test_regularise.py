@@ -43,6 +43,7 @@ def recording(monkeypatch):
     return seen
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_weight_drop_keeps_one_fused_call_and_equals_the_rnn_with_the_masked_weight(cell, monkeypatch):
     m = model(cell, weight_drop=0.5, dropout=0.0).train()
@@ -90,6 +91,7 @@ def test_regularisers_do_nothing_in_eval_mode(cell, monkeypatch):
     assert seen == []  # the plain fused call
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_per_layer_calls_use_the_same_parameters_as_the_stacked_rnn(cell):
     torch.manual_seed(1)

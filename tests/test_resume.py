@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import random
 import signal
@@ -15,7 +14,7 @@ import pytest
 import torch
 
 from charrnn.model.checkpoint import load_checkpoint
-from tests.conftest import TINY_TEXT, snapshot
+from tests.conftest import nan_after as _nan_after, snapshot, wait_for, weights_hash  # and fixture corpus
 
 MODEL = ["--layers", "2", "--hidden", "48", "--emb", "16", "--batch-size", "8", "--seq-len", "32",
          "--precision", "fp32", "--device", "cpu", "--eval-every", "25", "--log-every", "5", "--seed", "7"]
@@ -26,34 +25,6 @@ def charrnn(*args, **kw) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, "-m", "charrnn", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, **kw)
-
-
-def weights_hash(path) -> str:
-    sd = load_checkpoint(str(path))["model"]
-    h = hashlib.sha256()
-    for k in sorted(sd):
-        h.update(k.encode())
-        h.update(sd[k].numpy().tobytes())
-    return h.hexdigest()
-
-
-def wait_for(path, proc, timeout=60.0) -> bool:
-    """Wait until ``path`` exists (True) or the process ends (False)."""
-    t0 = time.time()
-    while not os.path.exists(path):
-        if proc.poll() is not None:
-            return False
-        if time.time() - t0 > timeout:
-            raise AssertionError(f"{path} did not appear within {timeout}s")
-        time.sleep(0.02)
-    return True
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    p = tmp_path_factory.mktemp("corpus") / "text.txt"
-    p.write_text(TINY_TEXT * 3, encoding="utf-8")
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +39,8 @@ def reference(corpus, tmp_path_factory):
     return weights_hash(ck / "ref" / "last.pt")
 
 
+@pytest.mark.numerics
+@pytest.mark.integration
 def test_kill9_three_times_then_resume_is_bit_identical(corpus, reference, tmp_path):
     rng = random.Random(os.getpid())
     run = tmp_path / "run"
@@ -92,13 +65,16 @@ def test_kill9_three_times_then_resume_is_bit_identical(corpus, reference, tmp_p
     assert weights_hash(run / "last.pt") == reference
 
 
+@pytest.mark.integration
 def test_kill_during_frequent_saves_leaves_checkpoints_readable(corpus, tmp_path):
     rng = random.Random(1234 + os.getpid())
     run = tmp_path / "run"
     p = charrnn("train", corpus, "--checkpoint-dir", tmp_path, "--name", "run", "--max-steps", 2000,
                 *MODEL, "--save-every", 1, "--eval-every", 3)
     for _ in range(3):
-        assert wait_for(run / "last.pt", p)
+        # best.pt comes with the first evaluation (step 3), after last.pt (step 1): kill only once both exist,
+        # else a slow machine's kill can land before there is an old best.pt to keep
+        assert wait_for(run / "last.pt", p) and wait_for(run / "best.pt", p)
         time.sleep(rng.uniform(0.05, 0.5))
         p.send_signal(signal.SIGKILL)
         p.communicate(timeout=60)
@@ -113,6 +89,7 @@ def test_kill_during_frequent_saves_leaves_checkpoints_readable(corpus, tmp_path
     p.communicate(timeout=60)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_saves_and_prints_resume_command(corpus, tmp_path, sig, code):
     run = tmp_path / "run"
@@ -130,6 +107,7 @@ def test_signal_saves_and_prints_resume_command(corpus, tmp_path, sig, code):
     assert not (run / "lock").exists()
 
 
+@pytest.mark.integration
 def test_second_train_into_busy_run_is_refused_and_stale_lock_taken_over(corpus, tmp_path, cli):
     run = tmp_path / "run"
     p = charrnn("train", corpus, "--checkpoint-dir", tmp_path, "--name", "run", "--max-steps", 100000,
@@ -149,6 +127,8 @@ def test_second_train_into_busy_run_is_refused_and_stale_lock_taken_over(corpus,
     assert not (run / "lock").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.numerics
 def test_resume_in_process_matches_and_allows_new_limits(corpus, tmp_path, cli):
     common = [corpus, "--checkpoint-dir", tmp_path, "--save-every", 5, "--max-steps", 30, *MODEL]
     assert cli("train", *common, "--name", "a").code == 0
@@ -170,19 +150,7 @@ def test_resume_in_process_matches_and_allows_new_limits(corpus, tmp_path, cli):
     assert r.code != 0 and "cannot change --cell" in r.err
 
 
-def _nan_after(monkeypatch, n):
-    import torch.nn.functional as F
-
-    real, calls = F.cross_entropy, {"n": 0}
-
-    def fake(*a, **k):
-        calls["n"] += 1
-        loss = real(*a, **k)
-        return loss * float("nan") if calls["n"] > n else loss
-
-    monkeypatch.setattr(F, "cross_entropy", fake)
-
-
+@pytest.mark.slow
 def test_nonfinite_loss_stops_without_writing_bad_weights(corpus, tmp_path, cli, monkeypatch):
     _nan_after(monkeypatch, 12)
     r = cli("train", corpus, "--checkpoint-dir", tmp_path, "--name", "n", "--max-steps", 50,
@@ -194,6 +162,7 @@ def test_nonfinite_loss_stops_without_writing_bad_weights(corpus, tmp_path, cli,
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_skip_nonfinite_counts_and_continues(corpus, tmp_path, cli, monkeypatch):
     _nan_after(monkeypatch, 12)
     r = cli("train", corpus, "--checkpoint-dir", tmp_path, "--name", "s", "--max-steps", 20,

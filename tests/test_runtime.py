@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -56,3 +59,69 @@ def test_not_a_notebook_here():
     bar = progress.progress_bar(total=3, disable=True)
     bar.update(3)
     bar.close()
+
+
+def _shell(name: str):
+    """A stand-in IPython module whose get_ipython() returns a shell of class NAME."""
+    return SimpleNamespace(get_ipython=lambda: type(name, (), {})())
+
+
+@pytest.mark.parametrize("shell,want", [("ZMQInteractiveShell", True), ("TerminalInteractiveShell", False)])
+def test_a_notebook_is_a_jupyter_kernel_not_a_terminal_ipython(monkeypatch, shell, want):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.setitem(sys.modules, "IPython", _shell(shell))
+    assert runtime.in_notebook() is want
+    monkeypatch.setitem(sys.modules, "google.colab", SimpleNamespace())
+    assert runtime.in_notebook() is True  # Colab's kernel, whatever its shell class
+
+
+@pytest.mark.slow
+def test_in_a_notebook_the_bar_is_tqdms_notebook_widget(monkeypatch):
+    pytest.importorskip("ipywidgets", reason="the notebook widget needs ipywidgets (pip install 'charrnn[notebook]')")
+    from tqdm.notebook import tqdm as notebook_tqdm
+    from tqdm.std import tqdm as text_tqdm
+
+    monkeypatch.setattr(runtime, "in_notebook", lambda: True)
+    bar = runtime.progress_bar(total=3, disable=False)
+    assert isinstance(bar, notebook_tqdm)
+    bar.close()
+    bar = runtime.progress_bar(total=3, disable=True)  # a disabled bar draws nothing: the text class will do
+    assert type(bar) is text_tqdm
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # a notebook without ipywidgets: tqdm.notebook would fail
+    bar = runtime.progress_bar(total=3, disable=False)
+    assert type(bar) is text_tqdm
+    bar.close()
+    monkeypatch.setattr(runtime, "in_notebook", lambda: False)
+    bar = runtime.progress_bar(total=3, disable=False)
+    assert type(bar) is text_tqdm
+    bar.close()
+
+
+def test_tf32_matmuls_are_switched_on_for_cuda_only(monkeypatch):
+    """--precision auto on CUDA is fp32 with TF32 matmuls (resolve_precision's promise): setup_backend
+    turns TF32 on for CUDA's matmuls and cuDNN's RNNs, and leaves it alone for the CPU."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    runtime.setup_backend(torch.device("cpu"))
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, False)
+    runtime.setup_backend(torch.device("cuda"))
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+
+
+@pytest.mark.numerics
+def test_bf16_autocast_trains_an_lstm_on_every_cpu():
+    """bf16 autocast around the fused LSTM, forward and backward, whether or not this CPU's oneDNN has a
+    bf16 LSTM (AVX2-only CPUs have none: the region then runs on ATen's kernels)."""
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(8, 16, num_layers=2, batch_first=True)
+    x = torch.randn(3, 5, 8)
+    before = torch.backends.mkldnn.enabled
+    with runtime.autocast(torch.device("cpu"), "bf16"):
+        out, _ = lstm(x)
+    out.float().pow(2).mean().backward()
+    assert torch.backends.mkldnn.enabled == before
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in lstm.parameters())
+    ref, _ = lstm(x)
+    # bf16 rounds inputs, weights and the gate matmuls' products to 8 significant bits (relative 2^-8);
+    # through two layers of |tanh| <= 1 outputs, the error stays a few 2^-8: 8 * 2^-8 = 0.03 bounds it.
+    assert (out.float() - ref).abs().max().item() <= 8 * 2.0 ** -8

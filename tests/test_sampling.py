@@ -76,6 +76,7 @@ def _reference_probs(logp: np.ndarray, temp: float, top_k: int, top_p: float) ->
     return p / p.sum()
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("temp,top_k,top_p", [(1.0, 0, 0.6), (1.0, 0, 0.5), (2.0, 0, 0.7), (0.5, 3, 0.9),
                                               (1.0, 4, 1.0), (1.5, 0, 1.0)])
 def test_temperature_top_k_top_p_give_the_reference_distribution(temp, top_k, top_p):
@@ -96,6 +97,7 @@ def test_top_p_of_a_tiny_nucleus_is_greedy(toks):
 
 # ----------------------------------------------------------------------------- N parallel streams
 
+@pytest.mark.numerics
 def test_batched_greedy_streams_equal_single_stream_greedy_runs(toks):
     tok = toks["char"]
     m = _model(tok, seed=2, newline_bias=1.0)
@@ -106,6 +108,8 @@ def test_batched_greedy_streams_equal_single_stream_greedy_runs(toks):
         assert [s.text for s in batch] == [single[0]] * 5 and single == [single[0]] * 3
 
 
+@pytest.mark.slow
+@pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["char", "byte", "bpe"])
 def test_samples_without_rules_equal_the_per_step_path(toks, kind):
     """Without stop/max-lines/line-starts, samples() gathers tokens in tensors and decodes at the end:
@@ -135,6 +139,7 @@ def test_n_samples_are_one_batch_per_step_not_n_runs(toks, monkeypatch):
     assert len({s.text for s in out}) == 8 and all(s.tokens == 30 and len(s.text) == 34 for s in out)
 
 
+@pytest.mark.numerics
 def test_seeded_batches_are_reproducible_and_streams_differ(toks):
     tok = toks["char"]
     m = _model(tok, seed=4)
@@ -155,6 +160,7 @@ def test_finished_streams_are_dropped_from_the_batch(toks, monkeypatch):
     assert sizes == sorted(sizes, reverse=True) and sizes[-1] < 6 and len(sizes) == max(s.tokens for s in out)
 
 
+@pytest.mark.numerics
 def test_logprob_is_the_models_own_at_temperature_one(toks):
     tok = toks["char"]
     m = _model(tok, seed=6)
@@ -163,6 +169,9 @@ def test_logprob_is_the_models_own_at_temperature_one(toks):
             gen_ids = tok.encode(s.text[4:])
             assert s.tokens == len(gen_ids) == 40
             exact = _model_logprob(m, tok, tok.encode("the "), gen_ids)
+            # fp32: the stepper's per-step matmuls against the fused model, ~1e-6 per token over 40 tokens of ~2
+            # nats: 1e-4, 1e-3 absolute leaves 10x; auto may be bf16 products: 2^-8 per rounding, 2% = 5
+            # roundings (see test_stepper)
             assert s.logprob == pytest.approx(exact, abs=1e-3 if precision == "fp32" else None, rel=tol)
 
 
@@ -235,6 +244,8 @@ def _beam(m, tok, prime, k, **opts):
     return _samples(m, tok, prime, beam=k, **opts)
 
 
+@pytest.mark.slow
+@pytest.mark.numerics
 @pytest.mark.parametrize("seed", [12, 13, 14])
 def test_beam_beats_greedy_and_beam_1_is_greedy(toks, seed):
     tok = toks["char"]
@@ -242,14 +253,18 @@ def test_beam_beats_greedy_and_beam_1_is_greedy(toks, seed):
     exact = {"precision": "fp32"}  # scores compared with the fused fp32 model's to 1e-3 (auto may be bf16)
     greedy = _samples(m, tok, "the ", length=40, temp=0, **exact)[0]
     (one,) = _beam(m, tok, "the ", 1, length=40, **exact)
+    # beam 1 and greedy step the same fp32 stepper over 40 tokens; their scores are summed in float64 (beam) and
+    # float32: ~40 * 2 nats * 1.2e-7 = 1e-5
     assert (one.text, one.logprob) == (greedy.text, pytest.approx(greedy.logprob, abs=1e-4))
     for k in (2, 4, 8):
         (best,) = _beam(m, tok, "the ", k, length=40, **exact)
         assert best.tokens == 40 and best.logprob >= greedy.logprob - 1e-6
+        # the stepper against the fused fp32 model over 40 tokens: ~1e-6 per token, 1e-3 total leaves >= 10x
         assert best.logprob == pytest.approx(_model_logprob(m, tok, tok.encode("the "), tok.encode(best.text[4:])),
                                              abs=1e-3)
 
 
+@pytest.mark.numerics
 def test_beam_gives_the_m_best_distinct_beams_deterministically(toks):
     tok = toks["char"]
     m = _model(tok, seed=15)

@@ -19,7 +19,7 @@ from charrnn.errors import CharrnnError
 from charrnn.evaluation.evaluate import evaluate_split
 from charrnn.evaluation.score import score_lines
 from charrnn.data.tokenizers import fit_tokenizer
-from tests.test_evaluate_sample import TEXT, _model
+from tests.conftest import CONTEXT_TEXT as TEXT, context_model as _model
 
 CPU = torch.device("cpu")
 LN2 = math.log(2)
@@ -52,6 +52,7 @@ def _line_token_counts(tok, text):
 
 # ----------------------------------------------------------------------------- continuous
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["char", "byte", "bpe"])
 def test_continuous_lines_are_the_direct_token_nlls_summed_per_line(kind, toks):
     tok = toks[kind]
@@ -64,8 +65,12 @@ def test_continuous_lines_are_the_direct_token_nlls_summed_per_line(kind, toks):
     edges = np.cumsum([0, *counts])
     for r, a, b, line in zip(recs, edges[:-1], edges[1:], LINES.split("\n")):
         assert r["text"] == line
+        # the same float32 token NLLs (windows of the carried state vs one fused pass: ~1e-6 each), summed per
+        # line: relative 1e-5
         assert r["nll"] == pytest.approx(direct[a:b].sum(), rel=1e-5)
         scored = [s for s in r["surprisal"] if s is not None]
+        # per-character surprisal is stored rounded to 3 decimals of a bit: <= 5e-4 bits = 3.5e-4 nats per
+        # character, below 2e-3 each
         assert sum(scored) * LN2 == pytest.approx(r["nll"], abs=2e-3 * len(scored) + 1e-6)
         assert len(r["surprisal"]) == len(line) + (r["line"] < 5)  # the newline is the line's last character
         assert r["bpc"] == pytest.approx(r["nll"] / LN2 / r["chars"])
@@ -77,6 +82,7 @@ def test_continuous_lines_are_the_direct_token_nlls_summed_per_line(kind, toks):
                        "surprisal": recs[1]["surprisal"]}
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["char", "byte", "bpe"])
 def test_lines_add_up_to_evals_total_with_several_streams(kind, toks, monkeypatch):
     """Eval's layout is kept (streams reset at their boundaries), so the identity holds for long texts too."""
@@ -89,18 +95,21 @@ def test_lines_add_up_to_evals_total_with_several_streams(kind, toks, monkeypatc
     model = _model(tok.vocab_size, seed=22)
     m = evaluate_split(model, tok, ids, len(text), len(text.encode()), CPU)
     recs = score_lines(model, tok, text, CPU)
+    # the same float32 token NLLs, summed in float64 per line here and over the split there: relative ~1e-7
     assert sum(r["nll"] for r in recs) == pytest.approx(m["loss"] * m["tokens"], rel=1e-6)
     assert sum(r["chars"] for r in recs) == m["chars"]
     one = score_lines(model, tok, text, CPU)  # deterministic
     assert [r["nll"] for r in one] == [r["nll"] for r in recs]
 
 
+@pytest.mark.numerics
 def test_byte_model_puts_a_characters_bytes_together(toks):
     tok = toks["byte"]
     model = _model(256, seed=23)
     text = "a床\n明b\n"
     rec = score_lines(model, tok, text, CPU, per_char=True)
     direct = _token_nll_direct(model, tok.encode(text)) / LN2   # bytes 1.. : 床 is bytes 1-3, 明 bytes 5-7
+    # three bytes' surprisals, each rounded to 3 decimals (5e-4 bits): <= 1.5e-3
     assert rec[0]["surprisal"][1] == pytest.approx(direct[0:3].sum(), abs=2e-3)
     assert rec[1]["surprisal"][0] == pytest.approx(direct[4:7].sum(), abs=2e-3)
     assert [len(r["surprisal"]) for r in rec] == [3, 3]
@@ -119,6 +128,7 @@ def test_a_first_token_of_several_characters_is_context_only(toks):
 
 # ----------------------------------------------------------------------------- independent
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["char", "bpe"])
 def test_independent_lines_are_scored_after_a_newline_from_a_fresh_state(kind, toks, monkeypatch):
     tok = toks[kind]
@@ -130,11 +140,15 @@ def test_independent_lines_are_scored_after_a_newline_from_a_fresh_state(kind, t
     for r, piece in zip(recs, LINES.split("\n")):
         line = piece + ("\n" if r["line"] < 5 else "")
         want = _token_nll_direct(model, nl + list(tok.encode(line))).sum()
+        # the carried state through windows of 7 against one fused pass: float32, ~1e-6 per token
         assert r["nll"] == pytest.approx(want, rel=1e-5)
         assert r["chars"] == len(line) and None not in r["surprisal"]
+        # surprisals rounded to 3 decimals of a bit: <= 3.5e-4 nats per character
         assert sum(r["surprisal"]) * LN2 == pytest.approx(r["nll"], abs=2e-3 * len(line))
     # the same line scores the same wherever it stands; in context it scores differently
     twice = score_lines(model, tok, "pack my box\nsphinx of\npack my box\n", CPU, independent=True)
+    # the same line from the same fresh state: the same float32 operations; 1e-6 allows a batch position's
+    # different blocking
     assert twice[0]["nll"] == pytest.approx(twice[2]["nll"], rel=1e-6)
     cont = score_lines(model, tok, "pack my box\nsphinx of\npack my box\n", CPU)
     assert abs(cont[2]["nll"] - twice[2]["nll"]) > 1e-3
@@ -158,6 +172,7 @@ def test_unknown_characters_fail_or_are_skipped_and_counted(toks):
     assert [(r["text"], r["skipped"], r["chars"]) for r in recs] == [("the  fox", 1, 8), ("", 2, 1), ("jump ", 2, 6)]
     assert [len(r["surprisal"]) for r in recs] == [9, 1, 6]
     plain = score_lines(model, tok, "the  fox\n\njump \n", CPU)
+    # the same ids scored twice: identical up to float32 blocking, ~1e-7
     assert [r["nll"] for r in recs] == pytest.approx([r["nll"] for r in plain], rel=1e-6)
 
 
@@ -173,6 +188,7 @@ def test_empty_or_one_token_texts():
 
 # ----------------------------------------------------------------------------- command line and API
 
+@pytest.mark.numerics
 def test_cli_json_lines_add_up_to_eval_file(trained_run, cli, tmp_path):
     run_dir, corpus, _ = trained_run
     r = cli("score", run_dir, corpus, "--json", "--device", "cpu")
@@ -180,6 +196,8 @@ def test_cli_json_lines_add_up_to_eval_file(trained_run, cli, tmp_path):
     recs = [json.loads(line) for line in r.out.splitlines()]
     assert [x["line"] for x in recs] == list(range(1, len(corpus.read_text(encoding="utf-8").splitlines()) + 1))
     m = json.loads(cli("eval", run_dir, "--file", corpus, "--json", "--device", "cpu").out)
+    # score's line layout and eval's stream layout read the text in different windows: float32 (~1e-6 per token)
+    # plus the JSON's 6-digit rounding of every line's nll (5e-7 each, over ~100 lines)
     assert sum(x["nll"] for x in recs) == pytest.approx(m["loss"] * m["tokens"], rel=1e-4)
     assert sum(x["chars"] for x in recs) == m["chars"]
     assert "total:" in r.err and "bits/char" in r.err

@@ -115,6 +115,7 @@ def test_sampling_options_are_checked_by_their_table():
         check_values(SAMPLE, {"temp": -1})
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("args", [["--help"], ["train", "--help"], []])
 def test_help_imports_no_torch(args):
     code = ("import sys, time; t = time.perf_counter(); from charrnn.cli import main\n"

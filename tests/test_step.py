@@ -14,7 +14,7 @@ from charrnn.errors import CharrnnError
 from charrnn.model.network import ModelConfig, RNNLM
 from charrnn.training.step import StepRunner
 from tests.conftest import TINY_TEXT
-from tests.test_resume import _nan_after
+from tests.conftest import nan_after as _nan_after
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,6 +36,7 @@ def _grads(model):
     return [p.grad.clone() for p in model.parameters()]
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("parts", [2, 3, 6])
 def test_micro_batches_give_the_full_batch_loss_gradients_and_state(cell, parts):
@@ -47,6 +48,9 @@ def test_micro_batches_give_the_full_batch_loss_gradients_and_state(cell, parts)
     split, _ = _runner(cell)
     split.parts = parts
     loss2, st2 = split.forward_backward(x, y, state)
+    # micro-batches: the same per-token terms, summed per part then added (float32, eps 1.2e-7): the loss (~3
+    # nats) and gradients (<= 1) differ by a few eps of their size, < 1e-6; a part weighted wrongly moves them
+    # by >= 1e-2
     assert torch.allclose(loss1, loss2, atol=1e-6)
     for a, b in zip(_grads(ref.model), _grads(split.model)):
         assert torch.allclose(a, b, atol=1e-6)
@@ -72,6 +76,8 @@ def test_a_cuda_out_of_memory_halves_the_batch_keeps_the_tokens_and_says_so(monk
     assert calls == [8, 4, 4] and runner.parts == 2
     assert logs == ["out of GPU memory at batch 8 x 5: each step now runs as 2 micro-batches of ~4 streams "
                     "(same 40 tokens per step, gradients added up)"]
+    # the halved batch: the same sums in two parts, float32, as in
+    # test_micro_batches_give_the_full_batch_loss_gradients_and_state
     assert torch.allclose(got, loss_ref, atol=1e-6)
     for a, b in zip(_grads(ref.model), _grads(runner.model)):
         assert torch.allclose(a, b, atol=1e-6)
@@ -128,6 +134,7 @@ def test_update_needs_no_host_sync(monkeypatch):
 
 # -- the optimizer
 
+@pytest.mark.numerics
 def test_make_optimizer_decays_weight_matrices_only_and_steps_as_the_per_tensor_adamw():
     torch.manual_seed(0)
     model = RNNLM(ModelConfig(30, "lstm", 2, 16, 8, 0.0))
@@ -155,6 +162,8 @@ def test_make_optimizer_decays_weight_matrices_only_and_steps_as_the_per_tensor_
             m.loss(x, y)[0].backward()
             o.step()
     for a, b in zip(model.parameters(), ref_model.parameters()):
+        # the same AdamW update by foreach and per-tensor kernels: float32 rounding of weights ~0.1 in size,
+        # ~1e-8 per step, over 5 steps: < 1e-6; a wrongly decayed tensor moves by lr * 0.1 * w ~ 1e-4
         assert torch.allclose(a, b, atol=1e-6)
     assert not torch.allclose(model.embed.weight, start)  # the steps did move the weights
 

@@ -18,6 +18,8 @@ def _model(cell: str, head: str, V: int = 1200) -> RNNLM:
     return m
 
 
+@pytest.mark.slow
+@pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("head", ["full", "adaptive"])
 def test_step_by_step_equals_fused_forward(cell, head):
@@ -33,10 +35,15 @@ def test_step_by_step_equals_fused_forward(cell, head):
             logp, state = step(t.view(1), state)
             got.append(logp[0])
     for k, g in enumerate(got):
+        # the stepper's per-step matmuls against the fused RNN kernel: the same float32 products (eps 1.2e-7)
+        # summed in another order, ~sqrt(hidden) eps per step through 8 steps of O(1) values: ~1e-6; a wrong
+        # gate order or a dropped state moves them by >= 1e-2
         torch.testing.assert_close(torch.log_softmax(g, -1), torch.log_softmax(want[0, 4 + k], -1),
                                    atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_batched_rows_are_independent_streams(cell):
     """B different token sequences stepped together equal each sequence run alone through the fused model,
@@ -57,6 +64,8 @@ def test_batched_rows_are_independent_streams(cell):
                 rows = torch.tensor([4, 3, 2, 0])
                 state = step.select(state, torch.tensor([4, 3, 2, 0]))
             logp, state = step(ids[rows, t], state)
+            # as in test_step_by_step_equals_fused_forward: float32 sums in another order, ~1e-6; a row mixed up
+            # with another moves the log-probs by >= 1e-1
             torch.testing.assert_close(logp, want[rows, t], atol=1e-5, rtol=1e-5)
 
 
@@ -71,6 +80,8 @@ def test_module_state_round_trip():
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.slow
+@pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_bf16_products_stay_close_to_fp32(cell):
     m = _model(cell, "full", V=60)
@@ -84,9 +95,14 @@ def test_bf16_products_stay_close_to_fp32(cell):
             la, a = exact(ids[:, t], a)
             lb, b = fast(ids[:, t], b)
             assert lb.dtype == torch.float32 and not torch.equal(la, lb)
+            # bf16 products (8 significant bits: relative 2^-8 = 0.004 per rounding) summed over ~24 inputs into
+            # gate pre-activations, through 20 steps: measured <= 6e-4 on log-probs of size ~4; 0.05 is ~12
+            # roundings' worth, while a wrong weight layout is off by >= 1
             torch.testing.assert_close(lb, la, atol=0.05, rtol=0.05)
 
 
+@pytest.mark.slow
+@pytest.mark.numerics
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_packed_rows_have_the_same_bits_whatever_the_batch(precision):
     """With oneDNN's packed weights a stream's numbers do not depend on how many streams run beside it
@@ -119,6 +135,7 @@ def test_auto_precision_is_bf16_only_on_cpus_that_multiply_bf16(monkeypatch):
     assert st.resolve_precision("auto", "cpu") == "fp32" and st.resolve_precision("bf16", "cpu") == "bf16"
 
 
+@pytest.mark.numerics
 def test_without_onednn_the_products_fall_back_to_addmm(monkeypatch):
     import charrnn.generation.stepper as st
 
@@ -133,4 +150,6 @@ def test_without_onednn_the_products_fall_back_to_addmm(monkeypatch):
         for t in range(8):
             la, a = packed(ids[:, t], a)
             lb, b = plain(ids[:, t], b)
+            # oneDNN's packed matmul against ATen's addmm: the same float32 products in another order, ~1e-6
+            # over 8 steps
             torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)

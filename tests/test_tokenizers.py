@@ -145,6 +145,7 @@ def test_property_round_trip_char(toks, text):
     assert tok.decode(ids) == text
 
 
+@pytest.mark.slow
 @_PROPS
 @given(text=_ANY_TEXT)
 def test_property_round_trip_byte(toks, text):
@@ -194,6 +195,7 @@ def test_stream_decoder_holds_back_partial_characters(toks, kind):
 _STREAM_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\ufffd"), max_size=60)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["byte", "bpe", "unigram"])
 @_PROPS
 @given(text=_STREAM_TEXT)
@@ -203,6 +205,7 @@ def test_property_stream_decoder(toks, kind, text):
     assert not any("\ufffd" in c for c in chunks)
 
 
+@pytest.mark.slow
 @_PROPS
 @given(text=st.text(alphabet=st.sampled_from(ALPHABET), max_size=80))
 def test_property_stream_decoder_char(toks, text):

@@ -50,6 +50,8 @@ def _hash(ckpt) -> dict:
     return {**ckpt["model"], **{"ema." + k: v for k, v in ckpt["train_state"]["ema"]["weights"].items()}}
 
 
+@pytest.mark.slow
+@pytest.mark.numerics
 def test_resume_is_bit_exact_with_every_new_flag_on(cli, tmp_path):
     corpus = tmp_path / "t.txt"
     corpus.write_text(TINY_TEXT[:1800], encoding="utf-8")  # about 25 windows per epoch

@@ -50,6 +50,7 @@ def page_acts(data: dict, layer: int, state: str) -> np.ndarray:
     return q / 127 * np.array(data["scale"][layer - 1][state])[:, None]
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_every_layers_states_match_the_fused_stacked_rnn(cell):
     model = random_model(cell)
@@ -62,12 +63,16 @@ def test_every_layers_states_match_the_fused_stacked_rnn(cell):
             out, st = model.rnn(x[:, :t])
             h_n, c_n = st if cell == "lstm" else (st, None)
             for layer in range(3):
+                # the per-layer, per-step cells against the stacked fused kernel: float32 sums in another order,
+                # ~sqrt(hidden) eps per step through <= 25 steps: < 1e-5
                 torch.testing.assert_close(hs[layer][t - 1], h_n[layer, 0], atol=1e-5, rtol=1e-5)
                 if c_n is not None:
                     torch.testing.assert_close(cs[layer][t - 1], c_n[layer, 0], atol=1e-5, rtol=1e-5)
+        # as above: the same recurrence, another kernel, float32
         torch.testing.assert_close(hs[-1], out[0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("head", ["full", "adaptive"])
 def test_surprisal_is_minus_log2_of_the_softmax(head):
     kw = {"head": "adaptive", "cutoffs": (10,)} if head == "adaptive" else {}
@@ -80,7 +85,10 @@ def test_surprisal_is_minus_log2_of_the_softmax(head):
     want = [-math.log2(p[t - 1, ids[t]]) for t in range(1, 30)]
     s = surprisal_bits(logp, ids)
     assert math.isnan(s[0])
+    # surprisal from float32 log-probs against float64 softmax: float32 logsumexp over 40 logits is good to ~40
+    # eps = 5e-6 of the logits' size (~4 nats), relative to a surprisal that can be as small as ~0.1 bit: 1e-4
     np.testing.assert_allclose(s[1:], want, rtol=1e-4)
+    # float32 probabilities over 40 tokens sum to 1 within 40 eps = 5e-6
     np.testing.assert_allclose(logp.exp().sum(1), 1.0, rtol=1e-5)
 
 
@@ -132,6 +140,7 @@ def test_correlated_units_finds_a_planted_unit():
     assert absent == ["never"]
 
 
+@pytest.mark.numerics
 def test_viz_page_holds_the_models_numbers(cli, trained_run, tmp_path):
     run_dir, _, _ = trained_run
     out = tmp_path / "page.html"
@@ -148,6 +157,7 @@ def test_viz_page_holds_the_models_numbers(cli, trained_run, tmp_path):
     np.testing.assert_allclose(page_acts(data, 1, "h"), hs[0].numpy().T, atol=0.5 / 127 + 1e-6)
     np.testing.assert_allclose(page_acts(data, 1, "c"), cs[0].numpy().T, atol=np.abs(cs[0].numpy()).max() / 254 + 1e-6)
     s = surprisal_bits(token_logprobs(model, ids), ids)
+    # the page stores surprisal rounded to 3 decimals: half a unit, 5e-4, plus float32
     np.testing.assert_allclose(np.array(data["s"][1:], float), s[1:], atol=1e-3)
     assert data["corr"] and {c["feature"] for c in data["corr"]} <= {"inside quotes", "inside brackets",
                                                                     "position in line"}
@@ -279,6 +289,7 @@ def page(cli, trained_run, tmp_path):
     return out
 
 
+@pytest.mark.integration
 @needs_chromium
 def test_the_page_in_a_browser_follows_its_fragment(page, tmp_path):
     data = page_json(page.read_text(encoding="utf-8"))
@@ -315,6 +326,7 @@ try {  // the page's own $ and globals are in scope
 </script></body></html>"""
 
 
+@pytest.mark.integration
 @needs_chromium
 def test_the_page_reacts_to_its_fragment_hover_and_selectors(page, tmp_path):
     """A bad fragment is explained; hovering shows predictions; the selectors rewrite the fragment."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
@@ -60,6 +61,40 @@ def setup_backend(device: torch.device) -> None:
 
 
 def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """bf16 autocast (fp32: nothing). On a CPU whose oneDNN has no bf16 LSTM (AVX2-only CPUs, or
+    ONEDNN_MAX_CPU_ISA below AVX-512), oneDNN is switched off inside the region, so the LSTM runs on
+    ATen's own kernels instead of failing with "could not create a primitive descriptor"."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    cast = torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if device.type != "cpu" or onednn_has_bf16_lstm():
+        return cast
+    stack = contextlib.ExitStack()
+    stack.enter_context(_onednn_off())
+    stack.enter_context(cast)
+    return stack
+
+
+@functools.cache
+def onednn_has_bf16_lstm() -> bool:
+    """Whether oneDNN runs an LSTM in bf16 on this CPU: tried once, on a tiny LSTM, per process."""
+    if not torch.backends.mkldnn.is_available():
+        return True  # no oneDNN: ATen's kernels run bf16 everywhere
+    lstm = torch.nn.LSTM(2, 2, batch_first=True)
+    try:
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            out, _ = lstm(torch.zeros(1, 1, 2))
+        out.float().sum().backward()  # training needs the backward primitive too
+    except RuntimeError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _onednn_off():
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False  # the flag alone: torch.backends.mkldnn.flags() also warns about TF32
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before

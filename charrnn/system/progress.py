@@ -13,7 +13,7 @@ def in_notebook() -> bool:
         ip = shell.get_ipython() if shell is not None else None
     except Exception:  # noqa: BLE001 - any failure means "not a notebook"
         return False
-    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell" or "google.colab" in sys.modules
+    return (ip is not None and type(ip).__name__ == "ZMQInteractiveShell") or "google.colab" in sys.modules
 
 
 def progress_bar(*, disable: bool, **kwargs):
