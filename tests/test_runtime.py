@@ -70,9 +70,9 @@ def _shell(name: str):
 def test_a_notebook_is_a_jupyter_kernel_not_a_terminal_ipython(monkeypatch, shell, want):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     monkeypatch.setitem(sys.modules, "IPython", _shell(shell))
-    assert runtime.in_notebook() is want
+    assert progress.in_notebook() is want
     monkeypatch.setitem(sys.modules, "google.colab", SimpleNamespace())
-    assert runtime.in_notebook() is True  # Colab's kernel, whatever its shell class
+    assert progress.in_notebook() is True  # Colab's kernel, whatever its shell class
 
 
 @pytest.mark.slow
@@ -81,18 +81,18 @@ def test_in_a_notebook_the_bar_is_tqdms_notebook_widget(monkeypatch):
     from tqdm.notebook import tqdm as notebook_tqdm
     from tqdm.std import tqdm as text_tqdm
 
-    monkeypatch.setattr(runtime, "in_notebook", lambda: True)
-    bar = runtime.progress_bar(total=3, disable=False)
+    monkeypatch.setattr(progress, "in_notebook", lambda: True)
+    bar = progress.progress_bar(total=3, disable=False)
     assert isinstance(bar, notebook_tqdm)
     bar.close()
-    bar = runtime.progress_bar(total=3, disable=True)  # a disabled bar draws nothing: the text class will do
+    bar = progress.progress_bar(total=3, disable=True)  # a disabled bar draws nothing: the text class will do
     assert type(bar) is text_tqdm
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # a notebook without ipywidgets: tqdm.notebook would fail
-    bar = runtime.progress_bar(total=3, disable=False)
+    bar = progress.progress_bar(total=3, disable=False)
     assert type(bar) is text_tqdm
     bar.close()
-    monkeypatch.setattr(runtime, "in_notebook", lambda: False)
-    bar = runtime.progress_bar(total=3, disable=False)
+    monkeypatch.setattr(progress, "in_notebook", lambda: False)
+    bar = progress.progress_bar(total=3, disable=False)
     assert type(bar) is text_tqdm
     bar.close()
 
