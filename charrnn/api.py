@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 from charrnn.training import budget
 from charrnn.data import named as corpora
 from charrnn.training import distributed
-from charrnn.system import rundir
+from charrnn.system import clock, rundir
 from charrnn.model.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data.corpus import is_builtin
 from charrnn.errors import CharrnnError
@@ -76,6 +76,7 @@ def _named_corpus(values: dict, progress: bool | None, log) -> None:
 
 def train(corpus=None, *, progress: bool | None = None, on_eval: Callable | None = None,
           on_log: Callable | None = None, verbose: bool = True, **settings) -> "TrainResult":
+    clock.start_run()  # --max-time counts from here (from the process's start on the command line)
     log = _logger(verbose and distributed.env_world()[1] == 0)  # under torchrun rank 0 alone speaks
     values = {**settings, "corpus": os.fspath(corpus) if corpus is not None else defaults(TRAIN)["corpus"]}
     _named_corpus(values, progress, log)
@@ -136,6 +137,7 @@ def resume(run=None, *, checkpoint_dir: str = "checkpoints", progress: bool | No
     Keywords change settings that may change on resume (limits such as max_time, evaluation and save
     intervals, device, precision); changing the model, tokenizer, data or optimizer is refused.
     """
+    clock.start_run()  # --max-time counts from here (from the process's start on the command line)
     if "init_from" in changes:
         raise CharrnnError("--init-from starts a new run and cannot be combined with --resume; resume the run "
                            "alone (a fine-tuned run remembers where it started from)")

@@ -18,6 +18,7 @@ from charrnn.version import __version__
 from charrnn.errors import CharrnnError, Interrupted
 from charrnn.cli.options import CKPT_DIR, option, options
 from charrnn.settings import DEVICES, EVAL, SAMPLE, SCORE, TRAIN
+from charrnn.system import clock
 
 
 def _log(msg: str) -> None:
@@ -270,6 +271,8 @@ def flag_table(command: str) -> str:
 def main(argv=None) -> None:
     """Entry point: one-line errors, conventional exit codes, no tracebacks for user mistakes."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:  # a process of its own: --max-time counts from its start (system/clock.py)
+        clock.from_process_start()
     try:
         rv = cli.main(args=args or ["--help"], prog_name="charrnn", standalone_mode=False)
     except click.exceptions.Abort:

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from charrnn.system import rundir
+from charrnn.system import clock, rundir
 from charrnn.training import schedule
 from charrnn.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from charrnn.data.batching import StreamBatcher, check_fits
@@ -93,6 +93,7 @@ class Trainer:
         if resume_ckpt:
             restore(self, resume_ckpt)  # trainstate.py
         self.tokens_per_char = len(self.corpus.train.ids) / max(self.corpus.train.n_chars, 1)
+        self._end, self._saved = self._end_of_run(), False  # schedule.EndOfRun: --max-time keeps time for the end
         self._stop_request = self.dist.stop_request()  # signals.py
         self._window = LogWindow()
 
@@ -102,6 +103,7 @@ class Trainer:
     # -- state in and out of checkpoints
     def save(self, name: str) -> None:
         self._check_nonfinite()
+        self._saved = True
         self.dist.write(save_checkpoint, os.path.join(self.run_dir, name), model=self.model, tokenizer=self.tok,
                         run_config=self.cfg.to_dict(), optimizer=self.opt, train_state=train_state(self))
 
@@ -114,6 +116,7 @@ class Trainer:
             return self._summary(stop)
         with self._stop_request.caught() as signals, self._progress_bar() as bar:
             self.model.train()
+            self.elapsed += clock.since_start()  # start-up (imports, corpus, --max-time's probe) is run time too
             streams = self._epoch_streams()
             while stop is None:
                 streams = self._next_epoch_if_done(streams)
@@ -126,8 +129,7 @@ class Trainer:
                 if self.step % self.cfg.eval_every == 0 or stop:
                     stop = self._evaluate_and_track(bar) or stop
                 if self.step % self.cfg.save_every == 0 or stop or signals.signum is not None:
-                    self.save(rundir.LAST)
-                    self._window.restart_clock()  # saving is not training time
+                    self.save(rundir.LAST)  # its time is the next step's (run time, EndOfRun measures it)
                 if signals.signum is not None and not stop:
                     raise Interrupted(signals.signum, f"interrupted; saved {os.path.join(self.run_dir, rundir.LAST)} "
                                       f"at step {self.step}. Resume with: charrnn train --resume {self.run_dir}")
@@ -208,6 +210,8 @@ class Trainer:
         self.tokens += int((y >= 0).sum()) if self.cfg.records else y.numel() * self.dist.world  # not padding
         self.elapsed += self._window.lap()
         loss = self.dist.sync(self, loss)  # the mean over ranks; rank 0's clock and any rank's signal for all
+        self._end.step_done(self.step, self.elapsed, self._saved)
+        self._saved = False
         bar.update(1)
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
         self._window.add(loss, gnorm, clip)
@@ -252,7 +256,9 @@ class Trainer:
         m = (evaluate_records(self.model, self.tok, c.val, c.records, *args) if c.records else
              evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, *args,
                             limit=self.cfg.eval_tokens or None, part=self.dist))
+        before = self.elapsed
         self.elapsed = self.dist.agree(self.elapsed + time.perf_counter() - t0)  # rank 0's clock
+        self._end.eval_done(int(m.get("tokens", 0)), self.elapsed - before)
         self.last_val = m
         rec = {"step": self.step, "split": "val", **{k: _round(v) for k, v in m.items()},
                "elapsed": round(self.elapsed, 2)}
@@ -269,10 +275,19 @@ class Trainer:
 
     # -- limits, progress and messages
     def progress(self) -> float:
-        return schedule.progress(self.cfg, self.step, self._epochs(), self.elapsed)
+        return schedule.progress(self.cfg, self.step, self._epochs(), self.elapsed, self._end.end())
 
     def _stop_reason(self) -> str | None:
-        return schedule.stop_reason(self.cfg, self.step, self._epochs(), self.elapsed)
+        """Why the run stops here; with --max-time, when what must follow this step would not fit."""
+        ahead = self._end.ahead(self.step) if self.cfg.max_time else 0.0
+        return schedule.stop_reason(self.cfg, self.step, self._epochs(), self.elapsed + ahead)
+
+    def _end_of_run(self) -> schedule.EndOfRun:
+        cfg, val = self.cfg, len(self.corpus.val.ids) - 1
+        bounded = bool(cfg.eval_tokens) and val > cfg.eval_tokens and not self.corpus.records
+        n = self.model.num_parameters()
+        return schedule.EndOfRun(cfg, min(val, cfg.eval_tokens or val), val if bounded else 0,
+                                 cfg.batch_size * cfg.seq_len, state_bytes=4 * n * (3 + (cfg.ema > 0)))  # + AdamW's 2
 
     def _epochs(self) -> float:
         return self.epoch + self.k / self.batcher.windows_per_epoch
