@@ -51,9 +51,11 @@ def main() -> None:
     ap.add_argument("--corpus", default=DEFAULT_CORPUS)
     ap.add_argument("--budgets", type=float, nargs="+", default=[60.0, 300.0])
     ap.add_argument("--keep-probe", action="store_true", help="one checkpoint directory (probe cache) for all runs")
+    ap.add_argument("--out", help="keep the runs in this directory (default: a temporary one, removed)")
     ap.add_argument("extra", nargs="*", help="more `charrnn train` options (after --)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        tmp = a.out or tmp
         print(f"corpus {a.corpus}; python {sys.version.split()[0]}; {os.cpu_count()} CPUs")
         print(f"{'budget s':>9} {'wall s':>8} {'to last file s':>15} {'wall / budget':>14} {'steps':>6} {'load':>5}")
         for b in a.budgets:

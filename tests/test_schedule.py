@@ -90,6 +90,19 @@ def test_end_of_run_keeps_time_for_the_full_score_of_best_and_a_save_before_one_
     assert progress(end.cfg, 2, 0.0, 30.0, reserve=end.end()) == pytest.approx(30.0 / (60.0 - end.end()))
 
 
+def test_an_evaluation_out_of_time_is_bounded_rather_than_the_budget_overrun():
+    end = _end()
+    assert end.fit_tokens(0.0, 10**6) is None          # nothing measured: no bound
+    end.step_done(1, 1.0, saved=False)
+    end.step_done(2, 1.5, saved=False)
+    end.eval_done(1000, 1.0)                            # 1000 tokens/s
+    assert end.fit_tokens(10.0, 5000) is None           # 5 s of scoring, 50 s left
+    assert end.fit_tokens(56.0, 5000) == 4000           # 4 s left: 4000 tokens
+    assert end.fit_tokens(56.0, 5000, after=2.0) == 2000
+    assert end.fit_tokens(70.0, 5000) == EndOfRun.MIN_EVAL_TOKENS  # past the budget: the least figure
+    assert end.fit_tokens(70.0, 500) == 500
+
+
 @pytest.mark.integration
 def test_a_max_time_run_ends_within_its_budget_from_process_start(tmp_path):
     """`charrnn train --max-time 8` as a process of its own: start-up, training, evaluations and saves all

@@ -233,6 +233,9 @@ class Planner:
             best, seen = choose(options, speed, left, given_every, ref, deadline=t0 + cap)
         finally:
             cache.save()
+        left = max(cfg.max_time - clock.since_start(), share * cfg.max_time)  # after the probe: what is left
+        steps, every, n_evals = plan_time(left, best["step_s"], best["eval_s"], given_every, best["step_cap"])
+        best = {**best, "steps": steps, "eval_every": every, "evals": n_evals}
         for k in SHAPE:
             setattr(cfg, k, best[k])
         if given_every is None:
@@ -263,8 +266,8 @@ class Planner:
 
         def figure(row: dict) -> str:
             if row["predicted_loss"] < uniform:
-                return f"{row['predicted_loss']:.2f}"
-            return f"no better than uniform (ln {v} = {uniform:.2f})"
+                return f"{row['predicted_loss']:.2f} nats/char"
+            return f"no better than uniform (ln {v} = {uniform:.2f} nats/char)"
 
         vs = f" vs {figure(ref)} for {_shape_text(ref)}" if ref is not None and not _same(ref, best) else ""
-        return f"predicted {figure(best)} nats/char{vs}"
+        return f"predicted {figure(best)}{vs}"

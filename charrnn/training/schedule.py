@@ -63,6 +63,7 @@ class EndOfRun:
     SMOOTH = 0.2            # weight of the newest step in the running mean of a step's seconds
     EVAL_SPEEDUP = 2.0      # scoring tokens per second / training tokens per second, until measured
     SAVE_BYTES_S = 100e6    # bytes per second a save writes, until measured
+    MIN_EVAL_TOKENS = 1024  # an evaluation out of time still scores this many tokens (two blocks of 512)
 
     def __init__(self, cfg, val_tokens: int, full_tokens: int, tokens_per_step: int, state_bytes: int = 0):
         self.cfg, self.val_tokens, self.full_tokens = cfg, val_tokens, full_tokens
@@ -90,8 +91,22 @@ class EndOfRun:
         if seconds > 0 and tokens > 0:
             self.eval_tok_s = tokens / seconds
 
+    def fit_tokens(self, elapsed: float, wanted: int, after: float = 0.0) -> int | None:
+        """How many of ``wanted`` tokens an evaluation may score so it ends within --max-time (leaving
+        ``after`` seconds): None when all fit (or nothing is known yet), else at least MIN_EVAL_TOKENS.
+        When the time kept was too short (a probe or a machine slower than measured), the evaluation
+        is bounded rather than the budget overrun."""
+        rate = self._rate()
+        if not self.cfg.max_time or not rate:
+            return None
+        fit = int((self.cfg.max_time - elapsed - after) * rate)
+        return None if fit >= wanted else min(wanted, max(self.MIN_EVAL_TOKENS, fit))
+
+    def _rate(self) -> float | None:
+        return self.eval_tok_s or (self.EVAL_SPEEDUP * self.tokens_per_step / self.step_s if self.step_s else None)
+
     def _scoring_s(self, tokens: int) -> float:
-        rate = self.eval_tok_s or (self.EVAL_SPEEDUP * self.tokens_per_step / self.step_s if self.step_s else None)
+        rate = self._rate()
         return tokens / rate if rate else 0.0
 
     def eval_s(self) -> float:

@@ -141,6 +141,10 @@ class Trainer:
         c, limit = self.corpus, self.cfg.eval_tokens
         if c.records or not limit or len(c.val.ids) - 1 <= limit or not self.best:
             return
+        if self._end.fit_tokens(self.elapsed + self._end.save_s, len(c.val.ids) - 1) is not None:  # --max-time
+            self.log(f"best.pt was scored on {self.best.get('tokens', limit):,} of the {len(c.val.ids) - 1:,} "
+                     f"validation tokens: all of them would not fit in --max-time ('charrnn eval' scores them)")
+            return
         best = self.dist.from_main(lambda: load_checkpoint(os.path.join(self.run_dir, rundir.BEST))["model"])
         self.model.load_state_dict(best)  # under torchrun rank 0 reads best.pt and every rank gets its weights
         m = evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, self.device,
@@ -253,9 +257,11 @@ class Trainer:
         self._check_nonfinite()
         c, t0 = self.corpus, time.perf_counter()
         args = (self.device, self.precision, self.progress_bar, "val")
+        wanted = min(self.cfg.eval_tokens or len(c.val.ids), len(c.val.ids) - 1)
+        limit = self._end.fit_tokens(self.elapsed, wanted, after=2 * self._end.save_s) or self.cfg.eval_tokens or None
         m = (evaluate_records(self.model, self.tok, c.val, c.records, *args) if c.records else
              evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, *args,
-                            limit=self.cfg.eval_tokens or None, part=self.dist))
+                            limit=limit, part=self.dist))
         before = self.elapsed
         self.elapsed = self.dist.agree(self.elapsed + time.perf_counter() - t0)  # rank 0's clock
         self._end.eval_done(int(m.get("tokens", 0)), self.elapsed - before)
