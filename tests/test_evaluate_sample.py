@@ -200,7 +200,8 @@ def test_batched_score_equals_one_pass_over_the_whole_text(long_text, monkeypatc
     model = _fading_model(tok.vocab_size, hidden, forget)
     x, _, ctx = real_eval_layout(ids, warm=ev.EVAL_WARM)
     assert n >= 200_000 and x.shape[0] == 32 and ctx.shape[1] == ev.EVAL_WARM
-    one, count = ev._stateful_pass(model, *real_eval_layout(ids, max_streams=1)[:2], CPU, "fp32", False, "")[:2]
+    one_each = ev.token_nlls(model, ids, CPU, one_stream=True)  # every target given everything before it
+    one, count = float(one_each.sum()), len(one_each)
     batched, count_b = score(model, ids, CPU)
     assert count == count_b == n
     # The tolerance, 1e-3 nats/token, is what the warm-up promises (evaluate.EVAL_WARM). For this model the
@@ -211,10 +212,21 @@ def test_batched_score_equals_one_pass_over_the_whole_text(long_text, monkeypatc
     per_cut = 2 * w_max * math.sqrt(hidden) * forget ** ev.EVAL_WARM / (1 - forget) ** 2
     assert per_cut * (x.shape[0] - 1) / n < 1e-4  # well inside 1e-3; the rest is float32 rounding (~1e-6 relative)
     assert abs(batched - one) / n < 1e-3
+    # the --eval-tokens blocks too: each is warmed on the tokens before it (starts as batching lays them out)
+    limit = 16_384
+    bx, _, bctx = real_eval_layout(ids, limit=limit, warm=ev.EVAL_WARM)
+    s, length = bx.shape
+    starts = [(n - length) * i // (s - 1) for i in range(s)]
+    assert s > 1 and bctx.shape[1] == ev.EVAL_WARM
+    assert all(np.array_equal(bx[i].numpy(), ids[a:a + length]) for i, a in enumerate(starts))
+    blocks, count_l = score(model, ids, CPU, limit=limit)
+    want = sum(float(one_each[a:a + length].sum()) for a in starts)
+    assert count_l == s * length and abs(blocks - want) / count_l < 1e-3
     # sensitivity: a fresh state at each cut (the layout before the warm-up) misses by more than that
     monkeypatch.setattr(ev, "EVAL_WARM", 0)
     cold, _ = score(model, ids, CPU)
     assert abs(cold - one) / n > 1e-3
+    assert abs(score(model, ids, CPU, limit=limit)[0] - want) / count_l > 1e-3
 
 
 def test_bpb_first_token_is_a_byte_fallback_piece(bpe_tok):
