@@ -12,7 +12,7 @@ import time
 
 _IMPORTED = time.perf_counter()
 _from_process_start = False
-_start = _IMPORTED
+_start = None  # no run started (e.g. a Trainer built by hand): nothing before it is counted
 
 
 def process_age() -> float | None:
@@ -47,5 +47,5 @@ def start_run() -> float:
 
 
 def since_start() -> float:
-    """Seconds since the current run's clock started."""
-    return time.perf_counter() - _start
+    """Seconds since the current run's clock started (0 when none was)."""
+    return 0.0 if _start is None else time.perf_counter() - _start
