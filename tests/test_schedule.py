@@ -61,9 +61,14 @@ def _end(**kw) -> EndOfRun:
 def test_end_of_run_measures_steps_evaluations_and_saves_from_the_clock():
     end = _end()
     assert end.ahead(1) == 0.0                          # nothing measured yet
-    end.step_done(1, 3.0, saved=False)                  # the first step (start-up, warm-up) is not measured
+    end.step_done(1, 3.0, saved=False)                  # without start(), the first step is not measured
     end.step_done(2, 3.5, saved=False)
     assert end.step_s == pytest.approx(0.5)
+    first = _end()
+    first.start(0, 2.0)                                 # training starts at 2 s (start-up counted) ...
+    first.step_done(1, 3.0, saved=False)                # ... and its first step (warm-up included) is measured
+    first.step_done(2, 3.5, saved=False)
+    assert first.step_s == pytest.approx(0.8 * 1.0 + 0.2 * 0.5)
     # before any evaluation, scoring is taken at EVAL_SPEEDUP x the training tokens per second (200 tok/s)
     assert end.eval_s() == pytest.approx(1000 / (EndOfRun.EVAL_SPEEDUP * 100 / 0.5))
     end.eval_done(1000, 2.0)                            # an evaluation: 500 tok/s ...

@@ -72,6 +72,11 @@ class EndOfRun:
         self._save_measured = False
         self._last, self._eval_since = None, 0.0  # (step, elapsed) at the previous step; evaluations since
 
+    def start(self, step: int, elapsed: float) -> None:
+        """The clock where training starts: the first step is measured too (with its warm-up, so slower
+        than the rest: a cautious figure, until the running mean forgets it)."""
+        self._last, self._eval_since = (step, elapsed), 0.0
+
     def step_done(self, step: int, elapsed: float, saved: bool) -> None:
         """The clock after a step; ``saved``: a checkpoint was written since the previous step (its
         time lands in this step's interval, as an evaluation's does)."""

@@ -117,6 +117,7 @@ class Trainer:
         with self._stop_request.caught() as signals, self._progress_bar() as bar:
             self.model.train()
             self.elapsed += clock.since_start()  # start-up (imports, corpus, --max-time's probe) is run time too
+            self._end.start(self.step, self.elapsed)
             streams = self._epoch_streams()
             while stop is None:
                 streams = self._next_epoch_if_done(streams)
