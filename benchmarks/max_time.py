@@ -26,10 +26,10 @@ ROOT = os.path.dirname(HERE)
 DEFAULT_CORPUS = os.path.join(ROOT, "..", "shared", "corpora", "tinyshakespeare.txt")
 
 
-def run_once(corpus: str, budget: float, ck: str, extra: list[str]) -> dict:
+def run_once(corpus: str, budget: float, ck: str, name: str, extra: list[str]) -> dict:
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "charrnn", "train", corpus, "--max-time", f"{budget:g}", "--checkpoint-dir", ck,
-           "--name", f"t{budget:g}", *extra]
+           "--name", name, *extra]
     load = os.getloadavg()[0]
     wall_t0 = time.time()
     t0 = time.perf_counter()
@@ -37,7 +37,7 @@ def run_once(corpus: str, budget: float, ck: str, extra: list[str]) -> dict:
     wall = time.perf_counter() - t0
     if proc.returncode:
         sys.exit(f"train failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    run_dir = os.path.join(ck, f"t{budget:g}")
+    run_dir = os.path.join(ck, name)
     last_file = max(os.path.getmtime(os.path.join(run_dir, f)) for f in os.listdir(run_dir)) - wall_t0
     lines = [json.loads(x) for x in open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8")]
     steps = max((r["step"] for r in lines), default=0)
@@ -58,9 +58,9 @@ def main() -> None:
         tmp = a.out or tmp
         print(f"corpus {a.corpus}; python {sys.version.split()[0]}; {os.cpu_count()} CPUs")
         print(f"{'budget s':>9} {'wall s':>8} {'to last file s':>15} {'wall / budget':>14} {'steps':>6} {'load':>5}")
-        for b in a.budgets:
-            ck = os.path.join(tmp, "ck" if a.keep_probe else f"ck{b:g}")
-            r = run_once(a.corpus, b, ck, a.extra)
+        for i, b in enumerate(a.budgets):
+            ck = os.path.join(tmp, "ck" if a.keep_probe else f"ck{i}")
+            r = run_once(a.corpus, b, ck, f"run{i}-{b:g}s", a.extra)
             print(f"{b:>9g} {r['wall']:>8.1f} {r['last_file']:>15.1f} {r['wall'] / b:>14.3f} {r['steps']:>6} "
                   f"{r['load']:>5.1f}", flush=True)
             print(f"          {r['budget_line']}\n          " + "\n          ".join(r["done"]), flush=True)

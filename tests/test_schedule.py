@@ -66,9 +66,15 @@ def test_end_of_run_measures_steps_evaluations_and_saves_from_the_clock():
     assert end.step_s == pytest.approx(0.5)
     first = _end()
     first.start(0, 2.0)                                 # training starts at 2 s (start-up counted) ...
-    first.step_done(1, 3.0, saved=False)                # ... and its first step (warm-up included) is measured
+    first.step_done(1, 3.0, saved=False)                # ... and its first step (warm-up included) is measured,
+    assert first.first_s == 1.0 and first.ahead(1) == 0.0  # but stops nothing: a warm-up is no step's time
+    assert first.fit_tokens(50.0, 10**6) == 2000        # yet it bounds an evaluation out of time (200 tok/s)
     first.step_done(2, 3.5, saved=False)
-    assert first.step_s == pytest.approx(0.8 * 1.0 + 0.2 * 0.5)
+    assert first.step_s == pytest.approx(0.5)           # forgotten once a second step is measured
+    probed = _end(eval_tok_s=5000.0)                    # the probe's evaluation speed, until one is measured
+    probed.step_done(1, 1.0, saved=False)
+    probed.step_done(2, 1.5, saved=False)
+    assert probed.eval_s() == pytest.approx(1000 / 5000)
     # before any evaluation, scoring is taken at EVAL_SPEEDUP x the training tokens per second (200 tok/s)
     assert end.eval_s() == pytest.approx(1000 / (EndOfRun.EVAL_SPEEDUP * 100 / 0.5))
     end.eval_done(1000, 2.0)                            # an evaluation: 500 tok/s ...

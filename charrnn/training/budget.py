@@ -133,6 +133,7 @@ class Planner:
         if cfg.tie_weights:
             self.given.add("hidden")  # tied weights need --emb equal to --hidden
         self.choose_settings, self.done, self.record = choose_settings, False, None
+        self.eval_tok_s = None  # the probe's evaluation speed for the chosen shape (the trainer's EndOfRun)
 
     def __call__(self, corpus, device, precision) -> None:
         if self.done:
@@ -236,6 +237,7 @@ class Planner:
         left = max(cfg.max_time - clock.since_start(), share * cfg.max_time)  # after the probe: what is left
         steps, every, n_evals = plan_time(left, best["step_s"], best["eval_s"], given_every, best["step_cap"])
         best = {**best, "steps": steps, "eval_every": every, "evals": n_evals}
+        self.eval_tok_s = val / best["eval_s"] if best["eval_s"] > 0 else None
         for k in SHAPE:
             setattr(cfg, k, best[k])
         if given_every is None:

@@ -53,8 +53,8 @@ class EndOfRun:
     and last.pt and, when evaluations were bounded, scores best.pt on the whole split (``full_tokens``).
     Figures are measured as the run goes, from the trainer's clock, which every rank agrees on
     (distributed.py), so all ranks stop at the same step: a step's seconds, an evaluation's tokens
-    per second, a save's seconds. Before they are measured: scoring a token is taken to cost half a
-    training token (a forward pass without the backward one: a third by arithmetic, measured at a
+    per second, a save's seconds. Before they are measured: scoring runs at the probe's speed (when
+    --max-time's probe ran), or else a token is taken to cost half a training token (a forward pass without the backward one: a third by arithmetic, measured at a
     quarter to a half on CPUs, docs/BENCHMARKS.md), and a save to write ``state_bytes`` at SAVE_BYTES_S.
     ``ahead(step)`` is what must still fit before the next stop check: this step's evaluation and
     save when due, one more step, and the end of the run.
@@ -65,17 +65,19 @@ class EndOfRun:
     SAVE_BYTES_S = 100e6    # bytes per second a save writes, until measured
     MIN_EVAL_TOKENS = 1024  # an evaluation out of time still scores this many tokens (two blocks of 512)
 
-    def __init__(self, cfg, val_tokens: int, full_tokens: int, tokens_per_step: int, state_bytes: int = 0):
+    def __init__(self, cfg, val_tokens: int, full_tokens: int, tokens_per_step: int, state_bytes: int = 0,
+                 eval_tok_s: float | None = None):
         self.cfg, self.val_tokens, self.full_tokens = cfg, val_tokens, full_tokens
-        self.tokens_per_step = tokens_per_step
+        self.tokens_per_step, self.probed_eval_tok_s = tokens_per_step, eval_tok_s  # the probe's, if it ran
         self.step_s, self.eval_tok_s, self.save_s = 0.0, None, state_bytes / self.SAVE_BYTES_S
+        self.first_s = 0.0  # the first step (warm-up included): a figure only until a second step is measured
         self._save_measured = False
         self._last, self._eval_since = None, 0.0  # (step, elapsed) at the previous step; evaluations since
+        self._first = False  # the next step is the first (after start())
 
     def start(self, step: int, elapsed: float) -> None:
-        """The clock where training starts: the first step is measured too (with its warm-up, so slower
-        than the rest: a cautious figure, until the running mean forgets it)."""
-        self._last, self._eval_since = (step, elapsed), 0.0
+        """The clock where training starts, so the first step is measured too (first_s)."""
+        self._last, self._eval_since, self._first = (step, elapsed), 0.0, True
 
     def step_done(self, step: int, elapsed: float, saved: bool) -> None:
         """The clock after a step; ``saved``: a checkpoint was written since the previous step (its
@@ -84,7 +86,9 @@ class EndOfRun:
         dt, self._eval_since = (elapsed - last[1] - self._eval_since if last else 0.0), 0.0
         if last is None or step != last[0] + 1:
             return
-        if not saved:
+        if self._first:
+            self._first, self.first_s = False, dt
+        elif not saved:
             self.step_s = dt if not self.step_s else (1 - self.SMOOTH) * self.step_s + self.SMOOTH * dt
         elif self.step_s:  # the slowest save measured
             save_s = max(0.0, dt - self.step_s)
@@ -101,14 +105,17 @@ class EndOfRun:
         ``after`` seconds): None when all fit (or nothing is known yet), else at least MIN_EVAL_TOKENS.
         When the time kept was too short (a probe or a machine slower than measured), the evaluation
         is bounded rather than the budget overrun."""
-        rate = self._rate()
+        rate = self._rate(cautious=True)
         if not self.cfg.max_time or not rate:
             return None
         fit = int((self.cfg.max_time - elapsed - after) * rate)
         return None if fit >= wanted else min(wanted, max(self.MIN_EVAL_TOKENS, fit))
 
-    def _rate(self) -> float | None:
-        return self.eval_tok_s or (self.EVAL_SPEEDUP * self.tokens_per_step / self.step_s if self.step_s else None)
+    def _rate(self, cautious: bool = False) -> float | None:
+        """Scoring tokens per second: measured, else the probe's, else from a step (``cautious``: the first)."""
+        step_s = self.step_s or (self.first_s if cautious else 0.0)
+        return self.eval_tok_s or self.probed_eval_tok_s or (
+            self.EVAL_SPEEDUP * self.tokens_per_step / step_s if step_s else None)
 
     def _scoring_s(self, tokens: int) -> float:
         rate = self._rate()
@@ -123,6 +130,9 @@ class EndOfRun:
         return self.eval_s() + self.save_s + full
 
     def ahead(self, step: int) -> float:
+        """0 until a step after the first is measured (a first step's warm-up would stop a run at once)."""
+        if not self.step_s:
+            return 0.0
         cfg = self.cfg
         due = (self.eval_s() if step % cfg.eval_every == 0 else 0.0) + (self.save_s if step % cfg.save_every == 0 else 0.0)
         return due + self.step_s + self.end()

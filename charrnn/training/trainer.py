@@ -64,6 +64,7 @@ class Trainer:
             cache_limit=cfg.cache_max_gb * 1e9)
         if prepare:  # budget.Planner (once): chooses settings not given, refuses what cannot fit in memory
             prepare(c, self.device, self.precision)
+        self._probed_eval_tok_s = getattr(prepare, "eval_tok_s", None)  # the budget's probe, if it ran
         self.tok = c.tokenizer
         self.batcher = (RecordBatcher(c.train.ids, c.train.starts, separator_ids(self.tok, cfg.records), cfg.batch_size,
                                       cfg.seq_len, cfg.seed) if cfg.records else
@@ -294,7 +295,8 @@ class Trainer:
         bounded = bool(cfg.eval_tokens) and val > cfg.eval_tokens and not self.corpus.records
         n = self.model.num_parameters()
         return schedule.EndOfRun(cfg, min(val, cfg.eval_tokens or val), val if bounded else 0,
-                                 cfg.batch_size * cfg.seq_len, state_bytes=4 * n * (3 + (cfg.ema > 0)))  # + AdamW's 2
+                                 cfg.batch_size * cfg.seq_len, state_bytes=4 * n * (3 + (cfg.ema > 0)),  # + AdamW's 2
+                                 eval_tok_s=self._probed_eval_tok_s)
 
     def _epochs(self) -> float:
         return self.epoch + self.k / self.batcher.windows_per_epoch
