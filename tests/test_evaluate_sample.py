@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -353,3 +354,16 @@ def test_overfit_then_greedy_generation_reproduces_the_text():
     while prefix < len(out) and out[prefix] == expected[prefix]:
         prefix += 1
     assert prefix >= 2 * len(text), f"only {prefix} characters reproduced: {out!r}"
+
+
+def test_an_evaluation_past_its_deadline_scores_the_first_window_of_every_stream(char_tok):
+    ids = char_tok.encode(TEXT * 3)
+    model = _model(char_tok.vocab_size, seed=6, hidden=16)
+    x, y, _ = real_eval_layout(ids, warm=ev.EVAL_WARM)
+    first = y[:, :ev.EVAL_WINDOW]
+    total, count = score(model, ids, CPU, deadline=0.0)  # long past: one window, then no more
+    assert x.shape[0] > 1 and count == int((first >= 0).sum()) < len(ids) - 1
+    whole, n = score(model, ids, CPU, deadline=time.perf_counter() + 3600)
+    assert n == len(ids) - 1 and 0 < total < whole
+    m = evaluate_split(model, char_tok, ids, len(ids), len(ids), CPU, deadline=0.0)
+    assert m["tokens"] == count and m["chars"] == count  # a part of the split: its share of the characters

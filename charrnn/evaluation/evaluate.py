@@ -6,6 +6,7 @@ The library half: the API (``Model.evaluate``) and training call these; the CLI 
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -31,7 +32,8 @@ EVAL_WARM = 256
 
 
 def score(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = "fp32",
-          progress: bool = False, desc: str = "eval", limit: int | None = None, part=None) -> tuple[float, int]:
+          progress: bool = False, desc: str = "eval", limit: int | None = None, part=None,
+          deadline: float | None = None) -> tuple[float, int]:
     """Total negative log-likelihood (nats) of ids[1:] given everything before, and the count.
 
     The text is cut into a few contiguous streams (see batching.eval_layout); each stream is read
@@ -40,11 +42,14 @@ def score(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = 
     (unscored), so the total matches one pass over the whole text (within the tolerance at EVAL_WARM).
     ``limit``: score only that many targets, in blocks spread over the text (--eval-tokens).
     ``part`` (distributed.py): this rank scores its rows of the streams, the sums are reduced.
+    ``deadline`` (a perf_counter() time; --max-time): no window starts after it (one at least), so only
+    the first part of every stream is scored, and the count says how much (one process only).
     """
     x, y, ctx = eval_layout(ids, limit=limit, warm=EVAL_WARM)
     if part is not None:
         x, y, ctx = part.rows(x), part.rows(y), part.rows(ctx)
-    total, count, _ = _stateful_pass(model, x, y, device, precision, progress, desc, ctx=ctx) if len(x) else (
+    total, count, _ = _stateful_pass(model, x, y, device, precision, progress, desc, ctx=ctx,
+                                     deadline=deadline if part is None or part.world == 1 else None) if len(x) else (
         0.0, 0, None)
     return part.reduce(total, count) if part is not None else (total, count)
 
@@ -62,25 +67,29 @@ def token_nlls(model: RNNLM, ids: np.ndarray, device: torch.device, precision: s
 
 
 @torch.no_grad()
-def _stateful_pass(model, x, y, device, precision, progress, desc, keep=False, ctx=None):
+def _stateful_pass(model, x, y, device, precision, progress, desc, keep=False, ctx=None, deadline=None):
     """Read streams x (S, L) window by window with the state carried, each after its warm-up context
     ``ctx`` (S, W; see warm_state); total nll, count, and with ``keep`` every target's nll (S, L) on the CPU."""
     was_training = model.training
     model.eval()
     x, y = x.to(device), y.to(device)
-    total, count, parts = 0.0, int((y >= 0).sum()), []
+    total, count, parts = 0.0, 0, []
     state = warm_state(model, ctx, device, precision)
     n_windows = -(-x.shape[1] // EVAL_WINDOW)
-    bar = progress_bar(total=count, desc=desc, unit="tok", unit_scale=True, leave=False, dynamic_ncols=True,
+    bar = progress_bar(total=int((y >= 0).sum()), desc=desc, unit="tok", unit_scale=True, leave=False, dynamic_ncols=True,
                        disable=not (progress and n_windows >= 4))
     for s in range(0, x.shape[1], EVAL_WINDOW):
+        if s and deadline is not None and time.perf_counter() > deadline:
+            break
         xb, yb = x[:, s:s + EVAL_WINDOW], y[:, s:s + EVAL_WINDOW]
         with autocast(device, precision):
             nll, state = model.token_nll(xb, yb, state)
         total += float(nll.sum())
         if keep:
             parts.append(nll.float().cpu())
-        bar.update(int((yb >= 0).sum()))
+        scored = int((yb >= 0).sum())
+        count += scored
+        bar.update(scored)
     bar.close()
     model.train(was_training)
     return total, count, torch.cat(parts, 1) if keep else None
@@ -122,7 +131,8 @@ def metrics(nll: float, n_tokens: int, n_chars: int, n_bytes: int) -> dict:
 
 def evaluate_split(model: RNNLM, tokenizer, ids: np.ndarray, n_chars: int, n_bytes: int,
                    device: torch.device, precision: str = "fp32", progress: bool = False,
-                   desc: str = "eval", dynamic: dict | None = None, limit: int | None = None, part=None) -> dict:
+                   desc: str = "eval", dynamic: dict | None = None, limit: int | None = None, part=None,
+                   deadline: float | None = None) -> dict:
     """Metrics over a split; characters/bytes of the first token (never predicted) are not counted.
 
     ``dynamic`` (lr, seq, decay): dynamic evaluation (dynamic.py), one stream, the model adapting
@@ -134,7 +144,7 @@ def evaluate_split(model: RNNLM, tokenizer, ids: np.ndarray, n_chars: int, n_byt
         nll_each = dynamic_nlls(model, ids, device, precision, progress=progress, **dynamic)
         nll, count = float(nll_each.sum()), len(nll_each)
     else:
-        nll, count = score(model, ids, device, precision, progress, desc, limit, part)
+        nll, count = score(model, ids, device, precision, progress, desc, limit, part, deadline)
     first_chars, first_bytes = first_token_size(tokenizer, ids)
     chars, n_bytes = n_chars - first_chars, n_bytes - first_bytes
     if count < len(ids) - 1:  # a bounded part of the split

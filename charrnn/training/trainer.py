@@ -261,9 +261,10 @@ class Trainer:
         args = (self.device, self.precision, self.progress_bar, "val")
         wanted = min(self.cfg.eval_tokens or len(c.val.ids), len(c.val.ids) - 1)
         limit = self._end.fit_tokens(self.elapsed, wanted, after=2 * self._end.save_s) or self.cfg.eval_tokens or None
+        deadline = t0 + self.cfg.max_time - self.elapsed - 2 * self._end.save_s if self.cfg.max_time else None
         m = (evaluate_records(self.model, self.tok, c.val, c.records, *args) if c.records else
              evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, *args,
-                            limit=limit, part=self.dist))
+                            limit=limit, part=self.dist, deadline=deadline))
         before = self.elapsed
         self.elapsed = self.dist.agree(self.elapsed + time.perf_counter() - t0)  # rank 0's clock
         self._end.eval_done(int(m.get("tokens", 0)), self.elapsed - before)
