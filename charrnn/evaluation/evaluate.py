@@ -42,8 +42,9 @@ def score(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = 
     (unscored), so the total matches one pass over the whole text (within the tolerance at EVAL_WARM).
     ``limit``: score only that many targets, in blocks spread over the text (--eval-tokens).
     ``part`` (distributed.py): this rank scores its rows of the streams, the sums are reduced.
-    ``deadline`` (a perf_counter() time; --max-time): no window starts after it (one at least), so only
-    the first part of every stream is scored, and the count says how much (one process only).
+    ``deadline`` (a perf_counter() time; --max-time): no window starts that would end after it, going by
+    the last one (one at least), so only the first part of every stream is scored, and the count says
+    how much (one process only).
     """
     x, y, ctx = eval_layout(ids, limit=limit, warm=EVAL_WARM)
     if part is not None:
@@ -78,8 +79,10 @@ def _stateful_pass(model, x, y, device, precision, progress, desc, keep=False, c
     n_windows = -(-x.shape[1] // EVAL_WINDOW)
     bar = progress_bar(total=int((y >= 0).sum()), desc=desc, unit="tok", unit_scale=True, leave=False, dynamic_ncols=True,
                        disable=not (progress and n_windows >= 4))
+    window_s = 0.0  # the last window's seconds: a window that would end past the deadline is not started
     for s in range(0, x.shape[1], EVAL_WINDOW):
-        if s and deadline is not None and time.perf_counter() > deadline:
+        t0 = time.perf_counter()
+        if s and deadline is not None and t0 + window_s > deadline:
             break
         xb, yb = x[:, s:s + EVAL_WINDOW], y[:, s:s + EVAL_WINDOW]
         with autocast(device, precision):
@@ -90,6 +93,7 @@ def _stateful_pass(model, x, y, device, precision, progress, desc, keep=False, c
         scored = int((yb >= 0).sum())
         count += scored
         bar.update(scored)
+        window_s = time.perf_counter() - t0
     bar.close()
     model.train(was_training)
     return total, count, torch.cat(parts, 1) if keep else None
