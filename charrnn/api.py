@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 from charrnn.training import budget
 from charrnn.data import named
 from charrnn.training import distributed
-from charrnn.system import rundir
+from charrnn.system import clock, rundir
 from charrnn.model.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data.corpus import decode_text, is_builtin, read_bytes
 from charrnn.data.inline import inline_text
@@ -86,6 +86,7 @@ def _named_corpus(values: dict, progress: bool | None, log) -> None:
 def train(corpus=None, *, text: str | None = None, texts: list[str] | None = None, progress: bool | None = None,
           on_eval: Callable | None = None, on_log: Callable | None = None, verbose: bool = True,
           **settings) -> "TrainResult":
+    clock.start_run()  # --max-time counts from here (from the process's start on the command line)
     log = _logger(verbose and env_world()[1] == 0)  # under torchrun rank 0 alone speaks
     inline = inline_text(text, texts, corpus, settings.get("records"))  # a string or a list: the run keeps it
     values = {**settings, "corpus": os.fspath(corpus) if corpus is not None else defaults(TRAIN)["corpus"]}
@@ -159,6 +160,7 @@ def resume(run=None, *, checkpoint_dir: str = CHECKPOINT_DIR, progress: bool | N
     Keywords change settings that may change on resume (limits such as max_time, evaluation and save
     intervals, device, precision); changing the model, tokenizer, data or optimizer is refused.
     """
+    clock.start_run()  # --max-time counts from here (from the process's start on the command line)
     if "init_from" in changes:
         raise CharrnnError("--init-from starts a new run and cannot be combined with --resume; resume the run "
                            "alone (a fine-tuned run remembers where it started from)")

@@ -209,7 +209,8 @@ TRAIN = grouped(
     S("max_steps", int, None, "Stop after this many steps.", min=1, optional=True, resumable=True),
     S("max_epochs", float, None, f"Stop after this many passes over the training text ({DEFAULT_MAX_EPOCHS} if no "
       "limit is given).", min=0, min_open=True, optional=True, resumable=True),
-    S("max_time", float, None, "Stop after this much wall-clock training time; the LR schedule fits the budget.",
+    S("max_time", float, None, "Stop within this wall time for the whole run, from its start to its last file "
+      "(start-up, the budget's probe, evaluations and saves included); the LR schedule fits the budget.",
       min=0, min_open=True, optional=True, resumable=True, metavar="SECONDS"),
     S("budget", bool, True, "With --max-time: choose the layers, hidden size, batch, window and evaluation "
       "interval not given, for this machine and this budget (a short probe, cached per machine; --no-budget: the "

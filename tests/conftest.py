@@ -4,6 +4,7 @@ and what several test modules check with (snapshots, weight hashes, waiting for 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import time
@@ -183,3 +184,19 @@ def nan_after(monkeypatch, n: int) -> None:
         return loss * float("nan") if calls["n"] > n else loss
 
     monkeypatch.setattr(F, "cross_entropy", fake)
+
+
+def fading_model(V: int, hidden: int = 16, forget: float = 0.95, sharpen: float = 10.0) -> RNNLM:
+    """A one-layer LSTM whose memory provably fades: no recurrent weights, and a constant forget gate f,
+    so its cell state is a decaying sum of input features (|c| <= 1 / (1 - f)) and two states that
+    read the same text drift together by a factor f per token. Its head is sharp: context matters."""
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(vocab_size=V, cell="lstm", layers=1, hidden=hidden, emb=16, dropout=0.0))
+    with torch.no_grad():
+        model.head.weight.mul_(sharpen)
+        model.rnn.weight_hh_l0.zero_()
+        model.rnn.bias_hh_l0.zero_()
+        model.rnn.weight_ih_l0[hidden:2 * hidden].zero_()  # gates i, f, g, o: f does not depend on the input
+        model.rnn.bias_ih_l0.normal_(0, 1.0)
+        model.rnn.bias_ih_l0[hidden:2 * hidden].fill_(math.log(forget / (1 - forget)))
+    return model.eval()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.data.batching import StreamBatcher, eval_streams
+from charrnn.data.batching import StreamBatcher, eval_layout, eval_streams
 from charrnn.errors import CharrnnError
 
 # ----------------------------------------------------------------------------- StreamBatcher
@@ -208,3 +208,19 @@ def test_eval_streams_limit_at_or_above_the_text_scores_everything():
     for limit in (4999, 10_000, None, 0):
         x, y = eval_streams(ids, limit=limit)
         assert sorted(y[y >= 0].tolist()) == list(range(1, 5000))
+
+
+@pytest.mark.parametrize("n,limit,warm", [(20_000, None, 256), (100_000, 8192, 256), (10_000, 1024, 5000),
+                                           (5000, None, 256), (997, None, 10)])
+def test_eval_layout_warms_each_stream_on_the_tokens_before_its_cut(n, limit, warm):
+    ids = np.arange(n, dtype=np.int64) + 7
+    kw = {"max_streams": 8, "min_len": 100} if n < 1000 else {}
+    x, y, ctx = eval_layout(ids, limit=limit, warm=warm, **kw)
+    assert torch.equal(x, eval_streams(ids, limit=limit, **kw)[0])    # the scored layout is eval_streams'
+    w = ctx.shape[1]
+    starts = (x[:, 0] - 7).tolist()                                  # where each stream's first input is
+    cuts = [a for a in starts if a > 0]
+    assert ctx.shape[0] == x.shape[0] and w == (min(warm, *cuts) if cuts else 0)
+    assert starts[0] == 0 and (ctx[0] == -1).all()                   # the text's start: a fresh state
+    for a, row in zip(starts[1:], ctx[1:]):                          # the others: the w tokens before the cut
+        assert torch.equal(row, torch.arange(a - w, a) + 7)

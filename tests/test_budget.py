@@ -4,6 +4,7 @@ winning, resume never choosing again, the record in config.json, and the probe's
 from __future__ import annotations
 
 import json
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -89,7 +90,7 @@ def fake_probe(monkeypatch):
     """probe.measure answers from a speed table (no timing); every call is recorded."""
     calls = []
 
-    def measure(mc, batch, window, eval_streams, device, precision):
+    def measure(mc, batch, window, eval_streams, device, precision, deadline=None):
         calls.append((mc.layers, mc.hidden, batch, window))
         step_s = 1e-9 * mc.hidden ** 2 * mc.layers * batch * window
         return {"step_s": step_s, "tok_s": batch * window / step_s, "eval_tok_s": 1e6, "measured": "test"}
@@ -130,7 +131,9 @@ def test_a_budget_chooses_the_settings_not_given_and_says_why_in_one_line(corpus
     assert len(lines) == 1
     assert lines[0].startswith(f"budget: lstm {cfg['layers']}x{cfg['hidden']}, batch {cfg['batch_size']} x "
                                f"{cfg['seq_len']}, eval every ")
-    assert "nats/char on tinyshakespeare" in lines[0] and "for 2x512, batch 32 x 128" not in lines[0]  # too big here
+    assert "for 2x512, batch 32 x 128" not in lines[0]  # too big here
+    # tiny.txt is not what the compute model was fitted on: no loss figure, and it says why
+    assert "nats/char" not in lines[0] and "fitted on tinyshakespeare: no loss figure for this corpus" in lines[0]
     ckpt = torch.load(tmp_path / "ck" / "tiny" / "last.pt", weights_only=True)
     assert ckpt["run_config"]["hidden"] == cfg["hidden"] and "budget_choice" not in ckpt["run_config"]
 
@@ -206,6 +209,61 @@ def test_a_real_probe_measures_a_tiny_shape_and_the_cache_reads_it_back(tmp_path
     assert hit and again == fig
     (tmp_path / probe.CACHE_FILE).write_text("{not json")  # a damaged cache is measured again
     assert probe.ProbeCache(str(tmp_path)).get(probe.machine_key(cpu, "fp32"), probe.shape_key(mc, 4, 32, 1)) is None
+
+
+def test_the_probe_key_holds_no_corpus_only_its_vocabularys_bucket(tmp_path, monkeypatch):
+    """Every character or byte vocabulary is timed at 256 tokens, under one key; figures are scaled to V."""
+    timed = []
+    monkeypatch.setattr(probe, "measure", lambda mc, *a, **kw: timed.append(mc.vocab_size) or {
+        "step_s": 1.0, "tok_s": 128.0, "eval_tok_s": 1000.0, "measured": "test"})
+    cache, cpu = probe.ProbeCache(str(tmp_path)), torch.device("cpu")
+    mc = {v: ModelConfig(v, "lstm", 2, 128, 64, 0.0) for v in (65, 100, 256, 3000)}
+    assert len({probe.shape_key(mc[v], 4, 32, 1) for v in (65, 100, 256)}) == 1
+    assert probe.shape_key(mc[3000], 4, 32, 1) != probe.shape_key(mc[65], 4, 32, 1)
+    figs = {v: probe.probe(mc[v], 4, 32, 1, cpu, "fp32", cache) for v in (65, 100, 256, 3000)}
+    assert timed == [256, 4096]                                     # one timing per bucket
+    assert [figs[v][1] for v in (65, 100, 256, 3000)] == [False, True, True, False]
+    # scaled by a token's multiply-adds: 2 layers of 4 gates, (64 + 128) x 128 then (128 + 128) x 128, + 128 V
+    trunk = 4 * (64 + 128) * 128 + 4 * (128 + 128) * 128
+    for v in (65, 100, 256):
+        scale = (trunk + 128 * v) / (trunk + 128 * 256)
+        assert figs[v][0]["step_s"] == pytest.approx(scale) and figs[v][0]["tok_s"] == pytest.approx(128 / scale)
+        assert figs[v][0]["eval_tok_s"] == pytest.approx(1000 / scale)
+    assert figs[65][0]["step_s"] > 1 - 128 * (256 - 65) / trunk   # the head is a small part of a char model's step
+
+
+def test_a_probe_past_its_deadline_times_each_thing_once(monkeypatch):
+    mc, cpu = ModelConfig(20, "lstm", 1, 16, 8, 0.0), torch.device("cpu")
+    calls = []
+    real = probe._timed
+    monkeypatch.setattr(probe, "_timed", lambda fn, device, repeat, deadline=None: calls.append(deadline) or real(
+        fn, device, repeat, deadline))
+    fig = probe.measure(mc, 4, 128, 1, cpu, "fp32", deadline=0.0)  # long past
+    assert len(calls) == 2 and fig["step_s"] > 0                  # the step at 64 tokens and the evaluation only
+
+
+@pytest.mark.parametrize("corpus,tokenizer,vocab,want", [
+    ("/data/tinyshakespeare.txt", "char", 65,
+     "predicted 1.90 nats/char vs no better than uniform (ln 65 = 4.17 nats/char) for 2x512"),
+    ("/cache/tinyshakespeare/input.txt", "char", 65, "predicted 1.90 nats/char vs no better than uniform"),
+    ("/data/tinyshakespeare.txt", "bpe", 512, "no loss figure for this corpus"),     # nats per token, not per char
+    ("/data/zh_poems.txt", "char", 7000, "no loss figure for this corpus"),
+])
+def test_the_budget_line_states_a_prediction_only_where_it_means_something(corpus, tokenizer, vocab, want):
+    cfg = make_config(corpus=corpus, tokenizer=tokenizer, max_time=60)
+    planner = budget.Planner(cfg, set(), log=lambda m: None)
+    planner.corpus = SimpleNamespace(tokenizer=SimpleNamespace(vocab_size=vocab))
+    best = {"layers": 2, "hidden": 128, "batch_size": 16, "seq_len": 64, "tok_s": 9000.0, "steps": 600,
+            "predicted_loss": 1.9}
+    ref = {"layers": 2, "hidden": 512, "batch_size": 32, "seq_len": 128, "predicted_loss": 8.58}  # > ln 65 = 4.17
+    line = planner._line(best, ref, 2.0, False, 54.0)
+    assert want in line and "8.58" not in line and "nats/char on tinyshakespeare" not in line
+    assert "~600 steps in the 54s left of 60s" in line
+    if "no loss figure" in want:
+        assert "1.90" not in line and "nats/char" not in line
+    else:  # a prediction at or above uniform is never a figure
+        worse = planner._line({**best, "predicted_loss": math.log(vocab) + 0.01}, None, 2.0, True, 54.0)
+        assert worse.endswith(f"; predicted no better than uniform (ln {vocab} = {math.log(vocab):.2f} nats/char))")
 
 
 def test_a_gpu_gets_a_larger_batch_when_none_is_given(monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -10,13 +11,13 @@ import torch
 import torch.nn.functional as F
 
 import charrnn.evaluation.evaluate as ev
-from charrnn.data.batching import eval_streams as real_eval_streams
+from charrnn.data.batching import eval_layout as real_eval_layout
 from charrnn.errors import CharrnnError
 from charrnn.evaluation.evaluate import evaluate_split, metrics, score
 from charrnn.model.network import ModelConfig, RNNLM
 from charrnn.generation.sample import generate
 from charrnn.data.tokenizers import fit_tokenizer
-from tests.conftest import CONTEXT_TEXT as TEXT, context_model as _model
+from tests.conftest import CONTEXT_TEXT as TEXT, context_model as _model, fading_model
 
 CPU = torch.device("cpu")
 
@@ -96,48 +97,107 @@ def test_evaluate_split_matches_hand_computation(kind, char_tok, bpe_tok):
         assert m["bpc"] == pytest.approx(m["loss"] / math.log(2) * m["tokens"] / m["chars"], rel=1e-5)
 
 
+@torch.no_grad()
+def _nll_warmed(model: RNNLM, ids: np.ndarray, boundaries, warm: int, fresh=()) -> float:
+    """Like _nll_direct, but at each boundary b the state is the one after reading ids[b - warm : b]
+    from a fresh state (the warm-up), not a fresh state; at the cuts in ``fresh`` a fresh state."""
+    n = len(ids) - 1
+    cuts = sorted({0, *boundaries, *fresh, n})
+    total = 0.0
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        state = None
+        if lo > 0 and warm and lo not in fresh:
+            _, state = model(torch.as_tensor(ids[lo - warm:lo], dtype=torch.long).view(1, -1))
+        seg = torch.as_tensor(ids[lo:hi + 1], dtype=torch.long).view(1, -1)
+        logits, _ = model(seg[:, :-1], state)
+        total += F.cross_entropy(logits[0].double(), seg[0, 1:], reduction="sum").item()
+    return total
+
+
 @pytest.mark.slow
 @pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["char", "bpe"])
-@pytest.mark.parametrize("max_streams,min_len,window", [(5, 50, 37), (3, 100, 512), (7, 20, 1)])
-def test_score_matches_resets_at_stream_boundaries(monkeypatch, kind, char_tok, bpe_tok,
-                                                   max_streams, min_len, window):
+@pytest.mark.parametrize("max_streams,min_len,window,warm", [(5, 50, 37, 30), (3, 100, 512, 1000), (7, 20, 1, 20)])
+def test_score_warms_each_stream_on_the_text_before_its_cut(monkeypatch, kind, char_tok, bpe_tok,
+                                                            max_streams, min_len, window, warm):
     tok = char_tok if kind == "char" else bpe_tok
     ids = tok.encode(TEXT[:1200])
     model = _model(tok.vocab_size, seed=4)
-    monkeypatch.setattr(ev, "eval_streams", lambda i, **kw: real_eval_streams(i, max_streams=max_streams,
-                                                                        min_len=min_len))
+    monkeypatch.setattr(ev, "eval_layout", lambda i, **kw: real_eval_layout(i, **{
+        **kw, "max_streams": max_streams, "min_len": min_len}))
     monkeypatch.setattr(ev, "EVAL_WINDOW", window)
+    monkeypatch.setattr(ev, "EVAL_WARM", warm)
     total, count = score(model, ids, CPU)
-    x, _ = real_eval_streams(ids, max_streams=max_streams, min_len=min_len)
+    x, _, ctx = real_eval_layout(ids, max_streams=max_streams, min_len=min_len, warm=warm)
     s, length = x.shape
-    assert s > 1
+    assert s > 1 and ctx.shape[1] == min(warm, length)  # (3, 100, 512, 1000): the warm-up is the whole stream before
     boundaries = [r * length for r in range(1, s)]
     assert count == len(ids) - 1
-    # a sum of ~1,200 float32 token NLLs (~4 nats each, windowed vs fused: ~1e-6 relative each): <= 1200 * 4 *
-    # 2e-6 = 1e-2; a missed reset moves the total by > 1 (checked below)
-    assert total == pytest.approx(_nll_direct(model, ids, boundaries), rel=0, abs=1e-2)
-    # sensitivity: the resets at stream boundaries matter ...
-    assert abs(total - _nll_direct(model, ids)) > 1.0
+    # float32 passes against a float64 sum of one forward per segment: 1e-2 nats over ~1200 tokens
+    assert total == pytest.approx(_nll_warmed(model, ids, boundaries, ctx.shape[1]), rel=0, abs=1e-2)
+    # sensitivity: the warm-up matters (a fresh state at each cut scores differently) ...
+    assert abs(total - _nll_direct(model, ids, boundaries)) > 1.0
     # ... and the state is carried from window to window inside a stream
     window_cuts = [c for c in range(window, len(ids) - 1, window) if c % length]
     if window_cuts:
-        assert abs(total - _nll_direct(model, ids, sorted(set(boundaries + window_cuts)))) > 1.0
+        assert abs(total - _nll_warmed(model, ids, boundaries, ctx.shape[1], fresh=window_cuts)) > 1.0
 
 
 @pytest.mark.numerics
 def test_score_default_layout_multi_stream(char_tok):
-    """The real layout on a text long enough for two streams (> 2 x 4096 tokens)."""
+    """The real layout on a text long enough for two streams (> 2 x 4096 tokens), warmed on EVAL_WARM tokens."""
     ids = char_tok.encode(TEXT * 2)
     assert len(ids) - 1 >= 2 * 4096
     model = _model(char_tok.vocab_size, seed=5, hidden=16)
     total, count = score(model, ids, CPU)
-    x, _ = real_eval_streams(ids)
-    assert x.shape[0] == 2
+    x, _, ctx = real_eval_layout(ids, warm=ev.EVAL_WARM)
+    assert x.shape[0] == 2 and ctx.shape[1] == ev.EVAL_WARM
     assert count == len(ids) - 1
-    # as above over ~9,000 tokens: 9000 * 4 * 1.5e-6 = 5e-2, still 20x under a missed reset's > 1
-    assert total == pytest.approx(_nll_direct(model, ids, [x.shape[1]]), rel=0, abs=5e-2)
-    assert abs(total - _nll_direct(model, ids)) > 1.0
+    assert total == pytest.approx(_nll_warmed(model, ids, [x.shape[1]], ev.EVAL_WARM), rel=0, abs=5e-2)
+    assert abs(total - _nll_direct(model, ids, [x.shape[1]])) > 1.0
+
+
+@pytest.fixture(scope="module")
+def long_text():
+    """About 200k characters of shuffled words: many streams, each warmed on the text before it."""
+    words = TEXT.replace("\n", " \n ").split(" ")
+    return " ".join(np.random.default_rng(0).choice(words, 50_000))[:200_001]
+
+
+def test_batched_score_equals_one_pass_over_the_whole_text(long_text, monkeypatch):
+    tok = fit_tokenizer("char", long_text)
+    ids = tok.encode(long_text)
+    n, forget, hidden = len(ids) - 1, 0.95, 16
+    model = fading_model(tok.vocab_size, hidden, forget)
+    x, _, ctx = real_eval_layout(ids, warm=ev.EVAL_WARM)
+    assert n >= 200_000 and x.shape[0] == 32 and ctx.shape[1] == ev.EVAL_WARM
+    one_each = ev.token_nlls(model, ids, CPU, one_stream=True)  # every target given everything before it
+    one, count = float(one_each.sum()), len(one_each)
+    batched, count_b = score(model, ids, CPU)
+    assert count == count_b == n
+    # The tolerance, 1e-3 nats/token, is what the warm-up promises (evaluate.EVAL_WARM). For this model the
+    # warm-up's residual is bounded: at t tokens past a cut the two cell states differ by at most
+    # f^(W+t) / (1 - f) per unit, the hidden states by sqrt(H) times that in norm, and a token's nll by at
+    # most 2 max_v |w_v| |dh|, so a cut adds at most 2 max_v |w_v| sqrt(H) f^W / (1 - f)^2 nats in all.
+    w_max = float(model.head.weight.detach().norm(dim=1).max())
+    per_cut = 2 * w_max * math.sqrt(hidden) * forget ** ev.EVAL_WARM / (1 - forget) ** 2
+    assert per_cut * (x.shape[0] - 1) / n < 1e-4  # well inside 1e-3; the rest is float32 rounding (~1e-6 relative)
+    assert abs(batched - one) / n < 1e-3
+    # the --eval-tokens blocks too: each is warmed on the tokens before it (starts as batching lays them out)
+    limit = 16_384
+    bx, _, bctx = real_eval_layout(ids, limit=limit, warm=ev.EVAL_WARM)
+    s, length = bx.shape
+    starts = [(n - length) * i // (s - 1) for i in range(s)]
+    assert s > 1 and bctx.shape[1] == ev.EVAL_WARM
+    assert all(np.array_equal(bx[i].numpy(), ids[a:a + length]) for i, a in enumerate(starts))
+    blocks, count_l = score(model, ids, CPU, limit=limit)
+    want = sum(float(one_each[a:a + length].sum()) for a in starts)
+    assert count_l == s * length and abs(blocks - want) / count_l < 1e-3
+    # sensitivity: a fresh state at each cut (the layout before the warm-up) misses by more than that
+    monkeypatch.setattr(ev, "EVAL_WARM", 0)
+    cold, _ = score(model, ids, CPU)
+    assert abs(cold - one) / n > 1e-3
+    assert abs(score(model, ids, CPU, limit=limit)[0] - want) / count_l > 1e-3
 
 
 @pytest.mark.numerics
@@ -267,3 +327,16 @@ def test_overfit_then_greedy_generation_reproduces_the_text():
     while prefix < len(out) and out[prefix] == expected[prefix]:
         prefix += 1
     assert prefix >= 2 * len(text), f"only {prefix} characters reproduced: {out!r}"
+
+
+def test_an_evaluation_past_its_deadline_scores_the_first_window_of_every_stream(char_tok):
+    ids = char_tok.encode(TEXT * 3)
+    model = _model(char_tok.vocab_size, seed=6, hidden=16)
+    x, y, _ = real_eval_layout(ids, warm=ev.EVAL_WARM)
+    first = y[:, :ev.EVAL_WINDOW]
+    total, count = score(model, ids, CPU, deadline=0.0)  # long past: one window, then no more
+    assert x.shape[0] > 1 and count == int((first >= 0).sum()) < len(ids) - 1
+    whole, n = score(model, ids, CPU, deadline=time.perf_counter() + 3600)
+    assert n == len(ids) - 1 and 0 < total < whole
+    m = evaluate_split(model, char_tok, ids, len(ids), len(ids), CPU, deadline=0.0)
+    assert m["tokens"] == count and m["chars"] == count  # a part of the split: its share of the characters

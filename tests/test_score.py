@@ -14,12 +14,13 @@ import torch.nn.functional as F
 import charrnn
 import charrnn.evaluation.evaluate as ev
 import charrnn.evaluation.score as sc
-from charrnn.data.batching import eval_streams as real_eval_streams
+from charrnn.data.batching import eval_layout as real_eval_layout
 from charrnn.errors import CharrnnError
 from charrnn.evaluation.evaluate import evaluate_split
 from charrnn.evaluation.score import score_lines
 from charrnn.data.tokenizers import fit_tokenizer
 from tests.conftest import CONTEXT_TEXT as TEXT, context_model as _model
+from tests.conftest import fading_model as _fading_model
 
 CPU = torch.device("cpu")
 LN2 = math.log(2)
@@ -85,12 +86,13 @@ def test_continuous_lines_are_the_direct_token_nlls_summed_per_line(kind, toks):
 @pytest.mark.numerics
 @pytest.mark.parametrize("kind", ["char", "byte", "bpe"])
 def test_lines_add_up_to_evals_total_with_several_streams(kind, toks, monkeypatch):
-    """Eval's layout is kept (streams reset at their boundaries), so the identity holds for long texts too."""
+    """Eval's layout is kept (streams warmed on the text before their cuts), so the identity holds for long
+    texts too."""
     tok = toks[kind]
     text = TEXT[:2500]
     ids = tok.encode(text)
-    monkeypatch.setattr(ev, "eval_streams",
-                        lambda i, **kw: real_eval_streams(i, max_streams=5, min_len=60, **kw))
+    monkeypatch.setattr(ev, "eval_layout",
+                        lambda i, **kw: real_eval_layout(i, **{**kw, "max_streams": 5, "min_len": 60}))
     monkeypatch.setattr(ev, "EVAL_WINDOW", 37)
     model = _model(tok.vocab_size, seed=22)
     m = evaluate_split(model, tok, ids, len(text), len(text.encode()), CPU)
@@ -100,6 +102,33 @@ def test_lines_add_up_to_evals_total_with_several_streams(kind, toks, monkeypatc
     assert sum(r["chars"] for r in recs) == m["chars"]
     one = score_lines(model, tok, text, CPU)  # deterministic
     assert [r["nll"] for r in one] == [r["nll"] for r in recs]
+
+
+@pytest.mark.numerics
+def test_lines_equal_one_pass_over_the_whole_text(monkeypatch):
+    """Each line's nll is the one a single pass over the whole text gives it (streams warmed before their cuts)."""
+    words = TEXT.replace("\n", " \n ").split(" ")
+    text = " ".join(np.random.default_rng(1).choice(words, 3000))[:12_000]
+    tok = fit_tokenizer("char", text)
+    forget, hidden = 0.95, 16
+    model = _fading_model(tok.vocab_size, hidden, forget)
+    one = np.concatenate([[0.0], ev.token_nlls(model, tok.encode(text), CPU, one_stream=True)])
+    monkeypatch.setattr(ev, "eval_layout",
+                        lambda i, **kw: real_eval_layout(i, **{**kw, "max_streams": 5, "min_len": 2000}))
+    line_of = np.cumsum([c == "\n" for c in text]) - [c == "\n" for c in text]
+    want = np.bincount(line_of, weights=one)
+    # The warm-up's residual at a cut, for this model (see test_evaluate_sample's bound): at most
+    # 2 max_v |w_v| sqrt(H) f^W / (1 - f)^2 nats over the tokens after it, so over the line(s) holding them;
+    # rel 1e-5 covers float32 passes of different batch shapes.
+    w_max = float(model.head.weight.detach().norm(dim=1).max())
+    per_cut = 2 * w_max * math.sqrt(hidden) * forget ** ev.EVAL_WARM / (1 - forget) ** 2
+    recs = score_lines(model, tok, text, CPU)
+    assert len(recs) == len(want) > 100
+    assert [r["nll"] for r in recs] == pytest.approx(want.tolist(), rel=1e-5, abs=per_cut)
+    # sensitivity: without the warm-up the lines after each cut are scored from a fresh state
+    monkeypatch.setattr(ev, "EVAL_WARM", 0)
+    cold = [r["nll"] for r in score_lines(model, tok, text, CPU)]
+    assert max(abs(c - w) for c, w in zip(cold, want)) > 1.0
 
 
 @pytest.mark.numerics

@@ -17,6 +17,7 @@ from charrnn.version import __version__
 from charrnn.errors import CharrnnError, Interrupted
 from charrnn.cli.options import CKPT_DIR, Command, model_doc, options
 from charrnn.settings import DEVICES, EVAL, SAMPLE, TRAIN
+from charrnn.system import clock
 
 
 def _log(msg: str) -> None:
@@ -214,6 +215,8 @@ def evaluate(ctx, checkpoint, file, as_json, device, checkpoint_dir, **opts):
 def main(argv=None) -> None:
     """Entry point: one-line errors, conventional exit codes, no tracebacks for user mistakes."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:  # a process of its own: --max-time counts from its start (system/clock.py)
+        clock.from_process_start()
     try:
         rv = cli.main(args=args or ["--help"], prog_name="charrnn", standalone_mode=False)
     except click.exceptions.Abort:

@@ -53,12 +53,25 @@ class StreamBatcher:
 
 
 def eval_streams(ids: np.ndarray, max_streams: int = 32, min_len: int = 4096, limit: int | None = None):
-    """Lay out a split for one stateful pass that scores every target once.
+    """Lay out a split for one stateful pass that scores every target once: (x, y), both (S, L).
 
     Inputs ``ids[:-1]`` and targets ``ids[1:]`` are cut into S contiguous streams (S grows with the
     text, at least ``min_len`` tokens each); the last stream is padded with target -100 (ignored).
     ``limit`` (--eval-tokens): a longer text is scored only in S equal blocks spread evenly over it,
     ``limit`` targets in all, always the same ones (so periodic evaluations stay comparable).
+    A stream cut from the middle of the text needs the text before its cut: see ``eval_layout``.
+    """
+    x, y, _ = eval_layout(ids, max_streams, min_len, limit)
+    return x, y
+
+
+def eval_layout(ids: np.ndarray, max_streams: int = 32, min_len: int = 4096, limit: int | None = None,
+                warm: int = 0):
+    """``eval_streams``' (x, y) and each stream's warm-up context ``ctx`` (S, W): the W tokens just
+    before the stream's first input, read (unscored) to bring the state to where a single pass over
+    the whole text would have it. The stream that starts the text has no context: its row is -1 and
+    its state starts at zero, as a single pass's does. W = min(warm, the earliest later cut), so
+    every other stream has its full W tokens (W = 0 for a single stream).
     """
     n = len(ids) - 1
     if n < 1:
@@ -69,13 +82,22 @@ def eval_streams(ids: np.ndarray, max_streams: int = 32, min_len: int = 4096, li
         starts = [(n - length) * i // max(s - 1, 1) for i in range(s)]
         x = np.stack([np.asarray(ids[a:a + length], np.int64) for a in starts])
         y = np.stack([np.asarray(ids[a + 1:a + length + 1], np.int64) for a in starts])
-        return torch.from_numpy(x), torch.from_numpy(y)
-    s = int(max(1, min(max_streams, n // min_len)))
-    length = -(-n // s)
-    x = np.zeros(s * length, np.int64)
-    y = np.full(s * length, -100, np.int64)
-    x[:n], y[:n] = ids[:-1], ids[1:]
-    return torch.from_numpy(x).view(s, length), torch.from_numpy(y).view(s, length)
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
+    else:
+        s = int(max(1, min(max_streams, n // min_len)))
+        length = -(-n // s)
+        starts = [i * length for i in range(s)]
+        xf = np.zeros(s * length, np.int64)
+        yf = np.full(s * length, -100, np.int64)
+        xf[:n], yf[:n] = ids[:-1], ids[1:]
+        x, y = torch.from_numpy(xf).view(s, length), torch.from_numpy(yf).view(s, length)
+    cuts = [a for a in starts if a > 0]
+    w = int(min(warm, *cuts)) if cuts else 0
+    ctx = np.full((s, w), -1, np.int64)
+    for i, a in enumerate(starts):
+        if a > 0 and w:
+            ctx[i] = ids[a - w:a]
+    return x, y, torch.from_numpy(ctx)
 
 
 # ----------------------------------------------------------------------------- variable-length windows

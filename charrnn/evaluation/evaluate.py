@@ -6,11 +6,12 @@ The library half: the API (``Model.evaluate``) and training call these; the CLI 
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
 
-from charrnn.data.batching import eval_streams
+from charrnn.data.batching import eval_layout
 from charrnn.data.corpus import load_corpus
 from charrnn.data.text import decode_text, read_bytes
 from charrnn.evaluation.dynamic import dynamic_nlls
@@ -22,21 +23,37 @@ from charrnn.system.progress import progress_bar
 from charrnn.settings import config_from_saved
 
 EVAL_WINDOW = 512
+# Every stream cut from the middle of a text first reads the EVAL_WARM tokens before its cut, unscored
+# (batching.eval_layout), so its state is close to the one a single pass over the whole text has there.
+# What is left is the state's memory of text more than EVAL_WARM tokens back, which decays (forget gates):
+# benchmarks/eval_warmup.py measures the excess nll of a cut against a single pass as the warm-up grows
+# (docs/BENCHMARKS.md). A cut adds at most e(W) nats over the tokens after it, and streams are at least
+# 4096 tokens long, so the figure per token moves by at most e(W) / 4096; the warm-up's cost is its
+# recurrence alone (no head) over W / 4096 of the text at most (W / L for streams of length L).
+EVAL_WARM = 256
 
 
 def score(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = "fp32",
-          progress: bool = False, desc: str = "eval", limit: int | None = None, part=None) -> tuple[float, int]:
+          progress: bool = False, desc: str = "eval", limit: int | None = None, part=None,
+          deadline: float | None = None) -> tuple[float, int]:
     """Total negative log-likelihood (nats) of ids[1:] given everything before, and the count.
 
-    The text is cut into a few contiguous streams (see batching.eval_streams); each stream is read
-    window by window with the hidden state carried, so context flows through the whole stream.
+    The text is cut into a few contiguous streams (see batching.eval_layout); each stream is read
+    window by window with the hidden state carried, so context flows through the whole stream, and a
+    stream cut from the middle of the text is first warmed on the EVAL_WARM tokens before its cut
+    (unscored), so the total matches one pass over the whole text (within the tolerance at EVAL_WARM).
     ``limit``: score only that many targets, in blocks spread over the text (--eval-tokens).
     ``part`` (distributed.py): this rank scores its rows of the streams, the sums are reduced.
+    ``deadline`` (a perf_counter() time; --max-time): no window starts that would end after it, going by
+    the last one (one at least), so only the first part of every stream is scored, and the count says
+    how much (one process only).
     """
-    x, y = eval_streams(ids, limit=limit)
+    x, y, ctx = eval_layout(ids, limit=limit, warm=EVAL_WARM)
     if part is not None:
-        x, y = part.rows(x), part.rows(y)
-    total, count, _ = _stateful_pass(model, x, y, device, precision, progress, desc) if len(x) else (0.0, 0, None)
+        x, y, ctx = part.rows(x), part.rows(y), part.rows(ctx)
+    total, count, _ = _stateful_pass(model, x, y, device, precision, progress, desc, ctx=ctx,
+                                     deadline=deadline if part is None or part.world == 1 else None) if len(x) else (
+        0.0, 0, None)
     return part.reduce(total, count) if part is not None else (total, count)
 
 
@@ -44,36 +61,64 @@ def token_nlls(model: RNNLM, ids: np.ndarray, device: torch.device, precision: s
                progress: bool = False, desc: str = "score", one_stream: bool = False) -> np.ndarray:
     """The nll (nats) of each of ids[1:] given everything before it, in text order (float64).
 
-    The layout is score's (so these sum to the total eval reports, stream resets included), or,
-    with ``one_stream``, a single stream: context is never reset (what dynamic evaluation reads).
+    The layout is score's (so these sum to the total eval reports, warm-ups included), or, with
+    ``one_stream``, a single stream (what dynamic evaluation reads).
     """
-    x, y = eval_streams(ids, max_streams=1) if one_stream else eval_streams(ids)
-    _, _, nll = _stateful_pass(model, x, y, device, precision, progress, desc, keep=True)
+    x, y, ctx = eval_layout(ids, max_streams=1) if one_stream else eval_layout(ids, warm=EVAL_WARM)
+    _, _, nll = _stateful_pass(model, x, y, device, precision, progress, desc, keep=True, ctx=ctx)
     return nll.reshape(-1)[:len(ids) - 1].double().numpy()
 
 
 @torch.no_grad()
-def _stateful_pass(model, x, y, device, precision, progress, desc, keep=False):
-    """Read streams x (S, L) window by window with the state carried; total nll, count, and with
-    ``keep`` every target's nll (S, L) on the CPU."""
+def _stateful_pass(model, x, y, device, precision, progress, desc, keep=False, ctx=None, deadline=None):
+    """Read streams x (S, L) window by window with the state carried, each after its warm-up context
+    ``ctx`` (S, W; see warm_state); total nll, count, and with ``keep`` every target's nll (S, L) on the CPU."""
     was_training = model.training
     model.eval()
     x, y = x.to(device), y.to(device)
-    total, count, state, parts = 0.0, int((y >= 0).sum()), None, []
+    total, count, parts = 0.0, 0, []
+    state = warm_state(model, ctx, device, precision)
     n_windows = -(-x.shape[1] // EVAL_WINDOW)
-    bar = progress_bar(total=count, desc=desc, unit="tok", unit_scale=True, leave=False, dynamic_ncols=True,
+    bar = progress_bar(total=int((y >= 0).sum()), desc=desc, unit="tok", unit_scale=True, leave=False, dynamic_ncols=True,
                        disable=not (progress and n_windows >= 4))
+    window_s = 0.0  # the last window's seconds: a window that would end past the deadline is not started
     for s in range(0, x.shape[1], EVAL_WINDOW):
+        t0 = time.perf_counter()
+        if s and deadline is not None and t0 + window_s > deadline:
+            break
         xb, yb = x[:, s:s + EVAL_WINDOW], y[:, s:s + EVAL_WINDOW]
         with autocast(device, precision):
             nll, state = model.token_nll(xb, yb, state)
         total += float(nll.sum())
         if keep:
             parts.append(nll.float().cpu())
-        bar.update(int((yb >= 0).sum()))
+        scored = int((yb >= 0).sum())
+        count += scored
+        bar.update(scored)
+        window_s = time.perf_counter() - t0
     bar.close()
     model.train(was_training)
     return total, count, torch.cat(parts, 1) if keep else None
+
+
+def warm_state(model, ctx, device, precision):
+    """The state after reading each row of ``ctx`` (S, W), unscored (the recurrence alone, no head),
+    window by window; zero (as a pass from the text's start has) for rows without context (-1).
+    None when no row has context."""
+    if ctx is None or ctx.shape[1] == 0 or not bool((ctx[:, 0] >= 0).any()):
+        return None
+    rows = (ctx[:, 0] >= 0).to(device)
+    c, state = ctx.to(device)[rows], None
+    for s in range(0, c.shape[1], EVAL_WINDOW):
+        with autocast(device, precision):
+            _, state = model.features(c[:, s:s + EVAL_WINDOW], state)
+
+    def spread(h):  # (layers, rows with context, H) -> (layers, S, H), zero elsewhere
+        full = h.new_zeros(h.shape[0], len(ctx), h.shape[2])
+        full[:, rows] = h
+        return full
+
+    return tuple(spread(h) for h in state) if isinstance(state, tuple) else spread(state)
 
 
 def metrics(nll: float, n_tokens: int, n_chars: int, n_bytes: int) -> dict:
@@ -92,7 +137,8 @@ def metrics(nll: float, n_tokens: int, n_chars: int, n_bytes: int) -> dict:
 
 def evaluate_split(model: RNNLM, tokenizer, ids: np.ndarray, n_chars: int, n_bytes: int,
                    device: torch.device, precision: str = "fp32", progress: bool = False,
-                   desc: str = "eval", dynamic: dict | None = None, limit: int | None = None, part=None) -> dict:
+                   desc: str = "eval", dynamic: dict | None = None, limit: int | None = None, part=None,
+                   deadline: float | None = None) -> dict:
     """Metrics over a split; characters/bytes of the first token (never predicted) are not counted.
 
     ``dynamic`` (lr, seq, decay): dynamic evaluation (dynamic.py), one stream, the model adapting
@@ -104,7 +150,7 @@ def evaluate_split(model: RNNLM, tokenizer, ids: np.ndarray, n_chars: int, n_byt
         nll_each = dynamic_nlls(model, ids, device, precision, progress=progress, **dynamic)
         nll, count = float(nll_each.sum()), len(nll_each)
     else:
-        nll, count = score(model, ids, device, precision, progress, desc, limit, part)
+        nll, count = score(model, ids, device, precision, progress, desc, limit, part, deadline)
     first_chars, first_bytes = first_token_size(tokenizer, ids)
     chars, n_bytes = n_chars - first_chars, n_bytes - first_bytes
     if count < len(ids) - 1:  # a bounded part of the split

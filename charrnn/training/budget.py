@@ -13,8 +13,10 @@ The compute model, fitted by benchmarks/calibrate_budget.py (table and constants
 
 N: parameters without the embedding (millions); S: optimizer steps; D = S x batch x window, the
 tokens trained on (millions); steps beyond EPOCH_CAP passes over the training text are not
-counted (repeats teach little and start to overfit). Its losses are tinyshakespeare nats/char; on
-other text only their order is used. Probing goes from the cheapest shape up and stops after two
+counted (repeats teach little and start to overfit). Its losses are tinyshakespeare nats/char: the
+``budget:`` line states one only for tinyshakespeare with the char tokenizer and only below uniform
+(ln V; the power law knows nothing of the vocabulary and, for few steps, runs past it); on other
+text only the order of the predictions is used, and the line says so. Probing goes from the cheapest shape up and stops after two
 in a row predict worse than the best (once the fixed defaults were seen) or after PROBE_CAP.
 Without --max-time (or with --no-budget) the fixed defaults stay, except the batch: larger on a
 GPU (DEVICE_BATCH), and halved until the run fits in memory when --batch-size is not given.
@@ -23,9 +25,11 @@ GPU (DEVICE_BATCH), and halved until the run fits in memory when --batch-size is
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import replace
 
+from charrnn.system import clock
 from charrnn.training import memory
 from charrnn.training import probe
 from charrnn.data.batching import check_fits
@@ -36,9 +40,11 @@ from charrnn.settings import TRAIN, by_name, check_combination
 
 COMPUTE_MODEL = {"E": 0.027705, "A": 0.43062, "alpha": 0.2, "B": 12.524, "beta": 0.575, "C": 1.0039,
                  "gamma": 0.1}  # benchmarks/calibrate_budget.py, 2026-11-23 (docs/BENCHMARKS.md)
+CALIBRATED_ON = "tinyshakespeare"  # the corpus COMPUTE_MODEL's losses are about
 EPOCH_CAP = 5          # passes over the training text beyond this teach little (repeats); not counted
 EVAL_SHARE = 0.05      # intermediate evaluations may take this share of the budget
-PROBE_CAP = (5.0, 30.0, 0.1)  # the probe stops starting shapes after max(5 s, min(30 s, 10% of the budget))
+PROBE_CAP = (1.0, 30.0, 0.1)  # the probe stops starting shapes after max(1 s, min(30 s, 10% of the budget)):
+                              # its time is the run's (--max-time counts from the start, system/clock.py)
 MAX_EVALS = 10
 SHAPE = ("layers", "hidden", "batch_size", "seq_len")
 CHOSEN = SHAPE + ("eval_every",)
@@ -103,6 +109,14 @@ def choose(options: list[dict], speed, budget_s: float, eval_every: int | None =
     return best, seen
 
 
+def calibrated_corpus(cfg) -> bool:
+    """Whether the compute model's losses are this run's: tinyshakespeare (a file or the named corpus of
+    that name) read with the char tokenizer, so nats per token are nats per character."""
+    path = os.path.normpath(str(cfg.corpus))
+    names = {os.path.splitext(os.path.basename(path))[0].lower(), os.path.basename(os.path.dirname(path)).lower()}
+    return cfg.tokenizer == "char" and CALIBRATED_ON in names
+
+
 def _same(a: dict, b: dict) -> bool:
     return all(a[k] == b[k] for k in SHAPE)
 
@@ -120,6 +134,7 @@ class Planner:
         if cfg.tie_weights:
             self.given.add("hidden")  # tied weights need --emb equal to --hidden
         self.choose_settings, self.done, self.record = choose_settings, False, None
+        self.eval_tok_s = None  # the probe's evaluation speed for the chosen shape (the trainer's EndOfRun)
 
     def __call__(self, corpus, device, precision) -> None:
         if self.done:
@@ -208,24 +223,29 @@ class Planner:
 
         def speed(o):
             fig, hit = probe.probe(o["_mc"], o["batch_size"], o["seq_len"], streams, self.device, self.precision,
-                                   cache)
+                                   cache, deadline=t0 + cap)
             hits.append(hit)
             return {"step_s": fig["step_s"], "tok_s": fig["tok_s"], "eval_s": val / fig["eval_tok_s"]}
 
         given_every = cfg.eval_every if "eval_every" in self.given else None
         lo, hi, share = PROBE_CAP
+        cap = max(lo, min(hi, share * cfg.max_time))
+        left = max(cfg.max_time - clock.since_start() - cap, share * cfg.max_time)  # for training and evaluations
         try:
-            best, seen = choose(options, speed, cfg.max_time, given_every, ref,
-                                deadline=t0 + max(lo, min(hi, share * cfg.max_time)))
+            best, seen = choose(options, speed, left, given_every, ref, deadline=t0 + cap)
         finally:
             cache.save()
+        left = max(cfg.max_time - clock.since_start(), share * cfg.max_time)  # after the probe: what is left
+        steps, every, n_evals = plan_time(left, best["step_s"], best["eval_s"], given_every, best["step_cap"])
+        best = {**best, "steps": steps, "eval_every": every, "evals": n_evals}
+        self.eval_tok_s = val / best["eval_s"] if best["eval_s"] > 0 else None
         for k in SHAPE:
             setattr(cfg, k, best[k])
         if given_every is None:
             cfg.eval_every = best["eval_every"]
         took = time.perf_counter() - t0
         reference = next((r for r in seen if _same(r, ref)), None)
-        self.log(self._line(best, reference, took, all(hits)))
+        self.log(self._line(best, reference, took, all(hits), left))
         rows = [{k: v for k, v in r.items() if k not in ("_mc", "step_cap")} for r in seen]
         self.record = {"rule": "budget", "budget_s": cfg.max_time, "chosen": {k: getattr(cfg, k) for k in CHOSEN},
                        "given": sorted(self.given & set(CHOSEN)), "machine": probe.machine_key(self.device,
@@ -233,12 +253,24 @@ class Planner:
                        "probe_s": round(took, 2), "probe_cached": all(hits), "candidates": rows,
                        "compute_model": COMPUTE_MODEL}
 
-    def _line(self, best: dict, ref: dict | None, took: float, cached: bool) -> str:
+    def _line(self, best: dict, ref: dict | None, took: float, cached: bool, left: float) -> str:
         cfg = self.cfg
-        vs = ""
-        if ref is not None and not _same(ref, best):
-            vs = f" vs {ref['predicted_loss']:.2f} for {_shape_text(ref)}"
         how = "cached probe" if cached else f"probe {took:.1f}s"
         return (f"budget: {cfg.cell} {_shape_text(best)}, eval every {cfg.eval_every:,} steps ({how}: "
-                f"{best['tok_s'] / 1000:.1f}k tok/s, ~{best['steps']:,} steps in {cfg.max_time:g}s; predicted "
-                f"{best['predicted_loss']:.2f} nats/char on tinyshakespeare{vs})")
+                f"{best['tok_s'] / 1000:.1f}k tok/s, ~{best['steps']:,} steps in the {left:.0f}s left of "
+                f"{cfg.max_time:g}s; {self._prediction(best, ref)})")
+
+    def _prediction(self, best: dict, ref: dict | None) -> str:
+        """The compute model's figure where it means something (module docstring), else what it was used for."""
+        if not calibrated_corpus(self.cfg):
+            return "the compute model's pick, fitted on tinyshakespeare: no loss figure for this corpus"
+        v = self.corpus.tokenizer.vocab_size
+        uniform = math.log(v)
+
+        def figure(row: dict) -> str:
+            if row["predicted_loss"] < uniform:
+                return f"{row['predicted_loss']:.2f} nats/char"
+            return f"no better than uniform (ln {v} = {uniform:.2f} nats/char)"
+
+        vs = f" vs {figure(ref)} for {_shape_text(ref)}" if ref is not None and not _same(ref, best) else ""
+        return f"predicted {figure(best)}{vs}"

@@ -1,5 +1,5 @@
 """What this machine does per second: a few timed training steps of a candidate shape, with the
-run's real vocabulary, output head, device and precision; cached per machine.
+run's output head, device and precision; cached per machine, precision and shape, whatever the corpus.
 
 A probe builds the candidate model and its AdamW, runs one warm-up step, then TIMED_STEPS timed
 steps at windows of min(window, PROBE_WINDOW) tokens and of half that (as many again when their
@@ -8,6 +8,16 @@ promised a crowded machine steps it never made). A
 step costs a + b x window (a: the optimizer, clipping and per-call work; b: the recurrence), so the
 two windows give the cost at the real one; a window of PROBE_WINDOW or less is timed as it is.
 One forward pass over evaluation-shaped streams (after a warm-up pass) gives the evaluation speed.
+Past the probe's deadline (its time is the run's: budget.py) no timing is repeated and the half
+window is not timed (the step is then scaled in proportion to the window: an overestimate).
+
+The vocabulary is not part of the key: a shape is timed at a vocabulary of ``vocab_bucket(V)``
+tokens (the next power of two, at least VOCAB_BUCKET; every character and byte vocabulary shares
+256) and the figures are scaled to the run's V by the arithmetic of a token (the recurrence's
+multiply-adds plus the full softmax's H x V: the step is GEMMs whose time follows their size). With
+V <= 256 the head is at most an eighth of a token's arithmetic on the smallest candidate (2x128), so
+the scaling moves the figures by at most that much; an adaptive head is timed at the bucket's
+clusters and not scaled (a bucket at least as large: a little slower, never faster).
 Results live in ``<checkpoint dir>/.cache/budget-probe.json``, keyed by the machine (CPU model, threads,
 torch version, device, precision) and the shape; delete the file to measure again.
 """
@@ -19,11 +29,12 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import torch
 
 from charrnn.system.fileio import atomic_write_bytes
+from charrnn.model.heads import resolve_head
 from charrnn.model.network import RNNLM
 from charrnn.training.step import make_optimizer
 
@@ -31,7 +42,9 @@ PROBE_WINDOW = 64  # steps are timed at min(window, 64) and half that
 EVAL_WINDOW = 64
 TIMED_STEPS = 2
 CACHE_FILE = "budget-probe.json"
-CACHE_VERSION = 2  # 2: two-window timing
+CACHE_VERSION = 3  # 2: two-window timing; 3: keyed by the vocabulary's bucket, not its size
+VOCAB_BUCKET = 256  # the smallest vocabulary timed (every char and byte vocabulary)
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 def cpu_model() -> str:
@@ -50,10 +63,32 @@ def machine_key(device: torch.device, precision: str) -> str:
     return f"{cpu_model()} | {torch.get_num_threads()} threads | torch {torch.__version__} | {name} | {precision}"
 
 
+def vocab_bucket(vocab_size: int) -> int:
+    """The vocabulary a shape is timed at: the next power of two, at least VOCAB_BUCKET."""
+    return max(VOCAB_BUCKET, 1 << (int(vocab_size) - 1).bit_length())
+
+
+def timed_config(mc):
+    """The model actually timed for ``mc``: the same but for the vocabulary (its bucket) and its clusters."""
+    v = vocab_bucket(mc.vocab_size)
+    head, cutoffs = resolve_head(mc.head, v, mc.tie_weights)
+    return replace(mc, vocab_size=v, head=head, cutoffs=cutoffs)
+
+
+def token_macs(mc) -> int:
+    """Multiply-adds per token of the recurrence and of a full softmax head (an adaptive head: 0)."""
+    n, m = 0, mc.emb
+    for _ in range(mc.layers):
+        n += GATES.get(mc.cell, 4) * (m + mc.hidden) * mc.hidden
+        m = mc.hidden
+    return n + (mc.hidden * mc.vocab_size if mc.head != "adaptive" else 0)
+
+
 def shape_key(mc, batch: int, window: int, eval_streams: int) -> str:
-    heads = f"{mc.head}{list(mc.cutoffs) if mc.cutoffs else ''}"
-    return (f"{mc.cell} {mc.layers}x{mc.hidden} emb {mc.emb} vocab {mc.vocab_size} {heads}"
-            f"{' tied' if mc.tie_weights else ''} | batch {batch} x {window} | eval streams {eval_streams}")
+    t = timed_config(mc)
+    heads = f"{t.head}{list(t.cutoffs) if t.cutoffs else ''}"
+    return (f"{t.cell} {t.layers}x{t.hidden} emb {t.emb} vocab <= {t.vocab_size} {heads}"
+            f"{' tied' if t.tie_weights else ''} | batch {batch} x {window} | eval streams {eval_streams}")
 
 
 def _sync(device: torch.device) -> None:
@@ -63,9 +98,14 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _timed(fn, device, repeat: int) -> float:
+def _late(deadline: float | None) -> bool:
+    return deadline is not None and time.perf_counter() > deadline
+
+
+def _timed(fn, device, repeat: int, deadline: float | None = None) -> float:
     """The median of ``repeat`` calls, as many again when they disagree by over 2x (a busy machine):
-    the speed a run will see (the fastest call promised a crowded machine steps it never made)."""
+    the speed a run will see (the fastest call promised a crowded machine steps it never made).
+    Past the deadline, no more calls (one at least)."""
     times = []
     for i in range(2 * repeat):
         _sync(device)
@@ -73,12 +113,13 @@ def _timed(fn, device, repeat: int) -> float:
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
-        if i + 1 >= repeat and max(times) <= 2 * min(times):
+        if (i + 1 >= repeat and max(times) <= 2 * min(times)) or _late(deadline):
             break
     return statistics.median(times)
 
 
-def measure(mc, batch: int, window: int, eval_streams: int, device: torch.device, precision: str) -> dict:
+def measure(mc, batch: int, window: int, eval_streams: int, device: torch.device, precision: str,
+            deadline: float | None = None) -> dict:
     """Seconds per training step at batch x window, and evaluation tokens per second."""
     from charrnn.system.device import autocast
 
@@ -100,10 +141,10 @@ def measure(mc, batch: int, window: int, eval_streams: int, device: torch.device
         opt.step()
 
     step(hi)  # warm-up: allocations, kernel selection
-    t_hi = _timed(lambda: step(hi), device, TIMED_STEPS)
-    step_s = t_hi
-    if window > hi:  # a step costs a + b * window: two windows give the line
-        t_lo = _timed(lambda: step(lo), device, TIMED_STEPS)
+    t_hi = _timed(lambda: step(hi), device, TIMED_STEPS, deadline)
+    step_s = t_hi * max(window, hi) / hi  # in proportion (past the deadline): at least a + b * window
+    if window > hi and not _late(deadline):  # a step costs a + b * window: two windows give the line
+        t_lo = _timed(lambda: step(lo), device, TIMED_STEPS, deadline)
         slope = (t_hi - t_lo) / (hi - lo)
         step_s = t_hi + slope * (window - hi) if slope > 0 else t_hi * window / hi
     xe, ye = (torch.randint(mc.vocab_size, (eval_streams, EVAL_WINDOW), generator=gen).to(device) for _ in range(2))
@@ -153,13 +194,18 @@ class ProbeCache:
 
 
 def probe(mc, batch: int, window: int, eval_streams: int, device: torch.device, precision: str,
-          cache: ProbeCache) -> tuple[dict, bool]:
-    """The figures of one shape on this machine, and whether they came from the cache."""
+          cache: ProbeCache, deadline: float | None = None) -> tuple[dict, bool]:
+    """The figures of one shape on this machine at ``mc``'s vocabulary, and whether they came from the
+    cache (timed at the vocabulary's bucket, module docstring)."""
     machine, shape = machine_key(device, precision), shape_key(mc, batch, window, eval_streams)
-    hit = cache.get(machine, shape)
-    if hit is not None:
-        return hit, True
-    figures = {**measure(mc, batch, window, eval_streams, device, precision), "model": asdict(mc)}
-    figures["model"]["cutoffs"] = list(mc.cutoffs)
-    cache.put(machine, shape, figures)
-    return figures, False
+    timed = timed_config(mc)
+    figures = cache.get(machine, shape)
+    hit = figures is not None
+    if not hit:
+        kw = {"deadline": deadline} if deadline is not None else {}
+        figures = {**measure(timed, batch, window, eval_streams, device, precision, **kw), "model": asdict(timed)}
+        figures["model"]["cutoffs"] = list(timed.cutoffs)
+        cache.put(machine, shape, figures)
+    scale = token_macs(mc) / token_macs(timed)  # <= 1: the run's vocabulary is at most the bucket
+    return {**figures, "step_s": figures["step_s"] * scale, "tok_s": figures["tok_s"] / scale,
+            "eval_tok_s": figures["eval_tok_s"] / scale, "vocab_scale": round(scale, 4)}, hit

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from charrnn.system import rundir
+from charrnn.system import clock, rundir
 from charrnn.training import schedule
 from charrnn.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from charrnn.data.batching import StreamBatcher, check_fits
@@ -67,6 +67,7 @@ class Trainer:
             cache_limit=cfg.cache_max_gb * 1e9)
         if prepare:  # budget.Planner (once): chooses settings not given, refuses what cannot fit in memory
             prepare(c, self.device, self.precision)
+        self._probed_eval_tok_s = getattr(prepare, "eval_tok_s", None)  # the budget's probe, if it ran
         self.tok = c.tokenizer
         self.batcher = (RecordBatcher(c.train.ids, c.train.starts, separator_ids(self.tok, cfg.records), cfg.batch_size,
                                       cfg.seq_len, cfg.seed) if cfg.records else
@@ -96,6 +97,7 @@ class Trainer:
         if resume_ckpt:
             restore(self, resume_ckpt)  # state.py
         self.tokens_per_char = len(self.corpus.train.ids) / max(self.corpus.train.n_chars, 1)
+        self._end, self._saved = self._end_of_run(), False  # schedule.EndOfRun: --max-time keeps time for the end
         self._stop_request = self.dist.stop_request()  # signals.py
         self._window = LogWindow()
         self.watchers = Watchers(self)  # watchers.py: --sample-every, --keep-checkpoints, --tensorboard
@@ -106,6 +108,7 @@ class Trainer:
     # -- state in and out of checkpoints
     def save(self, name: str) -> None:
         self._check_nonfinite()
+        self._saved = True
         self.dist.write(save_checkpoint, os.path.join(self.run_dir, name), model=self.model, tokenizer=self.tok,
                         run_config=self.cfg.to_dict(), optimizer=self.opt, train_state=train_state(self))
 
@@ -118,6 +121,8 @@ class Trainer:
             return self._summary(stop)
         with self._stop_request.caught() as signals, self._progress_bar() as bar, self.watchers:
             self.model.train()
+            self.elapsed += clock.since_start()  # start-up (imports, corpus, --max-time's probe) is run time too
+            self._end.start(self.step, self.elapsed)
             streams = self._epoch_streams()
             while stop is None:
                 streams = self._next_epoch_if_done(streams)
@@ -131,8 +136,7 @@ class Trainer:
                     stop = self._evaluate_and_track(bar) or stop
                 self.watchers.after_step(bar)
                 if self.step % self.cfg.save_every == 0 or stop or signals.signum is not None:
-                    self.save(rundir.LAST)
-                    self._window.restart_clock()  # saving is not training time
+                    self.save(rundir.LAST)  # its time is the next step's (run time, EndOfRun measures it)
                 if signals.signum is not None and not stop:
                     raise Interrupted(signals.signum, self.run_dir, self.step)  # says how to resume
         self._score_best_in_full()
@@ -142,6 +146,10 @@ class Trainer:
         """--eval-tokens bounded the evaluations: best.pt is scored on every token of the validation split."""
         c, limit = self.corpus, self.cfg.eval_tokens
         if c.records or not limit or len(c.val.ids) - 1 <= limit or not self.best:
+            return
+        if self._end.fit_tokens(self.elapsed + self._end.save_s, len(c.val.ids) - 1) is not None:  # --max-time
+            self.log(f"best.pt was scored on {self.best.get('tokens', limit):,} of the {len(c.val.ids) - 1:,} "
+                     f"validation tokens: all of them would not fit in --max-time ('charrnn eval' scores them)")
             return
         best = self.dist.from_main(lambda: load_checkpoint(os.path.join(self.run_dir, rundir.BEST))["model"])
         self.model.load_state_dict(best)  # under torchrun rank 0 reads best.pt and every rank gets its weights
@@ -217,6 +225,8 @@ class Trainer:
         self.tokens += int((y >= 0).sum()) if self.cfg.records else y.numel() * self.dist.world  # not padding
         self.elapsed += self._window.lap()
         loss = self.dist.sync(self, loss)  # the mean over ranks; rank 0's clock and any rank's signal for all
+        self._end.step_done(self.step, self.elapsed, self._saved)
+        self._saved = False
         bar.update(1)
         self._duration.after_step(self.step, self.elapsed, bar)  # without --max-time: how long, said once
         self._window.add(loss, gnorm, self.clip)
@@ -260,10 +270,15 @@ class Trainer:
         self._check_nonfinite()
         c, t0 = self.corpus, time.perf_counter()
         args = (self.device, self.precision, self.progress_bar, "val")
+        wanted = min(self.cfg.eval_tokens or len(c.val.ids), len(c.val.ids) - 1)
+        limit = self._end.fit_tokens(self.elapsed, wanted, after=2 * self._end.save_s) or self.cfg.eval_tokens or None
+        deadline = t0 + self.cfg.max_time - self.elapsed - 2 * self._end.save_s if self.cfg.max_time else None
         m = (evaluate_records(self.model, self.tok, c.val, c.records, *args) if c.records else
              evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, *args,
-                            limit=self.cfg.eval_tokens or None, part=self.dist))
+                            limit=limit, part=self.dist, deadline=deadline))
+        before = self.elapsed
         self.elapsed = self.dist.agree(self.elapsed + time.perf_counter() - t0)  # rank 0's clock
+        self._end.eval_done(int(m.get("tokens", 0)), self.elapsed - before)
         self.last_val = m
         rec = {"step": self.step, "split": "val", **m,  # unrounded: best figures print alike everywhere
                "elapsed": round(self.elapsed, 2)}
@@ -281,10 +296,20 @@ class Trainer:
 
     # -- limits, progress and messages
     def progress(self) -> float:
-        return schedule.progress(self.cfg, self.step, self._epochs(), self.elapsed)
+        return schedule.progress(self.cfg, self.step, self._epochs(), self.elapsed, self._end.end())
 
     def _stop_reason(self) -> str | None:
-        return schedule.stop_reason(self.cfg, self.step, self._epochs(), self.elapsed)
+        """Why the run stops here; with --max-time, when what must follow this step would not fit."""
+        ahead = self._end.ahead(self.step) if self.cfg.max_time else 0.0
+        return schedule.stop_reason(self.cfg, self.step, self._epochs(), self.elapsed + ahead)
+
+    def _end_of_run(self) -> schedule.EndOfRun:
+        cfg, val = self.cfg, len(self.corpus.val.ids) - 1
+        bounded = bool(cfg.eval_tokens) and val > cfg.eval_tokens and not self.corpus.records
+        n = self.model.num_parameters()
+        return schedule.EndOfRun(cfg, min(val, cfg.eval_tokens or val), val if bounded else 0,
+                                 cfg.batch_size * cfg.seq_len, state_bytes=4 * n * (3 + (cfg.ema > 0)),  # + AdamW's 2
+                                 eval_tok_s=self._probed_eval_tok_s)
 
     def _epochs(self) -> float:
         return self.epoch + self.k / self.batcher.windows_per_epoch
