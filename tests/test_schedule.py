@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -103,11 +102,13 @@ def test_the_duration_comes_at_once_from_the_budget_probe_when_it_timed_the_shap
 
     lines = []
     note = _note(lines, max_epochs=10.0)
-    note.mc = SimpleNamespace(cell="lstm", layers=2, hidden=512, emb=64, vocab_size=65, head="full", cutoffs=(),
-                              tie_weights=False)
+    from charrnn.model.network import ModelConfig
+
+    # a vocabulary of 256 is its own probe bucket: the cached figures apply unscaled (probe.timed_config)
+    note.mc = ModelConfig(vocab_size=256, cell="lstm", layers=2, hidden=512, emb=64)
     machine = probe.machine_key(torch.device("cpu"), "fp32")
     cache = probe.ProbeCache(str(tmp_path))
-    cache.put(machine, probe.shape_key(note.mc, 4, 10, 1), {"step_s": 0.5, "eval_tok_s": 1000.0})
+    cache.put(machine, probe.shape_key(note.mc, 4, 10, 1), {"step_s": 0.5, "tok_s": 80.0, "eval_tok_s": 1000.0})
     cache.save()
     note.from_probe(torch.device("cpu"), "fp32", str(tmp_path))
     want = 1000 * 0.5 + 10 * 500 / 1000.0  # every step, and 10 whole-split evaluations at the probed speed

@@ -60,8 +60,8 @@ class DurationNote:
         if self.done or not cache_dir:
             return
         streams = max(1, min(memory.EVAL_STREAMS, (self.val_tokens - 1) // 4096))  # as budget.Planner keys it
-        fig = probe.ProbeCache(cache_dir).get(probe.machine_key(device, precision),
-                                              probe.shape_key(self.mc, self.cfg.batch_size, self.cfg.seq_len, streams))
+        fig = probe.cached(self.mc, self.cfg.batch_size, self.cfg.seq_len, streams, device, precision,
+                           probe.ProbeCache(cache_dir))
         if fig and fig.get("step_s"):
             self.done = True
             self.say(self.first_step, fig["step_s"], None, fig.get("eval_tok_s"), "this machine's probe")

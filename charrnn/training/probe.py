@@ -206,6 +206,17 @@ def probe(mc, batch: int, window: int, eval_streams: int, device: torch.device, 
         figures = {**measure(timed, batch, window, eval_streams, device, precision, **kw), "model": asdict(timed)}
         figures["model"]["cutoffs"] = list(timed.cutoffs)
         cache.put(machine, shape, figures)
+    return _scaled(mc, timed, figures), hit
+
+
+def cached(mc, batch: int, window: int, eval_streams: int, device: torch.device, precision: str,
+           cache: ProbeCache) -> dict | None:
+    """The cached figures of a shape at ``mc``'s vocabulary, or None; never measures."""
+    figures = cache.get(machine_key(device, precision), shape_key(mc, batch, window, eval_streams))
+    return None if figures is None else _scaled(mc, timed_config(mc), figures)
+
+
+def _scaled(mc, timed, figures: dict) -> dict:
     scale = token_macs(mc) / token_macs(timed)  # <= 1: the run's vocabulary is at most the bucket
     return {**figures, "step_s": figures["step_s"] * scale, "tok_s": figures["tok_s"] / scale,
-            "eval_tok_s": figures["eval_tok_s"] / scale, "vocab_scale": round(scale, 4)}, hit
+            "eval_tok_s": figures["eval_tok_s"] / scale, "vocab_scale": round(scale, 4)}
