@@ -19,14 +19,16 @@ from charrnn.generation.kernels import Product
 from charrnn.model.network import RNNLM
 
 
-def lstm_update(g: torch.Tensor, c: torch.Tensor, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """An LSTM cell from its gates g = sigmoid of [i, f, 2 g, o] (B, 4H): the cell state c updated in
-    place, the new hidden state written into h (t: scratch); the same ops on every path, so the
-    Stepper and the Runner agree to the bit."""
-    ig, fg, g2, og = g.chunk(4, 1)
+def lstm_update(gates, c: torch.Tensor, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """An LSTM cell from its gates, sigmoid of [i, f, 2 g, o] ((B, 4H), or its four (B, H) parts): the
+    cell state c updated in place, the new hidden state written into h (t: scratch). The same ops on
+    every path, so the Stepper and the Runner agree to the bit; no Python-number operands (torch
+    converts each into a tensor on every call)."""
+    ig, fg, g2, og = gates.chunk(4, 1) if isinstance(gates, torch.Tensor) else gates
     c.mul_(fg).addcmul_(ig, g2, value=2).sub_(ig)        # f c + i tanh(g) = f c + 2 i sigmoid(2g) - i
-    torch.mul(c, 2, out=t).sigmoid_()                     # tanh(c) = 2 sigmoid(2c) - 1
-    return torch.mul(og, t, out=h).mul_(2).sub_(og)
+    torch.add(c, c, out=t).sigmoid_()                     # tanh(c) = 2 sigmoid(2c) - 1
+    torch.mul(og, t, out=h)
+    return h.add_(h).sub_(og)
 
 
 class Stepper:
@@ -74,6 +76,7 @@ class Stepper:
         """The state of the given rows (drop finished streams, or follow beams to their parents)."""
         return tuple(tuple(s.index_select(0, index) for s in layers) for layers in state)
 
+    @torch.no_grad()  # inference only (the products write into buffers)
     def __call__(self, tokens: torch.Tensor, state):
         """tokens (B,) -> next-token log-probabilities (B, V) and the new state."""
         x = self.model.embed.weight.index_select(0, tokens.view(-1))
@@ -133,6 +136,7 @@ class Runner:
         self.h = [xh[:, xh.shape[1] - H:] for xh in self.xh]
         self.c = [torch.zeros(rows, H, device=device) for _ in s.layers]
         self.gates = [torch.empty(rows, 4 * H, device=device) for _ in s.layers]
+        self.parts = [g.chunk(4, 1) for g in self.gates]  # views made once
         self.tmp = torch.empty(rows, H, device=device)
         self.emb = torch.empty(rows, emb, device=device)
         V = s.model.cfg.vocab_size
@@ -169,7 +173,8 @@ class Runner:
         self.xh[0][:, :E].copy_(self.emb)
         n = len(s.layers)
         for i, (p,) in enumerate(s.layers):
-            h = lstm_update(p.into(self.xh[i], self.gates[i]), self.c[i], self.tmp, self.h[i])
+            g = p.into(self.xh[i], self.gates[i])
+            h = lstm_update(self.parts[i] if g is self.gates[i] else g, self.c[i], self.tmp, self.h[i])
             if i + 1 < n:
                 self.xh[i + 1][:, :h.shape[1]].copy_(h)
         x = self.h[-1]
