@@ -98,7 +98,7 @@ class Product:
         self.N, self.K = self.w.shape
         self.layouts: dict = {}                              # kernel name -> its prepared weight
         self.failed: set = set()
-        self.choice: dict = {}                               # row bucket -> kernel name
+        self.choice: dict = {}                               # (row bucket, threads) -> kernel name
         self.forced: str | None = None                       # a kernel name to use whatever the timing (tests)
 
     # -- the candidates
@@ -155,10 +155,10 @@ class Product:
     def kernel(self, rows: int) -> str:
         if self.forced is not None or FORCE is not None:
             return self.forced or FORCE
-        r = bucket(rows)
-        name = self.choice.get(r)
+        key = (bucket(rows), torch.get_num_threads())
+        name = self.choice.get(key)
         if name is None or name in self.failed:
-            name = self.choice[r] = self.choose(r)
+            name = self.choice[key] = self.choose(key[0])
         return name
 
     def shape_key(self, rows: int) -> str:

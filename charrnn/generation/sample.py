@@ -117,7 +117,20 @@ class Job:
         self.rules = Rules(tuple(opts["stop"]), opts["strip_stop"], opts["max_lines"], starts)
         # a fresh text starts a line; a conversation continued without new text is taken to be mid-line
         self.at_line_start = self.prime_text.endswith("\n") if prime else fresh
-        self.context = None
+        self._context, self._last = None, None
+
+    @property
+    def context(self):
+        """(state, log-probabilities) of the first stream after the last step (views of the stepping
+        buffers, which the finished Job no longer writes)."""
+        if self._last is not None:
+            run, logp = self._last
+            return run.state(), logp[:1]
+        return self._context
+
+    @context.setter
+    def context(self, value) -> None:
+        self._context, self._last = value, None
 
     def tracker(self) -> Tracker:
         return Tracker(self.rules, self.tokenizer.stream_decoder(), self.at_line_start)
@@ -167,7 +180,7 @@ class Job:
             ids, lps = nxt.tolist(), logp.gather(1, nxt.view(-1, 1)).view(-1).tolist()
             out = [(i, text) for i, t, tok, lp in zip(rows, trackers, ids, lps) if (text := t.feed(tok, lp))]
             logp = run(nxt)
-            self.context = (run.state(), logp[:1])
+            self._last = (run, logp)
             if any(t.done for t in trackers):
                 keep = [r for r, t in enumerate(trackers) if not t.done]
                 out += [self.result(rows[r], t) for r, t in enumerate(trackers) if t.done]
@@ -195,7 +208,7 @@ class Job:
             nxt = ids[t] = pick(logp)
             total += logp.gather(1, nxt.view(-1, 1)).view(-1)
             logp = run(nxt)
-        self.context = (run.state(), logp[:1])
+            self._last = (run, logp)
         out = []
         for i, (row, lp) in enumerate(zip(ids.t().tolist(), total.tolist()), 1):
             t = self.tracker()
@@ -224,7 +237,6 @@ class Job:
                     nxt += 1
 
 
-@torch.no_grad()
 def generate(model: RNNLM, tokenizer, length: int, temperature: float = 1.0, prime: str = "",
              top_k: int = 0, seed: int | None = None, device: torch.device | str = "cpu",
              skip_unknown: bool = False, **options) -> Iterator[str]:

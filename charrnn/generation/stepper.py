@@ -8,7 +8,8 @@ product of [x, h], multiplied by the kernel that is fastest on this machine for 
 number of streams (``Product``, kernels.py). A full softmax head's product is prepared the same way
 (fp32 always). An LSTM's g-gate columns are scaled by 2 so that one sigmoid covers all four gates
 (tanh(x) = 2 sigmoid(2x) - 1; scaling by 2 is exact); tanh(c) is taken the same way (torch's CPU
-tanh costs several times its sigmoid).
+tanh costs several times its sigmoid on a batch; the same ops for one row keep a stream's numbers
+independent of the batch beside it, with a kernel that is).
 """
 
 from __future__ import annotations
