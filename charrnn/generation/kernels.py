@@ -106,7 +106,7 @@ class Product:
         if self.dtype == torch.bfloat16:
             names = ["mm_bf16"] + (["onednn_bf16"] if compat.onednn_packing(self.w.device) else [])
         else:
-            names = ["addmm", "addmm_nt"] + (["onednn"] if compat.onednn_packing(self.w.device) else [])
+            names = ["addmm", "addmm_nt", "addmm_new"] + (["onednn"] if compat.onednn_packing(self.w.device) else [])
         return [n for n in names if n not in self.failed]
 
     def _layout(self, name: str):
@@ -115,6 +115,7 @@ class Product:
             self.layouts[name] = {
                 "addmm": lambda: w.t().contiguous(),                          # (K, N): x @ W
                 "addmm_nt": lambda: w,                                         # (N, K): x @ W.T, as F.linear
+                "addmm_new": lambda: self._layout("addmm"),                    # (K, N), a new result tensor
                 "onednn": lambda: compat.onednn_pack(w, PACK_ROWS),
                 "mm_bf16": lambda: w.t().contiguous().bfloat16(),
                 "onednn_bf16": lambda: compat.onednn_pack(w.bfloat16(), PACK_ROWS),
@@ -132,6 +133,8 @@ class Product:
             return self._act(torch.addmm(self.b, x, lay, out=out))
         if name == "addmm_nt":
             return self._act(torch.addmm(self.b, x, lay.t(), out=out))
+        if name == "addmm_new":  # the same product; torch's out= variant is slower for some shapes
+            return self._act(torch.addmm(self.b, x, lay))
         if name == "onednn":
             return compat.onednn_linear(x.contiguous(), lay, self.b, self.act)
         if name == "mm_bf16":

@@ -139,7 +139,9 @@ class Runner:
         self.gates = [torch.empty(rows, 4 * H, device=device) for _ in s.layers]
         self.parts = [g.chunk(4, 1) for g in self.gates]  # views made once
         self.tmp = torch.empty(rows, H, device=device)
-        self.emb = torch.empty(rows, emb, device=device)
+        self.embed = s.model.embed.weight
+        self.x0 = self.xh[0][:, :emb]                                   # where the embeddings go
+        self.inputs = [xh[:, :H] for xh in self.xh[1:]] + [None]        # where each layer's h goes next
         V = s.model.cfg.vocab_size
         self.logits = torch.empty(rows, V, device=device) if s.out is not None else None
         self.logp = torch.empty(rows, V, device=device)
@@ -169,15 +171,12 @@ class Runner:
         if not self.fast:
             logp, self.state_ = s(tokens, self.state_)
             return logp
-        torch.index_select(s.model.embed.weight, 0, tokens, out=self.emb)
-        E = self.emb.shape[1]
-        self.xh[0][:, :E].copy_(self.emb)
-        n = len(s.layers)
-        for i, (p,) in enumerate(s.layers):
-            g = p.into(self.xh[i], self.gates[i])
-            h = lstm_update(self.parts[i] if g is self.gates[i] else g, self.c[i], self.tmp, self.h[i])
-            if i + 1 < n:
-                self.xh[i + 1][:, :h.shape[1]].copy_(h)
+        torch.index_select(self.embed, 0, tokens, out=self.x0)
+        for xh, p, gates, parts, c, h, nxt in zip(self.xh, s.layers, self.gates, self.parts, self.c, self.h, self.inputs):
+            g = p[0].into(xh, gates)
+            lstm_update(parts if g is gates else g, c, self.tmp, h)
+            if nxt is not None:
+                nxt.copy_(h)
         x = self.h[-1]
         if s.out is not None:
             return torch.log_softmax(s.out.into(x, self.logits), -1, out=self.logp)
