@@ -82,15 +82,15 @@ def test_kernels_that_fail_or_disagree_are_not_chosen(fresh_cache, monkeypatch):
     real = kernels.Product.run
 
     def run(self, name, x, out):
-        if name == "addmm_nt":
+        if name in ("addmm_nt", "addmm_new"):
             raise RuntimeError("not on this build")
         y = real(self, name, x, out)
         return y + 1 if name == "onednn" else y  # a kernel giving wrong numbers
 
     monkeypatch.setattr(kernels.Product, "run", run)
     p = _product()
-    assert p.kernel(8) == "addmm" and "addmm_nt" in p.failed
-    assert "onednn" not in p.candidates()
+    assert p.kernel(8) == "addmm" and {"addmm_nt", "addmm_new"} <= p.failed
+    assert p.candidates() == ["addmm"]  # (the one giving wrong numbers is out too, where this build has it)
 
 
 def test_a_kernel_that_fails_later_falls_back_to_addmm(fresh_cache, monkeypatch):
