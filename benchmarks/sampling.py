@@ -52,7 +52,7 @@ def plain(model, length: int, streams: int, temperature: float = 0.8, seed: int 
             i_.sigmoid_(), f.sigmoid_(), g.tanh_(), o.sigmoid_()
             c[i] = f * c[i] + i_ * g
             h[i] = x = o * torch.tanh(c[i])
-        tok = torch.multinomial(torch.softmax(torch.addmm(ob, x, ow) / temperature, -1), 1).view(-1)
+        tok = torch.multinomial(torch.softmax(torch.addmm(ob, x, ow) / temperature, -1), 1, generator=gen).view(-1)
     return length * streams
 
 

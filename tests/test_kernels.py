@@ -62,7 +62,12 @@ def test_the_cached_winner_is_used_without_timing(fresh_cache, monkeypatch):
 def test_the_timed_winner_is_cached_on_disk_for_the_next_process(fresh_cache, monkeypatch):
     timed = []
     real = kernels.time_candidates
-    monkeypatch.setattr(kernels, "time_candidates", lambda p, names, rows: timed.append(rows) or real(p, names, rows))
+
+    def timing(p, names, rows):
+        timed.append(rows)
+        return real(p, names, rows)
+
+    monkeypatch.setattr(kernels, "time_candidates", timing)
     won = _product().kernel(64)
     assert timed == [64] and won in _product().candidates()
     saved = json.loads(fresh_cache.read_text())["machines"][machine_id()]
@@ -98,8 +103,13 @@ def test_a_kernel_that_fails_later_falls_back_to_addmm(fresh_cache, monkeypatch)
     fresh_cache.write_text(json.dumps({"version": kernels.CACHE_VERSION,
                                        "machines": {machine_id(): {p.shape_key(2): "addmm_nt"}}}))
     real = kernels.Product.run
-    monkeypatch.setattr(kernels.Product, "run", lambda self, name, x, out: (_ for _ in ()).throw(RuntimeError("gone"))
-                        if name == "addmm_nt" else real(self, name, x, out))
+
+    def run(self, name, x, out):
+        if name == "addmm_nt":
+            raise RuntimeError("gone")  # e.g. a kernel of this torch that fails on some input
+        return real(self, name, x, out)
+
+    monkeypatch.setattr(kernels.Product, "run", run)
     x = torch.rand(2, p.K)
     torch.testing.assert_close(p(x), torch.sigmoid(x @ p.w.t() + p.b), atol=1e-6, rtol=1e-6)
     assert p.kernel(2) == "addmm" and "addmm_nt" in p.failed

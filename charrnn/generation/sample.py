@@ -147,16 +147,19 @@ class Job:
         for step in self._steps(context, gen, echo):
             yield from step
 
-    @torch.no_grad()  # (entered and left at every yield: one yield per step, not per stream)
     def _steps(self, context, gen, echo, live: bool = True) -> Iterator[list]:
-        """The events of each step, as one list; ``live=False``: only the finished samples matter."""
+        """The events of each step, as one list; ``live=False``: only the finished samples matter.
+        (No autograd anywhere: the Runner and Chooser work on tensors that need no gradient, so no
+        no_grad context is entered and left at every yield.)"""
         o, model = self.opts, self.model
         model.eval()
-        stepper = make_stepper(model, resolve_precision(o["precision"], self.device, sampling=True), self.device)
-        state, logp = self.context = self._start(stepper, context)
+        with torch.no_grad():
+            stepper = make_stepper(model, resolve_precision(o["precision"], self.device, sampling=True), self.device)
+            state, logp = self.context = self._start(stepper, context)
+            if o["beam"] is not None:
+                found = search(stepper, state, logp, self, o["beam"], o["num_samples"], o["length"])
         if o["beam"] is not None:
-            yield [e for s in search(stepper, state, logp, self, o["beam"], o["num_samples"], o["length"])
-                   for e in ((s.index, s.text), s)]
+            yield [e for s in found for e in ((s.index, s.text), s)]
             return
         gen = gen or make_generator(o["seed"], self.device)
         n = o["num_samples"]

@@ -139,7 +139,7 @@ class Runner:
         self.gates = [torch.empty(rows, 4 * H, device=device) for _ in s.layers]
         self.parts = [g.chunk(4, 1) for g in self.gates]  # views made once
         self.tmp = torch.empty(rows, H, device=device)
-        self.embed = s.model.embed.weight
+        self.embed = s.model.embed.weight.detach()
         self.x0 = self.xh[0][:, :emb]                                   # where the embeddings go
         self.inputs = [xh[:, :H] for xh in self.xh[1:]] + [None]        # where each layer's h goes next
         V = s.model.cfg.vocab_size
@@ -164,9 +164,9 @@ class Runner:
         """Keep the given rows (finished streams dropped)."""
         self.load(Stepper.select(self.state(), index))
 
-    @torch.no_grad()
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B,) -> next-token log-probabilities (B, V), the state advanced in place."""
+        """tokens (B,) -> next-token log-probabilities (B, V), the state advanced in place (nothing
+        here needs a gradient: the weights are detached copies, so no no_grad context per step)."""
         s = self.stepper
         if not self.fast:
             logp, self.state_ = s(tokens, self.state_)
@@ -180,4 +180,5 @@ class Runner:
         x = self.h[-1]
         if s.out is not None:
             return torch.log_softmax(s.out.into(x, self.logits), -1, out=self.logp)
-        return self.logp.copy_(s.model.head.log_probs(x))
+        with torch.no_grad():
+            return self.logp.copy_(s.model.head.log_probs(x))
