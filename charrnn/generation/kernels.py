@@ -4,9 +4,10 @@ A sampling step is one product per layer (and one for a full softmax head) of a 
 kernel multiplies them fastest depends on the CPU, the instruction sets torch and oneDNN may use,
 the threads, the torch version, the shape and the number of rows: oneDNN's packed weights win on
 some CPUs and batches, plain BLAS ``addmm`` on others (one stream on AVX2 CPUs), and the weight
-layout matters. So the candidates are timed on the product's own shape and row count (interleaved
-rounds, the fastest call of each counts: a shared machine only ever slows a call down; ~0.1 s for
-a 64-row 2x512 LSTM) and the fastest is used. The choice is kept per machine (``machine_id``),
+layout matters. So the candidates are timed on the model's shapes and row count (interleaved
+rounds, the fastest of each counts: a shared machine only ever slows a call down; ~0.1 s for a
+64-row 2x512 LSTM) and the fastest is used: for sampling's loop one kernel for the whole step
+(``choose_together``: every layer's weights read in turn, as in the loop), elsewhere per product. The choice is kept per machine (``machine_id``),
 shape and row count (rounded up to a power of two) in ``checkpoints/.cache/kernels.json`` (atomic
 JSON; delete it to time again) and in memory. A candidate that fails, or whose result disagrees
 with ``addmm`` on the probe, is not chosen; one that fails later falls back to ``addmm``.
@@ -223,3 +224,59 @@ def time_candidates(p: Product, names: list, rows: int) -> str:
                 p.run(name, x, out)
             best[name] = min(best[name], (time.perf_counter() - t0) / n)
     return min(best, key=best.get) if best else FALLBACK
+
+
+def choose_together(products: list, rows: int) -> str:
+    """One kernel for all the products of a step, the one whose whole step is fastest at ``rows`` rows
+    (the step reads every layer's weights in turn, as sampling does, so a layout that wins on one
+    product alone with its weights in cache may lose in the loop); cached like a single choice."""
+    key = (bucket(rows), torch.get_num_threads())
+    names = [n for n in products[0].candidates() if all(n in p.candidates() for p in products)]
+    if not names:
+        return FALLBACK
+    machine, shape = machine_id(), " + ".join(p.shape_key(key[0]) for p in products)
+    best = cached_choice(machine, shape)
+    if best not in names:
+        best = names[0] if len(names) == 1 else time_step(products, names, key[0])
+        remember(machine, shape, best)
+    for p in products:
+        p.choice[key] = best
+    return best
+
+
+def time_step(products: list, names: list, rows: int) -> str:
+    """The candidate with the fastest pass over every product (interleaved rounds; the minimum counts);
+    one that raises or disagrees with the reference on any product is dropped there."""
+    gen = torch.Generator().manual_seed(0)
+    xs = [torch.rand(rows, p.K, generator=gen).to(p.w.device).mul_(2).sub_(1) for p in products]
+    outs = [torch.empty(rows, p.N, device=p.w.device) for p in products]
+    for p, x in zip(products, xs):
+        ref = p.run(FALLBACK if p.dtype is None else "mm_bf16", x, torch.empty(rows, p.N, device=x.device)).clone()
+        tol = 1e-4 if p.dtype is None else 5e-2
+        for name in names:
+            try:
+                if not torch.allclose(p.run(name, x, torch.empty_like(ref)), ref, atol=tol, rtol=tol):
+                    raise ValueError("disagrees with addmm")
+            except Exception:  # noqa: BLE001 - a candidate that fails is not chosen
+                p.failed.add(name)
+    names = [n for n in names if all(n not in p.failed for p in products)]
+    if len(names) <= 1:
+        return names[0] if names else FALLBACK
+
+    def step(name):
+        for p, x, out in zip(products, xs, outs):
+            p.run(name, x, out)
+
+    calls, best = {}, {}
+    for name in names:
+        t0 = time.perf_counter()
+        step(name)
+        calls[name] = max(1, min(100, int(ROUND_S / max(time.perf_counter() - t0, 1e-7))))
+        best[name] = float("inf")
+    for _ in range(ROUNDS):
+        for name, n in calls.items():
+            t0 = time.perf_counter()
+            for _ in range(n):
+                step(name)
+            best[name] = min(best[name], (time.perf_counter() - t0) / n)
+    return min(best, key=best.get)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from charrnn.generation import kernels
 from charrnn.generation.kernels import Product
 from charrnn.model.network import RNNLM
 
@@ -145,6 +146,7 @@ class Runner:
         V = s.model.cfg.vocab_size
         self.logits = torch.empty(rows, V, device=device) if s.out is not None else None
         self.logp = torch.empty(rows, V, device=device)
+        kernels.choose_together(s.products(), rows)  # the fastest whole step at this row count (cached)
 
     def load(self, state) -> None:
         """Take a Stepper-style state (copied into the buffers)."""
