@@ -30,7 +30,7 @@ from charrnn.system.device import machine_id
 from charrnn.system.fileio import atomic_write_bytes
 
 PACK_ROWS = 64        # oneDNN's "onednn" layout is chosen for this batch (the same packing for every row count)
-ROUNDS = 5            # interleaved timing rounds per candidate
+ROUNDS = 3            # interleaved timing rounds per candidate (the minimum counts)
 ROUND_S = 2e-3        # each round times repeated calls for about this long
 CACHE_FILE = "kernels.json"
 CACHE_VERSION = 1
