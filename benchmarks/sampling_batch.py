@@ -17,7 +17,9 @@ after a change) and compare their ratios to it, not their absolute figures.
 Rounds are interleaved (old, new, batch, old, ...) so a busy machine slows all columns alike; the
 median round is reported. Prints a markdown table with the CPU model (lscpu) and thread count, and
 for how many of 300 characters today's fp32 stream writes the same text as c76d0d3's for one seed
-(the numbers agree to rounding, so the texts agree until a draw lands within rounding of a boundary).
+(since the sampler draws by inverse CDF (generation/draw.py) instead of torch.multinomial, a seed
+gives another text than c76d0d3's: expect a few characters). For the plain-step reference at 1 and 2
+threads see benchmarks/sampling.py.
 """
 
 from __future__ import annotations

@@ -289,9 +289,11 @@ SAMPLE = grouped(
     S("beam", int, None, "Beam search with K beams: the most likely text of --length tokens (deterministic; "
       "--num-samples up to K best).", min=1, optional=True, metavar="K"),
     "device",
-    S("precision", str, "auto", "Matrix products of each step: bf16 (inputs rounded, fp32 states and output "
-      "layer) or fp32; auto: bf16 on CPUs that multiply bf16 in hardware (AVX512-BF16 or AMX; same samples "
-      "in distribution, faster), fp32 elsewhere.", choices=("auto", "fp32", "bf16")),
+    S("precision", str, "fp32", "Matrix products of each step. fp32: a seed gives the same text for a checkpoint "
+      "on every CPU. bf16: inputs rounded to bfloat16 (states and output layer fp32), 1.5-1.8x faster on CPUs "
+      "that multiply bf16 in hardware (measured with AVX512-BF16: docs/BENCHMARKS.md); the same samples in "
+      "distribution, not the same text; elsewhere it says so and samples in fp32. auto: fp32.",
+      choices=("fp32", "bf16", "auto")),
     "prime",
     S("skip_unknown", bool, False, "Drop prime characters the model never saw."),
     S("novel", bool, False, "A records run: keep only the samples that are not a record of the training split "

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import charrnn.generation.cudagraph as cg
+import charrnn.generation.kernels as kernels
 import charrnn.generation.sample as sm
 from charrnn.model.network import ModelConfig, RNNLM
 from charrnn.generation.sample import Job, sample_options
@@ -33,7 +34,13 @@ def _zeros(m, rows):
 
 @pytest.mark.numerics
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_static_buffer_steps_equal_the_plain_stepper(cell):
+def test_static_buffer_steps_equal_the_plain_stepper(cell, monkeypatch):
+    """The static buffers compute all the rows they hold (5 while 3 are live): a row's product in a
+    batch of 5 may come from a BLAS kernel of another blocking than in a batch of 3, so the two agree
+    to float32 rounding of the sums, not to the bit: within the 1e-5 to which a step agrees with the
+    fused model (test_stepper.py). A wrong row or a stale state differs by orders more. One kernel
+    for both (the fastest may differ between row counts)."""
+    monkeypatch.setattr(kernels, "FORCE", "addmm")
     m = _model(cell)
     plain, static = Stepper(m), cg.GraphStepper(m, graph=False)
     a = b = _zeros(m, 5)
@@ -50,7 +57,10 @@ def test_static_buffer_steps_equal_the_plain_stepper(cell):
                 a, b = plain.select(a, grow), static.select(b, grow)
             la, a = plain(ids[rows, t], a)
             lb, b = static(ids[rows, t], b)
-            assert torch.equal(la, lb) and all(torch.equal(x, y) for p, q in zip(a, b) for x, y in zip(p, q))
+            torch.testing.assert_close(lb, la, atol=1e-5, rtol=1e-5)
+            for p, q in zip(a, b):
+                for x, y in zip(p, q):
+                    torch.testing.assert_close(y, x, atol=1e-5, rtol=1e-5)
     assert static.rows == 8 and static.graph is None
 
 
@@ -61,6 +71,10 @@ def test_static_buffer_steps_equal_the_plain_stepper(cell):
     {"beam": 4, "num_samples": 2},                                               # rows grow from 2 to 5
 ])
 def test_sampling_through_the_static_buffers_gives_the_same_samples(opts, monkeypatch):
+    # As above, the two agree to float rounding; a token could differ only where a draw lands within
+    # that rounding (~1e-6) of an edge of its interval (draw.py): for these few hundred draws, a chance
+    # of ~1e-4 on a CPU, fixed per machine. One kernel for both.
+    monkeypatch.setattr(kernels, "FORCE", "addmm")
     tok = fit_tokenizer("char", TEXT)
     m = RNNLM(ModelConfig(vocab_size=tok.vocab_size, cell="lstm", layers=2, hidden=32, emb=16, dropout=0.0)).eval()
     o = sample_options({"length": 60, "precision": "fp32", **opts})
@@ -69,7 +83,10 @@ def test_sampling_through_the_static_buffers_gives_the_same_samples(opts, monkey
     monkeypatch.setattr(sm, "make_stepper", lambda model, precision, device: made.append(
         cg.GraphStepper(model, precision, graph=False)) or made[-1])
     got = list(Job(m, tok, "the ", o).samples())
-    assert len(made) == 1 and made[0].rows > 0 and got == want
+    assert len(made) == 1 and made[0].rows > 0
+    assert [(s.index, s.text, s.tokens, s.end) for s in got] == [(s.index, s.text, s.tokens, s.end) for s in want]
+    for g, w in zip(got, want):  # 60 log-probabilities, each within 1e-5 (above)
+        assert g.logprob == pytest.approx(w.logprob, abs=60 * 1e-5)
 
 
 def test_a_graph_is_chosen_on_cuda_only(monkeypatch):
@@ -91,6 +108,7 @@ def test_a_failed_capture_falls_back_to_the_eager_step():
 
 
 def test_a_captured_graph_is_replayed_once_per_step_and_recaptured_only_to_grow(monkeypatch):
+    monkeypatch.setattr(kernels, "FORCE", "addmm")
     m = _model()
     captures, replays, bodies = [], [], []
     real_body = cg.GraphStepper._body
@@ -114,7 +132,7 @@ def test_a_captured_graph_is_replayed_once_per_step_and_recaptured_only_to_grow(
                 a, b = plain.select(a, index), graphed.select(b, index)
             la, a = plain(torch.arange(n) + t, a)
             lb, b = graphed(torch.arange(n) + t, b)
-            assert torch.equal(la, lb)
+            torch.testing.assert_close(lb, la, atol=1e-5, rtol=1e-5)  # buffer rows vs live rows: see above
     assert captures == [3, 4] and replays == [3, 3, 3, 3, 4, 4, 4] and len(bodies) == 7  # never eager as well
 
 

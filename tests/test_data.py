@@ -6,11 +6,9 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 import charrnn.data.corpus as data
 from charrnn.data.corpus import load_corpus, pystdlib_files, read_pystdlib, split_text
-from charrnn.errors import CharrnnError
 from charrnn.data.tokenizers import fit_tokenizer
 
 # ----------------------------------------------------------------------------- split_text

@@ -125,3 +125,21 @@ def test_bf16_autocast_trains_an_lstm_on_every_cpu():
     # bf16 rounds inputs, weights and the gate matmuls' products to 8 significant bits (relative 2^-8);
     # through two layers of |tanh| <= 1 outputs, the error stays a few 2^-8: 8 * 2^-8 = 0.03 bounds it.
     assert (out.float() - ref).abs().max().item() <= 8 * 2.0 ** -8
+
+
+@pytest.mark.parametrize("hardware", [True, False])
+def test_sampling_is_fp32_unless_bf16_is_asked_and_the_cpu_multiplies_it(monkeypatch, capsys, hardware):
+    """One rule (device.resolve_precision): sampling's default and auto are fp32 on every CPU (a seed gives
+    the same text everywhere); bf16 only when asked, and on a CPU without bf16 hardware one line says so."""
+    monkeypatch.setattr(runtime, "cpu_multiplies_bf16", lambda: hardware)
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: hardware)
+    monkeypatch.setattr(runtime, "_said", set())
+    cpu = torch.device("cpu")
+    assert runtime.resolve_precision("auto", cpu, sampling=True) == "fp32"
+    assert runtime.resolve_precision("fp32", cpu, sampling=True) == "fp32"
+    assert runtime.resolve_precision("bf16", cpu, sampling=True) == ("bf16" if hardware else "fp32")
+    runtime.resolve_precision("bf16", cpu, sampling=True)  # said once per process, not per sample
+    said = capsys.readouterr().err.splitlines()
+    assert said == ([] if hardware else ["--precision bf16: this CPU does not multiply bf16 in hardware (no "
+                                         "AVX512-BF16 or AMX); sampling in fp32"])
+    assert runtime.resolve_precision("bf16", torch.device("cuda"), sampling=True) == "bf16"

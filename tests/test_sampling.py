@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import charrnn.generation.sample as sm
 from charrnn.errors import CharrnnError
 from charrnn.model.network import ModelConfig, RNNLM
-from charrnn.generation.sample import Job, choose, sample_options
+from charrnn.generation.draw import choose
+from charrnn.generation.sample import Job, sample_options
 from charrnn.data.tokenizers import fit_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -127,13 +127,13 @@ def test_n_samples_are_one_batch_per_step_not_n_runs(toks, monkeypatch):
     tok = toks["char"]
     m = _model(tok, seed=3)
     calls = []
-    real = sm.Stepper.__call__
+    real = sm.Runner.__call__
 
-    def spy(self, tokens, state):
+    def spy(self, tokens):
         calls.append(tokens.shape[0])
-        return real(self, tokens, state)
+        return real(self, tokens)
 
-    monkeypatch.setattr(sm.Stepper, "__call__", spy)
+    monkeypatch.setattr(sm.Runner, "__call__", spy)
     out = _samples(m, tok, "the ", length=30, num_samples=8, seed=1)
     assert calls == [8] * 30  # one step of all 8 streams per token, not 8 runs
     assert len({s.text for s in out}) == 8 and all(s.tokens == 30 and len(s.text) == 34 for s in out)
@@ -153,8 +153,13 @@ def test_finished_streams_are_dropped_from_the_batch(toks, monkeypatch):
     tok = toks["char"]
     m = _model(tok, seed=5, newline_bias=2.0)
     sizes = []
-    real = sm.Stepper.__call__
-    monkeypatch.setattr(sm.Stepper, "__call__", lambda self, t, s: sizes.append(t.shape[0]) or real(self, t, s))
+    real = sm.Runner.__call__
+
+    def spy(self, tokens):
+        sizes.append(tokens.shape[0])
+        return real(self, tokens)
+
+    monkeypatch.setattr(sm.Runner, "__call__", spy)
     out = _samples(m, tok, length=200, num_samples=6, max_lines=1, seed=2, temp=1.0)
     assert all(s.end == "max_lines" and s.text.count("\n") == 1 and s.text.endswith("\n") for s in out)
     assert sizes == sorted(sizes, reverse=True) and sizes[-1] < 6 and len(sizes) == max(s.tokens for s in out)
@@ -256,10 +261,14 @@ def test_beam_beats_greedy_and_beam_1_is_greedy(toks, seed):
     # beam 1 and greedy step the same fp32 stepper over 40 tokens; their scores are summed in float64 (beam) and
     # float32: ~40 * 2 nats * 1.2e-7 = 1e-5
     assert (one.text, one.logprob) == (greedy.text, pytest.approx(greedy.logprob, abs=1e-4))
+    # Beam rows and the single greedy row may be multiplied by different kernels (the fastest for each
+    # row count, kernels.py), which agree to float rounding: each step's log-probabilities agree with
+    # the fused model's to 1e-5 (test_stepper.py), so 40 of them summed to 40 * 1e-5.
+    slack = 40 * 1e-5
     for k in (2, 4, 8):
         (best,) = _beam(m, tok, "the ", k, length=40, **exact)
-        assert best.tokens == 40 and best.logprob >= greedy.logprob - 1e-6
-        # the stepper against the fused fp32 model over 40 tokens: ~1e-6 per token, 1e-3 total leaves >= 10x
+        assert best.tokens == 40
+        assert best.logprob >= greedy.logprob - slack
         assert best.logprob == pytest.approx(_model_logprob(m, tok, tok.encode("the "), tok.encode(best.text[4:])),
                                              abs=1e-3)
 

@@ -88,7 +88,7 @@ def test_bf16_products_stay_close_to_fp32(cell):
     ids = torch.randint(0, 60, (4, 20))
     with torch.no_grad():
         exact, fast = Stepper(m), Stepper(m, "bf16")
-        assert exact.layers[0][0].wt.dtype == torch.float32 and fast.layers[0][0].wt.dtype == torch.bfloat16
+        assert exact.layers[0][0].dtype is None and fast.layers[0][0].dtype == torch.bfloat16
         zeros = tuple(tuple(torch.zeros(4, 24) for _ in range(2)) for _ in range(2 if cell == "lstm" else 1))
         a, b = zeros, zeros
         for t in range(20):
@@ -105,15 +105,17 @@ def test_bf16_products_stay_close_to_fp32(cell):
 @pytest.mark.numerics
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_packed_rows_have_the_same_bits_whatever_the_batch(precision):
-    """With oneDNN's packed weights a stream's numbers do not depend on how many streams run beside it
-    (what makes greedy batched streams equal greedy single runs exactly). Hidden sizes that are
-    multiples of 32 (the defaults): torch's elementwise kernels take a scalar path for the last
-    elements of a row otherwise, and the scalar sigmoid's last bit differs from the vector one."""
+    """With oneDNN's packed weights (one layout for every row count) a stream's numbers do not depend on
+    how many streams run beside it. (The fastest kernel may differ between row counts, so sampling
+    only promises equality up to rounding; see test_kernels.py.) Hidden sizes that are multiples of
+    32: torch's elementwise kernels take a scalar path for the last elements of a row otherwise,
+    and the scalar sigmoid's last bit differs from the vector one."""
     torch.manual_seed(0)
     m = RNNLM(ModelConfig(70, "lstm", 2, 64, 16, 0.0)).eval()
     step = Stepper(m, precision)
-    if step.layers[0][0].packed is None:
-        pytest.skip("no oneDNN packed products on this build")
+    name = "onednn" if precision == "fp32" else "onednn_bf16"
+    if not step.use_kernel(name):
+        pytest.skip(f"no oneDNN packed {precision} products on this build and CPU")
     ids = torch.randint(0, 70, (70, 6))
     with torch.no_grad():
         _, s0 = m(ids[:1, :1])
@@ -125,26 +127,16 @@ def test_packed_rows_have_the_same_bits_whatever_the_batch(precision):
                 assert torch.equal(one[0], logp[b])
 
 
-def test_auto_precision_is_bf16_only_on_cpus_that_multiply_bf16(monkeypatch):
-    import charrnn.generation.stepper as st
-
-    monkeypatch.setattr(st, "cpu_multiplies_bf16", lambda: True)
-    assert st.resolve_precision("auto", "cpu") == "bf16" and st.resolve_precision("fp32", "cpu") == "fp32"
-    assert st.resolve_precision("auto", "cuda") == "fp32" and st.resolve_precision("auto", "mps") == "fp32"
-    monkeypatch.setattr(st, "cpu_multiplies_bf16", lambda: False)
-    assert st.resolve_precision("auto", "cpu") == "fp32" and st.resolve_precision("bf16", "cpu") == "bf16"
-
-
 @pytest.mark.numerics
-def test_without_onednn_the_products_fall_back_to_addmm(monkeypatch):
-    import charrnn.generation.stepper as st
+def test_without_onednn_the_products_fall_back_to_blas(monkeypatch):
+    from charrnn.system import compat
 
     m = _model("lstm", "full", V=60)
     ids = torch.randint(0, 60, (3, 8))
     packed = Stepper(m)
-    monkeypatch.setattr(st, "_onednn_ok", lambda device: False)
+    monkeypatch.setattr(compat, "onednn_packing", lambda device: False)
     plain = Stepper(m)
-    assert plain.layers[0][0].packed is None and plain.out.packed is None
+    assert all("onednn" not in p.candidates() for p in plain.products())
     with torch.no_grad():
         a = b = tuple(tuple(torch.zeros(3, 24) for _ in range(2)) for _ in range(2))
         for t in range(8):

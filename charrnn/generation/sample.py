@@ -1,7 +1,8 @@
 """Generation: feed the prime once, then one token per step for a batch of streams, state kept.
 
 N samples are N rows of one batch: each step is one matrix product per layer for all of them
-(``Stepper``, stepper.py), then temperature, top-k and top-p per row (``choose``). ``Job`` is one validated
+(``Stepper``/``Runner``, stepper.py), then temperature, top-k, top-p and the draw per row
+(``Chooser``, draw.py). ``Job`` is one validated
 request; ``Model.sample``/``stream``/``generate`` (api.py) run it and the CLI prints. Where a
 sample ends and which tokens a line must start with is endings.py; beam search is beam.py.
 """
@@ -22,7 +23,9 @@ from charrnn.generation.endings import Rules, Tracker, line_start_tokens
 from charrnn.errors import CharrnnError
 from charrnn.model.network import RNNLM
 from charrnn.settings import SAMPLE, check_values, defaults
-from charrnn.generation.stepper import Stepper, resolve_precision
+from charrnn.generation.draw import Chooser
+from charrnn.generation.stepper import Runner, Stepper
+from charrnn.system.device import resolve_precision
 
 
 @dataclass
@@ -86,23 +89,6 @@ def sample_options(options: dict) -> dict:
     return {**defaults(SAMPLE), **check_values(SAMPLE, options, "sampling option")}
 
 
-def choose(logp: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0,
-           gen: torch.Generator | None = None) -> torch.Tensor:
-    """Next tokens (B,) from log-probabilities (B, V): temperature, then top-k, then top-p; 0 is greedy."""
-    if temperature == 0:
-        return logp.argmax(-1)
-    scaled = (logp - logp.amax(-1, keepdim=True)) / temperature
-    if 0 < top_k < scaled.shape[-1]:
-        kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
-        scaled = scaled.masked_fill(scaled < kth, -float("inf"))
-    probs = torch.softmax(scaled, dim=-1)
-    if top_p < 1:  # the smallest set of most likely tokens whose probabilities reach top_p
-        p, order = probs.sort(-1, descending=True)
-        p = p.masked_fill(p.cumsum(-1) - p >= top_p, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, order, p)
-    return torch.multinomial(probs, 1, generator=gen).view(-1)
-
-
 def make_generator(seed: int | None, device) -> torch.Generator:
     gen = torch.Generator(device=device)
     if seed is not None:
@@ -136,7 +122,20 @@ class Job:
         self.rules = Rules(tuple(opts["stop"]), opts["strip_stop"], opts["max_lines"], starts)
         # a fresh text starts a line; a conversation continued without new text is taken to be mid-line
         self.at_line_start = self.prime_text.endswith("\n") if prime else fresh
-        self.context = None
+        self._context, self._last = None, None
+
+    @property
+    def context(self):
+        """(state, log-probabilities) of the first stream after the last step (views of the stepping
+        buffers, which the finished Job no longer writes)."""
+        if self._last is not None:
+            run, logp = self._last
+            return run.state(), logp[:1]
+        return self._context
+
+    @context.setter
+    def context(self, value) -> None:
+        self._context, self._last = value, None
 
     def tracker(self) -> Tracker:
         return Tracker(self.rules, self.tokenizer.stream_decoder(), self.at_line_start)
@@ -153,30 +152,34 @@ class Job:
         for step in self._steps(context, gen, echo):
             yield from step
 
-    @torch.no_grad()  # (entered and left at every yield: one yield per step, not per stream)
     def _steps(self, context, gen, echo, live: bool = True) -> Iterator[list]:
-        """The events of each step, as one list; ``live=False``: only the finished samples matter."""
+        """The events of each step, as one list; ``live=False``: only the finished samples matter.
+        (No autograd anywhere: the Runner and Chooser work on tensors that need no gradient, so no
+        no_grad context is entered and left at every yield.)"""
         o, model = self.opts, self.model
         model.eval()
-        stepper = make_stepper(model, resolve_precision(o["precision"], self.device), self.device)
-        state, logp = self.context = self._start(stepper, context)
+        with torch.no_grad():
+            stepper = make_stepper(model, resolve_precision(o["precision"], self.device, sampling=True), self.device)
+            state, logp = self.context = self._start(stepper, context)
+            if o["beam"] is not None:
+                found = search(stepper, state, logp, self, o["beam"], o["num_samples"], o["length"])
         if o["beam"] is not None:
-            yield [e for s in search(stepper, state, logp, self, o["beam"], o["num_samples"], o["length"])
-                   for e in ((s.index, s.text), s)]
+            yield [e for s in found for e in ((s.index, s.text), s)]
             return
         gen = gen or make_generator(o["seed"], self.device)
         n = o["num_samples"]
         state = stepper.select(state, torch.zeros(n, dtype=torch.long, device=self.device))
         logp = logp.expand(n, -1)
+        pick, run = Chooser(o["temp"], o["top_k"], o["top_p"], gen), Runner(stepper, state)
         rows = list(range(1, n + 1))  # the sample number of each row still generating
         trackers = [self.tracker() for _ in rows]
         if not (live or self.rules.active):  # every stream runs to --length: no per-stream work per step
-            yield self._unruled(stepper, state, logp, gen)
+            yield self._unruled(run, logp, pick)
             return
         if self.prime_text and echo:
             yield [(i, self.prime_text) for i in rows]
         for _ in range(o["length"]):
-            nxt = choose(logp, o["temp"], o["top_k"], o["top_p"], gen)
+            nxt = pick(logp)
             if self.rules.line_starts:
                 forced = [(r, t.forced[0]) for r, t in enumerate(trackers) if t.forced]
                 if forced:
@@ -184,8 +187,8 @@ class Job:
                     nxt[list(where)] = torch.tensor(what, device=nxt.device)
             ids, lps = nxt.tolist(), logp.gather(1, nxt.view(-1, 1)).view(-1).tolist()
             out = [(i, text) for i, t, tok, lp in zip(rows, trackers, ids, lps) if (text := t.feed(tok, lp))]
-            logp, state = stepper(nxt, state)
-            self.context = (state, logp[:1])
+            logp = run(nxt)
+            self._last = (run, logp)
             if any(t.done for t in trackers):
                 keep = [r for r, t in enumerate(trackers) if not t.done]
                 out += [self.result(rows[r], t) for r, t in enumerate(trackers) if t.done]
@@ -193,7 +196,8 @@ class Job:
                     yield out
                     return
                 index = torch.tensor(keep, device=self.device)
-                state, logp = stepper.select(state, index), logp.index_select(0, index)
+                run.select(index)
+                logp = logp.index_select(0, index)
                 rows, trackers = [rows[r] for r in keep], [trackers[r] for r in keep]
             yield out
         out = []
@@ -202,17 +206,17 @@ class Job:
             out += [(i, text), self.result(i, t)] if text else [self.result(i, t)]
         yield out
 
-    def _unruled(self, stepper: Stepper, state, logp, gen) -> list:
+    def _unruled(self, run: Runner, logp, pick: Chooser) -> list:
         """The N samples when nothing ends one early: tokens and log-probabilities gathered in tensors
         each step, text decoded at the end (the same Samples as the per-step trackers give)."""
         o, n = self.opts, logp.shape[0]
         ids = torch.empty(o["length"], n, dtype=torch.long, device=self.device)
         total = torch.zeros(n, dtype=torch.float64, device=self.device)  # summed in order, as a Tracker sums
         for t in range(o["length"]):
-            nxt = ids[t] = choose(logp, o["temp"], o["top_k"], o["top_p"], gen)
+            nxt = ids[t] = pick(logp)
             total += logp.gather(1, nxt.view(-1, 1)).view(-1)
-            logp, state = stepper(nxt, state)
-            self.context = (state, logp[:1])
+            logp = run(nxt)
+            self._last = (run, logp)
         out = []
         for i, (row, lp) in enumerate(zip(ids.t().tolist(), total.tolist()), 1):
             t = self.tracker()
@@ -241,7 +245,6 @@ class Job:
                     nxt += 1
 
 
-@torch.no_grad()
 def generate(model: RNNLM, tokenizer, length: int, temperature: float = 1.0, prime: str = "",
              top_k: int = 0, seed: int | None = None, device: torch.device | str = "cpu",
              skip_unknown: bool = False, **options) -> Iterator[str]:

@@ -1,91 +1,36 @@
-"""One-token steps of a batch of streams through the model: ``Stepper``, the math of nn.LSTM/GRU/RNN.
+"""One-token steps of a batch of streams through the model: ``Stepper``, the math of nn.LSTM/GRU/RNN,
+and ``Runner``, the same step in place on buffers allocated once (sampling's hot loop).
 
 Calling the fused nn.LSTM for a single step costs ~3 ms on a CPU (it prepares its kernels on every
 call); the same step as one matrix product per layer costs a fraction of that. The weights are
 prepared once, when the Stepper is built: [W_ih, W_hh] stacked so that an LSTM or RNN layer is one
-product of [x, h], and on CPUs with oneDNN packed into its blocked layout (``Product``), which
-multiplies a batch of streams 2-3x faster than the default BLAS on CPUs it does not tune for (AMD)
-and gives a row the same bits whatever the batch beside it (the same packing for every Stepper;
-hidden sizes that are multiples of 32, else torch's elementwise tail loop may differ in a last bit).
-A full softmax head's product is prepared the same way (fp32 always).
-An LSTM's g-gate columns are scaled by 2 so that one sigmoid covers all four gates
-(tanh(x) = 2 sigmoid(2x) - 1; scaling by 2 is exact), fused into the product where oneDNN does it;
-tanh(c) is taken the same way (torch's CPU tanh is ~20x slower than its sigmoid on a (64, 512) batch).
+product of [x, h], multiplied by the kernel that is fastest on this machine for the shape and the
+number of streams (``Product``, kernels.py). A full softmax head's product is prepared the same way
+(fp32 always). An LSTM's g-gate columns are scaled by 2 so that one sigmoid covers all four gates
+(tanh(x) = 2 sigmoid(2x) - 1; scaling by 2 is exact); tanh(c) is taken the same way (torch's CPU
+tanh costs several times its sigmoid on a batch; the same ops for one row keep a stream's numbers
+independent of the batch beside it, with a kernel that is).
 """
 
 from __future__ import annotations
 
 import torch
 
+from charrnn.generation import kernels
+from charrnn.generation.kernels import Product
 from charrnn.model.network import RNNLM
 
-PACK_ROWS = 64  # the batch oneDNN's weight layout is chosen for; fixed, so every Stepper packs alike
 
-
-def _onednn_ok(device: torch.device) -> bool:
-    return (device.type == "cpu" and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise") and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
-
-
-def cpu_multiplies_bf16() -> bool:
-    """The CPU has bf16 dot-product instructions (AVX512-BF16 or AMX) and oneDNN is there to use them."""
-    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-    try:
-        return _onednn_ok(torch.device("cpu")) and any(bool(f()) for f in checks if f is not None)
-    except Exception:  # noqa: BLE001 - private API; absent means "don't know"
-        return False
-
-
-def resolve_precision(precision: str, device) -> str:
-    """Sampling's ``auto``: bf16 products on CPUs that multiply bf16 in hardware, fp32 elsewhere
-    (benchmarks/sampling_bf16.py: next-token distributions within KL ~1e-6 nats of fp32's)."""
-    if precision != "auto":
-        return precision
-    return "bf16" if torch.device(device).type == "cpu" and cpu_multiplies_bf16() else "fp32"
-
-
-class Product:
-    """``act(x @ W + b)`` for (B, K) inputs with W prepared once; act is "none", "sigmoid" or "tanh".
-
-    bf16: the product in bfloat16 (inputs rounded, bf16 result), bias and activation in fp32 — the
-    pre-activations are rounded, never the gates. fp32: exact fp32 (oneDNN's packed kernel when it
-    is there and agrees with ``addmm`` on a probe; ``addmm`` otherwise).
-    """
-
-    def __init__(self, w: torch.Tensor, b: torch.Tensor, act: str = "none", dtype: torch.dtype | None = None):
-        """w: (N, K) as nn.Linear stores it; b: (N,)."""
-        self.act, self.dtype, self.packed = act, dtype, None
-        self.b = b.detach().float().contiguous()
-        self.wt = w.detach().t().contiguous().to(dtype or w.dtype)  # (K, N): the fallback's layout
-        if _onednn_ok(w.device):
-            try:
-                packed = torch.ops.mkldnn._reorder_linear_weight(w.detach().to(dtype or w.dtype).contiguous(),
-                                                                 PACK_ROWS)
-                self.packed = packed
-                probe = torch.linspace(-1, 1, 3 * w.shape[1], device=w.device).view(3, -1)
-                if not torch.allclose(self(probe), self._fallback(probe), atol=1e-3, rtol=1e-2):
-                    self.packed = None
-            except Exception:  # noqa: BLE001 - private ops of another torch version: use addmm
-                self.packed = None
-
-    def _finish(self, y: torch.Tensor) -> torch.Tensor:
-        if self.act == "sigmoid":
-            return y.sigmoid_()
-        return y.tanh_() if self.act == "tanh" else y
-
-    def _fallback(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dtype is None:
-            return self._finish(torch.addmm(self.b, x, self.wt))
-        return self._finish(torch.mm(x.to(self.dtype), self.wt).float().add_(self.b))
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is None:
-            return self._fallback(x)
-        x = x.contiguous()
-        if self.dtype is None:  # exact fp32: bias and activation fused into the product
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.b, self.act, [], "")
-        y = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, None, "none", [], "")
-        return self._finish(torch.add(self.b, y))  # fp32: the bf16 result widened exactly, then the bias
+def lstm_update(gates, c: torch.Tensor, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """An LSTM cell from its gates, sigmoid of [i, f, 2 g, o] ((B, 4H), or its four (B, H) parts): the
+    cell state c updated in place, the new hidden state written into h (t: scratch). The same ops on
+    every path, so the Stepper and the Runner agree to the bit; no Python-number operands (torch
+    converts each into a tensor on every call)."""
+    ig, fg, g2, og = gates.chunk(4, 1) if isinstance(gates, torch.Tensor) else gates
+    c.mul_(fg).addcmul_(ig, g2, value=2).sub_(ig)        # f c + i tanh(g) = f c + 2 i sigmoid(2g) - i
+    torch.add(c, c, out=t).sigmoid_()                     # tanh(c) = 2 sigmoid(2c) - 1
+    torch.mul(og, t, out=h)
+    return h.add_(h).sub_(og)
 
 
 class Stepper:
@@ -133,6 +78,7 @@ class Stepper:
         """The state of the given rows (drop finished streams, or follow beams to their parents)."""
         return tuple(tuple(s.index_select(0, index) for s in layers) for layers in state)
 
+    @torch.no_grad()  # inference only (the products write into buffers)
     def __call__(self, tokens: torch.Tensor, state):
         """tokens (B,) -> next-token log-probabilities (B, V) and the new state."""
         x = self.model.embed.weight.index_select(0, tokens.view(-1))
@@ -144,10 +90,8 @@ class Stepper:
                 r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
                 h = (1 - z) * torch.tanh(in_ + r * hn) + z * hs[i]
             elif self.cell == "lstm":
-                ig, fg, g2, og = layer[0](torch.cat([x, hs[i]], 1)).chunk(4, 1)  # g2 = sigmoid(2 g)
-                # c = f c + i tanh(g) = f c + i (2 g2 - 1) = f c - i + 2 i g2
-                c = torch.addcmul(torch.addcmul(ig.neg(), fg, state[1][i]), ig, g2, value=2)
-                h = torch.addcmul(og.neg(), og, torch.sigmoid(c * 2), value=2)  # o tanh(c); torch's tanh is slow
+                c, h = state[1][i].clone(), torch.empty_like(hs[i])
+                lstm_update(layer[0](torch.cat([x, hs[i]], 1)), c, torch.empty_like(c), h)
                 new_c.append(c)
             else:
                 h = layer[0](torch.cat([x, hs[i]], 1))
@@ -157,3 +101,86 @@ class Stepper:
         if self.out is not None:
             return torch.log_softmax(self.out(x), dim=-1), new
         return self.model.head.log_probs(x).float(), new
+
+    def products(self) -> list:
+        return [p for layer in self.layers for p in layer] + ([self.out] if self.out is not None else [])
+
+    def use_kernel(self, name: str | None) -> bool:
+        """Multiply with this kernel whatever the timing (None: the fastest again), for tests and
+        benchmarks; False (and nothing changed) where some product cannot run it here."""
+        if name is not None and not all(p.works(name) for p in self.products()):
+            return False
+        for p in self.products():
+            p.forced = name
+        return True
+
+
+class Runner:
+    """Steps B streams in place: every buffer is allocated when the Runner is made (or when the row
+    count changes), every op of an LSTM step writes into one (``out=``, in-place ops; oneDNN's
+    kernels, when they are the fastest, return a tensor of their own). Other cells run the Stepper's
+    step. ``logp`` and ``state()`` are views of the buffers: valid until the next step.
+
+    Layer i keeps [x_i, h_i] in one (B, E_i + H) buffer: its product reads it whole, the new h is
+    written into its right part (the next step's h_i) and copied into the next layer's left part.
+    """
+
+    def __init__(self, stepper: Stepper, state):
+        self.stepper = stepper
+        self.fast = stepper.cell == "lstm" and type(stepper) is Stepper  # (a CUDA graph steps on its own buffers)
+        self.load(state)
+
+    def _alloc(self, rows: int, device) -> None:
+        s, H = self.stepper, self.stepper.model.cfg.hidden
+        emb = s.model.embed.weight.shape[1]
+        self.rows = rows
+        self.xh = [torch.zeros(rows, (emb if i == 0 else H) + H, device=device) for i in range(len(s.layers))]
+        self.h = [xh[:, xh.shape[1] - H:] for xh in self.xh]
+        self.c = [torch.zeros(rows, H, device=device) for _ in s.layers]
+        self.gates = [torch.empty(rows, 4 * H, device=device) for _ in s.layers]
+        self.parts = [g.chunk(4, 1) for g in self.gates]  # views made once
+        self.tmp = torch.empty(rows, H, device=device)
+        self.embed = s.model.embed.weight.detach()
+        self.x0 = self.xh[0][:, :emb]                                   # where the embeddings go
+        self.inputs = [xh[:, :H] for xh in self.xh[1:]] + [None]        # where each layer's h goes next
+        V = s.model.cfg.vocab_size
+        self.logits = torch.empty(rows, V, device=device) if s.out is not None else None
+        self.logp = torch.empty(rows, V, device=device)
+        kernels.choose_together(s.products(), rows)  # the fastest whole step at this row count (cached)
+
+    def load(self, state) -> None:
+        """Take a Stepper-style state (copied into the buffers)."""
+        if not self.fast:
+            self.state_ = state
+            return
+        rows = state[0][0].shape[0]
+        if getattr(self, "rows", None) != rows:
+            self._alloc(rows, state[0][0].device)
+        for mine, given in zip(self.h + self.c, list(state[0]) + list(state[1])):
+            mine.copy_(given)
+
+    def state(self):
+        return (tuple(self.h), tuple(self.c)) if self.fast else self.state_
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep the given rows (finished streams dropped)."""
+        self.load(Stepper.select(self.state(), index))
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B,) -> next-token log-probabilities (B, V), the state advanced in place (nothing
+        here needs a gradient: the weights are detached copies, so no no_grad context per step)."""
+        s = self.stepper
+        if not self.fast:
+            logp, self.state_ = s(tokens, self.state_)
+            return logp
+        torch.index_select(self.embed, 0, tokens, out=self.x0)
+        for xh, p, gates, parts, c, h, nxt in zip(self.xh, s.layers, self.gates, self.parts, self.c, self.h, self.inputs):
+            g = p[0].into(xh, gates)
+            lstm_update(parts if g is gates else g, c, self.tmp, h)
+            if nxt is not None:
+                nxt.copy_(h)
+        x = self.h[-1]
+        if s.out is not None:
+            return torch.log_softmax(s.out.into(x, self.logits), -1, out=self.logp)
+        with torch.no_grad():
+            return self.logp.copy_(s.model.head.log_probs(x))

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import platform
+import sys
 
 import torch
 
 from charrnn.errors import CharrnnError
+from charrnn.system import compat
 from charrnn.settings import DEVICES, PRECISIONS
 
 
@@ -35,23 +39,67 @@ def resolve_device(name: str) -> torch.device:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """True where the CPU multiplies bf16 in hardware (AMX), which makes bf16 autocast ~3x faster."""
-    try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except Exception:  # noqa: BLE001 - private API; absent means "don't know"
-        return False
+    """True where the CPU has AMX tiles, which make bf16 autocast training ~3x faster than fp32."""
+    return compat.cpu_has_amx()
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """auto: fp32 with TF32 matmuls on CUDA (faster than bf16 autocast at typical batch sizes),
-    bf16 autocast on CPUs with AMX, plain fp32 elsewhere."""
+def cpu_multiplies_bf16() -> bool:
+    """True where the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX) and oneDNN can use it."""
+    return compat.onednn_packing("cpu") and compat.cpu_has_bf16_dot()
+
+
+_said = set()  # one-line notes already given in this process
+
+
+def _note_once(log, line: str) -> None:
+    if line not in _said:
+        _said.add(line)
+        (log or (lambda m: print(m, file=sys.stderr)))(line)
+
+
+def resolve_precision(precision: str, device: torch.device, sampling: bool = False, log=None) -> str:
+    """The one precision rule, for training, evaluation and sampling.
+
+    fp32 and bf16 are what they say. auto: bf16 autocast for training and scoring on CPUs with AMX
+    (~3x faster there), fp32 with TF32 matmuls on CUDA, plain fp32 elsewhere; sampling's auto is
+    always fp32, so that a seed gives the same text for the same checkpoint on every CPU (bf16
+    rounding depends on the kernels a CPU has). Sampling with bf16 asked on a CPU that does not
+    multiply bf16 in hardware says so in one line and samples in fp32 (emulated bf16 is slower).
+    """
     if precision not in PRECISIONS:
         raise CharrnnError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    device = torch.device(device)
+    if sampling:
+        if precision == "bf16" and device.type == "cpu" and not cpu_multiplies_bf16():
+            _note_once(log, "--precision bf16: this CPU does not multiply bf16 in hardware (no AVX512-BF16 or AMX); "
+                            "sampling in fp32")
+            return "fp32"
+        return "bf16" if precision == "bf16" else "fp32"
     if precision != "auto":
         return precision
     if device.type == "cpu" and cpu_has_fast_bf16():
         return "bf16"
     return "fp32"
+
+
+def machine_id() -> str:
+    """What a kernel timing depends on: CPU model, the instruction sets torch and oneDNN may use,
+    threads and the torch version."""
+    isa = torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, "cpu") else "?"
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "") or os.environ.get("DNNL_MAX_CPU_ISA", "")
+    return (f"{cpu_model()} | {isa}{' onednn ' + onednn if onednn else ''} | {torch.get_num_threads()} threads | "
+            f"torch {torch.__version__}")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def setup_backend(device: torch.device) -> None:

@@ -12,6 +12,8 @@ import contextlib
 import torch
 import torch.nn as nn
 
+from charrnn.system import compat
+
 
 class EMA:
     """The averaged copy of every floating-point parameter and buffer of a model."""
@@ -32,7 +34,7 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """shadow <- d * shadow + (1 - d) * weights, after an optimizer step."""
-        torch._foreach_lerp_(self.shadow, self._live(model), 1.0 - self.current_decay())
+        compat.foreach_lerp_(self.shadow, self._live(model), 1.0 - self.current_decay())
         self.updates += 1
 
     @contextlib.contextmanager
@@ -41,12 +43,12 @@ class EMA:
         live = self._live(model)
         with torch.no_grad():
             raw = [t.clone() for t in live]
-            torch._foreach_copy_(live, self.shadow)
+            compat.foreach_copy_(live, self.shadow)
         try:
             yield model
         finally:
             with torch.no_grad():
-                torch._foreach_copy_(live, raw)
+                compat.foreach_copy_(live, raw)
 
     def state(self) -> dict:
         """Plain data for a checkpoint's training state."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from charrnn.errors import CharrnnError
+from charrnn.system import compat
 
 DEFERRED_DEVICES = ("cuda",)  # the fused AdamW's found_inf input makes the per-step check unneeded
 FUSED_DEVICES = ("cuda", "cpu")  # where AdamW runs fused, if this PyTorch has the kernel
@@ -39,11 +40,7 @@ def fused_adamw(device: torch.device) -> bool:
     """Whether AdamW runs fused on this device with this PyTorch (CPU: 2.4 and later)."""
     if device.type not in FUSED_DEVICES:
         return False
-    try:
-        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-        return device.type in _get_fused_kernels_supported_devices()
-    except (ImportError, AttributeError):  # private API; without it, CUDA only
-        return device.type == "cuda"
+    return device.type in compat.fused_adamw_devices()  # a private API; without it, CUDA only
 
 
 def make_optimizer(model, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
