@@ -310,6 +310,8 @@ def _report(e) -> None:
 from charrnn.cli.cache import cache_cmd  # noqa: E402
 from charrnn.cli.corpora import corpora_cmd  # noqa: E402
 from charrnn.cli.see import inspect_cmd, plot_cmd, runs_cmd, viz_cmd  # noqa: E402
+from charrnn.cli.export import export_cmd  # noqa: E402
 
 for _cmd in (inspect_cmd, runs_cmd, plot_cmd, viz_cmd, corpora_cmd, cache_cmd):
     cli.add_command(_cmd)
+cli.add_command(export_cmd)

@@ -13,17 +13,20 @@ QUANTIZE = ("fp16", "int8")
 FIX = "choose another output path"
 
 
-def check_request(path: str, fmt: str, force: bool = False, quantize: str | None = None,
+def check_request(path: str | None, fmt: str, force: bool = False, quantize: str | None = None,
                   half: bool = False) -> None:
-    """Every refusal that needs no model: an unknown format or option, an existing output path."""
+    """Every refusal that needs no model: an unknown format or option, an existing output path
+    (path None: the options alone)."""
     if fmt not in FORMATS:
         raise CharrnnError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if quantize is not None and quantize not in QUANTIZE:
         raise CharrnnError(f"unknown --quantize {quantize!r}; choose fp16 or int8")
     if quantize is not None and fmt != "html":
-        raise CharrnnError(f"--quantize applies to --format html (the web page); for a smaller .pt use --half")
+        raise CharrnnError("--quantize applies to --format html (the web page); for a smaller .pt use --half")
     if half and fmt != "pt":
         raise CharrnnError("--half applies to --format pt; for a smaller web page use --quantize fp16|int8")
+    if path is None:
+        return
     if os.path.isdir(path):
         raise CharrnnError(f"'{path}' is a directory; give a file name to export to")
     if os.path.lexists(path) and not force:
