@@ -50,9 +50,10 @@ def quantize(w: torch.Tensor, mode: str | None) -> tuple[bytes, np.ndarray | Non
 @torch.no_grad()
 def dequantized(module, mode: str | None):
     """A copy of the model with the weights the page runs (mode fp16 or int8; None: fp32 unchanged)."""
-    import copy
+    from charrnn.model.network import RNNLM
 
-    m = copy.deepcopy(module).cpu().float().eval()
+    m = RNNLM(module.cfg).eval()  # a new module: the original may carry a sampler's prepared weights
+    m.load_state_dict({k: v.detach().cpu() for k, v in module.state_dict().items()})
     for p in m.parameters():  # a tied weight is one parameter: quantised once, as the page stores it once
         p.copy_(quantize(p, mode)[2])
     return m
