@@ -37,6 +37,7 @@ def cli():
       charrnn inspect / runs         what a checkpoint holds; a table of the runs
       charrnn plot / viz             learning curves; a neuron-activation page in the browser
       charrnn corpora                the named corpora (enwik8, text8, tinyshakespeare)
+      charrnn export --format html   the model as ONNX, one web page that writes, or weights only
     """
 
 
