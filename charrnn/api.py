@@ -167,6 +167,9 @@ def resume(run=None, *, checkpoint_dir: str = CHECKPOINT_DIR, progress: bool | N
     path = rundir.resolve_checkpoint(None if run is None else os.fspath(run), checkpoint_dir, prefer=rundir.LAST)
     run_dir = os.path.dirname(os.path.abspath(path))
     ckpt = load_checkpoint(path)  # under torchrun every rank reads it (multi-node: a path all nodes see)
+    if ckpt.get("weights_only"):  # charrnn export --format pt
+        raise CharrnnError(f"'{path}' is a weights-only export (no optimizer or training state) and cannot be "
+                           "resumed; start a new run from it with --init-from")
     if not isinstance(ckpt.get("run_config"), dict):
         raise CharrnnError(f"checkpoint '{path}' has no run configuration; it cannot be resumed")
     if "corpus" in changes:
@@ -256,6 +259,16 @@ class Model:
             check_records_run(self._ckpt.get("run_config"))
             self._train_records = TrainRecords.of_run(self._ckpt, self.path)
         return self._train_records
+
+    def export(self, path, format: str = "onnx", *, force: bool = False, quantize: str | None = None,
+               half: bool = False) -> dict:
+        """Write the model as ONNX ("onnx"), one self-contained web page that generates text ("html",
+        ``quantize="fp16"|"int8"`` for a smaller page) or a weights-only checkpoint ("pt", ``half=True``
+        for fp16 weights); an existing path is refused unless ``force``. Returns {path, format, bytes}."""
+        from charrnn.export import export
+
+        return export(self.module, self.tokenizer, self._ckpt, os.fspath(path), format, force=force,
+                      quantize=quantize, half=half, source=self.path)
 
     def _job(self, prime, options) -> Job:
         opts = sample_options(options)

@@ -4,9 +4,7 @@ one-line refusal of a run that cannot fit, before any model is built."""
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
-import os
 
 import numpy as np
 import pytest
@@ -66,21 +64,14 @@ def test_refusal_names_the_estimate_the_memory_available_and_what_to_lower():
     memory.check(_est(hidden=2_000_000), None, cfg, "cpu")  # unknown memory: nothing refused
 
 
-def test_available_memory_is_read_from_the_system(monkeypatch):
-    readable = os.path.exists("/proc/meminfo") or "SC_AVPHYS_PAGES" in getattr(os, "sysconf_names", {})
-    if readable:  # Linux (and any system with the sysconf page count): the figure is there, and plausible
-        avail = memory.available_bytes("cpu")
-        assert isinstance(avail, int) and avail > 10**7
-    real_open = open
-    meminfo = "MemTotal:       16000000 kB\nMemAvailable:    8000000 kB\n"
-    monkeypatch.setattr("builtins.open", lambda path, *a, **k: io.StringIO(meminfo) if path == "/proc/meminfo"
-                        else real_open(path, *a, **k))
-    assert memory.available_bytes("cpu") == 8000000 * 1024  # MemAvailable, not MemTotal
-    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(OSError("no /proc here")))
-    monkeypatch.setattr(os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": 1000, "SC_PAGE_SIZE": 4096}[name])
-    assert memory.available_bytes("cpu") == 1000 * 4096  # no /proc/meminfo: the free page count
-    monkeypatch.setattr(os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))
-    assert memory.available_bytes("cpu") is None  # neither: unknown, and nothing is refused
+def test_available_memory_is_read_from_the_system():
+    """The real figure, on this machine (psutil reads it on every OS): plausible, and psutil's."""
+    import psutil
+
+    avail = memory.available_bytes("cpu")
+    assert isinstance(avail, int) and avail > 10**7
+    # the two reads are moments apart: other processes may allocate or free in between (1 GB allowed)
+    assert abs(avail - psutil.virtual_memory().available) < 10**9
 
 
 @pytest.fixture

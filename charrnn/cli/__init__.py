@@ -38,6 +38,7 @@ def cli():
       charrnn inspect / runs         what a checkpoint holds; a table of the runs
       charrnn plot / viz             learning curves; a neuron-activation page in the browser
       charrnn corpora                the named corpora (enwik8, text8, tinyshakespeare)
+      charrnn export --format html   the model as ONNX, one web page that writes, or weights only
 
     Every command that reads a model takes it first, as MODEL: a run name (what 'charrnn runs'
     lists), a run directory or a .pt file; without one, the latest run under --checkpoint-dir.
@@ -258,6 +259,8 @@ from charrnn.cli.cache import cache_cmd  # noqa: E402
 from charrnn.cli.score import score_cmd  # noqa: E402
 from charrnn.cli.corpora import corpora_cmd  # noqa: E402
 from charrnn.cli.see import inspect_cmd, plot_cmd, runs_cmd, viz_cmd  # noqa: E402
+from charrnn.cli.export import export_cmd  # noqa: E402
 
 for _cmd in (score_cmd, inspect_cmd, runs_cmd, plot_cmd, viz_cmd, corpora_cmd, cache_cmd):
     cli.add_command(_cmd)
+cli.add_command(export_cmd)
