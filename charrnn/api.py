@@ -164,7 +164,7 @@ def resume(run=None, *, checkpoint_dir: str = CHECKPOINT_DIR, progress: bool | N
     if "init_from" in changes:
         raise CharrnnError("--init-from starts a new run and cannot be combined with --resume; resume the run "
                            "alone (a fine-tuned run remembers where it started from)")
-    path = rundir.resolve_checkpoint(None if run is None else os.fspath(run), checkpoint_dir, prefer=rundir.LAST)
+    path = rundir.resolve_checkpoint(rundir.as_arg(run), checkpoint_dir, prefer=rundir.LAST)
     run_dir = os.path.dirname(os.path.abspath(path))
     ckpt = load_checkpoint(path)  # under torchrun every rank reads it (multi-node: a path all nodes see)
     if ckpt.get("weights_only"):  # charrnn export --format pt
@@ -194,7 +194,7 @@ def resume(run=None, *, checkpoint_dir: str = CHECKPOINT_DIR, progress: bool | N
 def load(path=None, *, device: str = "auto", checkpoint_dir: str = CHECKPOINT_DIR) -> "Model":
     """A trained model from a run name under checkpoint_dir (what ``charrnn runs`` lists), a run
     directory (its best.pt), a .pt file, or None (the latest run): rundir.resolve_checkpoint."""
-    return Model(rundir.resolve_checkpoint(None if path is None else os.fspath(path), checkpoint_dir), device)
+    return Model(rundir.resolve_checkpoint(rundir.as_arg(path), checkpoint_dir), device)
 
 
 class Model:
@@ -286,8 +286,8 @@ class Model:
         ``dynamic=True``: dynamic evaluation (``dyn_lr``, ``dyn_seq``, ``dyn_decay``): each segment is
         scored, then trained on with one SGD step; the weights are restored afterwards.
 
-        ``"baselines"``: gzip -9, bz2 -9, xz -9 and order-0 bits/char of the same text (the first 4 MiB
-        of a longer one: ``"sampled": True``), evaluation/baselines.py."""
+        ``"baselines"`` (unless ``baselines=False``): gzip -9, bz2 -9, xz -9 and order-0 bits/char of the
+        same text (the first 4 MiB of a longer one: ``"sampled": True``), evaluation/baselines.py."""
         given = check_values(EVAL, options, "evaluation option")
         opts = {**defaults(EVAL), **given}
         stray = [k for k in DYNAMIC if k in given]
@@ -303,7 +303,7 @@ class Model:
                 raise CharrnnError("--dynamic reads a text as one stream; a --records run's split is scored "
                                    "record by record: give --file PATH for dynamic evaluation")
             m = evaluate_run_split(self.module, self._ckpt, self.path, opts["split"], self.device, prec,
-                                   show_progress(progress))  # --records: each record from a fresh state
+                                   show_progress(progress), opts["baselines"])  # --records: each record alone
             return {"checkpoint": self.path, "text": f"{opts['split']} split of {self.config.corpus} (records)",
                     "tokenizer": tok.kind, **m}
         if file is not None:
@@ -319,8 +319,9 @@ class Model:
         m = evaluate_split(self.module, tok, ids, n_chars, n_bytes, self.device, prec,
                            progress=show_progress(progress), desc="eval", dynamic=dyn)
         extra = {"dynamic": True, **{k: opts[k] for k in DYNAMIC}} if dyn else {}
-        return {"checkpoint": self.path, "text": where, "tokenizer": tok.kind, **m, **extra,
-                "baselines": compression_baselines(text_of(tok, ids))}  # baselines.py: gzip, bz2, xz, order-0
+        if opts["baselines"]:  # baselines.py: gzip, bz2, xz, order-0
+            extra["baselines"] = compression_baselines(text_of(tok, ids))
+        return {"checkpoint": self.path, "text": where, "tokenizer": tok.kind, **m, **extra}
 
     def score(self, text: str | None = None, *, file=None, progress: bool | None = None, **options) -> list[dict]:
         """Per line of a text (or of ``file=``): {"line", "text", "chars", "nll", "bpc"}; the text is read as

@@ -307,6 +307,8 @@ EVAL = grouped(
     S("split", str, "val", "Which held-out part of the run's corpus to score.", choices=SPLITS),
     SCORING_PRECISION,
     S("skip_unknown", bool, False, "Drop characters of --file the model never saw."),
+    S("baselines", bool, True, "Also the bits/char of gzip -9, bz2 -9, xz -9 and the order-0 entropy on the same "
+      "text (its first 4 MiB; a few seconds), to say how good the model's figure is.", negatable=True),
     "dynamic",
     S("dynamic", bool, False, "Dynamic evaluation: after scoring each segment, one SGD step on it, so the model "
       "adapts to the text (weights restored afterwards; the checkpoint is not changed)."),

@@ -67,3 +67,11 @@ def test_a_long_text_is_measured_on_a_bounded_sample_and_says_so(trained_run, cl
 def test_order0_of_a_uniform_text_is_log2_of_its_alphabet():
     assert order0_bits("abcd" * 100) == 2.0
     assert order0_bits("aaaa") == 0.0
+
+
+def test_no_baselines_skips_the_compressors(trained_run, cli):
+    run_dir, _, _ = trained_run
+    r = cli("eval", run_dir, "--device", "cpu", "--json", "--no-baselines")
+    assert r.code == 0 and "baselines" not in json.loads(r.out)
+    r = cli("eval", run_dir, "--device", "cpu", "--json")
+    assert r.code == 0 and set(json.loads(r.out)["baselines"]) >= {"gzip", "bz2", "xz"}

@@ -62,6 +62,15 @@ def test_every_form_names_the_same_checkpoint(runs):
     assert rundir.resolve_checkpoint(None, str(ckdir)) == str(ckdir / "beta" / "best.pt")  # the latest
 
 
+def test_a_train_result_or_a_model_is_a_model_argument_too(runs):
+    """What train() and load() return goes wherever a model is taken, as in charrnn.inspect(run)."""
+    ckdir, _, _, beta = runs
+    model = charrnn.load(beta, device="cpu")
+    assert model.path == str(ckdir / "beta" / "best.pt")
+    assert charrnn.load(model, device="cpu").path == model.path
+    assert charrnn.inspect(beta)["checkpoint"] == str(ckdir / "beta" / "last.pt")
+
+
 def test_score_takes_the_model_first_and_a_lone_file_with_the_latest_run(runs, cli, tmp_path):
     ckdir, _, _, _ = runs
     f = tmp_path / "two.txt"

@@ -225,3 +225,14 @@ def test_a_seed_gives_the_same_text_under_another_cpu_code_path(trained_run, tmp
     print(f"{compared} of {len(steps[0])} draws compared; same text: {str(a['text']) == str(b['text'])}")  # (-s)
     if compared == len(steps[0]):
         assert str(a["text"]) == str(b["text"]) and len(str(a["text"])) >= 2000
+
+
+def test_on_a_gpu_nothing_is_timed_cublas_is_the_kernel():
+    """A host timer would measure kernel launches on a GPU: there the one candidate is the BLAS product
+    (checked with a tensor on the meta device, which stands for any non-CPU device here)."""
+    from charrnn.generation.kernels import FALLBACK, Product
+
+    p = Product(torch.zeros(8, 4, device="meta"), torch.zeros(8, device="meta"))
+    assert p.candidates() == [FALLBACK]
+    assert Product(torch.zeros(8, 4, device="meta"), torch.zeros(8, device="meta"),
+                   dtype=torch.bfloat16).candidates() == ["mm_bf16"]

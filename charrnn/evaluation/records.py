@@ -56,10 +56,10 @@ def evaluate_records(model, tokenizer, split, sep: str, device: torch.device, pr
 
 
 def evaluate_run_split(model, ckpt: dict, path: str, split: str, device: torch.device, precision: str,
-                       progress: bool = False) -> dict:
+                       progress: bool = False, baselines: bool = True) -> dict:
     """The val or test split of a records run, scored as it was trained (api.Model.evaluate), with the
     compressors' figures on the same text (baselines.py)."""
     tokenizer, part = run_split(ckpt, path, split, min_tokens=1)
     m = evaluate_records(model, tokenizer, part, records_separator(ckpt["run_config"]), device, precision,
                          progress, desc="eval")
-    return {**m, "baselines": compression_baselines(text_of(tokenizer, part.ids))}
+    return {**m, "baselines": compression_baselines(text_of(tokenizer, part.ids))} if baselines else m

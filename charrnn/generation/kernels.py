@@ -104,7 +104,11 @@ class Product:
 
     # -- the candidates
     def candidates(self) -> list:
-        if self.dtype == torch.bfloat16:
+        """The kernels to time on this CPU. On a GPU one: cuBLAS (the step is captured in a CUDA graph,
+        cudagraph.py, where a host timer would measure launches, not the work)."""
+        if self.w.device.type != "cpu":
+            names = ["mm_bf16"] if self.dtype == torch.bfloat16 else [FALLBACK]
+        elif self.dtype == torch.bfloat16:
             names = ["mm_bf16"] + (["onednn_bf16"] if compat.onednn_packing(self.w.device) else [])
         else:
             names = ["addmm", "addmm_nt", "addmm_new"] + (["onednn"] if compat.onednn_packing(self.w.device) else [])

@@ -22,19 +22,11 @@ from charrnn.errors import CharrnnError
 from charrnn.settings import CHECKPOINT_DIR
 
 
-def _given(run):
-    """A TrainResult's run directory, a Model's checkpoint file, or the path/name given (None stays None)."""
-    for attr in ("run_dir", "path"):  # TrainResult, Model (duck-typed: charrnn.api is a layer above)
-        if not isinstance(run, (str, os.PathLike)) and hasattr(run, attr):
-            return getattr(run, attr)
-    return None if run is None else os.fspath(run)
-
-
 def run_dir_of(run, checkpoint_dir: str = CHECKPOINT_DIR) -> str:
     """The run directory of ``run`` (see the module docstring; rundir.resolve_run_dir); None: the latest."""
     from charrnn.system import rundir
 
-    return rundir.resolve_run_dir(_given(run), checkpoint_dir)
+    return rundir.resolve_run_dir(rundir.as_arg(run), checkpoint_dir)
 
 
 # ----------------------------------------------------------------------------- runs and checkpoints
@@ -47,7 +39,7 @@ def inspect(run=None, *, checkpoint_dir: str = CHECKPOINT_DIR):
     from charrnn.reports.inspect import inspect_checkpoint
     from charrnn.system import rundir
 
-    return inspect_checkpoint(rundir.resolve_checkpoint(_given(run), checkpoint_dir, prefer=rundir.LAST))
+    return inspect_checkpoint(rundir.resolve_checkpoint(rundir.as_arg(run), checkpoint_dir, prefer=rundir.LAST))
 
 
 def runs(checkpoint_dir: str = CHECKPOINT_DIR):

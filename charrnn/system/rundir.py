@@ -220,6 +220,15 @@ def find_checkpoint(arg: str, checkpoint_dir: str = CHECKPOINT_DIR, prefer: str 
     return None
 
 
+def as_arg(run) -> str | None:
+    """A model argument as a string: a TrainResult's run directory, a Model's checkpoint file (duck-typed:
+    charrnn.api is a layer above), a path or a run name as given; None stays None (the latest run)."""
+    for attr in ("run_dir", "path"):
+        if not isinstance(run, (str, os.PathLike)) and hasattr(run, attr):
+            return getattr(run, attr)
+    return None if run is None else os.fspath(run)
+
+
 def resolve_checkpoint(arg: str | None, checkpoint_dir: str = CHECKPOINT_DIR, prefer: str = BEST) -> str:
     """The checkpoint every command reads a model from: ``arg`` is a run name under checkpoint_dir
     (what ``charrnn runs`` lists), a run directory (its ``prefer``, else the other), or a .pt file;

@@ -151,11 +151,13 @@ class Trainer:
             self.log(f"best.pt was scored on {self.best.get('tokens', limit):,} of the {len(c.val.ids) - 1:,} "
                      f"validation tokens: all of them would not fit in --max-time ('charrnn eval' scores them)")
             return
+        t0 = time.perf_counter()
         best = self.dist.from_main(lambda: load_checkpoint(os.path.join(self.run_dir, rundir.BEST))["model"])
         self.model.load_state_dict(best)  # under torchrun rank 0 reads best.pt and every rank gets its weights
         m = evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, self.device,
                            self.precision, self.progress_bar, "val (all)", part=self.dist)
         self.best = {**m, "step": self.best["step"], "scope": "all"}
+        self.elapsed = self.dist.agree(self.elapsed + time.perf_counter() - t0)  # the run's wall time includes it
         self.dist.write(rundir.append_metrics, self.run_dir, {"step": self.best["step"], "split": "val", "scope": "all",
                         **m, "elapsed": round(self.elapsed, 2)})  # unrounded: the run's figure (rundir.full_best)
 
@@ -252,7 +254,6 @@ class Trainer:
     def _evaluate_and_track(self, bar) -> str | None:
         """Validate, keep best.pt, write the val line; a stop reason when patience runs out."""
         m = self.evaluate()
-        self._window.restart_clock()
         if bar.disable:
             self.log(f"step {self.step}: {self._val_label(m)} loss {m['loss']:.4f}, bpc {m['bpc']:.4f} "
                      f"({self.elapsed:.0f}s)")
@@ -278,6 +279,7 @@ class Trainer:
                             limit=limit, part=self.dist, deadline=deadline))
         before = self.elapsed
         self.elapsed = self.dist.agree(self.elapsed + time.perf_counter() - t0)  # rank 0's clock
+        self._window.restart_clock()  # what follows (best.pt, kept checkpoints, the line) is the next lap's
         self._end.eval_done(int(m.get("tokens", 0)), self.elapsed - before)
         self.last_val = m
         rec = {"step": self.step, "split": "val", **m,  # unrounded: best figures print alike everywhere

@@ -6,6 +6,7 @@ the context closes the event files. Only the main process writes (under torchrun
 from __future__ import annotations
 
 import contextlib
+import time
 
 from charrnn.system import rundir
 from charrnn.training import keep
@@ -52,10 +53,14 @@ class Watchers:
         t, every = self.t, self.t.cfg.sample_every
         if not every or t.step % every or not t.dist.main:
             return
+        t0 = time.perf_counter()
         with t.ema.applied(t.model) if t.ema else contextlib.nullcontext():
             s = training_sample(t.model, t.tok, t.cfg, t.device)
         rec = {"step": t.step, "split": "sample", **s}
         rundir.append_metrics(t.run_dir, rec)
-        show(format_sample(t.step, s, self.val), bar, t.log)  # its time counts towards --max-time, as evaluations do
+        show(format_sample(t.step, s, self.val), bar, t.log)
+        # its time counts towards --max-time (in the next lap) but is no step's time: EndOfRun leaves it out
+        # of the step it measures, as it does an evaluation's
+        t._end.eval_done(0, time.perf_counter() - t0)
         if self.board is not None:
             self.board.record(rec)
