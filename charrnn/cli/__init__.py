@@ -13,11 +13,11 @@ import sys
 
 import click
 
-from charrnn.version import __version__
-from charrnn.errors import CharrnnError, Interrupted
 from charrnn.cli.options import CKPT_DIR, Command, model_doc, options
+from charrnn.errors import CharrnnError, Interrupted
 from charrnn.settings import DEVICES, EVAL, SAMPLE, TRAIN
 from charrnn.system import clock
+from charrnn.version import __version__
 
 
 def _log(msg: str) -> None:
@@ -256,10 +256,10 @@ def _report(e) -> None:
     sys.exit(getattr(e, "exit_code", 130))
 
 from charrnn.cli.cache import cache_cmd  # noqa: E402
-from charrnn.cli.score import score_cmd  # noqa: E402
 from charrnn.cli.corpora import corpora_cmd  # noqa: E402
-from charrnn.cli.see import inspect_cmd, plot_cmd, runs_cmd, viz_cmd  # noqa: E402
 from charrnn.cli.export import export_cmd  # noqa: E402
+from charrnn.cli.score import score_cmd  # noqa: E402
+from charrnn.cli.see import inspect_cmd, plot_cmd, runs_cmd, viz_cmd  # noqa: E402
 
 for _cmd in (score_cmd, inspect_cmd, runs_cmd, plot_cmd, viz_cmd, corpora_cmd, cache_cmd):
     cli.add_command(_cmd)

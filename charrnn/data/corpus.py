@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from charrnn.data.store import SPLITS, StoreWriter, prune, read_entry, remove, write_entry
 from charrnn.data.encode import encode_corpus, encode_records_corpus, split_sizes
-from charrnn.errors import CharrnnError
 from charrnn.data.records import encode_records, split_records
+from charrnn.data.store import SPLITS, StoreWriter, prune, read_entry, remove, write_entry
 from charrnn.data.text import Source, decode_text, read_bytes
 from charrnn.data.tokenizers import adapt_vocab, fit_tokenizer, tokenizer_from_state
+from charrnn.errors import CharrnnError
 
 BUILTIN_CORPORA = ("pystdlib",)
 CACHE_VERSION = 2  # bump whenever splitting or encoding changes: old caches are then ignored

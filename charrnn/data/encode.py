@@ -16,9 +16,9 @@ import numpy as np
 
 from charrnn.data.records import encode_records, record_cuts, record_starts
 from charrnn.data.store import SPLITS
-from charrnn.errors import CharrnnError
 from charrnn.data.text import codepoints, refuse_blank
 from charrnn.data.tokenizers import ByteTokenizer, CharTokenizer, adapt_vocab, fit_tokenizer
+from charrnn.errors import CharrnnError
 
 SP_SAMPLE_CHARS = 32_000_000  # sentencepiece trains on at most this many characters of the training split
 SP_BLOCKS = 64                # spread over this many blocks of the training split

@@ -22,10 +22,10 @@ import urllib.request
 import zipfile
 import zlib
 
-from charrnn.version import __version__
 from charrnn.errors import CharrnnError
 from charrnn.system.fileio import atomic_file
 from charrnn.system.progress import progress_bar, show_progress
+from charrnn.version import __version__
 
 DATA_FIX = "set CHARRNN_DATA to a writable directory with free space"
 

@@ -14,13 +14,13 @@ import torch
 from charrnn.data.batching import eval_layout
 from charrnn.data.corpus import load_corpus
 from charrnn.data.text import decode_text, read_bytes
-from charrnn.evaluation.dynamic import dynamic_nlls
 from charrnn.errors import CharrnnError
+from charrnn.evaluation.dynamic import dynamic_nlls
 from charrnn.model.network import RNNLM
-from charrnn.system.rundir import cache_dir, checkpoint_dir_of
+from charrnn.settings import config_from_saved
 from charrnn.system.device import autocast
 from charrnn.system.progress import progress_bar
-from charrnn.settings import config_from_saved
+from charrnn.system.rundir import cache_dir, checkpoint_dir_of
 
 EVAL_WINDOW = 512
 # Every stream cut from the middle of a text first reads the EVAL_WARM tokens before its cut, unscored

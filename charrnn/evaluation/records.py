@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from charrnn.data.records import gather, plan_windows, record_lengths, records_separator, separator_ids
 from charrnn.evaluation.baselines import compression_baselines, text_of
 from charrnn.evaluation.evaluate import EVAL_WINDOW, metrics, run_split
-from charrnn.data.records import gather, plan_windows, record_lengths, records_separator, separator_ids
 from charrnn.system.device import autocast
 from charrnn.system.progress import progress_bar
 

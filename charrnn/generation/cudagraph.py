@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from charrnn.model.network import RNNLM
 from charrnn.generation.stepper import Stepper
+from charrnn.model.network import RNNLM
 
 WARMUP = 3  # eager runs on a side stream before capture (lets cuBLAS and the allocator settle)
 

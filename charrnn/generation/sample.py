@@ -16,15 +16,15 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from charrnn.data.text import decode_text, read_bytes
+from charrnn.errors import CharrnnError
 from charrnn.generation.beam import search
 from charrnn.generation.cudagraph import make_stepper
-from charrnn.data.text import decode_text, read_bytes
+from charrnn.generation.draw import Chooser
 from charrnn.generation.endings import Rules, Tracker, line_start_tokens
-from charrnn.errors import CharrnnError
+from charrnn.generation.stepper import Runner, Stepper
 from charrnn.model.network import RNNLM
 from charrnn.settings import SAMPLE, check_values, defaults
-from charrnn.generation.draw import Chooser
-from charrnn.generation.stepper import Runner, Stepper
 from charrnn.system.device import resolve_precision
 
 

@@ -17,10 +17,10 @@ import zipfile
 
 import torch
 
-from charrnn.errors import CharrnnError
-from charrnn.system.fileio import atomic_save, safe_load
-from charrnn.model.network import ModelConfig, RNNLM
 from charrnn.data.tokenizers import tokenizer_from_state
+from charrnn.errors import CharrnnError
+from charrnn.model.network import ModelConfig, RNNLM
+from charrnn.system.fileio import atomic_save, safe_load
 
 FORMAT = "charrnn-checkpoint"
 VERSION = 2

@@ -12,8 +12,8 @@ import math
 import os
 import textwrap
 
-from charrnn.system import rundir
 from charrnn.model.sizes import GATES, rnn_layer_count
+from charrnn.system import rundir
 
 def bias_note(cell: str) -> str:
     g, article = {"lstm": ("4", "an"), "gru": ("3", "a"), "rnn": ("", "an")}[cell]

@@ -13,8 +13,8 @@ import io
 import os
 
 from charrnn.errors import CharrnnError
-from charrnn.system.fileio import atomic_write_bytes
 from charrnn.system import rundir
+from charrnn.system.fileio import atomic_write_bytes
 
 NO_MATPLOTLIB = "plotting needs matplotlib: pip install 'charrnn[plot]'"
 

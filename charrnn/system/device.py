@@ -11,8 +11,8 @@ import sys
 import torch
 
 from charrnn.errors import CharrnnError
-from charrnn.system import compat
 from charrnn.settings import DEVICES, PRECISIONS
+from charrnn.system import compat
 
 
 def mps_available() -> bool:

@@ -16,8 +16,8 @@ import json
 import os
 
 from charrnn.errors import CharrnnError
-from charrnn.system.fileio import append_line, atomic_write_bytes
 from charrnn.settings import CHECKPOINT_DIR
+from charrnn.system.fileio import append_line, atomic_write_bytes
 
 BEST, LAST, CONFIG, METRICS, LOCK, CACHE = "best.pt", "last.pt", "config.json", "metrics.jsonl", "lock", ".cache"
 CHECKPOINTS = (BEST, LAST)

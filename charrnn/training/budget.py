@@ -29,14 +29,14 @@ import os
 import time
 from dataclasses import replace
 
-from charrnn.system import clock
-from charrnn.training import memory
-from charrnn.training import probe
 from charrnn.data.batching import check_fits
 from charrnn.errors import CharrnnError
 from charrnn.model import sizes
 from charrnn.model.network import ModelConfig
 from charrnn.settings import TRAIN, by_name, check_combination
+from charrnn.system import clock
+from charrnn.training import memory
+from charrnn.training import probe
 
 COMPUTE_MODEL = {"E": 0.027705, "A": 0.43062, "alpha": 0.2, "B": 12.524, "beta": 0.575, "C": 1.0039,
                  "gamma": 0.1}  # benchmarks/calibrate_budget.py, 2026-11-23 (docs/BENCHMARKS.md)

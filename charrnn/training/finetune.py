@@ -27,13 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charrnn.system import rundir
-from charrnn.model.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data.corpus import token_counts
 from charrnn.errors import CharrnnError
+from charrnn.model.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.model.heads import _smoothed_logp
 from charrnn.model.network import RNNLM
 from charrnn.settings import TRAIN, TrainConfig, check_combination, check_values
+from charrnn.system import rundir
 
 ARCHITECTURE = ("cell", "layers", "hidden", "emb", "tie_weights", "head", "tokenizer", "vocab_size")
 SAMPLE_TOKENS = 4096  # hidden states used to set the new output units' biases

@@ -33,9 +33,9 @@ from dataclasses import asdict, replace
 
 import torch
 
-from charrnn.system.fileio import atomic_write_bytes
 from charrnn.model.heads import resolve_head
 from charrnn.model.network import RNNLM
+from charrnn.system.fileio import atomic_write_bytes
 from charrnn.training.step import make_optimizer
 
 PROBE_WINDOW = 64  # steps are timed at min(window, 64) and half that

@@ -12,28 +12,28 @@ import time
 
 import torch
 
-from charrnn.system import clock, rundir
-from charrnn.training import schedule
-from charrnn.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from charrnn.data.batching import StreamBatcher, check_fits
+from charrnn.data.batching import VariableBatcher
 from charrnn.data.corpus import load_corpus, token_counts
-from charrnn.training.distributed import OneProcess
-from charrnn.training.ema import EMA
+from charrnn.data.records import RecordBatcher, separator_ids
 from charrnn.errors import CharrnnError, Interrupted
 from charrnn.evaluation.evaluate import evaluate_split
-from charrnn.training.finetune import start_model, unknown_policy
-from charrnn.model.network import REGULARISERS, ModelConfig, RNNLM, detach_state
-from charrnn.data.records import RecordBatcher, separator_ids
 from charrnn.evaluation.records import evaluate_records
-from charrnn.system.rng import seed_everything
-from charrnn.training.schedule import lr_at
+from charrnn.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from charrnn.model.network import REGULARISERS, ModelConfig, RNNLM, detach_state
+from charrnn.system import clock, rundir
 from charrnn.system.device import autocast, resolve_device, resolve_precision, setup_backend
 from charrnn.system.progress import progress_bar, show_progress
-from charrnn.training.step import StepRunner, make_optimizer
+from charrnn.system.rng import seed_everything
+from charrnn.training import schedule
+from charrnn.training.distributed import OneProcess
 from charrnn.training.duration import DurationNote
+from charrnn.training.ema import EMA
+from charrnn.training.finetune import start_model, unknown_policy
 from charrnn.training.log import LogWindow, rounded as _round
+from charrnn.training.schedule import lr_at
 from charrnn.training.state import restore, train_state
-from charrnn.data.batching import VariableBatcher
+from charrnn.training.step import StepRunner, make_optimizer
 from charrnn.training.watchers import Watchers
 
 
