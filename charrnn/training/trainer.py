@@ -8,7 +8,6 @@ import contextlib
 import math
 import os
 import sys
-import time
 
 import torch
 
@@ -17,9 +16,7 @@ from charrnn.data.batching import VariableBatcher
 from charrnn.data.corpus import load_corpus, token_counts
 from charrnn.data.records import RecordBatcher, separator_ids
 from charrnn.errors import CharrnnError, Interrupted
-from charrnn.evaluation.evaluate import evaluate_split
-from charrnn.evaluation.records import evaluate_records
-from charrnn.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from charrnn.model.checkpoint import model_from_checkpoint, save_checkpoint
 from charrnn.model.network import REGULARISERS, ModelConfig, RNNLM, detach_state
 from charrnn.system import clock, rundir
 from charrnn.system.device import autocast, resolve_device, resolve_precision, setup_backend
@@ -34,15 +31,15 @@ from charrnn.training.log import LogWindow, rounded as _round
 from charrnn.training.schedule import lr_at
 from charrnn.training.state import restore, train_state
 from charrnn.training.step import StepRunner, make_optimizer
+from charrnn.training.validation import Validation
 from charrnn.training.watchers import Watchers
-
 
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-class Trainer:
+class Trainer(Validation):
     """One run's model, data, optimizer and position; ``fit`` trains until a limit or a signal."""
 
     def __init__(self, cfg, run_dir: str, log=None, resume_ckpt: dict | None = None, progress: bool | None = None,
@@ -142,26 +139,6 @@ class Trainer:
         self._score_best_in_full()
         return self._summary(stop)
 
-    def _score_best_in_full(self) -> None:
-        """--eval-tokens bounded the evaluations: best.pt is scored on every token of the validation split."""
-        c, limit = self.corpus, self.cfg.eval_tokens
-        if c.records or not limit or len(c.val.ids) - 1 <= limit or not self.best:
-            return
-        if self._end.fit_tokens(self.elapsed + self._end.save_s, len(c.val.ids) - 1) is not None:  # --max-time
-            self.log(f"best.pt was scored on {self.best.get('tokens', limit):,} of the {len(c.val.ids) - 1:,} "
-                     f"validation tokens: all of them would not fit in --max-time ('charrnn eval' scores them)")
-            return
-        t0 = time.perf_counter()
-        best = self.dist.from_main(lambda: load_checkpoint(os.path.join(self.run_dir, rundir.BEST))["model"])
-        self.model.load_state_dict(best)  # under torchrun rank 0 reads best.pt and every rank gets its weights
-        m = evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, self.device,
-                           self.precision, self.progress_bar, "val (all)", part=self.dist)
-        self.best = {**m, "step": self.best["step"], "scope": "all"}
-        self.elapsed = self.dist.agree(self.elapsed + time.perf_counter() - t0)  # the run's wall time includes it
-        self.dist.write(rundir.append_metrics, self.run_dir, {"step": self.best["step"], "split": "val", "scope": "all",
-                        **m, "elapsed": round(self.elapsed, 2)})  # unrounded: the run's figure (rundir.full_best)
-
-    # -- the steps of the loop
     def _next_epoch_if_done(self, streams):
         if self.k < self.batcher.windows_per_epoch:
             return streams
@@ -251,51 +228,6 @@ class Trainer:
         bar.set_postfix_str(self._postfix(w["loss"], w["tok_s"]), refresh=False)
         bar.total = self._estimate_total()
 
-    def _evaluate_and_track(self, bar) -> str | None:
-        """Validate, keep best.pt, write the val line; a stop reason when patience runs out."""
-        m = self.evaluate()
-        if bar.disable:
-            self.log(f"step {self.step}: {self._val_label(m)} loss {m['loss']:.4f}, bpc {m['bpc']:.4f} "
-                     f"({self.elapsed:.0f}s)")
-        if self.cfg.patience and self.bad_evals >= self.cfg.patience and not self._stop_reason():
-            return f"no val improvement in {self.cfg.patience} evaluations"
-        return None
-
-    def evaluate(self) -> dict:
-        """Score the validation split (its time counts towards --max-time), keep best.pt, log the line;
-        with --ema the averaged weights are scored and saved as best.pt."""
-        with self.ema.applied(self.model) if self.ema else contextlib.nullcontext():
-            return self._evaluate()
-
-    def _evaluate(self) -> dict:
-        self._check_nonfinite()
-        c, t0 = self.corpus, time.perf_counter()
-        args = (self.device, self.precision, self.progress_bar, "val")
-        wanted = min(self.cfg.eval_tokens or len(c.val.ids), len(c.val.ids) - 1)
-        limit = self._end.fit_tokens(self.elapsed, wanted, after=2 * self._end.save_s) or self.cfg.eval_tokens or None
-        deadline = t0 + self.cfg.max_time - self.elapsed - 2 * self._end.save_s if self.cfg.max_time else None
-        m = (evaluate_records(self.model, self.tok, c.val, c.records, *args) if c.records else
-             evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, *args,
-                            limit=limit, part=self.dist, deadline=deadline))
-        before = self.elapsed
-        self.elapsed = self.dist.agree(self.elapsed + time.perf_counter() - t0)  # rank 0's clock
-        self._window.restart_clock()  # what follows (best.pt, kept checkpoints, the line) is the next lap's
-        self._end.eval_done(int(m.get("tokens", 0)), self.elapsed - before)
-        self.last_val = m
-        rec = {"step": self.step, "split": "val", **m,  # unrounded: best figures print alike everywhere
-               "elapsed": round(self.elapsed, 2)}
-        self.dist.write(rundir.append_metrics, self.run_dir, rec)
-        if m["loss"] < self.best_val:
-            self.best_val, self.bad_evals = m["loss"], 0
-            self.best = {**m, "step": self.step}
-            self.save(rundir.BEST)
-        else:
-            self.bad_evals += 1
-        self.watchers.on_eval(rec)
-        if self.on_eval:
-            self.on_eval(rec)
-        return m
-
     # -- limits, progress and messages
     def progress(self) -> float:
         return schedule.progress(self.cfg, self.step, self._epochs(), self.elapsed, self._end.end())
@@ -348,15 +280,6 @@ class Trainer:
 
     def _estimate_total(self):
         return schedule.estimate_total(self.cfg, self.step, self.progress(), self.batcher.windows_per_epoch)
-
-    def _estimates(self) -> bool:
-        """Whether periodic evaluations score only part of the validation split (--eval-tokens)."""
-        c, limit = self.corpus, self.cfg.eval_tokens
-        return not c.records and bool(limit) and len(c.val.ids) - 1 > limit
-
-    def _val_label(self, m: dict) -> str:
-        """'val', or 'val~ (est. on N tokens)': an estimate of the run's figure (best.pt on the whole split)."""
-        return f"val~ (est. on {m['tokens']:,} tokens)" if self._estimates() else "val"
 
     def _bpc(self, loss: float) -> float:
         return loss * self.tokens_per_char / math.log(2)
