@@ -226,7 +226,7 @@ def test_split_evaluation_equals_one_process(two_ranks, tmp_path):
 
 
 def test_the_default_budget_is_off_under_torchrun_and_an_explicit_one_refused(corpus):
-    from charrnn.training.distributed import check_settings
+    from charrnn.system.launch import check_settings
     from charrnn.errors import CharrnnError
     from charrnn.settings import make_config
     cfg = make_config(corpus=str(corpus), max_time=60.0)

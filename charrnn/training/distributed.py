@@ -25,36 +25,12 @@ import torch
 import torch.distributed as dist
 
 from charrnn.errors import CharrnnError, Interrupted
-from charrnn.system.launch import env_world
+from charrnn.system.launch import check_settings, env_world, shared_error
 from charrnn.system.rng import rng_state, seed_everything
 from charrnn.training.signals import StopRequest
 
 RANK_SEED = 1_000_003  # rank r > 0 draws dropout masks from seed + r * RANK_SEED (rank 0 keeps the seed's)
 TIMEOUT = datetime.timedelta(minutes=30)
-
-
-def shared_error(msg: str) -> CharrnnError:
-    """An error every rank meets alike: rank 0 alone prints it (cli.main)."""
-    e = CharrnnError(msg)
-    e.shared = True
-    return e
-
-
-def check_settings(cfg, world: int, resuming: bool = False, given: set = frozenset()) -> str | None:
-    """What W processes cannot do, refused before any process group starts (the same on every rank).
-    The budget planner, on by default with --max-time, is turned off (the returned note says so)."""
-    if cfg.batch_size % world:
-        raise shared_error(f"--batch-size {cfg.batch_size} does not divide among {world} processes; give a "
-                           f"multiple of {world} (each rank trains batch/{world} of the streams)")
-    if getattr(cfg, "records", None):
-        raise shared_error("--records is not supported under torchrun yet; train a records corpus in one process")
-    if getattr(cfg, "budget", False) and getattr(cfg, "max_time", None) and not resuming:  # resuming never plans
-        if "budget" in given:
-            raise shared_error("--budget plans for one process and cannot be used under torchrun; give the shape "
-                               "(--layers, --hidden, --batch-size, --seq-len) or plan it with a one-process run first")
-        cfg.budget = False
-        return "--budget is off under torchrun (it plans for one process): the settings given, else the defaults"
-    return None
 
 
 class OneProcess:
