@@ -78,8 +78,8 @@ def test_without_a_time_limit_the_expected_duration_is_said_once():
     for step in range(1, 30):  # the first step warms up; then 0.5 s per step
         note.after_step(step, 5.0 + 0.5 * (step - 1), _Bar())
     # said at step 5, measured over steps 2-5 (2 s): 0.5 s per step; 995 steps left, 10 evaluations of the
-    # whole split (500 tokens) at a third of a training token's cost (0.5 s / 40 tokens / 3)
-    want = 995 * 0.5 + 10 * 500 * 0.5 / 40 / 3
+    # whole split (500 tokens) at 1 / EVAL_SPEEDUP of a training token's cost (0.5 s / 40 tokens / 2)
+    want = 995 * 0.5 + 10 * 500 * 0.5 / 40 / EndOfRun.EVAL_SPEEDUP
     assert remaining_seconds(5, 1000, 0.5, 100, 500, 0, 40) == pytest.approx(want)
     assert lines == [f"about {human(want)} for 10 epochs (1,000 steps) of lstm 2x512, batch 4 x 10 (0.5 s per step, "
                      "here); use --max-time SECONDS to bound it"]

@@ -8,10 +8,12 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from charrnn.training import memory, probe
+from charrnn.data.batching import eval_stream_count
+from charrnn.training import probe
+from charrnn.training.memory import EVAL_STREAMS
+from charrnn.training.schedule import EndOfRun
 
 MEASURE_STEPS, MEASURE_S = 10, 2.0  # measure over this many steps, or fewer once this much time has passed
-EVAL_SPEEDUP = 3.0  # an evaluation token costs about a third of a training token (forward only, no backward)
 
 
 def human(seconds: float) -> str:
@@ -29,7 +31,7 @@ def remaining_seconds(step: int, total: int, step_s: float, eval_every: int, eva
     """Seconds from ``step`` to ``total``: the steps, the periodic evaluations (eval_tokens each) and
     the final scoring of best.pt (final_tokens; 0 when the periodic ones already cover the split).
     eval_tok_s: the evaluation speed when the probe measured it (else guessed from the step time)."""
-    eval_s_per_token = 1 / eval_tok_s if eval_tok_s else step_s / max(tokens_per_step, 1) / EVAL_SPEEDUP
+    eval_s_per_token = 1 / eval_tok_s if eval_tok_s else step_s / max(tokens_per_step, 1) / EndOfRun.EVAL_SPEEDUP
     evals = total // eval_every - step // eval_every
     return (total - step) * step_s + (evals * eval_tokens + final_tokens) * eval_s_per_token
 
@@ -59,7 +61,7 @@ class DurationNote:
         """Say it now when the budget probe's cache holds this shape on this machine (no measuring)."""
         if self.done or not cache_dir:
             return
-        streams = max(1, min(memory.EVAL_STREAMS, (self.val_tokens - 1) // 4096))  # as budget.Planner keys it
+        streams = eval_stream_count(self.val_tokens - 1, max_streams=EVAL_STREAMS)  # as budget.Planner keys it
         fig = probe.cached(self.mc, self.cfg.batch_size, self.cfg.seq_len, streams, device, precision,
                            probe.ProbeCache(cache_dir))
         if fig and fig.get("step_s"):
