@@ -57,18 +57,8 @@ def run_summary(run_dir: str) -> dict:
         "steps": steps, "elapsed": elapsed,
         "best_val_bpc": best["bpc"] if best else None, "best_step": best["step"] if best else None,
         "updated": datetime.datetime.fromtimestamp(updated).isoformat(timespec="seconds"), "updated_ts": updated,
-        "training": _lock_alive(os.path.join(run_dir, rundir.LOCK)),
+        "training": rundir.lock_alive(run_dir),
     }
-
-
-def _lock_alive(path: str) -> bool:
-    try:
-        with open(path) as f:
-            pid = int(f.read().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def list_runs(checkpoint_dir: str) -> RunTable:
