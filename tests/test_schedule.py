@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from charrnn.training.duration import DurationNote, human, remaining_seconds
+from charrnn.system.progress import human_duration as human
+from charrnn.training.duration import DurationNote, remaining_seconds
 from charrnn.training.schedule import EndOfRun, estimate_total, lr_at, planned_steps, progress, stop_reason
 from charrnn.settings import make_config
 from tests.conftest import TINY_MODEL, TINY_TEXT
@@ -91,8 +92,8 @@ def test_without_a_time_limit_the_expected_duration_is_said_once():
 
 
 def test_durations_read_as_a_person_says_them():
-    assert [human(s) for s in (0.2, 45, 89, 95, 38 * 60 + 10, 2 * 3600 + 10 * 60)] == [
-        "1 s", "45 s", "89 s", "2 min", "38 min", "2 h 10 min"]
+    assert [human(s) for s in (0.2, 45, 89, 95, 38 * 60 + 10, 2 * 3600 + 10 * 60, None, math.inf)] == [
+        "1 s", "45 s", "89 s", "2 min", "38 min", "2 h 10 min", "-", "-"]
 
 
 def test_the_duration_comes_at_once_from_the_budget_probe_when_it_timed_the_shape(tmp_path):

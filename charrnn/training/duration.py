@@ -9,21 +9,12 @@ import contextlib
 import sys
 
 from charrnn.data.batching import eval_stream_count
+from charrnn.system.progress import human_duration
 from charrnn.training import probe
 from charrnn.training.memory import EVAL_STREAMS
 from charrnn.training.schedule import EndOfRun
 
 MEASURE_STEPS, MEASURE_S = 10, 2.0  # measure over this many steps, or fewer once this much time has passed
-
-
-def human(seconds: float) -> str:
-    """A duration for a person: '45 s', '38 min', '2 h 10 min'."""
-    s = int(round(seconds))
-    if s < 90:
-        return f"{max(s, 1)} s"
-    if s < 90 * 60:
-        return f"{round(s / 60)} min"
-    return f"{s // 3600} h {round(s % 3600 / 60):02d} min"
 
 
 def remaining_seconds(step: int, total: int, step_s: float, eval_every: int, eval_tokens: int,
@@ -80,7 +71,7 @@ class DurationNote:
         if by_epochs:
             what = f"{cfg.max_epochs:g} epoch{'' if cfg.max_epochs == 1 else 's'} ({what})"
         start = "for" if self.first_step == 0 else "to finish"
-        msg = (f"about {human(left)} {start} {what} of {mc.cell} {mc.layers}x{mc.hidden}, batch {cfg.batch_size} x "
+        msg = (f"about {human_duration(left)} {start} {what} of {mc.cell} {mc.layers}x{mc.hidden}, batch {cfg.batch_size} x "
                f"{cfg.seq_len} ({step_s:.3g} s per step, {source}); use --max-time SECONDS to bound it")
         with (contextlib.nullcontext() if bar is None or bar.disable else bar.external_write_mode(file=sys.stderr)):
             self.log(msg)
