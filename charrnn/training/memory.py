@@ -11,7 +11,7 @@ The estimate (bytes), for P parameters, n = batch x window tokens per step, V ou
     evaluation (weights stay resident)          S streams x 512 (2 V' + 4 h) 4 + 16 bytes per val token
 
 s is 4 bytes (fp32) or 2 (bf16), V' is V for a full softmax and the shortlist plus clusters of
-an adaptive one, S = batching.eval_streams' count (up to 32). benchmarks/memory_estimate.py checks it
+an adaptive one, S = batching.eval_stream_count (up to 32). benchmarks/memory_estimate.py checks it
 against the peak RSS of real steps (docs/BENCHMARKS.md: 1.0-1.3x).
 """
 
