@@ -72,7 +72,7 @@ def lscpu_model() -> str:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
         return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
     except (OSError, subprocess.CalledProcessError, StopIteration):
-        from charrnn.training.probe import cpu_model
+        from charrnn.system.device import cpu_model
         return cpu_model()
 
 

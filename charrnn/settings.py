@@ -14,7 +14,7 @@ import inspect
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields, make_dataclass, replace as _replace
+from dataclasses import asdict, dataclass, field, make_dataclass, replace as _replace
 from typing import Any
 
 from charrnn.errors import CharrnnError
@@ -341,7 +341,7 @@ def check_values(table, values: dict, what: str = "setting") -> dict:
         if k not in known:
             near = difflib.get_close_matches(k, known, n=1, cutoff=0.5)
             raise CharrnnError(f"unknown {what} {k!r}" + (f"; did you mean {near[0]!r}?" if near else
-                                                          f"; see the list with help() or --help"))
+                                                          "; see the list with help() or --help"))
         out[k] = known[k].check(v)
     return out
 
@@ -411,11 +411,14 @@ def check_combination(cfg) -> None:
         raise CharrnnError("--variable-len does not apply to --records (each record has its own windows); "
                            "drop --variable-len")
     if cfg.tensorboard and not installed("tensorboard"):
-        raise CharrnnError("--tensorboard needs the tensorboard package; install it with: "
-                           "pip install 'charrnn[tensorboard]' (or pip install tensorboard)")
+        raise CharrnnError(NEEDS_TENSORBOARD)
     if cfg.extend_vocab and cfg.skip_unknown:
         raise CharrnnError("--extend-vocab and --skip-unknown exclude each other: add the unseen characters or "
                            "drop them, not both")
+
+
+NEEDS_TENSORBOARD = ("--tensorboard needs the tensorboard package; install it with: "
+                     "pip install 'charrnn[tensorboard]' (or pip install tensorboard)")
 
 
 def installed(package: str) -> bool:
@@ -439,7 +442,3 @@ def with_default_limit(cfg):
     if not (cfg.max_steps or cfg.max_epochs or cfg.max_time):
         cfg.max_epochs = DEFAULT_MAX_EPOCHS
     return cfg
-
-
-def field_names(dataclass_type) -> set[str]:
-    return {f.name for f in fields(dataclass_type)}

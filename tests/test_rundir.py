@@ -59,3 +59,25 @@ def test_config_round_trip(tmp_path):
     rundir.write_config(str(tmp_path), {"hidden": 7})
     assert rundir.read_config(str(tmp_path)) == {"hidden": 7}
     assert rundir.read_config(str(tmp_path / "missing")) is None
+
+
+def test_a_lock_is_alive_only_while_a_live_process_holds_it(tmp_path):
+    d = str(tmp_path)
+    assert not rundir.lock_alive(d)  # no lock file
+    with rundir.RunLock(d):
+        assert rundir.lock_alive(d)  # held by this process
+    assert not rundir.lock_alive(d)  # released
+    lock = tmp_path / rundir.LOCK
+    lock.write_text("")  # empty: no owner (os.kill(-1, 0) would say "alive")
+    assert not rundir.lock_alive(d)
+    lock.write_text("not a pid\n")
+    assert not rundir.lock_alive(d)
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: its PID is free
+    lock.write_text(f"{child.pid}\n")
+    assert not rundir.lock_alive(d)
+    with rundir.RunLock(d):  # a stale lock is taken over
+        assert rundir.lock_alive(d)

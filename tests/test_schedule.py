@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from charrnn.training.duration import DurationNote, human, remaining_seconds
+from charrnn.system.progress import human_duration as human
+from charrnn.training.duration import DurationNote, remaining_seconds
 from charrnn.training.schedule import EndOfRun, estimate_total, lr_at, planned_steps, progress, stop_reason
 from charrnn.settings import make_config
 from tests.conftest import TINY_MODEL, TINY_TEXT
@@ -78,8 +79,8 @@ def test_without_a_time_limit_the_expected_duration_is_said_once():
     for step in range(1, 30):  # the first step warms up; then 0.5 s per step
         note.after_step(step, 5.0 + 0.5 * (step - 1), _Bar())
     # said at step 5, measured over steps 2-5 (2 s): 0.5 s per step; 995 steps left, 10 evaluations of the
-    # whole split (500 tokens) at a third of a training token's cost (0.5 s / 40 tokens / 3)
-    want = 995 * 0.5 + 10 * 500 * 0.5 / 40 / 3
+    # whole split (500 tokens) at 1 / EVAL_SPEEDUP of a training token's cost (0.5 s / 40 tokens / 2)
+    want = 995 * 0.5 + 10 * 500 * 0.5 / 40 / EndOfRun.EVAL_SPEEDUP
     assert remaining_seconds(5, 1000, 0.5, 100, 500, 0, 40) == pytest.approx(want)
     assert lines == [f"about {human(want)} for 10 epochs (1,000 steps) of lstm 2x512, batch 4 x 10 (0.5 s per step, "
                      "here); use --max-time SECONDS to bound it"]
@@ -91,8 +92,8 @@ def test_without_a_time_limit_the_expected_duration_is_said_once():
 
 
 def test_durations_read_as_a_person_says_them():
-    assert [human(s) for s in (0.2, 45, 89, 95, 38 * 60 + 10, 2 * 3600 + 10 * 60)] == [
-        "1 s", "45 s", "89 s", "2 min", "38 min", "2 h 10 min"]
+    assert [human(s) for s in (0.2, 45, 89, 95, 38 * 60 + 10, 2 * 3600 + 10 * 60, None, math.inf)] == [
+        "1 s", "45 s", "89 s", "2 min", "38 min", "2 h 10 min", "-", "-"]
 
 
 def test_the_duration_comes_at_once_from_the_budget_probe_when_it_timed_the_shape(tmp_path):

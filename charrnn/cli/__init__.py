@@ -13,16 +13,11 @@ import sys
 
 import click
 
-from charrnn.cli.options import CKPT_DIR, Command, model_doc, options
+from charrnn.cli.options import CKPT_DIR, Command, log, model_doc, options
 from charrnn.errors import CharrnnError, Interrupted
 from charrnn.settings import DEVICES, EVAL, SAMPLE, TRAIN
 from charrnn.system import clock
 from charrnn.version import __version__
-
-
-def _log(msg: str) -> None:
-    click.echo(msg, err=True)
-
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -71,14 +66,14 @@ def train(ctx, corpus, resume, **settings):
         result = api.train(corpus, **given)  # settings not given keep their defaults (or a named corpus's)
     if _other_rank():
         return  # under torchrun rank 0 alone reports
-    _log(f"done ({result.stop}) after {result.steps} steps, {result.elapsed:.0f}s")
+    log(f"done ({result.stop}) after {result.steps} steps, {result.elapsed:.0f}s")
     if result.best:
-        _log(f"best val: loss {result.best['loss']:.4f} nats/token, {result.best['bpc']:.4f} bits/char at step "
+        log(f"best val: loss {result.best['loss']:.4f} nats/token, {result.best['bpc']:.4f} bits/char at step "
              f"{result.best['step']}{' (whole split)' if result.best.get('scope') == 'all' else ''} -> "
              f"{result.best_path}")
     if result.skipped:
-        _log(f"skipped {result.skipped} batches with non-finite loss or gradient")
-    _log(f"sample with: charrnn sample {result.run_dir}")
+        log(f"skipped {result.skipped} batches with non-finite loss or gradient")
+    log(f"sample with: charrnn sample {result.run_dir}")
 
 
 @cli.command(cls=Command, groups={"prime": "prime", "as_json": "output", "interactive": "output", "device": "device"})
@@ -119,18 +114,22 @@ def sample(checkpoint, prime, as_json, interactive, device, checkpoint_dir, **op
         from charrnn.generation.interactive import Session, repl
 
         session = Session(model, opts)
-        _log(f"sampling from {model.path}; type a prime and Enter (/help: commands, Ctrl-D: quit)")
+        log(f"sampling from {model.path}; type a prime and Enter (/help: commands, Ctrl-D: quit)")
         repl(session)
         return
-    sep = model.config.records if model.config else None
+    from charrnn.data.records import records_separator
+
+    sep = records_separator(model.config) if model.config else None
     if opts["novel"]:
         from charrnn.generation.novelty import check_records_run
 
         check_records_run(model.config)
     if opts["num_samples"] == 1 and opts["beam"] is None and not as_json and temps is None and not opts["novel"]:
+        from charrnn.cli.samples import note_escapes
+
         pieces = model.stream(prime, **opts)  # a bad --prime fails here, before any output
-        _log(f"sampling from {model.path}")
-        _note_escapes(opts["stop"])
+        log(f"sampling from {model.path}")
+        note_escapes(opts["stop"], log)
         last = ""
         for piece in pieces:
             sys.stdout.write(piece)
@@ -140,13 +139,7 @@ def sample(checkpoint, prime, as_json, interactive, device, checkpoint_dir, **op
         return
     from charrnn.cli.samples import print_samples
 
-    print_samples(model, prime, opts, temps, as_json, sep, _log)
-
-
-def _note_escapes(stops) -> None:
-    for s in stops:
-        if "\\n" in s or "\\t" in s:
-            _log(f"note: --stop {s!r} holds a backslash, not a line break or tab; in bash write $'\\n' for one")
+    print_samples(model, prime, opts, temps, as_json, sep, log)
 
 
 def _end_line(text: str) -> None:

@@ -59,6 +59,11 @@ class Command(click.Command):
                     formatter.write_dl(rows)
 
 
+def log(msg: str) -> None:
+    """A diagnostic line on stderr (generated text and --json go to stdout)."""
+    click.echo(msg, err=True)
+
+
 def sections(command: click.Command, params) -> list[tuple[str, list]]:
     """The options among ``params`` under their headings, as --help lists them: [("Data options",
     [...]), ...]; one "Options" section for a command without topics."""

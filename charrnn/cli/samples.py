@@ -19,6 +19,13 @@ def _record_line(text: str, sep: str) -> str:
     return body + ("\n" if sep == "\n" else sep if sep.endswith("\n") else sep + "\n")
 
 
+def note_escapes(stops, log) -> None:
+    """A note for each --stop that holds a written backslash-n or backslash-t (the shell passed it as is)."""
+    for s in stops:
+        if "\\n" in s or "\\t" in s:
+            log(f"note: --stop {s!r} holds a backslash, not a line break or tab; in bash write $'\\n' for one")
+
+
 def print_samples(model, prime: str, opts: dict, temps: tuple | None, as_json: bool, sep: str | None, log) -> None:
     from charrnn.generation.novelty import mark, summary
 
@@ -33,9 +40,7 @@ def print_samples(model, prime: str, opts: dict, temps: tuple | None, as_json: b
     n = opts["num_samples"]
     log(f"sampling from {model.path}" + (f" ({n} samples)" if n > 1 else "")
         + (f" at {len(temps)} temperatures" if temps else ""))
-    for s in opts["stop"]:
-        if "\\n" in s or "\\t" in s:
-            log(f"note: --stop {s!r} holds a backslash, not a line break or tab; in bash write $'\\n' for one")
+    note_escapes(opts["stop"], log)
     marks = []
     for t in temps or (opts["temp"],):
         samples = model.generate(prime, **{**opts, "temp": t, "novel": False})

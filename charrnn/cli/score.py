@@ -14,14 +14,9 @@ import sys
 
 import click
 
-from charrnn.cli.options import Command, CKPT_DIR, model_doc, options
+from charrnn.cli.options import Command, CKPT_DIR, log, model_doc, options
 from charrnn.errors import CharrnnError
 from charrnn.settings import DEVICES, SCORE
-
-
-def _log(msg: str) -> None:
-    click.echo(msg, err=True)
-
 
 
 @click.command(name="score", cls=Command, groups={"as_json": "output", "device": "device"})
@@ -67,7 +62,7 @@ def _score_arguments(args, checkpoint, checkpoint_dir) -> tuple:
     from charrnn.system.rundir import find_checkpoint
 
     if checkpoint is not None:
-        _log("note: --checkpoint is deprecated and goes away in the next release; give the model first: "
+        log("note: --checkpoint is deprecated and goes away in the next release; give the model first: "
              f"charrnn score {checkpoint} FILE...")
         if not args:
             raise click.UsageError("give a FILE to score ('-': standard input)")
@@ -110,16 +105,16 @@ def _score_file(model, file: str, as_json: bool, opts: dict, several: bool) -> N
         records = model.score(decode_text(raw, "<stdin>", "input"), **opts)
     else:
         records = model.score(file=file, **opts)
-    _log(f"scored {len(records):,} lines of {'standard input' if file == '-' else file} with {model.path}"
+    log(f"scored {len(records):,} lines of {'standard input' if file == '-' else file} with {model.path}"
          + (" (each line on its own)" if opts["independent"] else ""))
     if opts["skip_unknown"]:
-        _log(f"skipped {sum(r['skipped'] for r in records):,} characters the model never saw")
+        log(f"skipped {sum(r['skipped'] for r in records):,} characters the model never saw")
     chars, nll = sum(r["chars"] for r in records), sum(r["nll"] for r in records)
     total = f"{nll / math.log(2) / chars:.4f} bits/char" if chars else "no characters scored"
     if as_json:
         for r in records:
             click.echo(json.dumps({**r, "file": file} if several else r, ensure_ascii=False))
-        _log(f"total: {chars:,} characters, {total}")
+        log(f"total: {chars:,} characters, {total}")
         return
     width = max(4, len(str(len(records))))
     click.echo(f"{'line':>{width}}  {'chars':>6}  {'bpc':>6}  text")

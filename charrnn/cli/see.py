@@ -12,13 +12,9 @@ import os
 
 import click
 
-from charrnn.cli.options import CKPT_DIR, checkpoint_dir_option
+from charrnn.cli.options import CKPT_DIR, checkpoint_dir_option, log
 
 JSON = click.option("--json", "as_json", is_flag=True, default=False, help="Print JSON on stdout instead of a report.")
-
-
-def _log(msg: str) -> None:
-    click.echo(msg, err=True)
 
 
 @click.command(name="inspect")
@@ -65,7 +61,7 @@ def runs_cmd(run, as_json, checkpoint_dir):
     if as_json:
         click.echo(json.dumps(table, ensure_ascii=False, indent=2))
     elif not table:
-        _log(f"no runs under '{checkpoint_dir}/' yet; start one with: charrnn train")
+        log(f"no runs under '{checkpoint_dir}/' yet; start one with: charrnn train")
     else:
         click.echo(str(table))
 
@@ -86,7 +82,7 @@ def plot_cmd(runs, out, checkpoint_dir):
     """
     from charrnn.reports.calls import plot
 
-    _log(f"wrote {plot(*runs, checkpoint_dir=checkpoint_dir).save(out)}")
+    log(f"wrote {plot(*runs, checkpoint_dir=checkpoint_dir).save(out)}")
 
 
 @click.command(name="viz")
@@ -121,11 +117,11 @@ def viz_cmd(checkpoint, file, text, out, max_chars, layer, unit, state, skip_unk
                      skip_unknown=skip_unknown)
     page.save(out)
     for note in page.notes:
-        _log(f"note: {note}")
-    _log(f"wrote {out} ({page.bytes / 1e6:.1f} MB, {page.chars:,} characters, {page.bpc:.3f} bits/char "
+        log(f"note: {note}")
+    log(f"wrote {out} ({page.bytes / 1e6:.1f} MB, {page.chars:,} characters, {page.bpc:.3f} bits/char "
          f"from {model.path})")
     if page.corr:
         best = max(page.corr, key=lambda c: abs(c["r"]))
-        _log(f"most correlated: layer {best['layer']} {best['state']}[{best['unit']}] with {best['feature']} "
+        log(f"most correlated: layer {best['layer']} {best['state']}[{best['unit']}] with {best['feature']} "
              f"(r = {best['r']:+.2f})")
-    _log(f"open file://{os.path.abspath(out)}")
+    log(f"open file://{os.path.abspath(out)}")

@@ -52,6 +52,15 @@ class StreamBatcher:
         return False
 
 
+def eval_stream_count(n_targets: int, limit: int | None = None, max_streams: int = 32, min_len: int = 4096) -> int:
+    """How many streams ``eval_layout`` cuts ``n_targets`` targets into: one per ``min_len`` tokens
+    (at least one, at most ``max_streams``); with ``limit`` below the text, one per 512 of the limit.
+    Pure arithmetic, so memory and duration estimates use the same rule without torch."""
+    if limit and n_targets > limit:
+        return int(max(1, min(max_streams, limit // 512)))  # blocks of 512 tokens or more
+    return int(max(1, min(max_streams, n_targets // min_len)))
+
+
 def eval_streams(ids: np.ndarray, max_streams: int = 32, min_len: int = 4096, limit: int | None = None):
     """Lay out a split for one stateful pass that scores every target once: (x, y), both (S, L).
 
@@ -76,15 +85,14 @@ def eval_layout(ids: np.ndarray, max_streams: int = 32, min_len: int = 4096, lim
     n = len(ids) - 1
     if n < 1:
         raise CharrnnError("the text to evaluate is too short: it needs at least two tokens")
+    s = eval_stream_count(n, limit, max_streams, min_len)
     if limit and n > limit:
-        s = int(max(1, min(max_streams, limit // 512)))  # blocks of 512 tokens or more
         length = limit // s
         starts = [(n - length) * i // max(s - 1, 1) for i in range(s)]
         x = np.stack([np.asarray(ids[a:a + length], np.int64) for a in starts])
         y = np.stack([np.asarray(ids[a + 1:a + length + 1], np.int64) for a in starts])
         x, y = torch.from_numpy(x), torch.from_numpy(y)
     else:
-        s = int(max(1, min(max_streams, n // min_len)))
         length = -(-n // s)
         starts = [i * length for i in range(s)]
         xf = np.zeros(s * length, np.int64)

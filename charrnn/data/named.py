@@ -23,7 +23,7 @@ import zipfile
 import zlib
 
 from charrnn.errors import CharrnnError
-from charrnn.system.fileio import atomic_file
+from charrnn.system.fileio import atomic_file, disk_op
 from charrnn.system.progress import progress_bar, show_progress
 from charrnn.version import __version__
 
@@ -254,14 +254,6 @@ def _atomic(dest: str):
     return atomic_file(dest, DATA_FIX, suffix=".part")
 
 
-def _disk(op, tmp: str):
-    try:
-        return op()
-    except OSError as err:  # raised as CharrnnError: not mistaken for a network error
-        raise CharrnnError(f"cannot write '{tmp}': {err.strerror}; free some disk space "
-                           "or set CHARRNN_DATA to another directory") from None
-
-
 def _stream(read, out, limit: int, bar=None) -> tuple[str, int]:
     """Copy read() to OUT, hashing; stops once past LIMIT bytes. Returns (sha256 hex digest, bytes)."""
     h, got = hashlib.sha256(), 0
@@ -271,7 +263,7 @@ def _stream(read, out, limit: int, bar=None) -> tuple[str, int]:
             break
         got += len(chunk)
         h.update(chunk)
-        _disk(lambda: out.write(chunk), out.name)
+        disk_op(lambda: out.write(chunk), out.name, "set CHARRNN_DATA to another directory")
         if bar is not None:
             bar.update(len(chunk))
     return h.hexdigest(), got

@@ -8,12 +8,12 @@ only when a checkpoint is loaded. The table of runs is reports/runs.py.
 
 from __future__ import annotations
 
-import math
 import os
 import textwrap
 
 from charrnn.model.sizes import GATES, rnn_layer_count
 from charrnn.system import rundir
+from charrnn.system.progress import human_duration
 
 def bias_note(cell: str) -> str:
     g, article = {"lstm": ("4", "an"), "gru": ("3", "a"), "rnn": ("", "an")}[cell]
@@ -122,17 +122,6 @@ def inspect_checkpoint(path: str) -> Inspection:
     })
 
 
-def fmt_duration(seconds) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
 def regularisers(m: dict) -> str:
     """The training-time regularisers beyond --dropout, as the report's model line names them."""
     parts = [" (locked)" if m.get("locked_dropout") else ""]
@@ -165,7 +154,7 @@ def format_report(info: dict) -> str:
     epoch = f" (in epoch {tr['epoch'] + 1})" if isinstance(tr["epoch"], int) else ""
     tokens = f", {tr['tokens']:,} tokens" if tr["tokens"] is not None else ""
     out.append(f"  steps       {tr['steps']:,}{epoch}{tokens}")
-    out.append(f"  wall time   {fmt_duration(tr['elapsed'])} (training and evaluation)")
+    out.append(f"  wall time   {human_duration(tr['elapsed'])} (training and evaluation)")
     unresolved = "" if tr["device_recorded"] else " (as asked for: this checkpoint does not record what they resolved to)"
     out.append(f"  device      {tr['device'] or '-'}, {tr['precision'] or '-'}{unresolved}")
     if tr["best_val_bpc"] is not None:

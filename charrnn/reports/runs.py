@@ -9,7 +9,7 @@ import datetime
 import os
 
 from charrnn.errors import CharrnnError
-from charrnn.reports.inspect import fmt_duration
+from charrnn.system.progress import human_duration
 from charrnn.system import rundir
 
 
@@ -57,18 +57,8 @@ def run_summary(run_dir: str) -> dict:
         "steps": steps, "elapsed": elapsed,
         "best_val_bpc": best["bpc"] if best else None, "best_step": best["step"] if best else None,
         "updated": datetime.datetime.fromtimestamp(updated).isoformat(timespec="seconds"), "updated_ts": updated,
-        "training": _lock_alive(os.path.join(run_dir, rundir.LOCK)),
+        "training": rundir.lock_alive(run_dir),
     }
-
-
-def _lock_alive(path: str) -> bool:
-    try:
-        with open(path) as f:
-            pid = int(f.read().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def list_runs(checkpoint_dir: str) -> RunTable:
@@ -90,7 +80,7 @@ def list_runs(checkpoint_dir: str) -> RunTable:
 def format_runs(runs: list[dict]) -> str:
     head = ("name", "corpus", "tokenizer", "model", "steps", "time", "best val bpc", "updated")
     body = [(r["name"] + (" *" if r["training"] else ""), r["corpus"], r["tokenizer"], r["model"],
-             f"{r['steps']:,}" if r["steps"] is not None else "-", fmt_duration(r["elapsed"]),
+             f"{r['steps']:,}" if r["steps"] is not None else "-", human_duration(r["elapsed"]),
              f"{r['best_val_bpc']:.4f}" if r["best_val_bpc"] is not None else "-",
              r["updated"].replace("T", " ")[:16]) for r in runs]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]

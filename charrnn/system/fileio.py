@@ -39,7 +39,7 @@ def atomic_file(path: str, fix: str = CKPT_FIX, suffix: str = ".tmp"):
     try:
         os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp makes files private; give the usual mode
         yield f  # an error of the caller's own passes through unchanged (the temp file is deleted)
-        _disk(lambda: (f.flush(), os.fsync(f.fileno()), f.close(), os.replace(tmp, path)), path, fix)
+        disk_op(lambda: (f.flush(), os.fsync(f.fileno()), f.close(), os.replace(tmp, path)), path, fix)
     except BaseException:  # errors and Ctrl-C alike: a partial file never stays behind
         f.close()
         with contextlib.suppress(OSError):
@@ -53,7 +53,9 @@ def atomic_file(path: str, fix: str = CKPT_FIX, suffix: str = ".tmp"):
             os.close(dfd)
 
 
-def _disk(op, path: str, fix: str):
+def disk_op(op, path: str, fix: str):
+    """``op()``, an OSError (a full disk) raised as one line naming ``path`` and ``fix``, not a traceback
+    (and, for a download, not mistaken for a network error)."""
     try:
         return op()
     except OSError as e:
@@ -63,7 +65,7 @@ def _disk(op, path: str, fix: str):
 
 def atomic_write_bytes(data: bytes, path: str, fix: str = CKPT_FIX) -> None:
     with atomic_file(path, fix) as f:
-        _disk(lambda: f.write(data), path, fix)
+        disk_op(lambda: f.write(data), path, fix)
 
 
 def atomic_save(obj, path: str) -> None:

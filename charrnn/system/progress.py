@@ -1,8 +1,9 @@
 """Progress bars and where output goes: a tqdm bar on stderr on a terminal, tqdm's widget in a notebook,
-nothing when output is piped. Imports no torch (the named-corpus download uses it too)."""
+nothing when output is piped; durations as a person reads them. Imports no torch (the named-corpus download uses it too)."""
 
 from __future__ import annotations
 
+import math
 import sys
 
 
@@ -40,3 +41,15 @@ def stderr_is_terminal() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def human_duration(seconds: float | None) -> str:
+    """A duration for a person: '45 s', '38 min', '2 h 10 min' ('-' when unknown)."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    s = int(round(seconds))
+    if s < 90:
+        return f"{max(s, 1)} s"
+    if s < 90 * 60:
+        return f"{round(s / 60)} min"
+    return f"{s // 3600} h {round(s % 3600 / 60):02d} min"

@@ -89,11 +89,7 @@ class RunLock:
         raise CharrnnError(f"could not take the lock '{self.path}'; remove it if no training is running")
 
     def _owner(self):
-        try:
-            with open(self.path) as f:
-                return int(f.read().strip() or -1)
-        except (OSError, ValueError):
-            return None
+        return _lock_pid(self.path)
 
     def __exit__(self, *exc):
         if self.held and self._owner() == os.getpid():
@@ -104,7 +100,24 @@ class RunLock:
         self.held = False
 
 
+def lock_alive(run_dir: str) -> bool:
+    """Whether a live process holds the run's lock (a charrnn train is running there)."""
+    pid = _lock_pid(os.path.join(run_dir, LOCK))
+    return pid is not None and _pid_alive(pid)
+
+
+def _lock_pid(path: str) -> int | None:
+    """The PID a lock file holds (-1: empty), or None without a readable one."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or -1)
+    except (OSError, ValueError):
+        return None
+
+
 def _pid_alive(pid: int) -> bool:
+    if pid <= 0:  # an empty or broken lock file: os.kill would signal a group (0) or every process (-1)
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -29,7 +29,7 @@ import os
 import time
 from dataclasses import replace
 
-from charrnn.data.batching import check_fits
+from charrnn.data.batching import check_fits, eval_stream_count
 from charrnn.errors import CharrnnError
 from charrnn.model import sizes
 from charrnn.model.network import ModelConfig
@@ -218,7 +218,7 @@ class Planner:
             return
         cache = probe.ProbeCache(self.cache_dir)
         val = len(self.corpus.val.ids)
-        streams = max(1, min(memory.EVAL_STREAMS, (val - 1) // 4096))
+        streams = eval_stream_count(val - 1, max_streams=memory.EVAL_STREAMS)
         hits = []
 
         def speed(o):

@@ -8,20 +8,13 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from charrnn.training import memory, probe
+from charrnn.data.batching import eval_stream_count
+from charrnn.system.progress import human_duration
+from charrnn.training import probe
+from charrnn.training.memory import EVAL_STREAMS
+from charrnn.training.schedule import EndOfRun
 
 MEASURE_STEPS, MEASURE_S = 10, 2.0  # measure over this many steps, or fewer once this much time has passed
-EVAL_SPEEDUP = 3.0  # an evaluation token costs about a third of a training token (forward only, no backward)
-
-
-def human(seconds: float) -> str:
-    """A duration for a person: '45 s', '38 min', '2 h 10 min'."""
-    s = int(round(seconds))
-    if s < 90:
-        return f"{max(s, 1)} s"
-    if s < 90 * 60:
-        return f"{round(s / 60)} min"
-    return f"{s // 3600} h {round(s % 3600 / 60):02d} min"
 
 
 def remaining_seconds(step: int, total: int, step_s: float, eval_every: int, eval_tokens: int,
@@ -29,7 +22,7 @@ def remaining_seconds(step: int, total: int, step_s: float, eval_every: int, eva
     """Seconds from ``step`` to ``total``: the steps, the periodic evaluations (eval_tokens each) and
     the final scoring of best.pt (final_tokens; 0 when the periodic ones already cover the split).
     eval_tok_s: the evaluation speed when the probe measured it (else guessed from the step time)."""
-    eval_s_per_token = 1 / eval_tok_s if eval_tok_s else step_s / max(tokens_per_step, 1) / EVAL_SPEEDUP
+    eval_s_per_token = 1 / eval_tok_s if eval_tok_s else step_s / max(tokens_per_step, 1) / EndOfRun.EVAL_SPEEDUP
     evals = total // eval_every - step // eval_every
     return (total - step) * step_s + (evals * eval_tokens + final_tokens) * eval_s_per_token
 
@@ -59,7 +52,7 @@ class DurationNote:
         """Say it now when the budget probe's cache holds this shape on this machine (no measuring)."""
         if self.done or not cache_dir:
             return
-        streams = max(1, min(memory.EVAL_STREAMS, (self.val_tokens - 1) // 4096))  # as budget.Planner keys it
+        streams = eval_stream_count(self.val_tokens - 1, max_streams=EVAL_STREAMS)  # as budget.Planner keys it
         fig = probe.cached(self.mc, self.cfg.batch_size, self.cfg.seq_len, streams, device, precision,
                            probe.ProbeCache(cache_dir))
         if fig and fig.get("step_s"):
@@ -78,7 +71,7 @@ class DurationNote:
         if by_epochs:
             what = f"{cfg.max_epochs:g} epoch{'' if cfg.max_epochs == 1 else 's'} ({what})"
         start = "for" if self.first_step == 0 else "to finish"
-        msg = (f"about {human(left)} {start} {what} of {mc.cell} {mc.layers}x{mc.hidden}, batch {cfg.batch_size} x "
+        msg = (f"about {human_duration(left)} {start} {what} of {mc.cell} {mc.layers}x{mc.hidden}, batch {cfg.batch_size} x "
                f"{cfg.seq_len} ({step_s:.3g} s per step, {source}); use --max-time SECONDS to bound it")
         with (contextlib.nullcontext() if bar is None or bar.disable else bar.external_write_mode(file=sys.stderr)):
             self.log(msg)

@@ -11,7 +11,7 @@ The estimate (bytes), for P parameters, n = batch x window tokens per step, V ou
     evaluation (weights stay resident)          S streams x 512 (2 V' + 4 h) 4 + 16 bytes per val token
 
 s is 4 bytes (fp32) or 2 (bf16), V' is V for a full softmax and the shortlist plus clusters of
-an adaptive one, S = batching.eval_streams' count (up to 32). benchmarks/memory_estimate.py checks it
+an adaptive one, S = batching.eval_stream_count (up to 32). benchmarks/memory_estimate.py checks it
 against the peak RSS of real steps (docs/BENCHMARKS.md: 1.0-1.3x).
 """
 
@@ -41,7 +41,9 @@ def estimate(*, vocab: int, cell: str, layers: int, hidden: int, emb: int, batch
     state = 16 * P + 4 * P + (2 * P if precision == "bf16" else 0) + (4 * P if ema else 0)
     acts = n * (2 * emb + layers * ACT_PER_H[cell] * hidden) * s + n * hidden * 2 * 4
     logits = 3 * n * w * 4 + (n * w * s if s != 4 else 0)
-    streams = max(1, min(EVAL_STREAMS, val_tokens // 4096)) if val_tokens else EVAL_STREAMS
+    from charrnn.data.batching import eval_stream_count  # here: importing this module stays torch-free
+
+    streams = eval_stream_count(val_tokens - 1, max_streams=EVAL_STREAMS) if val_tokens else EVAL_STREAMS
     evaluation = streams * EVAL_WINDOW * (2 * w + 4 * hidden) * 4 + 16 * val_tokens
     data = 4 * device_data_tokens
     fixed = int(RUNTIME.get(device, RUNTIME["cpu"]))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 from dataclasses import asdict, replace
@@ -35,6 +34,7 @@ import torch
 
 from charrnn.model.heads import resolve_head
 from charrnn.model.network import RNNLM
+from charrnn.system.device import cpu_model
 from charrnn.system.fileio import atomic_write_bytes
 from charrnn.training.step import make_optimizer
 
@@ -45,17 +45,6 @@ CACHE_FILE = "budget-probe.json"
 CACHE_VERSION = 3  # 2: two-window timing; 3: keyed by the vocabulary's bucket, not its size
 VOCAB_BUCKET = 256  # the smallest vocabulary timed (every char and byte vocabulary)
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def machine_key(device: torch.device, precision: str) -> str:

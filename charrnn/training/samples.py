@@ -14,9 +14,10 @@ from __future__ import annotations
 import sys
 
 from charrnn.generation.sample import Job, sample_options
+from charrnn.settings import SAMPLE, defaults
 
 SAMPLE_RECORDS = 5   # records per sample of a --records run
-SAMPLE_TEMP = 0.8    # sampling's default temperature (settings.SAMPLE)
+SAMPLE_TEMP = defaults(SAMPLE)["temp"]  # sampling's default temperature
 
 
 def training_sample(model, tokenizer, cfg, device) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 from charrnn.errors import CharrnnError
+from charrnn.settings import NEEDS_TENSORBOARD
 
 DIR = "tensorboard"
 TRAIN_SCALARS = ("loss", "bpc", "lr", "grad_norm", "tok_s")  # metrics.jsonl keys of a train line
@@ -21,8 +22,7 @@ class Board:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise CharrnnError("--tensorboard needs the tensorboard package; install it with: "
-                               "pip install 'charrnn[tensorboard]' (or pip install tensorboard)") from None
+            raise CharrnnError(NEEDS_TENSORBOARD) from None
         # events after the checkpoint (step) are dropped: TensorBoard purges steps >= purge_step
         self.writer = SummaryWriter(os.path.join(run_dir, DIR), purge_step=step + 1 if step > 0 else None)
 
