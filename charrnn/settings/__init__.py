@@ -1,0 +1,14 @@
+"""Every setting defined once: the declarative tables behind the CLI flags (grouped by topic in
+``--help``), the API's keywords, validation, the resume rule and the flag tables of docs/cli/.
+Imports no torch (fast ``--help``).
+
+Adding a training setting is one ``Setting(...)`` entry in TRAIN (tables.py); the click option, the
+``charrnn.train(...)`` keyword, its validation and whether ``--resume`` may change it all follow.
+"""
+
+from charrnn.settings.run import (NEEDS_TENSORBOARD, PREDATED, TrainConfig, apply_changes,  # noqa: F401
+                                  check_combination, config_from_saved, installed, make_config, with_default_limit)
+from charrnn.settings.setting import (CELLS, CHECKPOINT_DIR, DEFAULT_MAX_EPOCHS, DEVICES, ESCAPES,  # noqa: F401
+                                      GROUPS, HEADS, PRECISIONS, SPLITS, TOKENIZERS, Setting, by_name,
+                                      check_values, defaults, grouped, help_lines, signature, unescape)
+from charrnn.settings.tables import DYNAMIC, EVAL, SAMPLE, SCORE, SCORING_PRECISION, TRAIN  # noqa: F401
