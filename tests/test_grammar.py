@@ -158,6 +158,23 @@ def test_the_full_figure_wins_even_when_an_estimate_was_lower(tmp_path):
     assert rundir.full_best(str(run), {"step": 20, "bpc": 4.6})["bpc"] == 4.6  # no full line for step 20
 
 
+def test_a_figure_max_time_left_unscored_is_an_estimate_wherever_shown(runs, cli, tmp_path, monkeypatch):
+    """When --max-time leaves no time to score best.pt on the whole split, the run's figure is its best
+    periodic estimate, written as such ("scope": "estimate") and shown with its mark by runs and inspect."""
+    ckdir, _, _, _ = runs
+    shutil.copytree(ckdir / "alpha", tmp_path / "ck" / "alpha")
+    run = tmp_path / "ck" / "alpha"
+    kept = [r for r in rundir.read_metrics(run) if r.get("scope") != "all"]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    best = rundir.best_from_metrics(run)
+    rundir.append_metrics(str(run), {**best, "scope": "estimate"})
+    assert rundir.best_from_metrics(run)["scope"] == "estimate"
+    r = cli("runs", "--checkpoint-dir", tmp_path / "ck")
+    assert r.code == 0 and f"{best['bpc']:.4f}~" in r.out and "~ an estimate on part of the validation" in r.out
+    r = cli("inspect", "alpha", "--checkpoint-dir", tmp_path / "ck")
+    assert r.code == 0 and f"{best['bpc']:.4f} bits/char" in r.out and "est. on 64 tokens" in r.out
+
+
 def test_resume_takes_a_run_name_and_a_finished_run_keeps_its_figure(runs, cli, tmp_path):
     ckdir, _, train_err, _ = runs
     shutil.copytree(ckdir / "alpha", tmp_path / "ck" / "alpha")  # resume rewrites metrics.jsonl and config.json

@@ -68,7 +68,8 @@ def train(ctx, corpus, resume, **settings):
         return  # under torchrun rank 0 alone reports
     log(f"done ({result.stop}) after {result.steps} steps, {result.elapsed:.0f}s")
     if result.best:
-        log(f"best val: loss {result.best['loss']:.4f} nats/token, {result.best['bpc']:.4f} bits/char at step "
+        est = f"~ (est. on {result.best['tokens']:,} tokens)" if result.best.get("scope") == "estimate" else ""
+        log(f"best val{est}: loss {result.best['loss']:.4f} nats/token, {result.best['bpc']:.4f} bits/char at step "
              f"{result.best['step']}{' (whole split)' if result.best.get('scope') == 'all' else ''} -> "
              f"{result.best_path}")
     if result.skipped:

@@ -84,7 +84,8 @@ def training_summary(ckpt: dict, run_dir: str | None = None) -> dict:
         "device": ts.get("device", run.get("device")), "precision": ts.get("precision", run.get("precision")),
         "device_recorded": "device" in ts,
         "best_val_bpc": best.get("bpc"), "best_val_loss": best.get("loss"), "best_step": best.get("step"),
-        "best_val_whole_split": best.get("scope") == "all", "best_val_tokens": best.get("tokens"),
+        "best_val_whole_split": best.get("scope") == "all", "best_val_estimate": best.get("scope") == "estimate",
+        "best_val_tokens": best.get("tokens"),
         "last_val_bpc": last.get("bpc"), "last_val_tokens": last.get("tokens"), "skipped": ts.get("skipped"),
         "corpus": run.get("corpus"), "init_from": run.get("init_from"),
     }
@@ -158,8 +159,11 @@ def format_report(info: dict) -> str:
     unresolved = "" if tr["device_recorded"] else " (as asked for: this checkpoint does not record what they resolved to)"
     out.append(f"  device      {tr['device'] or '-'}, {tr['precision'] or '-'}{unresolved}")
     if tr["best_val_bpc"] is not None:
+        scope = " (whole split)" if tr.get("best_val_whole_split") else (
+            f" (est. on {tr['best_val_tokens']:,} tokens: --max-time left no time for the whole split)"
+            if tr.get("best_val_estimate") else "")
         out.append(f"  best val    {tr['best_val_bpc']:.4f} bits/char (loss {tr['best_val_loss']:.4f}) "
-                   f"at step {tr['best_step']:,}{' (whole split)' if tr.get('best_val_whole_split') else ''}")
+                   f"at step {tr['best_step']:,}{scope}")
     if tr["last_val_bpc"] is not None:
         part = tr.get("last_val_tokens") or 0
         est = f" (est. on {part:,} tokens)" if tr.get("best_val_whole_split") and part < tr["best_val_tokens"] else ""

@@ -56,6 +56,7 @@ def run_summary(run_dir: str) -> dict:
         "model": f"{cell} {layers}x{hidden}" if cell else "?",
         "steps": steps, "elapsed": elapsed,
         "best_val_bpc": best["bpc"] if best else None, "best_step": best["step"] if best else None,
+        "best_val_estimate": bool(best) and best.get("scope") == "estimate",
         "updated": datetime.datetime.fromtimestamp(updated).isoformat(timespec="seconds"), "updated_ts": updated,
         "training": rundir.lock_alive(run_dir),
     }
@@ -81,7 +82,8 @@ def format_runs(runs: list[dict]) -> str:
     head = ("name", "corpus", "tokenizer", "model", "steps", "time", "best val bpc", "updated")
     body = [(r["name"] + (" *" if r["training"] else ""), r["corpus"], r["tokenizer"], r["model"],
              f"{r['steps']:,}" if r["steps"] is not None else "-", human_duration(r["elapsed"]),
-             f"{r['best_val_bpc']:.4f}" if r["best_val_bpc"] is not None else "-",
+             (f"{r['best_val_bpc']:.4f}" + ("~" if r.get("best_val_estimate") else "")) if r["best_val_bpc"] is not None
+             else "-",
              r["updated"].replace("T", " ")[:16]) for r in runs]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
     right = {4, 5, 6}
@@ -89,6 +91,9 @@ def format_runs(runs: list[dict]) -> str:
              for row in [head, *body]]
     if any(r["training"] for r in runs):
         lines.append("* still training")
+    if any(r.get("best_val_estimate") for r in runs):
+        lines.append("~ an estimate on part of the validation split (--max-time left no time for all of it; "
+                     "charrnn eval scores it whole)")
     return "\n".join(lines)
 
 

@@ -171,19 +171,21 @@ def read_metrics(run_dir: str) -> list[dict]:
 def full_best(run_dir: str, best: dict | None) -> dict | None:
     """A run's best validation figure: best.pt scored on the whole validation split, the "scope":
     "all" line the trainer writes to metrics.jsonl when training ends (periodic evaluations under
-    --eval-tokens are estimates on part of it); ``best`` as it is when no such line is for its step."""
+    --eval-tokens are estimates on part of it); when --max-time left no time for that, the "scope":
+    "estimate" line of the best periodic evaluation (shown as an estimate everywhere); ``best`` as it is
+    when no such line is for its step."""
     if not best or not isinstance(best.get("step"), int):
         return best
-    full = [r for r in read_metrics(run_dir) if r.get("split") == "val" and r.get("scope") == "all"
+    full = [r for r in read_metrics(run_dir) if r.get("split") == "val" and r.get("scope") in ("all", "estimate")
             and r["step"] == best["step"] and isinstance(r.get("bpc"), (int, float))]
-    return full[-1] if full else best
+    return full[-1] if full else best  # "scope": "estimate": --max-time left no time to score all of it
 
 
 def best_from_metrics(run_dir: str, metrics: list[dict] | None = None) -> dict | None:
     """The best validation figure from metrics.jsonl alone: the evaluation with the lowest loss (the
     one best.pt holds), scored on the whole split when the run wrote that line (full_best)."""
     metrics = read_metrics(run_dir) if metrics is None else metrics
-    val = [r for r in metrics if r.get("split") == "val" and r.get("scope") != "all"
+    val = [r for r in metrics if r.get("split") == "val" and r.get("scope") not in ("all", "estimate")
            and isinstance(r.get("loss"), (int, float)) and isinstance(r.get("bpc"), (int, float))]
     return full_best(run_dir, min(val, key=lambda r: r["loss"])) if val else None
 

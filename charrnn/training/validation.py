@@ -69,6 +69,9 @@ class Validation:
         if self._end.fit_tokens(self.elapsed + self._end.save_s, len(c.val.ids) - 1) is not None:  # --max-time
             self.log(f"best.pt was scored on {self.best.get('tokens', limit):,} of the {len(c.val.ids) - 1:,} "
                      f"validation tokens: all of them would not fit in --max-time ('charrnn eval' scores them)")
+            self.best = {**self.best, "scope": "estimate"}  # the run's figure, said to be one wherever shown
+            self.dist.write(rundir.append_metrics, self.run_dir, {**self.best, "split": "val",
+                                                                  "elapsed": round(self.elapsed, 2)})
             return
         t0 = time.perf_counter()
         best = self.dist.from_main(lambda: load_checkpoint(os.path.join(self.run_dir, rundir.BEST))["model"])
