@@ -12,6 +12,7 @@ import os
 import textwrap
 
 from charrnn.model.sizes import GATES, rnn_layer_count
+from charrnn.reports import Shown
 from charrnn.system import rundir
 from charrnn.system.progress import human_duration
 
@@ -91,14 +92,11 @@ def training_summary(ckpt: dict, run_dir: str | None = None) -> dict:
     }
 
 
-class Inspection(dict):
+class Inspection(Shown, dict):
     """The dict of ``inspect_checkpoint``; printed (or shown in a notebook) it is the report."""
 
-    def __str__(self) -> str:
+    def render(self) -> str:
         return format_report(self)
-
-    def _repr_pretty_(self, p, cycle) -> None:  # IPython / Jupyter
-        p.text(str(self))
 
 
 def inspect_checkpoint(path: str) -> Inspection:

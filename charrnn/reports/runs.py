@@ -9,18 +9,16 @@ import datetime
 import os
 
 from charrnn.errors import CharrnnError
-from charrnn.system.progress import human_duration
+from charrnn.reports import Shown
 from charrnn.system import rundir
+from charrnn.system.progress import human_duration
 
 
-class RunTable(list):
+class RunTable(Shown, list):
     """The rows of ``list_runs`` (dicts); printed (or shown in a notebook) it is the table."""
 
-    def __str__(self) -> str:
+    def render(self) -> str:
         return format_runs(self)
-
-    def _repr_pretty_(self, p, cycle) -> None:  # IPython / Jupyter
-        p.text(str(self))
 
 
 def run_summary(run_dir: str) -> dict:
