@@ -17,7 +17,7 @@ from tests.conftest import TINY_MODEL, train_tiny
 
 # --eval-tokens below the validation split (TINY_TEXT's 5% is ~220 tokens): periodic evaluations are
 # estimates and the run's figure is best.pt scored on the whole split at the end
-SETTINGS = [*TINY_MODEL, "--max-steps", "20", "--eval-tokens", "64"]
+SETTINGS = [*TINY_MODEL, "--max-steps", "20", "--eval-tokens", "64", "--eval-every", "10"]
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +136,9 @@ def test_one_best_validation_figure_everywhere(runs, cli):
     assert len(full) == 1  # the run's figure: best.pt on the whole split, written at the end
     assert re.search(r"^about \d+ (s|min) for 20 steps of lstm 1x32, batch 4 x 16 .*; use --max-time SECONDS to "
                      r"bound it$", train_err, re.M)  # no --max-time: the expected duration, said once
-    estimates = [line for line in train_err.splitlines() if line.startswith("step ")]
-    assert estimates and all("val~ (est. on 64 tokens)" in line for line in estimates)
+    lines = [line for line in train_err.splitlines() if line.startswith("step ")]
+    # step 10 is an estimate on 64 tokens; the last evaluation (step 20) scores the whole split
+    assert len(lines) == 2 and "step 10: val~ (est. on 64 tokens)" in lines[0] and "step 20: val loss" in lines[1]
     said = re.search(r"best val: loss \d+\.\d{4} nats/token, (\d+\.\d{4}) bits/char", train_err).group(1)
     assert said == f"{full[0]['bpc']:.4f}"
     assert _figures(cli, ckdir, "alpha") == {"eval": said, "runs": said, "inspect": said}
@@ -172,7 +173,7 @@ def test_a_figure_max_time_left_unscored_is_an_estimate_wherever_shown(runs, cli
     r = cli("runs", "--checkpoint-dir", tmp_path / "ck")
     assert r.code == 0 and f"{best['bpc']:.4f}~" in r.out and "~ an estimate on part of the validation" in r.out
     r = cli("inspect", "alpha", "--checkpoint-dir", tmp_path / "ck")
-    assert r.code == 0 and f"{best['bpc']:.4f} bits/char" in r.out and "est. on 64 tokens" in r.out
+    assert r.code == 0 and f"{best['bpc']:.4f} bits/char" in r.out and f"est. on {best['tokens']:,} tokens" in r.out
 
 
 def test_resume_takes_a_run_name_and_a_finished_run_keeps_its_figure(runs, cli, tmp_path):

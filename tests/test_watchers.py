@@ -155,7 +155,7 @@ def test_keep_checkpoints_must_be_positive(cli, tmp_path, value):
 
 
 def test_tensorboard_without_the_extra_says_the_pip_command(cli, tmp_path, monkeypatch):
-    monkeypatch.setattr("charrnn.settings.installed", lambda name: False)
+    monkeypatch.setattr("charrnn.settings.run.installed", lambda name: False)
     corpus = tmp_path / "c.txt"
     corpus.write_text(TINY_TEXT, encoding="utf-8")
     before = snapshot(tmp_path)

@@ -130,7 +130,7 @@ class Trainer(Validation):
                 self._account(y, loss, gnorm, bar)
                 stop = self._stop_reason()
                 if self.step % self.cfg.eval_every == 0 or stop:
-                    stop = self._evaluate_and_track(bar) or stop
+                    stop = self._evaluate_and_track(bar, final=bool(stop)) or stop
                 self.watchers.after_step(bar)
                 if self.step % self.cfg.save_every == 0 or stop or signals.signum is not None:
                     self.save(rundir.LAST)  # its time is the next step's (run time, EndOfRun measures it)

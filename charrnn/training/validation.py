@@ -16,9 +16,11 @@ from charrnn.system import rundir
 
 
 class Validation:
-    def _evaluate_and_track(self, bar) -> str | None:
-        """Validate, keep best.pt, write the val line; a stop reason when patience runs out."""
-        m = self.evaluate()
+    def _evaluate_and_track(self, bar, final: bool = False) -> str | None:
+        """Validate, keep best.pt, write the val line; a stop reason when patience runs out. The final
+        evaluation scores the whole split when it fits (then, when it is the best, it is the run's figure
+        at once: no second pass over best.pt)."""
+        m = self.evaluate(final)
         if bar.disable:
             self.log(f"step {self.step}: {self._val_label(m)} loss {m['loss']:.4f}, bpc {m['bpc']:.4f} "
                      f"({self.elapsed:.0f}s)")
@@ -26,18 +28,23 @@ class Validation:
             return f"no val improvement in {self.cfg.patience} evaluations"
         return None
 
-    def evaluate(self) -> dict:
+    def evaluate(self, final: bool = False) -> dict:
         """Score the validation split (its time counts towards --max-time), keep best.pt, log the line;
         with --ema the averaged weights are scored and saved as best.pt."""
         with self.ema.applied(self.model) if self.ema else contextlib.nullcontext():
-            return self._evaluate()
+            return self._evaluate(final)
 
-    def _evaluate(self) -> dict:
+    def _evaluate(self, final: bool = False) -> dict:
         self._check_nonfinite()
         c, t0 = self.corpus, time.perf_counter()
         args = (self.device, self.precision, self.progress_bar, "val")
-        wanted = min(self.cfg.eval_tokens or len(c.val.ids), len(c.val.ids) - 1)
-        limit = self._end.fit_tokens(self.elapsed, wanted, after=2 * self._end.save_s) or self.cfg.eval_tokens or None
+        whole = len(c.val.ids) - 1
+        after = 2 * self._end.save_s
+        if final and self._end.fit_tokens(self.elapsed, whole, after=after) is None:
+            limit = None  # the last evaluation: the whole split when it fits
+        else:
+            wanted = min(self.cfg.eval_tokens or len(c.val.ids), whole)
+            limit = self._end.fit_tokens(self.elapsed, wanted, after=after) or self.cfg.eval_tokens or None
         deadline = t0 + self.cfg.max_time - self.elapsed - 2 * self._end.save_s if self.cfg.max_time else None
         m = (evaluate_records(self.model, self.tok, c.val, c.records, *args) if c.records else
              evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, *args,
@@ -66,6 +73,11 @@ class Validation:
         c, limit = self.corpus, self.cfg.eval_tokens
         if c.records or not limit or len(c.val.ids) - 1 <= limit or not self.best:
             return
+        if self.best.get("tokens", 0) >= len(c.val.ids) - 1:  # the last evaluation, the best, scored it whole
+            self.best = {**self.best, "scope": "all"}
+            self.dist.write(rundir.append_metrics, self.run_dir, {**self.best, "split": "val",
+                                                                  "elapsed": round(self.elapsed, 2)})
+            return
         if self._end.fit_tokens(self.elapsed + self._end.save_s, len(c.val.ids) - 1) is not None:  # --max-time
             self.log(f"best.pt was scored on {self.best.get('tokens', limit):,} of the {len(c.val.ids) - 1:,} "
                      f"validation tokens: all of them would not fit in --max-time ('charrnn eval' scores them)")
@@ -92,4 +104,5 @@ class Validation:
 
     def _val_label(self, m: dict) -> str:
         """'val', or 'val~ (est. on N tokens)': an estimate of the run's figure (best.pt on the whole split)."""
-        return f"val~ (est. on {m['tokens']:,} tokens)" if self._estimates() else "val"
+        part = self._estimates() and m.get("tokens", 0) < len(self.corpus.val.ids) - 1
+        return f"val~ (est. on {m['tokens']:,} tokens)" if part else "val"
