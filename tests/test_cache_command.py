@@ -46,11 +46,12 @@ def test_eval_tokens_bounds_periodic_evaluations_and_the_final_one_scores_all(tm
     corpus, ckdir = train_tiny(tmp_path, "tiny", "--max-steps", "40", "--eval-tokens", "64", "--val-frac", "0.2")
     lines = [json.loads(x) for x in (ckdir / "tiny" / "metrics.jsonl").read_text().splitlines()]
     vals = [x for x in lines if x["split"] == "val"]
-    periodic, final = vals[:-1], vals[-1]
+    periodic, last, final = vals[:-2], vals[-2], vals[-1]
     c = load_corpus(str(corpus), val_frac=0.2, cache_dir=str(ckdir / ".cache"))
-    assert len(periodic) == 2 and all(v["tokens"] <= 64 and "scope" not in v for v in periodic)
+    assert len(periodic) == 1 and all(v["tokens"] <= 64 and "scope" not in v for v in periodic)
+    assert last["step"] == 40 and last["tokens"] == len(c.val.ids) - 1  # the last evaluation: the whole split
     assert final["scope"] == "all" and final["tokens"] == len(c.val.ids) - 1
-    best = min(periodic, key=lambda v: v["loss"])
-    assert final["step"] == best["step"]
+    best = min(periodic + [last], key=lambda v: v["loss"])
+    assert final["step"] == best["step"]  # best.pt, on the whole split (scored again only when it is older)
     assert isinstance(c.train.ids, np.memmap)
     assert os.path.exists(ckdir / ".cache" / c.digest / "meta.pt")
