@@ -190,8 +190,7 @@ def fading_model(V: int, hidden: int = 16, forget: float = 0.95, sharpen: float 
     """A one-layer LSTM whose memory provably fades: no recurrent weights, and a constant forget gate f,
     so its cell state is a decaying sum of input features (|c| <= 1 / (1 - f)) and two states that
     read the same text drift together by a factor f per token. Its head is sharp: context matters."""
-    torch.manual_seed(0)
-    model = RNNLM(ModelConfig(vocab_size=V, cell="lstm", layers=1, hidden=hidden, emb=16, dropout=0.0))
+    model = make_model(V, "lstm", layers=1, hidden=hidden, emb=16, seed=0, dropout=0.0)
     with torch.no_grad():
         model.head.weight.mul_(sharpen)
         model.rnn.weight_hh_l0.zero_()

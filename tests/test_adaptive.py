@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.model.checkpoint import load_checkpoint
-from charrnn.model.network import ModelConfig, RNNLM, resolve_head
-from tests.conftest import TINY_MODEL
+from charrnn.model.network import resolve_head
+from tests.conftest import TINY_MODEL, make_model
 
 
 def test_auto_head_is_adaptive_only_for_big_vocabularies():
@@ -24,9 +24,9 @@ def test_auto_head_is_adaptive_only_for_big_vocabularies():
 
 @pytest.fixture
 def model():
-    torch.manual_seed(0)
     V = 1500
-    m = RNNLM(ModelConfig(V, "lstm", 1, 32, 16, 0.0, False, *resolve_head("adaptive", V, False)))
+    kind, cutoffs = resolve_head("adaptive", V, False)
+    m = make_model(V, "lstm", 1, 32, 16, seed=0, dropout=0.0, tie_weights=False, head=kind, cutoffs=cutoffs)
     counts = np.random.default_rng(0).zipf(1.3, size=20000) % V
     m.init_output_bias(np.bincount(counts, minlength=V))
     return m.eval()
@@ -56,7 +56,8 @@ def test_adaptive_training_loss_equals_cross_entropy_of_its_log_probs(model):
 @pytest.mark.numerics
 def test_adaptive_init_starts_at_the_unigram_distribution():
     V = 1500
-    m = RNNLM(ModelConfig(V, "lstm", 1, 32, 16, 0.0, False, *resolve_head("adaptive", V, False)))
+    kind, cutoffs = resolve_head("adaptive", V, False)
+    m = make_model(V, "lstm", 1, 32, 16, dropout=0.0, tie_weights=False, head=kind, cutoffs=cutoffs)
     with torch.no_grad():  # silence the hidden state so only the biases speak
         for p in m.head.parameters():
             if p.dim() == 2:

@@ -12,7 +12,7 @@ import torch
 import charrnn
 from charrnn.model.checkpoint import load_checkpoint
 from charrnn.training.state import TRAIN_STATE_VERSION
-from tests.conftest import TINY_TEXT
+from tests.conftest import TINY_TEXT, make_model
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TINY = dict(layers=1, hidden=32, emb=16, batch_size=4, seq_len=16, precision="fp32", eval_every=10, save_every=10,
@@ -132,12 +132,11 @@ def test_format1_checkpoint_resumes_to_the_result_the_old_code_reached(v1_run, c
 
 def test_format1_adaptive_checkpoint_keeps_its_token_order(tmp_path):
     from charrnn.system.fileio import atomic_save
-    from charrnn.model.network import ModelConfig, RNNLM
     from charrnn.data.tokenizers import fit_tokenizer
 
     text = "".join(chr(0x4E00 + i) for i in range(1100)) * 2
     tok = fit_tokenizer("char", text)
-    m = RNNLM(ModelConfig(vocab_size=tok.vocab_size, layers=1, hidden=16, emb=8, head="adaptive", cutoffs=(512,)))
+    m = make_model(tok.vocab_size, layers=1, hidden=16, emb=8, dropout=0.1, head="adaptive", cutoffs=(512,))
     m.init_output_bias(torch.arange(tok.vocab_size).numpy())
     sd = m.state_dict()
     sd["rank"] = sd.pop("head.rank")  # where format 1 kept it

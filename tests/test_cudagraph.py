@@ -14,6 +14,7 @@ from charrnn.model.network import ModelConfig, RNNLM
 from charrnn.generation.sample import Job, sample_options
 from charrnn.generation.stepper import Stepper
 from charrnn.data.tokenizers import fit_tokenizer
+from tests.conftest import make_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -21,8 +22,7 @@ TEXT = "the quick brown fox jumps over the lazy dog.\npack my box with five doze
 
 
 def _model(cell="lstm", seed=0) -> RNNLM:
-    torch.manual_seed(seed)
-    m = RNNLM(ModelConfig(vocab_size=40, cell=cell, layers=2, hidden=32, emb=16, dropout=0.0))
+    m = make_model(40, cell, layers=2, hidden=32, emb=16, seed=seed, dropout=0.0)
     with torch.no_grad():
         m.head.weight.mul_(3.0)
     return m.eval()
@@ -141,10 +141,9 @@ def test_the_plain_stepper_is_prepared_once_per_weights():
     import torch
 
     from charrnn.generation.cudagraph import make_stepper
-    from charrnn.model.network import ModelConfig, RNNLM
+    from tests.conftest import make_model
 
-    torch.manual_seed(0)
-    model = RNNLM(ModelConfig(20, "lstm", 1, 32, 8, 0.0)).eval()
+    model = make_model(20, "lstm", 1, 32, 8, seed=0, dropout=0.0)
     a = make_stepper(model, "fp32", torch.device("cpu"))
     assert make_stepper(model, "fp32", torch.device("cpu")) is a
     assert make_stepper(model, "bf16", torch.device("cpu")) is not a

@@ -14,9 +14,9 @@ import charrnn.evaluation.dynamic as dyn
 from charrnn.system import device as runtime
 from charrnn.evaluation.dynamic import apply_update, dynamic_nlls
 from charrnn.evaluation.evaluate import evaluate_split, token_nlls
-from charrnn.model.network import ModelConfig, RNNLM
 from charrnn.data.tokenizers import fit_tokenizer
 from tests.conftest import CONTEXT_TEXT as TEXT, context_model as _model, snapshot
+from tests.conftest import make_model
 
 CPU = torch.device("cpu")
 SEG = 16
@@ -118,8 +118,7 @@ def test_each_segment_is_scored_by_the_weights_before_its_own_step(tok, monkeypa
 @pytest.mark.slow
 @pytest.mark.numerics
 def test_lr_zero_is_the_static_one_stream_score_and_dropout_is_off(tok):
-    torch.manual_seed(0)
-    model = RNNLM(ModelConfig(vocab_size=tok.vocab_size, layers=2, hidden=24, emb=8, dropout=0.5))
+    model = make_model(tok.vocab_size, layers=2, hidden=24, emb=8, seed=0, dropout=0.5).train()
     ids = tok.encode(TEXT[:700])
     static = token_nlls(model, ids, CPU, one_stream=True)
     for seq in (1, 37, 5000):
@@ -135,8 +134,7 @@ def test_lr_zero_is_the_static_one_stream_score_and_dropout_is_off(tok):
 
 
 def test_weights_and_modes_are_restored_even_when_interrupted(tok, monkeypatch):
-    torch.manual_seed(1)
-    model = RNNLM(ModelConfig(vocab_size=tok.vocab_size, layers=2, hidden=16, emb=8, dropout=0.2)).train()
+    model = make_model(tok.vocab_size, layers=2, hidden=16, emb=8, seed=1, dropout=0.2).train()
     before = _weights(model)
     dynamic_nlls(model, tok.encode(TEXT[:300]), CPU, lr=0.3, seq=20, decay=0.1)
     assert _same(before, _weights(model)) and model.training
@@ -168,9 +166,8 @@ def test_update_rule_with_decay():
 
 
 def test_adaptive_head(tok):
-    torch.manual_seed(2)
-    model = RNNLM(ModelConfig(vocab_size=600, layers=1, hidden=16, emb=8, dropout=0.0, head="adaptive",
-                              cutoffs=(512,)))
+    model = make_model(600, layers=1, hidden=16, emb=8, seed=2, dropout=0.0, head="adaptive",
+                       cutoffs=(512,)).train()
     ids = np.random.default_rng(0).integers(0, 520, 400)   # the tail cluster is rarely used: unused gradients
     before = _weights(model)
     nll = dynamic_nlls(model, ids, CPU, lr=0.1, seq=25, decay=0.01)

@@ -10,15 +10,13 @@ import torch
 
 from charrnn.model.checkpoint import load_checkpoint
 from charrnn.training.ema import EMA
-from charrnn.model.network import ModelConfig, RNNLM
-from tests.conftest import TINY_MODEL, TINY_TEXT
+from tests.conftest import TINY_MODEL, TINY_TEXT, make_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny():
-    torch.manual_seed(0)
-    return RNNLM(ModelConfig(vocab_size=11, layers=2, hidden=8, emb=4))
+    return make_model(11, layers=2, hidden=8, emb=4, seed=0, dropout=0.1).train()
 
 
 @pytest.mark.numerics

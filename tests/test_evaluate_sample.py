@@ -14,10 +14,11 @@ import charrnn.evaluation.evaluate as ev
 from charrnn.data.batching import eval_layout as real_eval_layout
 from charrnn.errors import CharrnnError
 from charrnn.evaluation.evaluate import evaluate_split, metrics, score
-from charrnn.model.network import ModelConfig, RNNLM
+from charrnn.model.network import RNNLM
 from charrnn.generation.sample import generate
 from charrnn.data.tokenizers import fit_tokenizer
 from tests.conftest import CONTEXT_TEXT as TEXT, context_model as _model, fading_model
+from tests.conftest import make_model
 
 CPU = torch.device("cpu")
 
@@ -301,9 +302,7 @@ def test_overfit_then_greedy_generation_reproduces_the_text():
     text = "the cat sat on a mat, 猫在垫子上 ok!\n"  # ~40 characters, some repeated
     assert 30 <= len(text) <= 45
     tok = fit_tokenizer("char", text)
-    torch.manual_seed(0)
-    model = RNNLM(ModelConfig(vocab_size=tok.vocab_size, cell="lstm", layers=1, hidden=64, emb=32,
-                              dropout=0.0))
+    model = make_model(tok.vocab_size, "lstm", layers=1, hidden=64, emb=32, seed=0, dropout=0.0).train()
     seq = torch.as_tensor(tok.encode(text * 3), dtype=torch.long).view(1, -1)
     x, y = seq[:, :-1], seq[:, 1:]
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)

@@ -27,8 +27,8 @@ from charrnn.export import html as page_module
 from charrnn.export.weights import dequantized
 from charrnn.generation.sample import Job, sample_options
 from charrnn.model.checkpoint import save_checkpoint
-from charrnn.model.network import ModelConfig, RNNLM
-from tests.conftest import TINY_TEXT
+from charrnn.model.network import RNNLM
+from tests.conftest import TINY_TEXT, make_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,7 +59,7 @@ def fit_tiny(cell="lstm", tok=None, steps=200) -> tuple[RNNLM, object, float]:
     torch.manual_seed(0)
     tok = tok or CharTokenizer.fit(TINY_TEXT)
     ids = torch.as_tensor(tok.encode(TINY_TEXT), dtype=torch.long)
-    m = RNNLM(ModelConfig(vocab_size=tok.vocab_size, cell=cell, layers=2, hidden=32, emb=16, dropout=0.0))
+    m = make_model(tok.vocab_size, cell, layers=2, hidden=32, emb=16, seed=0, dropout=0.0).train()
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
@@ -83,10 +83,8 @@ def tiny(tmp_path_factory):
 
 
 def random_model(tok, cell="lstm", **kw) -> RNNLM:
-    torch.manual_seed(1)
     emb = kw.pop("emb", 8)
-    return RNNLM(ModelConfig(vocab_size=tok.vocab_size, cell=cell, layers=2, hidden=16, emb=emb, dropout=0.0,
-                             **kw)).eval()
+    return make_model(tok.vocab_size, cell, layers=2, hidden=16, emb=emb, seed=1, dropout=0.0, **kw)
 
 
 MODELS = [(cell, head) for cell in ("lstm", "gru", "rnn") for head in ("full", "tied", "adaptive")]
@@ -275,8 +273,7 @@ def test_the_pages_speed_beside_charrnn_sample(tmp_path, capsys):
     on this machine, for docs/BENCHMARKS.md. The page's rate comes from wall time at two lengths, so the
     browser's start-up cancels out (a timer inside the page reads virtual time under --virtual-time-budget)."""
     tok = CharTokenizer.fit(TINY_TEXT)
-    torch.manual_seed(0)
-    model = RNNLM(ModelConfig(vocab_size=tok.vocab_size, layers=2, hidden=256, emb=64, dropout=0.0)).eval()
+    model = make_model(tok.vocab_size, layers=2, hidden=256, emb=64, seed=0, dropout=0.0)
     save_checkpoint(str(tmp_path / "big.pt"), model=model, tokenizer=tok, run_config=None)
     m = charrnn.load(tmp_path / "big.pt", device="cpu")
     page = export_page(m, tmp_path, "big.html")

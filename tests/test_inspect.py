@@ -16,9 +16,9 @@ from charrnn.system.fileio import atomic_save
 from charrnn.model.sizes import rnn_layer_count
 from charrnn.reports.inspect import parameter_table, regularisers
 from charrnn.reports.runs import list_runs
-from charrnn.model.network import REGULARISERS, ModelConfig, RNNLM
+from charrnn.model.network import REGULARISERS
 from charrnn.settings import TRAIN, by_name
-from tests.conftest import TINY_TEXT, train_tiny
+from tests.conftest import TINY_TEXT, train_tiny, make_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread, no stalls
 
@@ -33,7 +33,7 @@ def _layer_numel(model, i):
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("emb,hidden,layers", [(5, 7, 1), (16, 32, 2), (64, 24, 3), (3, 3, 4)])
 def test_layer_counts_match_the_closed_form_and_the_real_tensors(cell, emb, hidden, layers):
-    model = RNNLM(ModelConfig(vocab_size=11, cell=cell, layers=layers, hidden=hidden, emb=emb, dropout=0.0))
+    model = make_model(11, cell=cell, layers=layers, hidden=hidden, emb=emb, dropout=0.0)
     rows = parameter_table(model)
     rnn_rows = [r for r in rows if r["part"].startswith(cell)]
     assert len(rnn_rows) == layers
@@ -49,12 +49,12 @@ def test_layer_counts_match_the_closed_form_and_the_real_tensors(cell, emb, hidd
 
 
 def test_tied_and_adaptive_heads_count_their_parts():
-    tied = RNNLM(ModelConfig(vocab_size=13, layers=1, hidden=8, emb=8, tie_weights=True))
+    tied = make_model(13, layers=1, hidden=8, emb=8, dropout=0.1, tie_weights=True)
     rows = parameter_table(tied)
     assert rows[-1]["count"] == rows[-1]["closed_form"] == 13  # the bias; the weight is the embedding's
     assert sum(r["count"] for r in rows) == tied.num_parameters()
 
-    ada = RNNLM(ModelConfig(vocab_size=3000, layers=1, hidden=64, emb=16, head="adaptive", cutoffs=(512, 2048)))
+    ada = make_model(3000, layers=1, hidden=64, emb=16, dropout=0.1, head="adaptive", cutoffs=(512, 2048))
     rows = parameter_table(ada)
     head = [r for r in rows if r["part"].startswith("adaptive")]
     assert len(head) == 3  # shortlist + 2 tail clusters
@@ -157,7 +157,7 @@ def test_the_see_commands_do_not_import_torch():
 
 
 def test_closed_form_flags_a_model_that_is_not_what_its_config_says():
-    model = RNNLM(ModelConfig(vocab_size=5, layers=1, hidden=4, emb=3))
+    model = make_model(5, layers=1, hidden=4, emb=3, dropout=0.1)
     model.rnn.bias_hh_l0 = torch.nn.Parameter(torch.zeros(4))  # a damaged model: wrong bias size
     row = parameter_table(model)[1]
     assert row["count"] != row["closed_form"]

@@ -27,8 +27,8 @@ import charrnn.generation.kernels as kernels
 import charrnn.generation.sample as sm
 from charrnn.generation import draw
 from charrnn.generation.stepper import Stepper
-from charrnn.model.network import ModelConfig, RNNLM
 from charrnn.system.device import machine_id
+from tests.conftest import make_model
 
 TV_BOUND = 1e-5  # fp32 rounding of the products: ~1e-6 per probability (see the docstring), with room
 
@@ -116,8 +116,7 @@ def test_a_kernel_that_fails_later_falls_back_to_addmm(fresh_cache, monkeypatch)
 
 
 def test_a_stepper_can_be_told_a_kernel_only_where_it_runs():
-    torch.manual_seed(0)
-    step = Stepper(RNNLM(ModelConfig(30, "lstm", 1, 32, 8, 0.0)).eval())
+    step = Stepper(make_model(30, "lstm", 1, 32, 8, seed=0, dropout=0.0))
     assert step.use_kernel("addmm_nt") and all(p.kernel(5) == "addmm_nt" for p in step.products())
     assert not step.use_kernel("no such kernel") and all(p.forced == "addmm_nt" for p in step.products())
     assert step.use_kernel(None) and all(p.forced is None for p in step.products())
@@ -167,8 +166,7 @@ def test_every_fp32_kernel_gives_the_same_sample_for_a_seed(monkeypatch):
     from charrnn.data.tokenizers import CharTokenizer
 
     tok = CharTokenizer.fit("abcdefghijklmnopqrstuvwxyz .,\n")
-    torch.manual_seed(1)
-    model = RNNLM(ModelConfig(tok.vocab_size, "lstm", 2, 64, 16, 0.0)).eval()
+    model = make_model(tok.vocab_size, "lstm", 2, 64, 16, seed=1, dropout=0.0)
     monkeypatch.setattr(sm, "Chooser", Recorder)
     opts = {"length": 300, "num_samples": 3, "seed": 11, "temp": 1.0, "precision": "fp32"}
     names = [n for n in Stepper(model).layers[0][0].candidates() if Stepper(model).use_kernel(n)]

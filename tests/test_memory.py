@@ -15,9 +15,9 @@ from charrnn.training import memory
 from charrnn.errors import CharrnnError
 from charrnn.model.heads import resolve_head
 from charrnn.model import sizes
-from charrnn.model.network import ModelConfig, RNNLM
+from charrnn.model.network import RNNLM
 from charrnn.settings import make_config
-from tests.conftest import TINY_MODEL, snapshot
+from tests.conftest import TINY_MODEL, snapshot, make_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_parameter_count_in_closed_form_equals_the_model(cell, V, h, layers, tied):
     head, cutoffs = resolve_head("auto", V, tied)
     emb = h if tied else 8
-    model = RNNLM(ModelConfig(V, cell, layers, h, emb, 0.0, tied, head, cutoffs))
+    model = make_model(V, cell, layers, h, emb, dropout=0.0, tie_weights=tied, head=head, cutoffs=cutoffs)
     assert sizes.n_parameters(V, cell, layers, h, emb, head, cutoffs, tied) == model.num_parameters()
 
 

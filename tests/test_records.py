@@ -16,12 +16,13 @@ from charrnn.model.checkpoint import load_checkpoint
 from charrnn.data.corpus import load_corpus
 from charrnn.errors import CharrnnError
 from charrnn.evaluation.evaluate import evaluate_split
-from charrnn.model.network import ModelConfig, RNNLM
+from charrnn.model.network import RNNLM
 from charrnn.data.records import (RecordBatcher, encode_records, gather, record_lengths, records_separator,
                              separator_ids, split_records)
 from charrnn.evaluation.records import record_token_nll
 from charrnn.settings import make_config
 from charrnn.data.tokenizers import fit_tokenizer
+from tests.conftest import make_model
 
 WORDS = "the quick brown fox jumps over lazy dog pack my box with five dozen liquor jugs".split()
 TINY = dict(layers=1, hidden=24, emb=8, batch_size=4, seq_len=16, precision="fp32", eval_every=10, save_every=10,
@@ -150,10 +151,7 @@ def test_short_records_share_windows_with_little_padding():
 # ----------------------------------------------------------------------------- scoring
 
 def _model(vocab: int, cell: str = "lstm", head: str = "full", cutoffs=()) -> RNNLM:
-    torch.manual_seed(0)
-    m = RNNLM(ModelConfig(vocab_size=vocab, cell=cell, layers=2, hidden=16, emb=8, dropout=0.0, head=head,
-                          cutoffs=cutoffs))
-    return m.eval()
+    return make_model(vocab, cell, layers=2, hidden=16, emb=8, seed=0, dropout=0.0, head=head, cutoffs=cutoffs)
 
 
 @pytest.mark.slow

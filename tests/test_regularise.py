@@ -11,16 +11,17 @@ import torch.nn as nn
 from torch.profiler import profile
 
 import charrnn.model.regularise as reg
-from charrnn.model.network import ModelConfig, RNNLM
+from charrnn.model.network import ModelConfig
 from charrnn.model.regularise import EmbeddingDropout, LockedDropout, RecurrentStack, WeightDrop
+from tests.conftest import make_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 KERNEL = {"lstm": "aten::lstm", "gru": "aten::gru", "rnn": "aten::rnn_tanh"}
 
 
 def model(cell="lstm", layers=2, **kw):
-    torch.manual_seed(0)
-    return RNNLM(ModelConfig(vocab_size=23, cell=cell, layers=layers, hidden=16, emb=8, **kw))
+    kw.setdefault("dropout", 0.1)  # ModelConfig's default
+    return make_model(23, cell, layers=layers, hidden=16, emb=8, seed=0, **kw).train()
 
 
 def kernel_calls(fn, cell) -> tuple[int, int]:

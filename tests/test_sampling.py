@@ -11,10 +11,11 @@ import torch
 
 import charrnn.generation.sample as sm
 from charrnn.errors import CharrnnError
-from charrnn.model.network import ModelConfig, RNNLM
+from charrnn.model.network import RNNLM
 from charrnn.generation.draw import choose
 from charrnn.generation.sample import Job, sample_options
 from charrnn.data.tokenizers import fit_tokenizer
+from tests.conftest import make_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,8 +30,7 @@ def toks():
 
 
 def _model(tok, seed=0, newline_bias=0.0, cell="lstm") -> RNNLM:
-    torch.manual_seed(seed)
-    m = RNNLM(ModelConfig(vocab_size=tok.vocab_size, cell=cell, layers=2, hidden=32, emb=16, dropout=0.0))
+    m = make_model(tok.vocab_size, cell, layers=2, hidden=32, emb=16, seed=seed, dropout=0.0)
     with torch.no_grad():
         m.head.weight.mul_(3.0)
         m.head.bias.normal_(0, 1.0)

@@ -13,15 +13,14 @@ from charrnn.model.checkpoint import load_checkpoint
 from charrnn.errors import CharrnnError
 from charrnn.model.network import ModelConfig, RNNLM
 from charrnn.training.step import StepRunner
-from tests.conftest import TINY_TEXT
+from tests.conftest import TINY_TEXT, make_model
 from tests.conftest import nan_after as _nan_after
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _runner(cell="lstm", fused=None, logs=None, skip=False):
-    torch.manual_seed(0)
-    model = RNNLM(ModelConfig(30, cell, 2, 16, 8, 0.0))
+    model = make_model(30, cell, 2, 16, 8, seed=0, dropout=0.0).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=fused)
     logs = [] if logs is None else logs
     return StepRunner(model, opt, torch.device("cpu"), contextlib.nullcontext, logs.append, skip), logs
@@ -136,8 +135,7 @@ def test_update_needs_no_host_sync(monkeypatch):
 
 @pytest.mark.numerics
 def test_make_optimizer_decays_weight_matrices_only_and_steps_as_the_per_tensor_adamw():
-    torch.manual_seed(0)
-    model = RNNLM(ModelConfig(30, "lstm", 2, 16, 8, 0.0))
+    model = make_model(30, "lstm", 2, 16, 8, seed=0, dropout=0.0).train()
     ref_model = RNNLM(ModelConfig(30, "lstm", 2, 16, 8, 0.0))
     ref_model.load_state_dict(model.state_dict())
     start = model.embed.weight.detach().clone()

@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from charrnn.model.network import ModelConfig, RNNLM, resolve_head
+from charrnn.model.network import RNNLM, resolve_head
 from charrnn.generation.sample import Stepper
+from tests.conftest import make_model
 
 
 def _model(cell: str, head: str, V: int = 1200) -> RNNLM:
-    torch.manual_seed(0)
-    m = RNNLM(ModelConfig(V, cell, 2, 24, 8, 0.0, False, *resolve_head(head, V, False))).eval()
+    kind, cutoffs = resolve_head(head, V, False)
+    m = make_model(V, cell, 2, 24, 8, seed=0, dropout=0.0, tie_weights=False, head=kind, cutoffs=cutoffs)
     if head == "adaptive":
         m.init_output_bias(torch.randint(0, 50, (V,)).numpy())
     return m
@@ -110,8 +111,7 @@ def test_packed_rows_have_the_same_bits_whatever_the_batch(precision):
     only promises equality up to rounding; see test_kernels.py.) Hidden sizes that are multiples of
     32: torch's elementwise kernels take a scalar path for the last elements of a row otherwise,
     and the scalar sigmoid's last bit differs from the vector one."""
-    torch.manual_seed(0)
-    m = RNNLM(ModelConfig(70, "lstm", 2, 64, 16, 0.0)).eval()
+    m = make_model(70, "lstm", 2, 64, 16, seed=0, dropout=0.0)
     step = Stepper(m, precision)
     name = "onednn" if precision == "fp32" else "onednn_bf16"
     if not step.use_kernel(name):

@@ -19,18 +19,16 @@ import torch
 
 from charrnn.model.checkpoint import load_model
 from charrnn.errors import CharrnnError
-from charrnn.model.network import ModelConfig, RNNLM
 from charrnn.data.tokenizers import ByteTokenizer, CharTokenizer, fit_tokenizer
 from charrnn.reports.viz import (check_selection, correlated_units, layer_states, page_data, render, segments, surprisal_bits,
                          text_features, token_logprobs)
-from tests.conftest import TINY_TEXT
+from tests.conftest import TINY_TEXT, make_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread, no stalls
 
 
 def random_model(cell="lstm", vocab=9, layers=3, hidden=6, emb=4, **kw):
-    torch.manual_seed(0)
-    model = RNNLM(ModelConfig(vocab_size=vocab, cell=cell, layers=layers, hidden=hidden, emb=emb, dropout=0.0, **kw))
+    model = make_model(vocab, cell, layers=layers, hidden=hidden, emb=emb, seed=0, dropout=0.0, **kw)
     with torch.no_grad():  # biases start at 0/1: perturb everything so every weight matters
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.3)
