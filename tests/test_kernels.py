@@ -184,10 +184,10 @@ def test_every_fp32_kernel_gives_the_same_sample_for_a_seed(monkeypatch):
 
 
 SAMPLER = """
-import sys, numpy as np, torch
+import os, sys, numpy as np, torch
 import charrnn.generation.sample as sm
 from charrnn.api import load
-sys.path.insert(0, sys.argv[3])
+sys.path[:0] = [sys.argv[3], os.path.dirname(sys.argv[3])]  # the tests, and the repository (tests.conftest)
 from test_kernels import Recorder
 sm.Chooser = Recorder
 m = load(sys.argv[1], device="cpu")
