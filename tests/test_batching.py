@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.data.batching import StreamBatcher, eval_layout, eval_streams
+from charrnn.data.batching import StreamBatcher, eval_layout
 from charrnn.errors import CharrnnError
 
 # ----------------------------------------------------------------------------- StreamBatcher
@@ -148,7 +148,12 @@ def test_windows_of_a_memory_map_equal_windows_of_the_array(tmp_path):
             assert xb.dtype == torch.int64 and torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
-# ----------------------------------------------------------------------------- eval_streams
+# ----------------------------------------------------------------------------- eval_layout
+
+def eval_streams(ids, **kw):
+    """The layout's scored part (x, y), without the warm-up context."""
+    return eval_layout(ids, **kw)[:2]
+
 
 @pytest.mark.parametrize("n,max_streams,min_len", [
     (2, 32, 4096), (100, 32, 4096), (10_000, 32, 4096), (10_001, 4, 100), (997, 8, 10), (64, 64, 1),

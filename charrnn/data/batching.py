@@ -61,24 +61,17 @@ def eval_stream_count(n_targets: int, limit: int | None = None, max_streams: int
     return int(max(1, min(max_streams, n_targets // min_len)))
 
 
-def eval_streams(ids: np.ndarray, max_streams: int = 32, min_len: int = 4096, limit: int | None = None):
-    """Lay out a split for one stateful pass that scores every target once: (x, y), both (S, L).
+def eval_layout(ids: np.ndarray, max_streams: int = 32, min_len: int = 4096, limit: int | None = None,
+                warm: int = 0):
+    """Lay out a split for one stateful pass that scores every target once: (x, y), both (S, L), and
+    each stream's warm-up context ``ctx`` (S, W).
 
     Inputs ``ids[:-1]`` and targets ``ids[1:]`` are cut into S contiguous streams (S grows with the
     text, at least ``min_len`` tokens each); the last stream is padded with target -100 (ignored).
     ``limit`` (--eval-tokens): a longer text is scored only in S equal blocks spread evenly over it,
     ``limit`` targets in all, always the same ones (so periodic evaluations stay comparable).
-    A stream cut from the middle of the text needs the text before its cut: see ``eval_layout``.
-    """
-    x, y, _ = eval_layout(ids, max_streams, min_len, limit)
-    return x, y
-
-
-def eval_layout(ids: np.ndarray, max_streams: int = 32, min_len: int = 4096, limit: int | None = None,
-                warm: int = 0):
-    """``eval_streams``' (x, y) and each stream's warm-up context ``ctx`` (S, W): the W tokens just
-    before the stream's first input, read (unscored) to bring the state to where a single pass over
-    the whole text would have it. The stream that starts the text has no context: its row is -1 and
+    ``ctx`` holds the W tokens just before each stream's first input, read (unscored) to bring the
+    state to where a single pass over the whole text would have it. The stream that starts the text has no context: its row is -1 and
     its state starts at zero, as a single pass's does. W = min(warm, the earliest later cut), so
     every other stream has its full W tokens (W = 0 for a single stream).
     """

@@ -23,7 +23,7 @@ from charrnn.model.sizes import n_parameters, output_width
 
 ACT_PER_H = {"lstm": 12, "gru": 16, "rnn": 6}  # floats kept per hidden unit, layer and token (measured)
 RUNTIME = {"cpu": 128e6, "cuda": 512e6, "mps": 256e6}  # kernels' code and workspaces, allocator slack
-EVAL_STREAMS, EVAL_WINDOW = 32, 512  # batching.eval_streams / evaluate.EVAL_WINDOW at most
+EVAL_STREAMS, EVAL_WINDOW = 32, 512  # batching.eval_stream_count / evaluate.EVAL_WINDOW at most
 FIT_FRACTION = 0.9  # refuse above this fraction of the available memory
 
 
