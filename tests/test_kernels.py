@@ -234,3 +234,42 @@ def test_on_a_gpu_nothing_is_timed_cublas_is_the_kernel():
     assert p.candidates() == [FALLBACK]
     assert Product(torch.zeros(8, 4, device="meta"), torch.zeros(8, device="meta"),
                    dtype=torch.bfloat16).candidates() == ["mm_bf16"]
+
+
+# -- how an LSTM step takes tanh(c): timed like a kernel, both forms the same function
+
+def test_the_cached_tanh_form_is_used_without_timing(fresh_cache, monkeypatch):
+    fresh_cache.write_text(json.dumps({"version": kernels.CACHE_VERSION,
+                                       "machines": {machine_id(): {"lstm tanh(c) 32 rows 8": "tanh"}}}))
+    monkeypatch.setattr(kernels, "fastest", _no_timing)
+    assert kernels.tanh_form(32, 5) == "tanh"  # 5 rows share the choice made for 8
+    monkeypatch.undo()
+    monkeypatch.setattr(kernels, "cache_dir", str(fresh_cache.parent))
+    monkeypatch.setattr(kernels, "_memory", {})
+    assert kernels.tanh_form(32, 100) in kernels.TANH_FORMS  # another row count: timed, then cached
+    assert json.loads(fresh_cache.read_text())["machines"][machine_id()]["lstm tanh(c) 32 rows 128"] in kernels.TANH_FORMS
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("form", kernels.TANH_FORMS)
+def test_both_tanh_forms_step_like_the_fused_lstm_and_the_runner_like_the_stepper(form):
+    from charrnn.generation.stepper import Runner
+
+    m = make_model(40, "lstm", 2, 64, 16, seed=0, dropout=0.0)
+    ids = torch.randint(0, 40, (3, 10), generator=torch.Generator().manual_seed(1))
+    step = Stepper(m)
+    step.forced_form = form
+    with torch.no_grad():
+        want, _ = m(ids)
+        zeros = tuple(torch.zeros(3, 64) for _ in range(2))
+        state = (zeros, zeros)
+        runner = Runner(step, state)
+        runner.form = form
+        for t in range(ids.shape[1]):
+            logp, state = step(ids[:, t], state)
+            # 2 sigmoid(2c) - 1 and tanh(c) are the same function: they differ by float32 rounding (a few
+            # eps of O(1) values per step), the fused kernel's sums by ~sqrt(hidden) eps more: ~1e-6
+            # after 10 steps; a wrong form (e.g. a missing 2 o t - o) moves them by >= 1e-2
+            torch.testing.assert_close(logp, torch.log_softmax(want[:, t], -1), atol=1e-5, rtol=1e-5)
+            # the Runner runs the very same ops in place: equal to the bit
+            assert torch.equal(runner(ids[:, t]), logp)

@@ -35,6 +35,7 @@ ROUND_S = 2e-3        # each round times repeated calls for about this long
 CACHE_FILE = "kernels.json"
 CACHE_VERSION = 1
 FALLBACK = "addmm"
+TANH_FORMS = ("sigmoid", "tanh")  # tanh_form's candidates
 cache_dir: str | None = None  # None: checkpoints/.cache when ./checkpoints exists (the budget probe's cache)
 _memory: dict = {}            # (machine, shape) -> kernel name, for this process
 FORCE: str | None = None      # one kernel for every Product whatever the timing (tests that compare bits)
@@ -209,25 +210,35 @@ def time_candidates(p: Product, names: list, rows: int) -> str:
     out = torch.empty(rows, p.N, device=p.w.device)
     ref = p.run(FALLBACK if p.dtype is None else "mm_bf16", x, torch.empty_like(out)).clone()
     tol = 1e-4 if p.dtype is None else 5e-2  # a sanity check of the kernel, not a rounding test
-    calls, best = {}, {}
+    calls = {}
     for name in names:
         try:
-            t0 = time.perf_counter()
             y = p.run(name, x, out)
-            took = time.perf_counter() - t0
             if not torch.allclose(y, ref, atol=tol, rtol=tol):
                 raise ValueError("disagrees with addmm")
-            calls[name] = max(1, min(200, int(ROUND_S / max(took, 1e-7))))
-            best[name] = float("inf")
+            calls[name] = lambda name=name: p.run(name, x, out)
         except Exception:  # noqa: BLE001 - a candidate that fails is not chosen
             p.failed.add(name)
+    return fastest(calls) if calls else FALLBACK
+
+
+def fastest(calls: dict, cap: int = 200) -> str:
+    """The name of the fastest of the given no-argument calls: each is repeated for about ``ROUND_S``
+    per round, in ``ROUNDS`` interleaved rounds, and its fastest round counts (a shared machine only
+    ever slows a call down)."""
+    reps, best = {}, {}
+    for name, call in calls.items():
+        t0 = time.perf_counter()
+        call()
+        reps[name] = max(1, min(cap, int(ROUND_S / max(time.perf_counter() - t0, 1e-7))))
+        best[name] = float("inf")
     for _ in range(ROUNDS):
-        for name, n in calls.items():
+        for name, call in calls.items():
             t0 = time.perf_counter()
-            for _ in range(n):
-                p.run(name, x, out)
-            best[name] = min(best[name], (time.perf_counter() - t0) / n)
-    return min(best, key=best.get) if best else FALLBACK
+            for _ in range(reps[name]):
+                call()
+            best[name] = min(best[name], (time.perf_counter() - t0) / reps[name])
+    return min(best, key=best.get)
 
 
 def choose_together(products: list, rows: int) -> str:
@@ -271,16 +282,34 @@ def time_step(products: list, names: list, rows: int) -> str:
         for p, x, out in zip(products, xs, outs):
             p.run(name, x, out)
 
-    calls, best = {}, {}
-    for name in names:
-        t0 = time.perf_counter()
-        step(name)
-        calls[name] = max(1, min(100, int(ROUND_S / max(time.perf_counter() - t0, 1e-7))))
-        best[name] = float("inf")
-    for _ in range(ROUNDS):
-        for name, n in calls.items():
-            t0 = time.perf_counter()
-            for _ in range(n):
-                step(name)
-            best[name] = min(best[name], (time.perf_counter() - t0) / n)
-    return min(best, key=best.get)
+    return fastest({name: lambda name=name: step(name) for name in names}, cap=100)
+
+
+def tanh_form(width: int, rows: int, device=None) -> str:
+    """How an LSTM step takes h = o tanh(c) for (rows, width) states: ``"sigmoid"`` (tanh(c) as
+    2 sigmoid(2c) - 1: torch's vectorised tanh costs several times its sigmoid on AVX2 builds) or
+    ``"tanh"`` (fewer ops, and the faster one where ATen runs without vector kernels), whichever is
+    faster here; timed once and cached like a kernel. Off the CPU: "sigmoid" (no timing)."""
+    if FORCE is not None or (device is not None and torch.device(device).type != "cpu"):
+        return "sigmoid"
+    rows, machine = bucket(rows), machine_id()
+    shape = f"lstm tanh(c) {width} rows {rows}"
+    hit = cached_choice(machine, shape)
+    if hit in TANH_FORMS:
+        return hit
+    gen = torch.Generator().manual_seed(0)
+    c, o = (torch.rand(rows, width, generator=gen) for _ in range(2))
+    t, h = torch.empty_like(c), torch.empty_like(c)
+
+    def sigmoid():
+        torch.add(c, c, out=t).sigmoid_()
+        torch.mul(o, t, out=h)
+        h.add_(h).sub_(o)
+
+    def tanh():
+        torch.tanh(c, out=t)
+        torch.mul(o, t, out=h)
+
+    best = fastest({"sigmoid": sigmoid, "tanh": tanh})
+    remember(machine, shape, best)
+    return best

@@ -7,9 +7,9 @@ prepared once, when the Stepper is built: [W_ih, W_hh] stacked so that an LSTM o
 product of [x, h], multiplied by the kernel that is fastest on this machine for the shape and the
 number of streams (``Product``, kernels.py). A full softmax head's product is prepared the same way
 (fp32 always). An LSTM's g-gate columns are scaled by 2 so that one sigmoid covers all four gates
-(tanh(x) = 2 sigmoid(2x) - 1; scaling by 2 is exact); tanh(c) is taken the same way (torch's CPU
-tanh costs several times its sigmoid on a batch; the same ops for one row keep a stream's numbers
-independent of the batch beside it, with a kernel that is).
+(tanh(x) = 2 sigmoid(2x) - 1; scaling by 2 is exact); tanh(c) is taken the same way where that is faster
+(torch's vectorised CPU tanh costs several times its sigmoid on a batch; where ATen runs without
+vector kernels torch.tanh wins: ``kernels.tanh_form`` times both once per machine and row count).
 """
 
 from __future__ import annotations
@@ -21,13 +21,17 @@ from charrnn.generation.kernels import Product
 from charrnn.model.network import RNNLM
 
 
-def lstm_update(gates, c: torch.Tensor, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+def lstm_update(gates, c: torch.Tensor, t: torch.Tensor, h: torch.Tensor, form: str = "sigmoid") -> torch.Tensor:
     """An LSTM cell from its gates, sigmoid of [i, f, 2 g, o] ((B, 4H), or its four (B, H) parts): the
-    cell state c updated in place, the new hidden state written into h (t: scratch). The same ops on
-    every path, so the Stepper and the Runner agree to the bit; no Python-number operands (torch
-    converts each into a tensor on every call)."""
+    cell state c updated in place, the new hidden state written into h (t: scratch); tanh(c) taken
+    in the ``form`` kernels.tanh_form chose. The same ops on every path, so the Stepper and the
+    Runner agree to the bit; no Python-number operands (torch converts each into a tensor on every
+    call)."""
     ig, fg, g2, og = gates.chunk(4, 1) if isinstance(gates, torch.Tensor) else gates
     c.mul_(fg).addcmul_(ig, g2, value=2).sub_(ig)        # f c + i tanh(g) = f c + 2 i sigmoid(2g) - i
+    if form == "tanh":
+        torch.tanh(c, out=t)
+        return torch.mul(og, t, out=h)
     torch.add(c, c, out=t).sigmoid_()                     # tanh(c) = 2 sigmoid(2c) - 1
     torch.mul(og, t, out=h)
     return h.add_(h).sub_(og)
@@ -46,6 +50,8 @@ class Stepper:
         self.model, self.cell = model, model.cfg.cell
         rnn, self.layers = model.rnn, []
         self.dtype = torch.bfloat16 if precision == "bf16" else None  # bf16: products in bf16, the rest fp32
+        self.forms: dict = {}
+        self.forced_form: str | None = None  # one tanh(c) form whatever the timing (use_kernel: "sigmoid")
         with torch.no_grad():
             for i in range(rnn.num_layers):
                 w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{k}_l{i}") for k in ("weight_ih", "weight_hh", "bias_ih",
@@ -91,7 +97,7 @@ class Stepper:
                 h = (1 - z) * torch.tanh(in_ + r * hn) + z * hs[i]
             elif self.cell == "lstm":
                 c, h = state[1][i].clone(), torch.empty_like(hs[i])
-                lstm_update(layer[0](torch.cat([x, hs[i]], 1)), c, torch.empty_like(c), h)
+                lstm_update(layer[0](torch.cat([x, hs[i]], 1)), c, torch.empty_like(c), h, self.form(c))
                 new_c.append(c)
             else:
                 h = layer[0](torch.cat([x, hs[i]], 1))
@@ -101,6 +107,15 @@ class Stepper:
         if self.out is not None:
             return torch.log_softmax(self.out(x), dim=-1), new
         return self.model.head.log_probs(x).float(), new
+
+    def form(self, c: torch.Tensor) -> str:
+        """How tanh(c) is taken for states shaped like c (kernels.tanh_form, remembered per row count)."""
+        if self.forced_form is not None:
+            return self.forced_form
+        key = (kernels.bucket(c.shape[0]), c.device)
+        if key not in self.forms:
+            self.forms[key] = kernels.tanh_form(c.shape[1], c.shape[0], c.device)
+        return self.forms[key]
 
     def products(self) -> list:
         return [p for layer in self.layers for p in layer] + ([self.out] if self.out is not None else [])
@@ -112,6 +127,7 @@ class Stepper:
             return False
         for p in self.products():
             p.forced = name
+        self.forced_form = None if name is None else "sigmoid"  # a forced kernel: the same ops at every row count
         return True
 
 
@@ -147,6 +163,7 @@ class Runner:
         self.logits = torch.empty(rows, V, device=device) if s.out is not None else None
         self.logp = torch.empty(rows, V, device=device)
         kernels.choose_together(s.products(), rows)  # the fastest whole step at this row count (cached)
+        self.form = s.form(self.c[0])
 
     def load(self, state) -> None:
         """Take a Stepper-style state (copied into the buffers)."""
@@ -176,7 +193,7 @@ class Runner:
         torch.index_select(self.embed, 0, tokens, out=self.x0)
         for xh, p, gates, parts, c, h, nxt in zip(self.xh, s.layers, self.gates, self.parts, self.c, self.h, self.inputs):
             g = p[0].into(xh, gates)
-            lstm_update(parts if g is gates else g, c, self.tmp, h)
+            lstm_update(parts if g is gates else g, c, self.tmp, h, self.form)
             if nxt is not None:
                 nxt.copy_(h)
         x = self.h[-1]
