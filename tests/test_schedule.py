@@ -157,16 +157,29 @@ def test_end_of_run_measures_steps_evaluations_and_saves_from_the_clock():
 
 
 def test_end_of_run_keeps_time_for_the_full_score_of_best_and_a_save_before_one_is_measured():
-    end = _end(full_tokens=50_000, state_bytes=int(EndOfRun.SAVE_BYTES_S))  # a save of one second, until measured
+    end = _end(full_tokens=12_000, state_bytes=int(EndOfRun.SAVE_BYTES_S))  # a save of one second, until measured
     end.step_done(1, 1.0, saved=False)
     end.step_done(2, 2.0, saved=False)
     end.eval_done(1000, 1.0)
     assert end.save_s == pytest.approx(1.0)
-    assert end.end() == pytest.approx((1.0 + 1.0) + 1.0 + (50.0 + 1.0))  # eval + best.pt, last.pt, full + reading best
+    assert end.end() == pytest.approx((1.0 + 1.0) + 1.0 + (12.0 + 1.0))  # eval + best.pt, last.pt, full + reading best
     # the trainer asks stop_reason about the clock plus what must still fit: it stops once that would not
     for elapsed, want in ((60.0 - end.ahead(2) - 0.01, None), (60.0 - end.ahead(2) + 0.01, "reached --max-time 60s")):
         assert stop_reason(end.cfg, 2, 0.0, elapsed + end.ahead(2)) == want
     assert progress(end.cfg, 2, 0.0, 30.0, reserve=end.end()) == pytest.approx(30.0 / (60.0 - end.end()))
+
+
+def test_a_full_score_longer_than_a_quarter_of_the_budget_is_not_kept_for():
+    """A 100 MB corpus's validation split can take longer to score than a short budget has: keeping
+    time for it stopped a 60 s run after 2 steps. Past FULL_SHARE of the budget the run trains instead."""
+    end = _end(full_tokens=16_000)
+    end.step_done(1, 1.0, saved=False)
+    end.step_done(2, 2.0, saved=False)
+    end.eval_done(1000, 1.0)                            # 1000 tokens/s: the full score would take 16 s > 15 s
+    assert end.end() == pytest.approx(1.0 + 0.0 + 0.0)  # the last evaluation only (saves take no time here)
+    assert stop_reason(end.cfg, 2, 0.0, 20.0 + end.ahead(2)) is None
+    end.eval_done(1000, 0.5)                            # faster than thought: 8 s fits in the quarter, kept again
+    assert end.end() == pytest.approx(0.5 + 8.0)
 
 
 def test_an_evaluation_out_of_time_is_bounded_rather_than_the_budget_overrun():

@@ -59,7 +59,8 @@ class EndOfRun:
     run, from the process's start (system/clock.py) to its last file, ends within --max-time.
 
     After the step where it stops, a run evaluates (``eval_tokens`` of ``val_tokens``), saves best.pt
-    and last.pt and, when evaluations were bounded, scores best.pt on the whole split (``full_tokens``).
+    and last.pt and, when evaluations were bounded, scores best.pt on the whole split (``full_tokens``;
+    time is kept for that only while it is at most FULL_SHARE of the budget).
     Figures are measured as the run goes, from the trainer's clock, which every rank agrees on
     (distributed.py), so all ranks stop at the same step: a step's seconds, an evaluation's tokens
     per second, a save's seconds. Before they are measured: scoring runs at the probe's speed (when
@@ -73,6 +74,7 @@ class EndOfRun:
     EVAL_SPEEDUP = 2.0      # scoring tokens per second / training tokens per second, until measured
     SAVE_BYTES_S = 100e6    # bytes per second a save writes, until measured
     MIN_EVAL_TOKENS = 1024  # an evaluation out of time still scores this many tokens (two blocks of 512)
+    FULL_SHARE = 0.25       # the most of --max-time kept for scoring best.pt on the whole split
 
     def __init__(self, cfg, val_tokens: int, full_tokens: int, tokens_per_step: int, state_bytes: int = 0,
                  eval_tok_s: float | None = None):
@@ -136,8 +138,13 @@ class EndOfRun:
         return self._scoring_s(self.val_tokens) + self.save_s  # an evaluation, and best.pt when it improves
 
     def end(self) -> float:
-        """Seconds kept for the end of the run: the last evaluation, last.pt, and the full score of best.pt."""
+        """Seconds kept for the end of the run: the last evaluation, last.pt, and the full score of best.pt
+        while it takes at most FULL_SHARE of --max-time (a 100 MB corpus's 5M validation tokens would
+        otherwise keep a short budget from training at all: the run's figure is then the last estimate,
+        unless time is left at the end, and `charrnn eval` scores best.pt in full)."""
         full = self._scoring_s(self.full_tokens) + self.save_s if self.full_tokens else 0.0  # + reading best.pt
+        if full > self.FULL_SHARE * (self.cfg.max_time or 0.0):
+            full = 0.0
         return self.eval_s() + self.save_s + full
 
     def ahead(self, step: int) -> float:
