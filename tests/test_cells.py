@@ -1,0 +1,149 @@
+"""The cells of model/cells (QRNN, SRU, IndRNN, JANET, peephole LSTM): the parallel scan against a
+step-by-step reference (values and gradients), the closed-form sizes, one-token steps equal to the
+full forward, training, bit-exact resume, sampling, and the settings they refuse."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+import pytest
+import torch
+
+import charrnn
+from charrnn.errors import CharrnnError, Interrupted
+from charrnn.generation.stepper import Stepper
+from charrnn.model.cells import STACKS
+from charrnn.model.cells import scan as S
+from charrnn.model.sizes import n_parameters, rnn_layer_count
+from charrnn.reports.inspect import parameter_table
+from tests.conftest import TINY_TEXT, make_model, weights_hash
+
+CELLS = list(STACKS)
+U = 2.0 ** -24  # fp32 unit roundoff
+TINY = dict(layers=2, hidden=16, emb=8, batch_size=4, seq_len=16, precision="fp32", eval_every=4, save_every=4,
+            log_every=4, device="cpu", seed=3)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    p = tmp_path / "tiny.txt"
+    p.write_text(TINY_TEXT, encoding="utf-8")
+    return p
+
+
+# ----------------------------------------------------------------------------------------------- the scan
+
+def _ref(f, x, c0):
+    """float64 step-by-step c_t = f_t c_{t-1} + x_t (f, x >= 0 give the bound's sum_s |x_s| prod f)."""
+    return S.scan_loop(f.double(), x.double(), None if c0 is None else c0.double())
+
+
+def _gates(kind: str, shape, gen):
+    z = torch.randn(shape, generator=gen)
+    if kind == "near0":   # sigmoid of -12..-20: f ~ 1e-9..6e-6 (products underflow quickly)
+        return torch.sigmoid(z.abs() * -4 - 12)
+    if kind == "near1":   # sigmoid of 12..20: 1 - f ~ 1e-9..6e-6 (the state is kept for hundreds of steps)
+        return torch.sigmoid(z.abs() * 4 + 12)
+    return torch.rand(shape, generator=gen)
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("T", [1, 5, 16, 100, 512])
+@pytest.mark.parametrize("kind", ["near0", "near1", "uniform"])
+def test_scan_matches_the_step_by_step_reference_in_values_and_gradients(T, kind):
+    gen = torch.Generator().manual_seed(T)
+    B, H = 2, 8
+    f = _gates(kind, (B, T, H), gen).requires_grad_()
+    x = torch.randn(B, T, H, generator=gen).requires_grad_()
+    c0 = torch.randn(B, H, generator=gen).requires_grad_()
+    grad = torch.randn(B, T, H, generator=gen)
+    c = S.linear_scan(f, x, c0)
+    gf, gx, gc0 = torch.autograd.grad(c, (f, x, c0), grad)
+    fd, xd, c0d = (t.detach().double().requires_grad_() for t in (f, x, c0))
+    want = _ref(fd, xd, c0d)
+    wf, wx, wc0 = torch.autograd.grad(want, (fd, xd, c0d), grad.double())
+    # Each term of c_t goes through at most CHUNK + 2 log2 T + 3 rounded multiply-adds (scan.py), so
+    # |c - exact| <= 2 (CHUNK + 2 log2 T + 3) u sum_s |x_s| prod f; the exact magnitudes are the same scan of |x|.
+    k = 2 * (S.CHUNK + 2 * math.log2(max(T, 2)) + 3) * U
+    f64 = f.detach().double()
+    mag = _ref(f64, x.detach().double().abs(), c0.detach().double().abs())
+    assert ((c.double() - want).abs() <= k * mag + 1e-300).all()
+    # the backward is the same scan reversed: g_t = grad_t + f_{t+1} g_{t+1}, bounded the same way
+    f_next = torch.cat([f64[:, 1:], torch.zeros(B, 1, H, dtype=torch.float64)], 1)
+    gmag = _ref(f_next.flip(1), grad.double().abs().flip(1), None).flip(1)
+    assert ((gx.double() - wx).abs() <= k * gmag + 1e-300).all()
+    # df_t = g_t c_{t-1}: the errors of both factors plus one rounding of the product
+    prev = torch.cat([c0.detach().double().unsqueeze(1), want[:, :-1].detach()], 1)
+    prev_mag = torch.cat([c0.detach().double().abs().unsqueeze(1), mag[:, :-1]], 1)
+    bound = k * gmag * prev.abs() + wx.abs() * k * prev_mag + k * gmag * k * prev_mag + U * (wx * prev).abs()
+    assert ((gf.double() - wf).abs() <= bound + 1e-300).all()
+    assert ((gc0.double() - wc0).abs() <= k * (f64[:, 0] * gmag[:, 0]) + U * wc0.abs() + 1e-300).all()
+
+
+def test_scan_without_c0_starts_from_zeros():
+    gen = torch.Generator().manual_seed(1)
+    f, x = torch.rand(3, 40, 4, generator=gen), torch.randn(3, 40, 4, generator=gen)
+    assert torch.equal(S.linear_scan(f, x), S.linear_scan(f, x, torch.zeros(3, 4)))
+
+
+# ----------------------------------------------------------------------------------------------- sizes
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("V,e,h,layers", [(30, 8, 16, 1), (50, 16, 16, 2), (7, 24, 12, 3)])
+def test_closed_form_sizes_equal_the_module(cell, V, e, h, layers):
+    m = make_model(V, cell, layers, h, e)
+    for i, layer in enumerate(m.rnn.layers):
+        assert sum(p.numel() for p in layer.parameters()) == rnn_layer_count(cell, e if i == 0 else h, h)
+    assert m.num_parameters() == n_parameters(V, cell, layers, h, e)
+    rows = parameter_table(m)  # what charrnn inspect prints
+    assert all(r["closed_form"] == r["count"] for r in rows)
+
+
+# ----------------------------------------------------------------------------------------------- the step
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("cell", CELLS)
+def test_steps_single_and_batched_equal_the_full_forward(cell):
+    V, B, T = 40, 3, 24
+    m = make_model(V, cell, 2, 24, 8, seed=1)
+    ids = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want, _ = m(ids)
+        step = Stepper(m)
+        _, s0 = m(ids[:1, :4])  # a prime through the forward, then one token at a time
+        state = step.from_module(s0)
+        got = []
+        for t in ids[0, 4:]:
+            logp, state = step(t.view(1), state)
+            got.append(logp[0])
+        zero = tuple(tuple(torch.zeros(B, 24) for _ in range(2)) for _ in range(m.rnn.n_states))
+        batched = []
+        for t in range(T):
+            logp, zero = step(ids[:, t], zero)
+            batched.append(logp)
+    # The step and the forward compute the same fp32 operations per token but for the order of sums:
+    # the products over B*T rows against B rows (m + h <= 48 terms) and the scan's blocked order against
+    # the sequential one (<= 2 (CHUNK + 2 log2 T + 3) roundings): each a relative error below ~60 u ~ 4e-6
+    # on O(1) values per layer, through 2 layers and a head of O(1) weights: < 1e-4. A wrong gate, state
+    # or order moves log-probs by > 1e-2.
+    for k, g in enumerate(got):
+        torch.testing.assert_close(g, want[0, 4 + k], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(torch.stack(batched, 1), want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_state_none_means_zeros_and_the_state_carries(cell):
+    m = make_model(30, cell, 2, 12, 6, seed=0)
+    ids = torch.randint(0, 30, (2, 10), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole, _ = m(ids)
+        _, st = m(ids[:, :6])
+        rest, _ = m(ids[:, 6:], st)
+        zeros = tuple(torch.zeros(2, 2, 12) for _ in range(m.rnn.n_states))
+        again, _ = m(ids, zeros if len(zeros) > 1 else zeros[0])
+    assert torch.equal(whole, again)
+    # split at 6: the scan of the second part starts from the carried state; same ops up to the order of
+    # sums (<= 2 (CHUNK + 2 log2 T + 3) u relative per layer on O(1) values): 1e-5
+    torch.testing.assert_close(rest, whole[:, 6:], atol=1e-5, rtol=1e-5)
