@@ -147,3 +147,71 @@ def test_state_none_means_zeros_and_the_state_carries(cell):
     # split at 6: the scan of the second part starts from the carried state; same ops up to the order of
     # sums (<= 2 (CHUNK + 2 log2 T + 3) u relative per layer on O(1) values): 1e-5
     torch.testing.assert_close(rest, whole[:, 6:], atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------- training
+
+def _stop_at(step_no: int):
+    def on_log(rec):
+        if rec["step"] == step_no:
+            os.kill(os.getpid(), signal.SIGTERM)  # the trainer finishes the step, saves, raises Interrupted
+    return on_log
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("cell", CELLS)
+def test_trains_and_resumes_bit_exactly(cell, corpus, tmp_path, one_thread):
+    ck = tmp_path / "ck"
+    extra = {"cell": cell, "locked_dropout": True, "dropout": 0.2, "embed_dropout": 0.1}
+    if cell in ("janet", "lstm-peephole"):
+        extra["weight_drop"] = 0.2
+    ref = charrnn.train(corpus, checkpoint_dir=ck, name="ref", max_steps=12, verbose=False, **TINY, **extra)
+    assert ref.steps == 12 and math.isfinite(ref.best["loss"])
+    with pytest.raises(Interrupted):
+        charrnn.train(corpus, checkpoint_dir=ck, name="cut", max_steps=12, verbose=False, on_log=_stop_at(4),
+                      **TINY, **extra)
+    run = charrnn.resume(ck / "cut", verbose=False)
+    assert run.steps == 12
+    assert weights_hash(ck / "cut" / "last.pt") == weights_hash(ck / "ref" / "last.pt")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_samples_evaluates_scores_and_inspects(cell, corpus, tmp_path, one_thread):
+    ck = tmp_path / "ck"
+    charrnn.train(corpus, checkpoint_dir=ck, name="m", max_steps=4, verbose=False, cell=cell, **TINY)
+    model = charrnn.load(ck / "m")
+    one = model.sample(length=20, seed=1, prime="the ")
+    many = model.sample(length=20, seed=1, num_samples=3, prime="the ")
+    assert isinstance(one, str) and len(many) == 3
+    assert len(model.sample(length=10, beam=3, prime="the ")) > 0
+    ev = model.evaluate(text=TINY_TEXT[:300], baselines=False)
+    dyn = model.evaluate(text=TINY_TEXT[:300], dynamic=True, baselines=False)
+    assert math.isfinite(ev["bpc"]) and math.isfinite(dyn["bpc"]) and dyn["bpc"] != ev["bpc"]
+    assert len(model.score("the cat\na dog\n")) == 2
+    info = charrnn.inspect(ck / "m")
+    assert all(r["closed_form"] == r["count"] for r in info["parameters"]["rows"])
+    with pytest.raises(CharrnnError, match=f"--format onnx supports the lstm, gru and rnn cells"):
+        model.export(tmp_path / "m.onnx", format="onnx")
+    assert not (tmp_path / "m.onnx").exists()
+    model.export(tmp_path / "m.pt", format="pt")
+    ft = charrnn.train(corpus, checkpoint_dir=ck, name="ft", init_from=str(ck / "m"), max_steps=2, verbose=False,
+                       **{k: v for k, v in TINY.items() if k not in ("layers", "hidden", "emb")})
+    assert ft.steps == 2
+
+
+@pytest.mark.parametrize("cell", ["qrnn", "sru", "indrnn"])
+def test_weight_drop_on_a_cell_without_w_hh_is_refused_in_one_line(cell, corpus, tmp_path, cli):
+    ck = tmp_path / "ck"
+    r = cli("train", corpus, "--checkpoint-dir", ck, "--cell", cell, "--weight-drop", "0.3", "--max-steps", 1)
+    assert r.code != 0
+    assert f"--weight-drop needs a recurrent matrix W_hh and a {cell} has none" in r.err
+    assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+    assert not ck.exists() or not any(ck.iterdir())  # refused before anything was made
+
+
+def test_cli_trains_a_cell(corpus, tmp_path, cli, one_thread):
+    r = cli("train", corpus, "--checkpoint-dir", tmp_path, "--cell", "sru", "--max-steps", 3, "--layers", 2,
+            "--hidden", 16, "--emb", 8, "--batch-size", 4, "--seq-len", 16, "--device", "cpu")
+    assert r.code == 0, r.err
+    r = cli("inspect", tmp_path / "tiny")
+    assert r.code == 0 and "sru layer 1 (m=8, h=16)" in r.out and "4mh + 2h" in r.out
