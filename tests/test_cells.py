@@ -13,11 +13,13 @@ import torch
 
 import charrnn
 from charrnn.errors import CharrnnError, Interrupted
+from charrnn.generation.interactive import Session
 from charrnn.generation.stepper import Stepper
 from charrnn.model.cells import STACKS
 from charrnn.model.cells import scan as S
 from charrnn.model.sizes import n_parameters, rnn_layer_count
 from charrnn.reports.inspect import parameter_table
+from charrnn.settings import SAMPLE, defaults
 from tests.conftest import TINY_TEXT, make_model, weights_hash
 
 CELLS = list(STACKS)
@@ -184,6 +186,10 @@ def test_samples_evaluates_scores_and_inspects(cell, corpus, tmp_path, one_threa
     many = model.sample(length=20, seed=1, num_samples=3, prime="the ")
     assert isinstance(one, str) and len(many) == 3
     assert len(model.sample(length=10, beam=3, prime="the ")) > 0
+    session = Session(model, {**defaults(SAMPLE), "temp": 0.0, "length": 12})  # charrnn sample --interactive
+    first = "".join(session.reply("the "))
+    assert first == model.sample("the ", temp=0, length=12)[4:]
+    assert len("".join(session.reply("a "))) == 12  # the second turn continues from the carried state
     ev = model.evaluate(text=TINY_TEXT[:300], baselines=False)
     dyn = model.evaluate(text=TINY_TEXT[:300], dynamic=True, baselines=False)
     assert math.isfinite(ev["bpc"]) and math.isfinite(dyn["bpc"]) and dyn["bpc"] != ev["bpc"]
@@ -215,3 +221,34 @@ def test_cli_trains_a_cell(corpus, tmp_path, cli, one_thread):
     assert r.code == 0, r.err
     r = cli("inspect", tmp_path / "tiny")
     assert r.code == 0 and "sru layer 1 (m=8, h=16)" in r.out and "4mh + 2h" in r.out
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", ["sru", "janet"])
+def test_torchrun_two_ranks_follow_one_process(cell, corpus, tmp_path, cli, one_thread):
+    """Two gloo ranks average the gradients of two half-batches: the same loss curve as one process up
+    to float32 summation order (~1e-7 relative); 1e-4 nats as tests/test_distributed.py argues."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.test_distributed import env, free_port
+
+    common = ["--cell", cell, "--layers", 2, "--hidden", 32, "--emb", 8, "--batch-size", 8, "--seq-len", 16,
+              "--dropout", 0, "--precision", "fp32", "--device", "cpu", "--eval-every", 10, "--log-every", 5,
+              "--seed", 5, "--max-steps", 10]
+    assert cli("train", corpus, "--checkpoint-dir", tmp_path, "--name", "one", *common).code == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(free_port()), "-m", "charrnn", "train", *map(str, [
+               corpus, "--checkpoint-dir", tmp_path, "--name", "two", *common])]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=300)
+    assert p.returncode == 0, p.stderr
+
+    def losses(run):
+        rows = [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in rows if r.get("split") == "train"]
+
+    one, two = losses("one"), losses("two")
+    assert len(one) == len(two) >= 2
+    assert max(abs(a - b) for a, b in zip(one, two)) <= 1e-4
