@@ -15,6 +15,22 @@ from charrnn.model.cells.stack import CellStack, uniform_, zeros
 CHRONO_T_MAX = 128  # JANET's chrono initialisation: the longest dependency expected (the default --seq-len)
 
 
+class _RecurrentWeightGrad(torch.autograd.Function):
+    """The identity on a (B, T, G h) whose backward also returns W_hh's gradient, sum_t da_t^T h_{t-1},
+    from the previous hidden states that the loop puts into ``holder`` (B, T, h) once it has run."""
+
+    @staticmethod
+    def forward(ctx, a, w_hh, holder):
+        ctx.holder = holder
+        return a.view_as(a)
+
+    @staticmethod
+    def backward(ctx, grad):
+        h_prev = ctx.holder[0]
+        gw = grad.reshape(-1, grad.shape[-1]).t().mm(h_prev.reshape(-1, h_prev.shape[-1]))
+        return grad, gw, None
+
+
 class _Recurrent(nn.Module):
     """Shared by JANET and the peephole LSTM: weight_ih (G h x m), weight_hh (G h x h), bias (G h)."""
 
@@ -37,14 +53,19 @@ class _Recurrent(nn.Module):
 
     def forward(self, x, state, weight_drop: float = 0.0):
         w_hh = self.weight_hh if weight_drop == 0 else F.dropout(self.weight_hh, weight_drop, training=True)
-        w_hh = w_hh.t()
         a = F.linear(x, self.weight_ih, self.bias).float()   # (B, T, G h): every row at once
+        holder = []
+        if torch.is_grad_enabled() and w_hh.requires_grad:
+            a = _RecurrentWeightGrad.apply(a, w_hh, holder)
+        w_t = w_hh.detach().t()                               # its gradient: _RecurrentWeightGrad
         st = self.zero_state(x) if state is None else state
-        out = []
-        for t in range(a.shape[1]):
-            h, st = self.update(torch.addmm(a[:, t], st[0], w_hh), st)
+        h0, out = st[0], []
+        for a_t in a.unbind(1):  # unbind: one backward node for all steps (a[:, t] would zero-fill a
+            h, st = self.update(torch.addmm(a_t, st[0], w_t), st)  # (B, T, G h) gradient per step)
             out.append(h)
-        return torch.stack(out, 1), st
+        out = torch.stack(out, 1)
+        holder.append(torch.cat([h0.unsqueeze(1), out[:, :-1]], 1).detach())
+        return out, st
 
     def step(self, x, state):
         a = F.linear(x, self.weight_ih, self.bias).float()
