@@ -3,7 +3,7 @@
     python benchmarks/cells.py speed   [--threads 2] [--rounds 5] [--steps 3] [--precision fp32,bf16]
     python benchmarks/cells.py scan    [--threads 2]             # the scan's forms, forward+backward
     python benchmarks/cells.py sample  [--threads 2] [--tokens 300]
-    python benchmarks/cells.py quality [--threads 2] [--seconds 250] [--steps 1000] [--corpus PATH]
+    python benchmarks/cells.py quality [--threads 2] [--seconds 250] [--equal-steps 1000] [--corpus PATH]
 
 speed: training tokens/s of one charrnn training step (RNNLM, the trainer's AdamW, forward + loss +
 backward + clipping + update, the state carried and detached) of each cell against the LSTM, at equal
@@ -15,7 +15,7 @@ scan: the blocked scan (scan.linear_scan, custom backward) against a step loop w
 it and the log-space form, forward + backward at 32 x 128 x 512. sample: tokens/s of one stream
 stepped by generation/stepper.py (the LSTM by the Runner, as charrnn sample does). quality: each cell
 trained on tinyshakespeare with charrnn.train's defaults otherwise, for ``--seconds`` of wall time and
-for ``--steps`` steps; the best validation bits/char of each (one after another: run it on a quiet
+for ``--equal-steps`` steps; the best validation bits/char of each (one after another: run it on a quiet
 machine). Every mode prints the date, CPU model, thread count and load average first.
 """
 
@@ -155,12 +155,12 @@ def quality(args) -> None:
     import charrnn
 
     corpus = os.path.abspath(args.corpus)
-    print(f"\nvalidation bits/char on {corpus}, each cell {args.seconds} s of wall time and {args.steps} steps "
+    print(f"\nvalidation bits/char on {corpus}, each cell {args.seconds} s of wall time and {args.equal_steps} steps "
           "(charrnn.train defaults otherwise)")
     with tempfile.TemporaryDirectory() as ck:
         for c in CELLS:
             row = []
-            for how in ({"max_time": args.seconds}, {"max_steps": args.steps}):
+            for how in ({"max_time": args.seconds}, {"max_steps": args.equal_steps}):
                 r = charrnn.train(corpus, checkpoint_dir=ck, cell=c, name=f"{c}-{next(iter(how))}", verbose=False,
                                   precision="fp32", budget=False, **how)
                 row.append(f"{r.best.get('bpc', float('nan')):.3f} bpc at step {r.steps} ({r.elapsed:.0f} s)")
@@ -172,14 +172,13 @@ def main() -> None:
     ap.add_argument("mode", choices=("speed", "scan", "sample", "quality"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=3, help="speed: timed steps per round; quality: the equal-steps run")
+    ap.add_argument("--steps", type=int, default=3, help="speed: timed steps per round")
+    ap.add_argument("--equal-steps", type=int, default=1000, help="quality: the steps of the equal-steps runs")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--tokens", type=int, default=300)
     ap.add_argument("--seconds", type=float, default=250)
     ap.add_argument("--corpus", default=CORPUS)
     args = ap.parse_args()
-    if args.mode == "quality" and args.steps == 3:
-        args.steps = 1000
     torch.set_num_threads(args.threads)
     header(args.threads)
     {"speed": speed, "scan": scan, "sample": sample, "quality": quality}[args.mode](args)
