@@ -1,6 +1,7 @@
 """The cells of model/cells (QRNN, SRU, IndRNN, JANET, peephole LSTM) raced against the fused nn.LSTM.
 
     python benchmarks/cells.py speed   [--threads 2] [--rounds 5] [--steps 3] [--precision fp32,bf16]
+                                       [--compare both|hidden|parameters]
     python benchmarks/cells.py scan    [--threads 2]             # the scan's forms, forward+backward
     python benchmarks/cells.py sample  [--threads 2] [--tokens 300]
     python benchmarks/cells.py quality [--threads 2] [--seconds 250] [--equal-steps 1000] [--corpus PATH]
@@ -83,6 +84,8 @@ def speed(args) -> None:
     for precision in args.precision.split(","):
         for label, sizes in (("equal hidden", {c: H for c in CELLS}),
                              ("equal parameters", {c: equal_params_hidden(c) for c in CELLS})):
+            if args.compare not in ("both", label.split()[1]):
+                continue
             runs = {c: Trainer(c, sizes[c], precision) for c in CELLS}
             for r in runs.values():
                 r.step()  # untimed: first-call costs
@@ -175,6 +178,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="speed: timed steps per round")
     ap.add_argument("--equal-steps", type=int, default=1000, help="quality: the steps of the equal-steps runs")
     ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--compare", choices=("both", "hidden", "parameters"), default="both",
+                    help="speed: at equal hidden size, at equal parameter count, or both")
     ap.add_argument("--tokens", type=int, default=300)
     ap.add_argument("--seconds", type=float, default=250)
     ap.add_argument("--corpus", default=CORPUS)

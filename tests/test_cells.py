@@ -129,6 +129,18 @@ def test_closed_form_sizes_equal_the_module(cell, V, e, h, layers):
     assert all(r["closed_form"] == r["count"] for r in rows)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_memory_estimate_and_probe_cost_cover_every_cell(cell):
+    from charrnn.model.network import ModelConfig
+    from charrnn.training import memory, probe
+
+    est = memory.estimate(vocab=65, cell=cell, layers=2, hidden=64, emb=16, batch=8, window=32)
+    assert est["parameters"] == n_parameters(65, cell, 2, 64, 16) and est["total"] > est["parameters"] * 16
+    macs = probe.token_macs(ModelConfig(vocab_size=65, cell=cell, layers=2, hidden=64, emb=16))
+    assert 64 * 65 < macs < probe.token_macs(ModelConfig(vocab_size=65, cell="lstm-peephole", layers=2, hidden=64,
+                                                         emb=16)) + 1
+
+
 # ----------------------------------------------------------------------------------------------- the step
 
 @pytest.mark.numerics
