@@ -116,6 +116,29 @@ def test_recurrent_weight_gradient_in_one_product_equals_autograd_step_by_step(c
         torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.numerics
+def test_indrnn_recurrence_backward_equals_autograd_step_by_step():
+    from charrnn.model.cells.elementwise import _IndRecurrence
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(50, 3, 7, generator=gen, dtype=torch.float64).requires_grad_()
+    u = (torch.rand(7, generator=gen, dtype=torch.float64) * 2 - 0.5).requires_grad_()  # some |u| > 1, some < 0
+    h0 = torch.randn(3, 7, generator=gen, dtype=torch.float64).clamp_min(0).requires_grad_()
+    grad = torch.randn(50, 3, 7, generator=gen, dtype=torch.float64)
+    got_out = _IndRecurrence.apply(a, u, h0)
+    got = torch.autograd.grad(got_out, (a, u, h0), grad)
+    h, outs = h0, []
+    for t in range(50):
+        h = torch.relu(a[t] + u * h)
+        outs.append(h)
+    want_out = torch.stack(outs)
+    want = torch.autograd.grad(want_out, (a, u, h0), grad)
+    # float64, the same operations in the same order but for du's sum over (t, b): equal to ~1e-13 relative
+    torch.testing.assert_close(got_out, want_out, rtol=1e-12, atol=1e-12)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
+
+
 # ----------------------------------------------------------------------------------------------- sizes
 
 @pytest.mark.parametrize("cell", CELLS)
