@@ -254,6 +254,8 @@ def test_samples_evaluates_scores_and_inspects(cell, corpus, tmp_path, one_threa
     ev = model.evaluate(text=TINY_TEXT[:300], baselines=False)
     dyn = model.evaluate(text=TINY_TEXT[:300], dynamic=True, baselines=False)
     assert math.isfinite(ev["bpc"]) and math.isfinite(dyn["bpc"]) and dyn["bpc"] != ev["bpc"]
+    # no dropout while adapting (the stack's own inter-layer dropout included): the same figure again
+    assert model.evaluate(text=TINY_TEXT[:300], dynamic=True, baselines=False)["bpc"] == dyn["bpc"]
     assert len(model.score("the cat\na dog\n")) == 2
     info = charrnn.inspect(ck / "m")
     assert all(r["closed_form"] == r["count"] for r in info["parameters"]["rows"])
