@@ -276,6 +276,8 @@ def test_weight_drop_on_a_cell_without_w_hh_is_refused_in_one_line(cell, corpus,
     assert f"--weight-drop needs a recurrent matrix W_hh and a {cell} has none" in r.err
     assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
     assert not ck.exists() or not any(ck.iterdir())  # refused before anything was made
+    with pytest.raises(CharrnnError, match="--weight-drop needs a recurrent matrix"):  # the library too
+        make_model(20, cell, 1, 8, 4, weight_drop=0.2)
 
 
 def test_cli_trains_a_cell(corpus, tmp_path, cli, one_thread):

@@ -17,7 +17,9 @@ import torch.nn as nn
 from charrnn.model.cells import STACKS
 from charrnn.model.heads import resolve_head, make_head
 from charrnn.model.regularise import EmbeddingDropout, LockedDropout, RecurrentStack, WeightDrop
+from charrnn.errors import CharrnnError
 from charrnn.settings import CELLS
+from charrnn.settings.setting import NO_WEIGHT_DROP
 
 RNN_CLASSES = {name: STACKS[name] if name in STACKS else getattr(nn, name.upper())  # lstm -> nn.LSTM, ...,
                for name in CELLS}                                                  # qrnn -> cells.QRNN
@@ -62,6 +64,8 @@ class RNNLM(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.emb)  # --tie-weights requires emb == hidden
         self.drop = (LockedDropout if cfg.locked_dropout else nn.Dropout)(cfg.dropout)
         self.embed_drop, self.weight_drop = EmbeddingDropout(cfg.embed_dropout), WeightDrop(cfg.weight_drop)
+        if cfg.weight_drop > 0 and cfg.cell in NO_WEIGHT_DROP:  # settings.check_combination says it first
+            raise CharrnnError(f"--weight-drop needs a recurrent matrix W_hh and a {cfg.cell} has none")
         self.rnn = RNN_CLASSES[cfg.cell](cfg.emb, cfg.hidden, cfg.layers, batch_first=True,
                                          dropout=cfg.dropout if cfg.layers > 1 and not cfg.locked_dropout else 0.0)
         self.stack = RecurrentStack(self.rnn)  # not a module: no parameters of its own
