@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from charrnn.errors import CharrnnError
+from charrnn.model.cells import CellStack
 from charrnn.model.network import RNNLM, detach_state
 from charrnn.system.device import autocast
 from charrnn.system.progress import progress_bar
@@ -77,7 +78,7 @@ def _adapting(model: nn.Module, params):
     theta0 = [p.detach().clone() for p in params]
     was_training = model.training
     dropouts = [(m, "p" if isinstance(m, nn.Dropout) else "dropout", m.p if isinstance(m, nn.Dropout) else m.dropout)
-                for m in model.modules() if isinstance(m, (nn.Dropout, nn.RNNBase))]
+                for m in model.modules() if isinstance(m, (nn.Dropout, nn.RNNBase, CellStack))]
     try:
         for m, attr, _ in dropouts:
             setattr(m, attr, 0.0)

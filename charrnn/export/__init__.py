@@ -9,6 +9,7 @@ import os
 from charrnn.errors import CharrnnError
 
 FORMATS = ("onnx", "html", "pt")
+GRAPH_CELLS = ("lstm", "gru", "rnn")  # the cells ONNX (and the page's JavaScript) implement
 QUANTIZE = ("fp16", "int8")
 FIX = "choose another output path"
 
@@ -46,6 +47,9 @@ def export(module, tokenizer, info: dict, path: str, fmt: str, *, force: bool = 
 
     path = os.fspath(path)
     check_request(path, fmt, force, quantize, half)
+    if fmt != "pt" and module.cfg.cell not in GRAPH_CELLS:
+        raise CharrnnError(f"--format {fmt} supports the lstm, gru and rnn cells (ONNX and the page have no "
+                           f"{module.cfg.cell}); this model can be exported with --format pt")
     if fmt == "onnx":
         from charrnn.export.onnx import onnx_bytes
 

@@ -10,6 +10,9 @@ number of streams (``Product``, kernels.py). A full softmax head's product is pr
 (tanh(x) = 2 sigmoid(2x) - 1; scaling by 2 is exact); tanh(c) is taken the same way where that is faster
 (torch's vectorised CPU tanh costs several times its sigmoid on a batch; where ATen runs without
 vector kernels torch.tanh wins: ``kernels.tanh_form`` times both once per machine and row count).
+
+The cells of model/cells/ (QRNN, SRU, IndRNN, JANET, peephole LSTM) step through their own
+``CellStack.step``, the same equations as their forward on (B, .) tensors, in fp32.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 
 from charrnn.generation import kernels
 from charrnn.generation.kernels import Product
+from charrnn.model.cells import CellStack
 from charrnn.model.network import RNNLM
 
 
@@ -49,11 +53,12 @@ class Stepper:
     def __init__(self, model: RNNLM, precision: str = "fp32"):
         self.model, self.cell = model, model.cfg.cell
         rnn, self.layers = model.rnn, []
+        self.stack = rnn if isinstance(rnn, CellStack) else None  # steps by its own step()
         self.dtype = torch.bfloat16 if precision == "bf16" else None  # bf16: products in bf16, the rest fp32
         self.forms: dict = {}
         self.forced_form: str | None = None  # one tanh(c) form whatever the timing (use_kernel: "sigmoid")
         with torch.no_grad():
-            for i in range(rnn.num_layers):
+            for i in range(0 if self.stack is not None else rnn.num_layers):
                 w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{k}_l{i}") for k in ("weight_ih", "weight_hh", "bias_ih",
                                                                                "bias_hh"))
                 if self.cell == "gru":  # the candidate gate needs W_hn h apart: two products
@@ -77,7 +82,7 @@ class Stepper:
     def to_module(self, state):
         """The first row of the state in nn.LSTM style (L, 1, H), to continue with a fused forward."""
         parts = tuple(torch.stack([s[:1] for s in layers]) for layers in state)
-        return parts if self.cell == "lstm" else parts[0]
+        return parts if len(parts) > 1 else parts[0]
 
     @staticmethod
     def select(state, index: torch.Tensor):
@@ -88,6 +93,10 @@ class Stepper:
     def __call__(self, tokens: torch.Tensor, state):
         """tokens (B,) -> next-token log-probabilities (B, V) and the new state."""
         x = self.model.embed.weight.index_select(0, tokens.view(-1))
+        if self.stack is not None:
+            x, per_layer = self.stack.step(x, [tuple(part[i] for part in state) for i in range(len(state[0]))])
+            new = tuple(tuple(st[k] for st in per_layer) for k in range(self.stack.n_states))
+            return self._log_probs(x), new
         hs, new_h, new_c = state[0], [], []
         for i, layer in enumerate(self.layers):
             if self.cell == "gru":
@@ -104,9 +113,12 @@ class Stepper:
             new_h.append(h)
             x = h
         new = (tuple(new_h), tuple(new_c)) if self.cell == "lstm" else (tuple(new_h),)
+        return self._log_probs(x), new
+
+    def _log_probs(self, x: torch.Tensor) -> torch.Tensor:
         if self.out is not None:
-            return torch.log_softmax(self.out(x), dim=-1), new
-        return self.model.head.log_probs(x).float(), new
+            return torch.log_softmax(self.out(x), dim=-1)
+        return self.model.head.log_probs(x).float()
 
     def form(self, c: torch.Tensor) -> str:
         """How tanh(c) is taken for states shaped like c (kernels.tanh_form, remembered per row count)."""

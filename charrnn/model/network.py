@@ -1,4 +1,5 @@
-"""The language model: embedding -> stacked LSTM/GRU/RNN (fused kernels) -> dropout -> output head.
+"""The language model: embedding -> stacked LSTM/GRU/RNN (fused kernels) or one of cells/ (QRNN, SRU,
+IndRNN, JANET, peephole LSTM) -> dropout -> output head.
 
 Training-time regularisers (weight drop, locked and embedding dropout) live in regularise.py.
 
@@ -13,11 +14,15 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn as nn
 
+from charrnn.model.cells import STACKS
 from charrnn.model.heads import resolve_head, make_head
 from charrnn.model.regularise import EmbeddingDropout, LockedDropout, RecurrentStack, WeightDrop
+from charrnn.errors import CharrnnError
 from charrnn.settings import CELLS
+from charrnn.settings.setting import NO_WEIGHT_DROP
 
-RNN_CLASSES = {name: getattr(nn, name.upper()) for name in CELLS}  # lstm -> nn.LSTM, gru -> nn.GRU, ...
+RNN_CLASSES = {name: STACKS[name] if name in STACKS else getattr(nn, name.upper())  # lstm -> nn.LSTM, ...,
+               for name in CELLS}                                                  # qrnn -> cells.QRNN
 REGULARISERS = ("weight_drop", "embed_dropout", "locked_dropout")  # training-only, like dropout
 
 
@@ -59,6 +64,8 @@ class RNNLM(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.emb)  # --tie-weights requires emb == hidden
         self.drop = (LockedDropout if cfg.locked_dropout else nn.Dropout)(cfg.dropout)
         self.embed_drop, self.weight_drop = EmbeddingDropout(cfg.embed_dropout), WeightDrop(cfg.weight_drop)
+        if cfg.weight_drop > 0 and cfg.cell in NO_WEIGHT_DROP:  # settings.check_combination says it first
+            raise CharrnnError(f"--weight-drop needs a recurrent matrix W_hh and a {cfg.cell} has none")
         self.rnn = RNN_CLASSES[cfg.cell](cfg.emb, cfg.hidden, cfg.layers, batch_first=True,
                                          dropout=cfg.dropout if cfg.layers > 1 and not cfg.locked_dropout else 0.0)
         self.stack = RecurrentStack(self.rnn)  # not a module: no parameters of its own
@@ -69,6 +76,8 @@ class RNNLM(nn.Module):
     def reset_parameters(self) -> None:
         nn.init.normal_(self.embed.weight, std=0.1 if not self.cfg.tie_weights else self.cfg.hidden ** -0.5)
         self.head.init_weights()
+        if self.cfg.cell in STACKS:  # each cell's own initialisation (its paper's: cells/)
+            self.rnn.reset_parameters()
         if self.cfg.cell == "lstm":  # forget-gate bias 1 (gates are ordered i, f, g, o)
             h = self.cfg.hidden
             for name, p in self.rnn.named_parameters():

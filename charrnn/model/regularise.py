@@ -7,6 +7,11 @@ the same ``nn.LSTM/GRU/RNN`` through ``torch.func.functional_call`` (one ``aten:
 Python loop over time). Locked dropout between layers needs each layer's output, so in training it
 runs the fused kernel once per layer with that layer's own parameters (a parameterless "meta" copy
 of a one-layer RNN is called with them); the state_dict names are those of the one stacked RNN.
+
+The cells of cells/ (a ``CellStack``) take both as arguments of their forward: weight drop masks W_hh
+once per forward (JANET, peephole LSTM; QRNN, SRU and IndRNN have no W_hh, and settings refuse
+--weight-drop for them), locked dropout runs between their layers. Embedding dropout and dropout act
+on every cell alike.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
+
+from charrnn.model.cells import CellStack
 
 
 class LockedDropout(nn.Dropout):
@@ -55,6 +62,9 @@ class RecurrentStack:
     between layers. Not a module: it owns no parameters, so the model's state_dict is unchanged."""
 
     def __init__(self, rnn: nn.RNNBase):
+        if isinstance(rnn, CellStack):
+            self.layers = []
+            return
         kw = {"nonlinearity": rnn.nonlinearity} if isinstance(rnn, nn.RNN) else {}
         self.layers = [type(rnn)(rnn.input_size if i == 0 else rnn.hidden_size, rnn.hidden_size, 1,
                                  batch_first=rnn.batch_first, device="meta", **kw)
@@ -65,6 +75,8 @@ class RecurrentStack:
         every layer but the last; without either it is exactly ``rnn(x, state)``."""
         per_layer = rnn.num_layers > 1 and isinstance(between, LockedDropout) and between.training and between.p > 0
         dropping = weight_drop.training and weight_drop.p > 0
+        if isinstance(rnn, CellStack):
+            return rnn(x, state, weight_drop.p if dropping else 0.0, between if per_layer else None)
         if not (per_layer or dropping):
             return rnn(x, state)
         params = dict(rnn.named_parameters())

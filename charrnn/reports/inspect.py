@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import textwrap
 
-from charrnn.model.sizes import GATES, rnn_layer_count
+from charrnn.model.sizes import layer_formula, rnn_layer_count
 from charrnn.reports import Shown
 from charrnn.system import rundir
 from charrnn.system.progress import human_duration
 
 def bias_note(cell: str) -> str:
+    if cell not in ("lstm", "gru", "rnn"):
+        return f"a {cell} layer keeps one bias per gate (docs/cells.md has its equations and formula)"
     g, article = {"lstm": ("4", "an"), "gru": ("3", "a"), "rnn": ("", "an")}[cell]
     return (f"PyTorch keeps two bias vectors per layer, b_ih and b_hh, so {article} {cell.upper()} layer with "
             f"input m and hidden h has {g}(mh + h² + 2h) parameters where the textbook formula {g}(mh + h² + h) "
@@ -33,14 +35,15 @@ def parameter_table(model) -> list[dict]:
     V, e, h = cfg.vocab_size, cfg.emb, cfg.hidden
     rows = [{"part": "embedding", "formula": "V·e", "numbers": f"{V}·{e}", "closed_form": V * e,
              "count": model.embed.weight.numel()}]
-    G = GATES[cfg.cell]
     for i in range(rnn.num_layers):
         m = e if i == 0 else h
-        actual = sum(getattr(rnn, f"{w}_l{i}").numel() for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-        g = f"{G}" if G > 1 else ""
-        rows.append({"part": f"{cfg.cell} layer {i + 1} (m={m}, h={h})", "formula": f"{g}(mh + h² + 2h)",
-                     "numbers": f"{g}({m}·{h} + {h}² + 2·{h})", "closed_form": rnn_layer_count(cfg.cell, m, h),
-                     "count": actual})
+        if hasattr(rnn, "layers"):  # a CellStack (model/cells)
+            actual = sum(p.numel() for p in rnn.layers[i].parameters())
+        else:
+            actual = sum(getattr(rnn, f"{w}_l{i}").numel() for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        formula, numbers = layer_formula(cfg.cell, m, h)
+        rows.append({"part": f"{cfg.cell} layer {i + 1} (m={m}, h={h})", "formula": formula,
+                     "numbers": numbers, "closed_form": rnn_layer_count(cfg.cell, m, h), "count": actual})
     rows.extend(model.head.parameter_rows())
     return rows
 

@@ -42,6 +42,10 @@ def layer_states(model, ids) -> tuple[list[torch.Tensor], list[torch.Tensor] | N
     x = model.embed(torch.as_tensor(np.asarray(ids), dtype=torch.long, device=p0.device).view(1, -1))
     hs, cs = [], ([] if cell == "lstm" else None)
     for i in range(rnn.num_layers):
+        if hasattr(rnn, "layers"):  # a CellStack (model/cells): its own layer, h at every step
+            x, _ = rnn.layers[i](x, None)
+            hs.append(x[0])
+            continue
         w = [getattr(rnn, f"{n}_l{i}") for n in WEIGHTS]
         layer = type(rnn)(w[0].shape[1], rnn.hidden_size, 1, batch_first=True).to(p0.device, p0.dtype)
         for n, p in zip(WEIGHTS, w):

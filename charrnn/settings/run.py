@@ -7,7 +7,7 @@ import importlib.util
 from dataclasses import asdict, field, make_dataclass
 
 from charrnn.errors import CharrnnError
-from charrnn.settings.setting import DEFAULT_MAX_EPOCHS, by_name, check_values
+from charrnn.settings.setting import DEFAULT_MAX_EPOCHS, NO_WEIGHT_DROP, by_name, check_values
 from charrnn.settings.tables import TRAIN
 
 
@@ -44,6 +44,10 @@ def check_combination(cfg) -> None:
         raise CharrnnError(f"--val-frac and --test-frac must sum below 1 (got {cfg.val_frac}, {cfg.test_frac})")
     if cfg.val_file is None and cfg.val_frac <= 0:
         raise CharrnnError("--val-frac 0 leaves no validation text; give a positive --val-frac or a --val-file")
+    if cfg.weight_drop > 0 and cfg.cell in NO_WEIGHT_DROP:
+        raise CharrnnError(f"--weight-drop needs a recurrent matrix W_hh and a {cfg.cell} has none; drop "
+                           "--weight-drop (use --dropout or --locked-dropout) or use --cell lstm, gru, rnn, janet "
+                           "or lstm-peephole")
     if cfg.tie_weights and cfg.head == "adaptive":
         raise CharrnnError("--tie-weights needs the full softmax head; use --head full (or auto)")
     if cfg.tie_weights and cfg.emb != cfg.hidden:

@@ -16,7 +16,9 @@ from charrnn.errors import CharrnnError
 
 # Registries: the names each stage of the pipeline implements (the implementations key off these).
 TOKENIZERS = ("char", "byte", "bpe", "unigram")   # tokenizers.fit_tokenizer
-CELLS = ("lstm", "gru", "rnn")                     # model: nn.LSTM / nn.GRU / nn.RNN
+CELLS = ("lstm", "gru", "rnn",                     # model: nn.LSTM / nn.GRU / nn.RNN,
+         "qrnn", "sru", "indrnn", "janet", "lstm-peephole")  # model/cells/
+NO_WEIGHT_DROP = ("qrnn", "sru", "indrnn")         # cells without a recurrent matrix W_hh
 HEADS = ("auto", "full", "adaptive")               # model.resolve_head / heads.py
 PRECISIONS = ("auto", "fp32", "bf16")              # system.device.resolve_precision
 DEVICES = ("auto", "cpu", "cuda", "mps")           # system.device.resolve_device

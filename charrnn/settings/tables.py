@@ -29,7 +29,8 @@ TRAIN = grouped(
     S("batch_size", default=32, help="Parallel streams per step (B).", **POS),
     S("seq_len", default=128, help="Window length T of truncated backprop through time.", **POS),
     "model",
-    S("cell", str, "lstm", "Recurrent cell.", choices=CELLS),
+    S("cell", str, "lstm", "Recurrent cell: the fused lstm, gru, rnn, or qrnn, sru (parallel scans: fast to "
+      "train), indrnn, janet, lstm-peephole (docs/cells.md).", choices=CELLS),
     S("layers", default=2, help="Stacked recurrent layers.", **POS),
     S("hidden", default=512, help="Hidden units per layer.", **POS),
     S("emb", default=64, help="Embedding size.", **POS),

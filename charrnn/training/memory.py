@@ -21,7 +21,9 @@ from __future__ import annotations
 from charrnn.errors import CharrnnError
 from charrnn.model.sizes import n_parameters, output_width
 
-ACT_PER_H = {"lstm": 12, "gru": 16, "rnn": 6}  # floats kept per hidden unit, layer and token (measured)
+ACT_PER_H = {"lstm": 12, "gru": 16, "rnn": 6,  # floats kept per hidden unit, layer and token (measured);
+             "qrnn": 10, "sru": 12, "indrnn": 4,  # model/cells: counted from the tensors autograd keeps
+             "janet": 12, "lstm-peephole": 18}    # (gates, their activations, c, h), not measured
 RUNTIME = {"cpu": 128e6, "cuda": 512e6, "mps": 256e6}  # kernels' code and workspaces, allocator slack
 EVAL_STREAMS, EVAL_WINDOW = 32, 512  # batching.eval_stream_count / evaluate.EVAL_WINDOW at most
 FIT_FRACTION = 0.9  # refuse above this fraction of the available memory

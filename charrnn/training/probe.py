@@ -34,6 +34,7 @@ import torch
 
 from charrnn.model.heads import resolve_head
 from charrnn.model.network import RNNLM
+from charrnn.model.sizes import layer_macs
 from charrnn.system.device import cpu_model
 from charrnn.system.fileio import atomic_write_bytes
 from charrnn.training.step import make_optimizer
@@ -44,7 +45,6 @@ TIMED_STEPS = 2
 CACHE_FILE = "budget-probe.json"
 CACHE_VERSION = 3  # 2: two-window timing; 3: keyed by the vocabulary's bucket, not its size
 VOCAB_BUCKET = 256  # the smallest vocabulary timed (every char and byte vocabulary)
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 def machine_key(device: torch.device, precision: str) -> str:
@@ -68,7 +68,7 @@ def token_macs(mc) -> int:
     """Multiply-adds per token of the recurrence and of a full softmax head (an adaptive head: 0)."""
     n, m = 0, mc.emb
     for _ in range(mc.layers):
-        n += GATES.get(mc.cell, 4) * (m + mc.hidden) * mc.hidden
+        n += layer_macs(mc.cell, m, mc.hidden)
         m = mc.hidden
     return n + (mc.hidden * mc.vocab_size if mc.head != "adaptive" else 0)
 

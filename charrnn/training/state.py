@@ -34,7 +34,7 @@ def restore(t, ckpt: dict) -> None:
         hidden = ts.get("hidden")
         if hidden is not None:
             hidden = [h.to(t.device) for h in hidden]
-            t.state = tuple(hidden) if t.cfg.cell == "lstm" else hidden[0]
+            t.state = tuple(hidden) if len(hidden) > 1 else hidden[0]  # (h, c) of an LSTM or a peephole LSTM
         t.best_val, t.bad_evals = float(ts["best_val"]), int(ts["bad_evals"])
         t.best = dict(ts.get("best") or {})
         t.elapsed, t.tokens = float(ts["elapsed"]), int(ts["tokens"])
