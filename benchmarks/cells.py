@@ -4,7 +4,7 @@
                                        [--compare both|hidden|parameters]
     python benchmarks/cells.py scan    [--threads 2]             # the scan's forms, forward+backward
     python benchmarks/cells.py sample  [--threads 2] [--tokens 300]
-    python benchmarks/cells.py quality [--threads 2] [--seconds 250] [--equal-steps 1000] [--corpus PATH]
+    python benchmarks/cells.py quality [--seconds 250] [--parallel 2] [--rows 'lstm sru sru:layers=4'] [--corpus PATH]
 
 speed: training tokens/s of one charrnn training step (RNNLM, the trainer's AdamW, forward + loss +
 backward + clipping + update, the state carried and detached) of each cell against the LSTM, at equal
@@ -14,10 +14,11 @@ turn, the order rotated every round, ``--steps`` timed steps each after one unti
 figure is its best round, the ratio the median over rounds of (cell / LSTM in the same round).
 scan: the blocked scan (scan.linear_scan, custom backward) against a step loop with autograd through
 it and the log-space form, forward + backward at 32 x 128 x 512. sample: tokens/s of one stream
-stepped by generation/stepper.py (the LSTM by the Runner, as charrnn sample does). quality: each cell
-trained on tinyshakespeare with charrnn.train's defaults otherwise, for ``--seconds`` of wall time and
-for ``--equal-steps`` steps; the best validation bits/char of each (one after another: run it on a quiet
-machine). Every mode prints the date, CPU model, thread count and load average first.
+stepped by generation/stepper.py (the LSTM by the Runner, as charrnn sample does). quality: each row (a cell,
+or a cell with settings) trained on tinyshakespeare with charrnn.train's defaults otherwise for
+``--seconds`` of wall time, in a process of its own with one thread, ``--parallel`` rows side by side
+each pinned to its own core: the best validation bits/char (best.pt on the whole split), and the
+validation loss at the last step every row reached (equal steps, from the periodic evaluations). Every mode prints the date, CPU model, thread count and load average first.
 """
 
 from __future__ import annotations
@@ -152,38 +153,85 @@ def sample(args) -> None:
         print(f"{c:15}{best:>10,.0f} tokens/s", flush=True)
 
 
-def quality(args) -> None:
-    import tempfile
+def _race_one(spec: str, corpus: str, ck: str, seconds: float, eval_every: int, core: int | None) -> None:
+    """One row of the race in this process (a child): 1 thread, pinned to ``core``; prints a JSON line."""
+    import json
 
     import charrnn
 
+    if core is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {core})
+    torch.set_num_threads(1)
+    cell, _, extra = spec.partition(":")
+    kw = {k: int(v) for k, v in (p.split("=") for p in extra.split(",") if p)}
+    r = charrnn.train(corpus, checkpoint_dir=ck, cell=cell, name=spec.replace(":", "-").replace("=", "").replace(",", "-"),
+                      verbose=False, precision="fp32", budget=False, max_time=seconds, eval_every=eval_every,
+                      eval_tokens=16384, **kw)
+    curve = {}
+    with open(os.path.join(r.run_dir, "metrics.jsonl"), encoding="utf-8") as f:
+        for line in f:
+            m = json.loads(line)
+            if m.get("split") == "val" and m.get("scope") is None:
+                curve[m["step"]] = m["loss"]
+    print(json.dumps({"spec": spec, "bpc": r.best.get("bpc"), "loss": r.best.get("loss"), "scope": r.best.get("scope"),
+                      "steps": r.steps, "elapsed": r.elapsed, "curve": curve}), flush=True)
+
+
+def quality(args) -> None:
+    """Each row trained for ``--seconds`` of wall time in a process of its own, one thread, ``--parallel``
+    at a time (each pinned to its own core: runs side by side get the same share of the machine)."""
+    import json
+    import subprocess
+    import tempfile
+
     corpus = os.path.abspath(args.corpus)
-    print(f"\nvalidation bits/char on {corpus}, each cell {args.seconds} s of wall time and {args.equal_steps} steps "
-          "(charrnn.train defaults otherwise)")
+    rows = args.rows.split() if args.rows else CELLS
+    print(f"\nvalidation on {corpus}: each row {args.seconds:g} s of wall time, 1 thread, {args.parallel} at a time "
+          f"(charrnn.train's defaults otherwise; evaluations every {args.eval_every} steps on 16,384 tokens)", flush=True)
+    results = []
     with tempfile.TemporaryDirectory() as ck:
-        for c in CELLS:
-            row = []
-            for how in ({"max_time": args.seconds}, {"max_steps": args.equal_steps}):
-                r = charrnn.train(corpus, checkpoint_dir=ck, cell=c, name=f"{c}-{next(iter(how))}", verbose=False,
-                                  precision="fp32", budget=False, **how)
-                row.append(f"{r.best.get('bpc', float('nan')):.3f} bpc at step {r.steps} ({r.elapsed:.0f} s)")
-            print(f"{c:15}time: {row[0]:36} steps: {row[1]}", flush=True)
+        for i in range(0, len(rows), args.parallel):
+            procs = [subprocess.Popen([sys.executable, __file__, "race-one", "--row", spec, "--corpus", corpus,
+                                       "--seconds", str(args.seconds), "--eval-every", str(args.eval_every),
+                                       "--core", str(j % (os.cpu_count() or 1)), "--ck", ck],
+                                      stdout=subprocess.PIPE, text=True)
+                     for j, spec in enumerate(rows[i:i + args.parallel])]
+            for p in procs:
+                out, _ = p.communicate()
+                results.append(json.loads(out.strip().splitlines()[-1]))
+    common = min(max((int(s) for s in r["curve"]), default=0) for r in results)
+    ref = next((r for r in results if r["spec"] == "lstm"), results[0])
+    print(f"\n| row | steps in {args.seconds:g} s | best val bits/char (best.pt, whole split) | vs {ref['spec']} (nats/char) | "
+          f"val nats/char at step {common} (est.) |")
+    print("|---|---:|---:|---:|---:|")
+    for r in results:
+        at = r["curve"].get(str(common), r["curve"].get(common))
+        print(f"| {r['spec']} | {r['steps']:,} | {r['bpc']:.3f} | {r['loss'] - ref['loss']:+.3f} | "
+              f"{at if at is None else f'{at:.3f}'} |", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=("speed", "scan", "sample", "quality"))
+    ap.add_argument("mode", choices=("speed", "scan", "sample", "quality", "race-one"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=3, help="speed: timed steps per round")
-    ap.add_argument("--equal-steps", type=int, default=1000, help="quality: the steps of the equal-steps runs")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--compare", choices=("both", "hidden", "parameters"), default="both",
                     help="speed: at equal hidden size, at equal parameter count, or both")
     ap.add_argument("--tokens", type=int, default=300)
     ap.add_argument("--seconds", type=float, default=250)
     ap.add_argument("--corpus", default=CORPUS)
+    ap.add_argument("--rows", help="quality: rows 'CELL[:setting=int,...]' separated by spaces (default: every cell), "
+                                   "e.g. 'lstm sru sru:layers=4 lstm:attention=64'")
+    ap.add_argument("--parallel", type=int, default=2, help="quality: rows trained at a time, one thread each")
+    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--row", help=argparse.SUPPRESS)
+    ap.add_argument("--core", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--ck", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.mode == "race-one":
+        return _race_one(args.row, args.corpus, args.ck, args.seconds, args.eval_every, args.core)
     torch.set_num_threads(args.threads)
     header(args.threads)
     {"speed": speed, "scan": scan, "sample": sample, "quality": quality}[args.mode](args)
