@@ -18,6 +18,7 @@ import torch
 
 from charrnn.generation import kernels
 from charrnn.generation.kernels import Product
+from charrnn.model import state as states
 from charrnn.model.network import RNNLM
 
 
@@ -37,13 +38,15 @@ class Stepper:
     """One token per stream per step through the model, with the same math as nn.LSTM/GRU/RNN.
 
     The state is a tuple of per-layer (B, H) tensors (LSTM: hidden states then cell states); rows
-    are independent streams. The weights are copied when the Stepper is built (build a new one after
+    are independent streams. With ``--attention M`` one more entry, ``(memory,)``, holds the top
+    layer's last M states (B, M, H), and the attention (attention.py's ``step``) follows the stack. The weights are copied when the Stepper is built (build a new one after
     changing the model). ``precision="bf16"`` multiplies in bfloat16 (several times faster for big
     batches on CPUs with AVX512-BF16 or AMX); states, gates and the output layer stay fp32.
     """
 
     def __init__(self, model: RNNLM, precision: str = "fp32"):
         self.model, self.cell = model, model.cfg.cell
+        self.attn = model.attn  # None without --attention
         rnn, self.layers = model.rnn, []
         self.dtype = torch.bfloat16 if precision == "bf16" else None  # bf16: products in bf16, the rest fp32
         with torch.no_grad():
@@ -65,13 +68,19 @@ class Stepper:
 
     def from_module(self, state, batch: int = 1):
         """nn.LSTM-style (L, 1, H) state -> this stepper's state with ``batch`` copies of it."""
-        parts = state if isinstance(state, tuple) else (state,)
-        return tuple(t[:, :1].expand(-1, batch, -1).unbind(0) for t in parts)
+        rnn, memory = states.parts(state, self.attn is not None)
+        parts = rnn if isinstance(rnn, tuple) else (rnn,)
+        out = tuple(t[:, :1].expand(-1, batch, -1).unbind(0) for t in parts)
+        if self.attn is None:
+            return out
+        return out + ((memory[:, :1].transpose(0, 1).expand(batch, -1, -1).float(),),)  # (M, 1, H) -> (B, M, H)
 
     def to_module(self, state):
         """The first row of the state in nn.LSTM style (L, 1, H), to continue with a fused forward."""
-        parts = tuple(torch.stack([s[:1] for s in layers]) for layers in state)
-        return parts if self.cell == "lstm" else parts[0]
+        rnn = state[:-1] if self.attn is not None else state
+        parts = tuple(torch.stack([s[:1] for s in layers]) for layers in rnn)
+        parts = parts if self.cell == "lstm" else parts[0]
+        return parts if self.attn is None else (parts, state[-1][0][:1].transpose(0, 1))
 
     @staticmethod
     def select(state, index: torch.Tensor):
@@ -98,6 +107,9 @@ class Stepper:
             new_h.append(h)
             x = h
         new = (tuple(new_h), tuple(new_c)) if self.cell == "lstm" else (tuple(new_h),)
+        if self.attn is not None:  # the memory: the last entry of the state
+            x, memory = self.attn.step(x, state[-1][0])
+            new += ((memory,),)
         if self.out is not None:
             return torch.log_softmax(self.out(x), dim=-1), new
         return self.model.head.log_probs(x).float(), new
@@ -127,7 +139,8 @@ class Runner:
 
     def __init__(self, stepper: Stepper, state):
         self.stepper = stepper
-        self.fast = stepper.cell == "lstm" and type(stepper) is Stepper  # (a CUDA graph steps on its own buffers)
+        self.fast = stepper.cell == "lstm" and type(stepper) is Stepper and stepper.attn is None  # (a CUDA graph
+                                                                                    # steps on its own buffers)
         self.load(state)
 
     def _alloc(self, rows: int, device) -> None:

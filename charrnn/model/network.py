@@ -1,6 +1,7 @@
-"""The language model: embedding -> stacked LSTM/GRU/RNN (fused kernels) -> dropout -> output head.
+"""The language model: embedding -> stacked LSTM/GRU/RNN (fused kernels) -> [attention] -> dropout -> head.
 
-Training-time regularisers (weight drop, locked and embedding dropout) live in regularise.py.
+``--attention M`` adds one attention head over the top layer's last M states (attention.py); its
+memory is then part of the state, ``(rnn_state, memory)`` (state.py). Training-time regularisers (weight drop, locked and embedding dropout) live in regularise.py.
 
 The trunk (``features``) is written once; the head (heads.py) turns its hidden states into a
 training loss, per-token negative log-likelihoods or log-probabilities.
@@ -13,12 +14,15 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn as nn
 
+from charrnn.model import state as states
+from charrnn.model.attention import Attention
 from charrnn.model.heads import resolve_head, make_head
 from charrnn.model.regularise import EmbeddingDropout, LockedDropout, RecurrentStack, WeightDrop
 from charrnn.settings import CELLS
 
 RNN_CLASSES = {name: getattr(nn, name.upper()) for name in CELLS}  # lstm -> nn.LSTM, gru -> nn.GRU, ...
 REGULARISERS = ("weight_drop", "embed_dropout", "locked_dropout")  # training-only, like dropout
+OMITTED_AT_DEFAULT = REGULARISERS + ("attention",)  # left out of a checkpoint's config when unset
 
 
 @dataclass
@@ -35,12 +39,13 @@ class ModelConfig:
     weight_drop: float = 0.0    # DropConnect on W_hh (regularise.py); off in checkpoints that predate it
     embed_dropout: float = 0.0  # drop whole embedding rows
     locked_dropout: bool = False  # --dropout with one mask per sequence, shared across time
+    attention: int = 0          # --attention M: attend over the top layer's last M states (0: none)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["cutoffs"] = list(self.cutoffs)
         defaults = {f.name: f.default for f in fields(self)}
-        return {k: v for k, v in d.items() if k not in REGULARISERS or v != defaults[k]}  # unset: readable by
+        return {k: v for k, v in d.items() if k not in OMITTED_AT_DEFAULT or v != defaults[k]}  # unset: readable by
                                                                                             # older charrnn
 
     @classmethod
@@ -62,6 +67,7 @@ class RNNLM(nn.Module):
         self.rnn = RNN_CLASSES[cfg.cell](cfg.emb, cfg.hidden, cfg.layers, batch_first=True,
                                          dropout=cfg.dropout if cfg.layers > 1 and not cfg.locked_dropout else 0.0)
         self.stack = RecurrentStack(self.rnn)  # not a module: no parameters of its own
+        self.attn = Attention(cfg.hidden, cfg.attention) if cfg.attention else None
         self.head = make_head(cfg.head, cfg.hidden, cfg.vocab_size, cfg.cutoffs,
                               tied=self.embed if cfg.tie_weights else None)
         self.reset_parameters()
@@ -69,6 +75,8 @@ class RNNLM(nn.Module):
     def reset_parameters(self) -> None:
         nn.init.normal_(self.embed.weight, std=0.1 if not self.cfg.tie_weights else self.cfg.hidden ** -0.5)
         self.head.init_weights()
+        if self.attn is not None:
+            self.attn.init_weights()
         if self.cfg.cell == "lstm":  # forget-gate bias 1 (gates are ordered i, f, g, o)
             h = self.cfg.hidden
             for name, p in self.rnn.named_parameters():
@@ -84,10 +92,15 @@ class RNNLM(nn.Module):
         self.head.init_bias(counts)
 
     def features(self, x: torch.Tensor, state=None):
-        """x: (B, T) token ids -> top-layer hidden states (B, T, H) after dropout, and the final state."""
+        """x: (B, T) token ids -> top-layer hidden states (B, T, H) after dropout, and the final state
+        (with attention: the attention's output, and the state (rnn_state, memory))."""
         e = self.drop(self.embed_drop(self.embed, x))
-        out, state = self.stack(self.rnn, e, state, self.weight_drop, self.drop)  # = self.rnn(e, state) without
-        return self.drop(out), state                                                # weight drop or locked dropout
+        rnn_state, memory = states.parts(state, self.cfg.attention)
+        out, rnn_state = self.stack(self.rnn, e, rnn_state, self.weight_drop, self.drop)  # = self.rnn(e, state)
+        if self.attn is None:                                              # without weight drop or locked dropout
+            return self.drop(out), rnn_state
+        out, memory = self.attn(out, memory)
+        return self.drop(out), (rnn_state, memory)
 
     def forward(self, x: torch.Tensor, state=None):
         """x: (B, T) token ids -> log-probabilities (B, T, V) and the final hidden state."""
@@ -109,8 +122,4 @@ class RNNLM(nn.Module):
 
 
 def detach_state(state):
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return state.detach()
+    return states.detach(state)

@@ -1,0 +1,92 @@
+"""``--attention M``: one attention head over the last M hidden states of the top recurrent layer,
+after the RNN stack and before the output head — the single-headed attention of SHA-RNN
+(Merity 2019, "Single Headed Attention RNN: Stop Thinking With Your Head", arXiv 1911.11423).
+
+What is computed, for the top layer's hidden states h_t (H wide) of a window t = 1..T:
+
+    S_t   = (h_{t-M}, ..., h_{t-1}, h_t)        the last M states and the current one (causal)
+    m_s   = LN_m(h_s)                            layer norm of every state attended to
+    q_t   = (W_q LN_q(h_t) + b_q) * sigmoid(s_q)     a query: the one matrix of the head
+    k_s   = m_s * sigmoid(s_k),  v_s = m_s * sigmoid(s_v)   keys and values: the states themselves,
+                                                            scaled per unit (SHA-RNN's qs, ks, vs)
+    a_t   = sum_s softmax_s(q_t . k_s / sqrt(H)) v_s
+    out_t = h_t + a_t                            the residual; the head reads out_t (after dropout)
+
+As in SHA-RNN the keys and values are not projected (only the query has a matrix) and a gate
+vector per unit, squashed by a sigmoid, scales query, keys and values; the states are layer-normed
+before they are attended to (pre-norm) and the attention's output is added to h (residual).
+SHA-RNN's feed-forward "Boom" layer and its memory of the whole previous window are left out: the
+window here is exactly the last M states, so the output at t depends on h_{t-M..t} only and not
+on where the TBPTT windows are cut — a forward over 2T tokens equals two of T with the memory
+carried, and sampling one token at a time equals the full forward. Before a stream's start the
+memory holds zeros (the zero state, like the LSTM's h_0 = c_0 = 0): LN_m of a zero vector is its
+bias, a learned "nothing yet" slot.
+
+The memory, the last M states (M, B, H), is part of the model's state (state.py): carried between
+windows (detached), saved in checkpoints and resumed, built by evaluation's warm-up and kept by
+the Stepper (``step``). Parameters: H^2 + H (W_q, b_q), 3H (s_q, s_k, s_v), 4H (two layer norms):
+H^2 + 8H (sizes.attention_parameters). Cost per window: O(T (M + C) H) with queries taken in
+chunks of C = max(M, 64) rows (batched matmuls, ``F.scaled_dot_product_attention`` with a band
+mask; no loop over time steps), against the LSTM's O(T H^2) per layer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MIN_CHUNK = 64  # queries per attention call at least (fewer, bigger products for a short span)
+
+
+def band_mask(queries: int, span: int, device) -> torch.Tensor:
+    """(queries, span + queries) bool: query i (at key position span + i) sees keys i .. span + i."""
+    j = torch.arange(span + queries, device=device)
+    i = torch.arange(queries, device=device).unsqueeze(1)
+    return (j >= i) & (j <= i + span)
+
+
+class Attention(nn.Module):
+    def __init__(self, hidden: int, span: int):
+        super().__init__()
+        self.span = span
+        self.ln_q, self.ln_m = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.query = nn.Linear(hidden, hidden)
+        self.qs, self.ks, self.vs = (nn.Parameter(torch.zeros(hidden)) for _ in range(3))
+
+    def init_weights(self) -> None:
+        nn.init.normal_(self.query.weight, std=self.query.in_features ** -0.5)
+        nn.init.zeros_(self.query.bias)
+        for p in (self.qs, self.ks, self.vs):
+            nn.init.zeros_(p)  # gates at sigmoid(0) = 1/2
+
+    def empty_memory(self, batch: int, like: torch.Tensor) -> torch.Tensor:
+        return like.new_zeros(self.span, batch, like.shape[-1])
+
+    def forward(self, h: torch.Tensor, memory: torch.Tensor | None):
+        """h (B, T, H), memory (M, B, H) or None (zeros) -> out (B, T, H) and the new memory (M, B, H)."""
+        B, T, H = h.shape
+        M = self.span
+        mem = self.empty_memory(B, h) if memory is None else memory.to(h.dtype)
+        seq = torch.cat([mem.transpose(0, 1), h], 1)                 # (B, M + T, H): S_t for every t
+        m = self.ln_m(seq)
+        k, v = m * torch.sigmoid(self.ks), m * torch.sigmoid(self.vs)
+        q = self.query(self.ln_q(h)) * torch.sigmoid(self.qs)
+        C = max(M, MIN_CHUNK)
+        outs = []
+        for c in range(0, T, C):  # chunks of C queries: each reads its M + C keys, not all M + T
+            n = min(C, T - c)
+            mask = band_mask(n, M, h.device)
+            outs.append(F.scaled_dot_product_attention(q[:, None, c:c + n], k[:, None, c:c + M + n],
+                                                       v[:, None, c:c + M + n], attn_mask=mask)[:, 0])
+        a = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
+        return h + a, seq[:, T:].transpose(0, 1)  # the last M states: the next window's memory
+
+    def step(self, h: torch.Tensor, memory: torch.Tensor):
+        """One token per stream: h (B, H), memory (B, M, H) (the Stepper's layout) -> out (B, H), new memory."""
+        seq = torch.cat([memory, h.unsqueeze(1)], 1)                 # (B, M + 1, H)
+        m = self.ln_m(seq)
+        k, v = m * torch.sigmoid(self.ks), m * torch.sigmoid(self.vs)
+        q = self.query(self.ln_q(h)) * torch.sigmoid(self.qs)
+        w = torch.softmax(torch.einsum("bh,bsh->bs", q, k) / k.shape[-1] ** 0.5, -1)
+        return h + torch.einsum("bs,bsh->bh", w, v), seq[:, 1:]
