@@ -46,6 +46,9 @@ def export(module, tokenizer, info: dict, path: str, fmt: str, *, force: bool = 
 
     path = os.fspath(path)
     check_request(path, fmt, force, quantize, half)
+    if fmt != "pt" and getattr(module.cfg, "attention", 0):
+        raise CharrnnError(f"--format {fmt} does not export --attention models (the graph and the page have no "
+                           "attention step); use --format pt, or sample with charrnn")
     if fmt == "onnx":
         from charrnn.export.onnx import onnx_bytes
 
