@@ -18,16 +18,19 @@ before they are attended to (pre-norm) and the attention's output is added to h 
 SHA-RNN's feed-forward "Boom" layer and its memory of the whole previous window are left out: the
 window here is exactly the last M states, so the output at t depends on h_{t-M..t} only and not
 on where the TBPTT windows are cut — a forward over 2T tokens equals two of T with the memory
-carried, and sampling one token at a time equals the full forward. Before a stream's start the
-memory holds zeros (the zero state, like the LSTM's h_0 = c_0 = 0): LN_m of a zero vector is its
-bias, a learned "nothing yet" slot.
+carried, and sampling one token at a time equals the full forward.
 
-The memory, the last M states (M, B, H), is part of the model's state (state.py): carried between
-windows (detached), saved in checkpoints and resumed, built by evaluation's warm-up and kept by
-the Stepper (``step``). Parameters: H^2 + H (W_q, b_q), 3H (s_q, s_k, s_v), 4H (two layer norms):
-H^2 + 8H (sizes.attention_parameters). Cost per window: O(T (M + C) H) with queries taken in
-chunks of C = max(M, 64) rows (batched matmuls, ``F.scaled_dot_product_attention`` with a band
-mask; no loop over time steps), against the LSTM's O(T H^2) per layer.
+Computed as (q_t * sigmoid(s_k)) . m_s and sigmoid(s_v) * sum_s w_s m_s: the gates folded into the
+query and the output, so that the memory holds m_s = LN_m(h_s), the last M normalised states
+(M, B, H). It is part of the model's state (state.py): carried between windows (detached), saved
+in checkpoints and resumed, built by evaluation's warm-up and kept by the Stepper (``step``: one
+new row normalised per token). Before a stream's start it holds zero vectors (the zero state, like
+the LSTM's h_0 = c_0 = 0): a zero slot scores 0 and its value is 0, so it takes a share of the
+softmax's weight and adds nothing (a fixed "nothing yet").
+Parameters: H^2 + H (W_q, b_q), 3H (s_q, s_k, s_v), 4H (two layer norms): H^2 + 8H
+(sizes.attention_parameters). Cost per window: O(T (M + C) H) with queries taken in chunks of
+C = max(M, 64) rows (batched matmuls, ``F.scaled_dot_product_attention`` with a band mask; no loop
+over time steps), against the LSTM's O(T H^2) per layer.
 """
 
 from __future__ import annotations
@@ -67,26 +70,24 @@ class Attention(nn.Module):
         """h (B, T, H), memory (M, B, H) or None (zeros) -> out (B, T, H) and the new memory (M, B, H)."""
         B, T, H = h.shape
         M = self.span
-        mem = self.empty_memory(B, h) if memory is None else memory.to(h.dtype)
-        seq = torch.cat([mem.transpose(0, 1), h], 1)                 # (B, M + T, H): S_t for every t
-        m = self.ln_m(seq)
-        k, v = m * torch.sigmoid(self.ks), m * torch.sigmoid(self.vs)
-        q = self.query(self.ln_q(h)) * torch.sigmoid(self.qs)
+        m = self.ln_m(h)
+        mem = self.empty_memory(B, m) if memory is None else memory.to(m.dtype)
+        seq = torch.cat([mem.transpose(0, 1), m], 1)                 # (B, M + T, H): m_s of S_t for every t
+        q = self.query(self.ln_q(h)) * (torch.sigmoid(self.qs) * torch.sigmoid(self.ks)).to(m.dtype)
         C = max(M, MIN_CHUNK)
         outs = []
         for c in range(0, T, C):  # chunks of C queries: each reads its M + C keys, not all M + T
             n = min(C, T - c)
-            mask = band_mask(n, M, h.device)
-            outs.append(F.scaled_dot_product_attention(q[:, None, c:c + n], k[:, None, c:c + M + n],
-                                                       v[:, None, c:c + M + n], attn_mask=mask)[:, 0])
+            keys = seq[:, None, c:c + M + n]
+            outs.append(F.scaled_dot_product_attention(q[:, None, c:c + n], keys, keys,
+                                                       attn_mask=band_mask(n, M, h.device))[:, 0])
         a = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
-        return h + a, seq[:, T:].transpose(0, 1)  # the last M states: the next window's memory
+        return h + a * torch.sigmoid(self.vs), seq[:, T:].transpose(0, 1)  # the last M: the next memory
 
     def step(self, h: torch.Tensor, memory: torch.Tensor):
         """One token per stream: h (B, H), memory (B, M, H) (the Stepper's layout) -> out (B, H), new memory."""
-        seq = torch.cat([memory, h.unsqueeze(1)], 1)                 # (B, M + 1, H)
-        m = self.ln_m(seq)
-        k, v = m * torch.sigmoid(self.ks), m * torch.sigmoid(self.vs)
-        q = self.query(self.ln_q(h)) * torch.sigmoid(self.qs)
-        w = torch.softmax(torch.einsum("bh,bsh->bs", q, k) / k.shape[-1] ** 0.5, -1)
-        return h + torch.einsum("bs,bsh->bh", w, v), seq[:, 1:]
+        seq = torch.cat([memory, self.ln_m(h).unsqueeze(1)], 1)     # (B, M + 1, H)
+        q = self.query(self.ln_q(h)) * (torch.sigmoid(self.qs) * torch.sigmoid(self.ks))
+        w = torch.softmax(torch.bmm(seq, q.unsqueeze(2)).squeeze(2) / h.shape[-1] ** 0.5, -1)
+        a = torch.bmm(w.unsqueeze(1), seq).squeeze(1)
+        return h + a * torch.sigmoid(self.vs), seq[:, 1:]
