@@ -2,11 +2,11 @@
 
 A model's state (``RNNLM.features``) is what ``nn.LSTM/GRU/RNN`` return — an LSTM's ``(h, c)``, or
 one tensor ``h`` — each (layers, B, H); with ``--attention M`` it is ``(rnn_state, memory)``, the
-memory (M, B, H) the top layer's last M hidden states, layer-normed (attention.py). Every leaf has the batch
-(the streams) on dim 1, so splitting, joining, zeroing and detaching need no knowledge of the
-structure. ``None`` is the zero state throughout. For a checkpoint the leaves are kept as a flat
-list (``flatten``) and rebuilt from the model's config (``unflatten``), so a model without
-attention stores exactly what it stored before.
+memory (M, B, H) the top layer's last M hidden states, layer-normed (attention.py). Every leaf has
+the batch (the streams) on dim 1, so splitting, joining, zeroing and detaching need no knowledge of
+the structure. ``None`` is the zero state throughout. For a checkpoint the leaves are kept as a flat
+list (``flatten``) and rebuilt from the model's config (``unflatten``), so a model without attention
+stores exactly what it stored before.
 """
 
 from __future__ import annotations
