@@ -284,3 +284,14 @@ def test_zero_is_off():
     assert m.attn is None
     _, st = m(_ids(2, 5))
     assert isinstance(st, tuple) and len(st) == 2 and st[0].shape == (1, 2, 32)  # an LSTM's (h, c) as before
+
+
+def test_torchrun_ranks_take_their_rows_of_the_memory():
+    """Every leaf of the saved state has the streams on dim 1, the memory too: a rank's rows of it
+    are re-sliced with the (h, c) rows (distributed.reslice, the same code for every leaf)."""
+    from charrnn.training.distributed import reslice
+
+    h, c, mem = torch.randn(2, 6, 3), torch.randn(2, 6, 3), torch.randn(M, 6, 3)
+    part = reslice({"hidden": [h, c, mem], "world_size": 2, "rng": "r0", "rank_rng": ["r0", "r1"]}, 2, 1, None)
+    assert [tuple(t.shape) for t in part["hidden"]] == [(2, 3, 3), (2, 3, 3), (M, 3, 3)]
+    assert torch.equal(part["hidden"][2], mem[:, 3:])
