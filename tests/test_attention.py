@@ -252,8 +252,11 @@ def test_resume_is_bit_exact(cli, tmp_path):
 def test_bad_input_is_one_line_before_anything_is_written(cli, tmp_path, attention_run):
     run_dir, corpus, ckdir = attention_run
     r = cli("train", corpus, "--checkpoint-dir", tmp_path, "--attention", -2, "--max-steps", 1)
-    assert r.code != 0 and r.err.count("\n") == 1 and "--attention must be in [0" in r.err
+    assert r.code != 0 and r.err.count("\n") == 1 and "--attention must not be negative" in r.err
     assert not any(tmp_path.iterdir())
+    r = cli("train", corpus, "--checkpoint-dir", tmp_path, "--attention", 10 ** 9, "--max-steps", 1)
+    assert r.code != 0 and r.err.count("\n") == 1 and "lower --attention (now 1000000000)" in r.err
+    assert not (tmp_path / corpus.stem).exists()  # no run directory
     r = cli("train", "--resume", run_dir, "--checkpoint-dir", ckdir, "--attention", 3)
     assert r.code != 0 and "cannot change --attention when resuming" in r.err
     r = cli("train", corpus, "--checkpoint-dir", tmp_path, "--init-from", run_dir, "--attention", 3)

@@ -10,7 +10,6 @@ from charrnn.settings.setting import (TOKENIZERS, CELLS, HEADS, PRECISIONS, DEVI
 
 S = Setting
 POS = dict(type=int, min=1)
-MAX_ATTENTION = 65536  # --attention: a bound on the span (what memory allows is training/memory.py's)
 TRAIN = grouped(
     "data",  # and the tokenizer
     S("corpus", str, "pystdlib", "The text to train on: a UTF-8 file, or the built-in 'pystdlib' corpus.",
@@ -35,7 +34,7 @@ TRAIN = grouped(
     S("hidden", default=512, help="Hidden units per layer.", **POS),
     S("emb", default=64, help="Embedding size.", **POS),
     S("attention", int, 0, "Attend over the top layer's last M hidden states (SHA-RNN's single head, a memory "
-      "carried across windows; docs/guides/attention.md); 0: off.", min=0, max=MAX_ATTENTION, metavar="M"),
+      "carried across windows; docs/guides/attention.md); 0: off.", min=0, metavar="M"),
     "regularisation",
     S("dropout", float, 0.1, "Dropout on embeddings, between layers and before the output layer.", min=0, max=1,
       max_open=True),
