@@ -10,7 +10,7 @@ in turn, the order reversed every other round (ABC.., ..CBA), ``--steps`` timed 
 warm-up step; the figure per span is its best round's tokens/s (wall clock), and the ratio to span 0
 (no attention) is the median of the per-round ratios, so a busy machine slows both sides of a ratio
 alike. The load average (1 min) is printed before and after: on a shared machine, say so beside
-the figures. ``--sample`` adds one-token sampling steps (the Stepper, batch 1) per span.
+the figures. ``--sample`` adds one-token sampling steps (the Runner, as ``charrnn sample`` steps, batch 1) per span.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from charrnn.generation.stepper import Stepper  # noqa: E402
+from charrnn.generation.stepper import Runner, Stepper  # noqa: E402
 from charrnn.model import state as states  # noqa: E402
 from charrnn.model.network import ModelConfig, RNNLM  # noqa: E402
 from charrnn.system.device import cpu_model  # noqa: E402
@@ -62,14 +62,14 @@ def sample_rate(span: int, a, n: int = 300) -> float:
     m = RNNLM(ModelConfig(vocab_size=VOCAB, layers=a.layers, hidden=a.hidden, emb=64, attention=span)).eval()
     step = Stepper(m)
     with torch.no_grad():
-        state = step.from_module(m(torch.zeros(1, 1, dtype=torch.long))[1])
-        tok = torch.zeros(1, dtype=torch.long)
-        for _ in range(20):
-            _, state = step(tok, state)
-        t0 = time.perf_counter()
-        for i in range(n):
-            _, state = step(tok.fill_(i % VOCAB), state)
-        return n / (time.perf_counter() - t0)
+        run = Runner(step, step.from_module(m(torch.zeros(1, 1, dtype=torch.long))[1]))
+    tok = torch.zeros(1, dtype=torch.long)
+    for _ in range(20):
+        run(tok)
+    t0 = time.perf_counter()
+    for i in range(n):
+        run(tok.fill_(i % VOCAB))
+    return n / (time.perf_counter() - t0)
 
 
 def main() -> None:

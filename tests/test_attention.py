@@ -121,7 +121,7 @@ def test_stepping_one_token_at_a_time_equals_the_forward(cell):
 
 def test_batched_rows_with_selection_equal_each_stream_alone():
     """B streams stepped together (the Runner, rows dropped and reordered as finished samples and beams
-    do) equal each stream's own forward: the memory follows its row."""
+    do) equal each stream's own forward: the memory follows its row; no step keeps a graph."""
     m, B, T = _model(), 4, 18
     x = _ids(B, T, seed=5)
     with torch.no_grad():
@@ -129,15 +129,16 @@ def test_batched_rows_with_selection_equal_each_stream_alone():
         step = Stepper(m)
         state = step.from_module(m(x[:, :1])[1], 1)
         state = tuple(tuple(torch.zeros_like(s).expand(B, *s.shape[1:]).clone() for s in part) for part in state)
-        run = Runner(step, state)
-        assert not run.fast  # the in-place LSTM path has no attention step: the Stepper's is used
-        rows = torch.arange(B)
-        for t in range(T):
-            if t == 9:
-                rows = torch.tensor([3, 1, 0])
-                run.select(torch.tensor([3, 1, 0]))
-            logp = run(x[rows, t])
-            torch.testing.assert_close(logp, want[rows, t], **TOL)
+    run = Runner(step, state)  # sampling steps the Runner outside no_grad: its weights need no gradient
+    assert run.fast  # the in-place LSTM step, then the attention's
+    rows = torch.arange(B)
+    for t in range(T):
+        if t == 9:
+            rows = torch.tensor([3, 1, 0])
+            run.select(torch.tensor([3, 1, 0]))
+        logp = run(x[rows, t])
+        torch.testing.assert_close(logp, want[rows, t], **TOL)
+    assert not run.state()[-1][0].requires_grad and run.state()[-1][0].shape == (3, M, H)
 
 
 def test_state_helpers_split_cat_flatten_round_trip():

@@ -14,6 +14,8 @@ independent of the batch beside it, with a kernel that is).
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from charrnn.generation import kernels
@@ -39,14 +41,15 @@ class Stepper:
 
     The state is a tuple of per-layer (B, H) tensors (LSTM: hidden states then cell states); rows
     are independent streams. With ``--attention M`` one more entry, ``(memory,)``, holds the top
-    layer's last M states (B, M, H), and the attention (attention.py's ``step``) follows the stack. The weights are copied when the Stepper is built (build a new one after
-    changing the model). ``precision="bf16"`` multiplies in bfloat16 (several times faster for big
+    layer's last M normalised states (B, M, H), and the attention (attention.py's ``step``) follows
+    the stack. The weights are copied when the Stepper is built (build a new one after changing the
+    model). ``precision="bf16"`` multiplies in bfloat16 (several times faster for big
     batches on CPUs with AVX512-BF16 or AMX); states, gates and the output layer stay fp32.
     """
 
     def __init__(self, model: RNNLM, precision: str = "fp32"):
         self.model, self.cell = model, model.cfg.cell
-        self.attn = model.attn  # None without --attention
+        self.attn = None if model.attn is None else copy.deepcopy(model.attn).requires_grad_(False)  # a copy
         rnn, self.layers = model.rnn, []
         self.dtype = torch.bfloat16 if precision == "bf16" else None  # bf16: products in bf16, the rest fp32
         with torch.no_grad():
@@ -139,8 +142,8 @@ class Runner:
 
     def __init__(self, stepper: Stepper, state):
         self.stepper = stepper
-        self.fast = stepper.cell == "lstm" and type(stepper) is Stepper and stepper.attn is None  # (a CUDA graph
-                                                                                    # steps on its own buffers)
+        self.fast = stepper.cell == "lstm" and type(stepper) is Stepper  # (a CUDA graph steps on its own buffers)
+        self.memory = None  # --attention: the last M states (B, M, H), replaced by each step
         self.load(state)
 
     def _alloc(self, rows: int, device) -> None:
@@ -171,9 +174,14 @@ class Runner:
             self._alloc(rows, state[0][0].device)
         for mine, given in zip(self.h + self.c, list(state[0]) + list(state[1])):
             mine.copy_(given)
+        if self.stepper.attn is not None:
+            self.memory = state[-1][0]
 
     def state(self):
-        return (tuple(self.h), tuple(self.c)) if self.fast else self.state_
+        if not self.fast:
+            return self.state_
+        rnn = (tuple(self.h), tuple(self.c))
+        return rnn if self.memory is None else rnn + ((self.memory,),)
 
     def select(self, index: torch.Tensor) -> None:
         """Keep the given rows (finished streams dropped)."""
@@ -193,6 +201,8 @@ class Runner:
             if nxt is not None:
                 nxt.copy_(h)
         x = self.h[-1]
+        if s.attn is not None:  # the attention's step (new tensors: its weights are a copy, no gradient)
+            x, self.memory = s.attn.step(x, self.memory)
         if s.out is not None:
             return torch.log_softmax(s.out.into(x, self.logits), -1, out=self.logp)
         with torch.no_grad():
