@@ -14,8 +14,6 @@ independent of the batch beside it, with a kernel that is).
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from charrnn.generation import kernels
@@ -49,7 +47,7 @@ class Stepper:
 
     def __init__(self, model: RNNLM, precision: str = "fp32"):
         self.model, self.cell = model, model.cfg.cell
-        self.attn = None if model.attn is None else copy.deepcopy(model.attn).requires_grad_(False)  # a copy
+        self.attn = None if model.attn is None else model.attn.prepared()  # --attention: its step, weights copied
         rnn, self.layers = model.rnn, []
         self.dtype = torch.bfloat16 if precision == "bf16" else None  # bf16: products in bf16, the rest fp32
         with torch.no_grad():
@@ -201,7 +199,7 @@ class Runner:
             if nxt is not None:
                 nxt.copy_(h)
         x = self.h[-1]
-        if s.attn is not None:  # the attention's step (new tensors: its weights are a copy, no gradient)
+        if s.attn is not None:  # the attention's step (new tensors; its weights are copies: no gradient)
             x, self.memory = s.attn.step(x, self.memory)
         if s.out is not None:
             return torch.log_softmax(s.out.into(x, self.logits), -1, out=self.logp)

@@ -84,10 +84,32 @@ class Attention(nn.Module):
         a = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
         return h + a * torch.sigmoid(self.vs), seq[:, T:].transpose(0, 1)  # the last M: the next memory
 
+    def prepared(self) -> "Step":
+        """The one-token step with these weights copied and folded (the Stepper's; build another after a change)."""
+        return Step(self)
+
+
+class Step:
+    """``Attention`` one token per stream, for sampling: LN_q's gain and bias and the query's gates and
+    1/sqrt(H) folded into one matrix and bias (q = n W' + b', n = h normalised without affine), h
+    normalised once for both layer norms; no gradient. State: the memory (B, M, H), the Stepper's
+    layout (rows first). Equal to the forward up to float32 rounding (the folding reorders sums)."""
+
+    def __init__(self, attn: Attention):
+        with torch.no_grad():
+            H = attn.query.in_features
+            gate = torch.sigmoid(attn.qs) * torch.sigmoid(attn.ks) / H ** 0.5
+            w = attn.query.weight * attn.ln_q.weight                       # W diag(gamma_q)
+            self.b = ((attn.query.weight @ attn.ln_q.bias + attn.query.bias) * gate).detach().clone()
+            self.w = (w * gate[:, None]).t().contiguous()                   # (H in, H out)
+            self.gain_m, self.bias_m = attn.ln_m.weight.detach().clone(), attn.ln_m.bias.detach().clone()
+            self.gate_v = torch.sigmoid(attn.vs).detach().clone()
+        self.eps, self.H = attn.ln_q.eps, H  # both layer norms are built with the same eps: one normalisation
+
     def step(self, h: torch.Tensor, memory: torch.Tensor):
-        """One token per stream: h (B, H), memory (B, M, H) (the Stepper's layout) -> out (B, H), new memory."""
-        seq = torch.cat([memory, self.ln_m(h).unsqueeze(1)], 1)     # (B, M + 1, H)
-        q = self.query(self.ln_q(h)) * (torch.sigmoid(self.qs) * torch.sigmoid(self.ks))
-        w = torch.softmax(torch.bmm(seq, q.unsqueeze(2)).squeeze(2) / h.shape[-1] ** 0.5, -1)
-        a = torch.bmm(w.unsqueeze(1), seq).squeeze(1)
-        return h + a * torch.sigmoid(self.vs), seq[:, 1:]
+        """h (B, H), memory (B, M, H) -> out (B, H) and the new memory (B, M, H)."""
+        n = F.layer_norm(h, (self.H,), eps=self.eps)
+        q = torch.addmm(self.b, n, self.w)
+        seq = torch.cat([memory, torch.addcmul(self.bias_m, n, self.gain_m).unsqueeze(1)], 1)  # (B, M + 1, H)
+        w = torch.softmax(torch.bmm(seq, q.unsqueeze(2)).squeeze(2), -1)
+        return torch.addcmul(h, torch.bmm(w.unsqueeze(1), seq).squeeze(1), self.gate_v), seq[:, 1:]
