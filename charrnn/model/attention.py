@@ -23,7 +23,7 @@ carried, and sampling one token at a time equals the full forward.
 Computed as (q_t * sigmoid(s_k)) . m_s and sigmoid(s_v) * sum_s w_s m_s: the gates folded into the
 query and the output, so that the memory holds m_s = LN_m(h_s), the last M normalised states
 (M, B, H). It is part of the model's state (state.py): carried between windows (detached), saved
-in checkpoints and resumed, built by evaluation's warm-up and kept by the Stepper (``step``: one
+in checkpoints and resumed, built by evaluation's warm-up and kept by the Stepper (``Step``: one
 new row normalised per token). Before a stream's start it holds zero vectors (the zero state, like
 the LSTM's h_0 = c_0 = 0): a zero slot scores 0 and its value is 0, so it takes a share of the
 softmax's weight and adds nothing (a fixed "nothing yet").

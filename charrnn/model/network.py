@@ -1,7 +1,8 @@
 """The language model: embedding -> stacked LSTM/GRU/RNN (fused kernels) -> [attention] -> dropout -> head.
 
 ``--attention M`` adds one attention head over the top layer's last M states (attention.py); its
-memory is then part of the state, ``(rnn_state, memory)`` (state.py). Training-time regularisers (weight drop, locked and embedding dropout) live in regularise.py.
+memory is then part of the state, ``(rnn_state, memory)`` (state.py). Training-time regularisers
+(weight drop, locked and embedding dropout) live in regularise.py.
 
 The trunk (``features``) is written once; the head (heads.py) turns its hidden states into a
 training loss, per-token negative log-likelihoods or log-probabilities.
