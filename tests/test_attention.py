@@ -299,3 +299,18 @@ def test_torchrun_ranks_take_their_rows_of_the_memory():
     part = reslice({"hidden": [h, c, mem], "world_size": 2, "rng": "r0", "rank_rng": ["r0", "r1"]}, 2, 1, None)
     assert [tuple(t.shape) for t in part["hidden"]] == [(2, 3, 3), (2, 3, 3), (M, 3, 3)]
     assert torch.equal(part["hidden"][2], mem[:, 3:])
+
+
+def test_finetuning_with_new_characters_keeps_the_attention(attention_run):
+    from charrnn.data.tokenizers import adapt_vocab
+    from charrnn.model.checkpoint import model_from_checkpoint
+    from charrnn.training.finetune import start_model
+
+    ckpt = load_checkpoint(str(attention_run[0] / "best.pt"))
+    src, old_tok = model_from_checkpoint(ckpt)
+    text = TINY_TEXT[:400] + "@Ω"
+    tok, _ = adapt_vocab(old_tok, old_tok.unknown_chars(text), "extend")
+    model = start_model(ckpt, tok, tok.encode(text), 0.0)
+    assert model.cfg.attention == 6 and tok.vocab_size == old_tok.vocab_size + 2
+    for (name, a), b in zip(model.attn.state_dict().items(), src.attn.state_dict().values()):
+        assert torch.equal(a, b), name
