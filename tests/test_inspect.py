@@ -80,7 +80,7 @@ def test_inspect_report_and_json(cli, trained_run):
     assert p["total"] == p["num_parameters"] == sum(row["count"] for row in p["rows"])
     assert info["model"] == {"cell": "lstm", "layers": 1, "hidden": 32, "embedding": 16,
                              "vocab_size": len(set(TINY_TEXT)), "head": "full", "cutoffs": [], "tie_weights": False,
-                             "dropout": 0.1, **{k: by_name(TRAIN)[k].default for k in REGULARISERS}}
+                             "dropout": 0.1, **{k: by_name(TRAIN)[k].default for k in REGULARISERS}, "attention": 0}
     assert info["tokenizer"]["kind"] == "char" and info["tokenizer"]["preview"].startswith("\\n␣!")
     tr = info["training"]
     assert tr["steps"] == 40 and tr["tokens"] == 40 * 4 * 16 and tr["best_step"] in (20, 40)

@@ -16,6 +16,7 @@ from charrnn.data.corpus import load_corpus
 from charrnn.data.text import decode_text, read_bytes
 from charrnn.errors import CharrnnError
 from charrnn.evaluation.dynamic import dynamic_nlls
+from charrnn.model import state as states
 from charrnn.model.network import RNNLM
 from charrnn.settings import config_from_saved
 from charrnn.system.device import autocast
@@ -113,12 +114,12 @@ def warm_state(model, ctx, device, precision):
         with autocast(device, precision):
             _, state = model.features(c[:, s:s + EVAL_WINDOW], state)
 
-    def spread(h):  # (layers, rows with context, H) -> (layers, S, H), zero elsewhere
+    def spread(h):  # (layers or M, rows with context, H) -> (layers or M, S, H), zero elsewhere
         full = h.new_zeros(h.shape[0], len(ctx), h.shape[2])
         full[:, rows] = h
         return full
 
-    return tuple(spread(h) for h in state) if isinstance(state, tuple) else spread(state)
+    return states.map_state(spread, state)  # with --attention, the memory the warm-up built too
 
 
 def metrics(nll: float, n_tokens: int, n_chars: int, n_bytes: int) -> dict:

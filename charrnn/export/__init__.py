@@ -50,6 +50,9 @@ def export(module, tokenizer, info: dict, path: str, fmt: str, *, force: bool = 
     if fmt != "pt" and module.cfg.cell not in GRAPH_CELLS:
         raise CharrnnError(f"--format {fmt} supports the lstm, gru and rnn cells (ONNX and the page have no "
                            f"{module.cfg.cell}); this model can be exported with --format pt")
+    if fmt != "pt" and getattr(module.cfg, "attention", 0):
+        raise CharrnnError(f"--format {fmt} does not export --attention models (the graph and the page have no "
+                           "attention step); use --format pt, or sample with charrnn")
     if fmt == "onnx":
         from charrnn.export.onnx import onnx_bytes
 

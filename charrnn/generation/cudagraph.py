@@ -66,7 +66,7 @@ class GraphStepper(Stepper):
         dev = like_tokens.device
         self.rows, self.graph = rows, None
         self.tokens = torch.zeros(rows, dtype=torch.long, device=dev)
-        self.state = tuple(tuple(torch.zeros(rows, s.shape[1], dtype=s.dtype, device=dev) for s in layers)
+        self.state = tuple(tuple(torch.zeros(rows, *s.shape[1:], dtype=s.dtype, device=dev) for s in layers)
                            for layers in like_state)
         self.logp = torch.zeros(rows, self.model.cfg.vocab_size, device=dev)
         if self.want_graph and self.failed is None:

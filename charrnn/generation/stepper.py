@@ -22,6 +22,7 @@ import torch
 from charrnn.generation import kernels
 from charrnn.generation.kernels import Product
 from charrnn.model.cells import CellStack
+from charrnn.model import state as states
 from charrnn.model.network import RNNLM
 
 
@@ -45,13 +46,16 @@ class Stepper:
     """One token per stream per step through the model, with the same math as nn.LSTM/GRU/RNN.
 
     The state is a tuple of per-layer (B, H) tensors (LSTM: hidden states then cell states); rows
-    are independent streams. The weights are copied when the Stepper is built (build a new one after
-    changing the model). ``precision="bf16"`` multiplies in bfloat16 (several times faster for big
+    are independent streams. With ``--attention M`` one more entry, ``(memory,)``, holds the top
+    layer's last M normalised states (B, M, H), and the attention (attention.py's ``step``) follows
+    the stack. The weights are copied when the Stepper is built (build a new one after changing the
+    model). ``precision="bf16"`` multiplies in bfloat16 (several times faster for big
     batches on CPUs with AVX512-BF16 or AMX); states, gates and the output layer stay fp32.
     """
 
     def __init__(self, model: RNNLM, precision: str = "fp32"):
         self.model, self.cell = model, model.cfg.cell
+        self.attn = None if model.attn is None else model.attn.prepared()  # --attention: its step, weights copied
         rnn, self.layers = model.rnn, []
         self.stack = rnn if isinstance(rnn, CellStack) else None  # steps by its own step()
         self.dtype = torch.bfloat16 if precision == "bf16" else None  # bf16: products in bf16, the rest fp32
@@ -76,13 +80,19 @@ class Stepper:
 
     def from_module(self, state, batch: int = 1):
         """nn.LSTM-style (L, 1, H) state -> this stepper's state with ``batch`` copies of it."""
-        parts = state if isinstance(state, tuple) else (state,)
-        return tuple(t[:, :1].expand(-1, batch, -1).unbind(0) for t in parts)
+        rnn, memory = states.parts(state, self.attn is not None)
+        parts = rnn if isinstance(rnn, tuple) else (rnn,)
+        out = tuple(t[:, :1].expand(-1, batch, -1).unbind(0) for t in parts)
+        if self.attn is None:
+            return out
+        return out + ((memory[:, :1].transpose(0, 1).expand(batch, -1, -1).float(),),)  # (M, 1, H) -> (B, M, H)
 
     def to_module(self, state):
         """The first row of the state in nn.LSTM style (L, 1, H), to continue with a fused forward."""
-        parts = tuple(torch.stack([s[:1] for s in layers]) for layers in state)
-        return parts if len(parts) > 1 else parts[0]
+        rnn = state[:-1] if self.attn is not None else state
+        parts = tuple(torch.stack([s[:1] for s in layers]) for layers in rnn)
+        parts = parts if len(parts) > 1 else parts[0]  # (h, c) of an LSTM or a peephole LSTM, else h
+        return parts if self.attn is None else (parts, state[-1][0][:1].transpose(0, 1))
 
     @staticmethod
     def select(state, index: torch.Tensor):
@@ -93,10 +103,19 @@ class Stepper:
     def __call__(self, tokens: torch.Tensor, state):
         """tokens (B,) -> next-token log-probabilities (B, V) and the new state."""
         x = self.model.embed.weight.index_select(0, tokens.view(-1))
+        rnn = state[:-1] if self.attn is not None else state
         if self.stack is not None:
-            x, per_layer = self.stack.step(x, [tuple(part[i] for part in state) for i in range(len(state[0]))])
+            x, per_layer = self.stack.step(x, [tuple(part[i] for part in rnn) for i in range(len(rnn[0]))])
             new = tuple(tuple(st[k] for st in per_layer) for k in range(self.stack.n_states))
-            return self._log_probs(x), new
+        else:
+            x, new = self._fused_cells(x, rnn)
+        if self.attn is not None:  # the memory: the last entry of the state
+            x, memory = self.attn.step(x, state[-1][0])
+            new += ((memory,),)
+        return self._log_probs(x), new
+
+    def _fused_cells(self, x: torch.Tensor, state):
+        """An LSTM/GRU/RNN step of every layer from the prepared products: the top h and the new state."""
         hs, new_h, new_c = state[0], [], []
         for i, layer in enumerate(self.layers):
             if self.cell == "gru":
@@ -112,8 +131,7 @@ class Stepper:
                 h = layer[0](torch.cat([x, hs[i]], 1))
             new_h.append(h)
             x = h
-        new = (tuple(new_h), tuple(new_c)) if self.cell == "lstm" else (tuple(new_h),)
-        return self._log_probs(x), new
+        return x, ((tuple(new_h), tuple(new_c)) if self.cell == "lstm" else (tuple(new_h),))
 
     def _log_probs(self, x: torch.Tensor) -> torch.Tensor:
         if self.out is not None:
@@ -156,6 +174,7 @@ class Runner:
     def __init__(self, stepper: Stepper, state):
         self.stepper = stepper
         self.fast = stepper.cell == "lstm" and type(stepper) is Stepper  # (a CUDA graph steps on its own buffers)
+        self.memory = None  # --attention: the last M states (B, M, H), replaced by each step
         self.load(state)
 
     def _alloc(self, rows: int, device) -> None:
@@ -187,9 +206,14 @@ class Runner:
             self._alloc(rows, state[0][0].device)
         for mine, given in zip(self.h + self.c, list(state[0]) + list(state[1])):
             mine.copy_(given)
+        if self.stepper.attn is not None:
+            self.memory = state[-1][0]
 
     def state(self):
-        return (tuple(self.h), tuple(self.c)) if self.fast else self.state_
+        if not self.fast:
+            return self.state_
+        rnn = (tuple(self.h), tuple(self.c))
+        return rnn if self.memory is None else rnn + ((self.memory,),)
 
     def select(self, index: torch.Tensor) -> None:
         """Keep the given rows (finished streams dropped)."""
@@ -209,6 +233,8 @@ class Runner:
             if nxt is not None:
                 nxt.copy_(h)
         x = self.h[-1]
+        if s.attn is not None:  # the attention's step (new tensors; its weights are copies: no gradient)
+            x, self.memory = s.attn.step(x, self.memory)
         if s.out is not None:
             return torch.log_softmax(s.out.into(x, self.logits), -1, out=self.logp)
         with torch.no_grad():

@@ -1,7 +1,9 @@
 """The language model: embedding -> stacked LSTM/GRU/RNN (fused kernels) or one of cells/ (QRNN, SRU,
-IndRNN, JANET, peephole LSTM) -> dropout -> output head.
+IndRNN, JANET, peephole LSTM) -> [attention] -> dropout -> output head.
 
-Training-time regularisers (weight drop, locked and embedding dropout) live in regularise.py.
+``--attention M`` adds one attention head over the top layer's last M states (attention.py); its
+memory is then part of the state, ``(rnn_state, memory)`` (state.py). Training-time regularisers
+(weight drop, locked and embedding dropout) live in regularise.py.
 
 The trunk (``features``) is written once; the head (heads.py) turns its hidden states into a
 training loss, per-token negative log-likelihoods or log-probabilities.
@@ -15,6 +17,8 @@ import torch
 import torch.nn as nn
 
 from charrnn.model.cells import STACKS
+from charrnn.model import state as states
+from charrnn.model.attention import Attention
 from charrnn.model.heads import resolve_head, make_head
 from charrnn.model.regularise import EmbeddingDropout, LockedDropout, RecurrentStack, WeightDrop
 from charrnn.errors import CharrnnError
@@ -24,6 +28,7 @@ from charrnn.settings.setting import NO_WEIGHT_DROP
 RNN_CLASSES = {name: STACKS[name] if name in STACKS else getattr(nn, name.upper())  # lstm -> nn.LSTM, ...,
                for name in CELLS}                                                  # qrnn -> cells.QRNN
 REGULARISERS = ("weight_drop", "embed_dropout", "locked_dropout")  # training-only, like dropout
+OMITTED_AT_DEFAULT = REGULARISERS + ("attention",)  # left out of a checkpoint's config when unset
 
 
 @dataclass
@@ -40,12 +45,13 @@ class ModelConfig:
     weight_drop: float = 0.0    # DropConnect on W_hh (regularise.py); off in checkpoints that predate it
     embed_dropout: float = 0.0  # drop whole embedding rows
     locked_dropout: bool = False  # --dropout with one mask per sequence, shared across time
+    attention: int = 0          # --attention M: attend over the top layer's last M states (0: none)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["cutoffs"] = list(self.cutoffs)
         defaults = {f.name: f.default for f in fields(self)}
-        return {k: v for k, v in d.items() if k not in REGULARISERS or v != defaults[k]}  # unset: readable by
+        return {k: v for k, v in d.items() if k not in OMITTED_AT_DEFAULT or v != defaults[k]}  # unset: readable by
                                                                                             # older charrnn
 
     @classmethod
@@ -69,6 +75,7 @@ class RNNLM(nn.Module):
         self.rnn = RNN_CLASSES[cfg.cell](cfg.emb, cfg.hidden, cfg.layers, batch_first=True,
                                          dropout=cfg.dropout if cfg.layers > 1 and not cfg.locked_dropout else 0.0)
         self.stack = RecurrentStack(self.rnn)  # not a module: no parameters of its own
+        self.attn = Attention(cfg.hidden, cfg.attention) if cfg.attention else None
         self.head = make_head(cfg.head, cfg.hidden, cfg.vocab_size, cfg.cutoffs,
                               tied=self.embed if cfg.tie_weights else None)
         self.reset_parameters()
@@ -78,6 +85,8 @@ class RNNLM(nn.Module):
         self.head.init_weights()
         if self.cfg.cell in STACKS:  # each cell's own initialisation (its paper's: cells/)
             self.rnn.reset_parameters()
+        if self.attn is not None:
+            self.attn.init_weights()
         if self.cfg.cell == "lstm":  # forget-gate bias 1 (gates are ordered i, f, g, o)
             h = self.cfg.hidden
             for name, p in self.rnn.named_parameters():
@@ -93,10 +102,15 @@ class RNNLM(nn.Module):
         self.head.init_bias(counts)
 
     def features(self, x: torch.Tensor, state=None):
-        """x: (B, T) token ids -> top-layer hidden states (B, T, H) after dropout, and the final state."""
+        """x: (B, T) token ids -> top-layer hidden states (B, T, H) after dropout, and the final state
+        (with attention: the attention's output, and the state (rnn_state, memory))."""
         e = self.drop(self.embed_drop(self.embed, x))
-        out, state = self.stack(self.rnn, e, state, self.weight_drop, self.drop)  # = self.rnn(e, state) without
-        return self.drop(out), state                                                # weight drop or locked dropout
+        rnn_state, memory = states.parts(state, self.cfg.attention)
+        out, rnn_state = self.stack(self.rnn, e, rnn_state, self.weight_drop, self.drop)  # = self.rnn(e, state)
+        if self.attn is None:                                              # without weight drop or locked dropout
+            return self.drop(out), rnn_state
+        out, memory = self.attn(out, memory)
+        return self.drop(out), (rnn_state, memory)
 
     def forward(self, x: torch.Tensor, state=None):
         """x: (B, T) token ids -> log-probabilities (B, T, V) and the final hidden state."""
@@ -118,8 +132,4 @@ class RNNLM(nn.Module):
 
 
 def detach_state(state):
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return state.detach()
+    return states.detach(state)

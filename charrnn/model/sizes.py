@@ -1,7 +1,7 @@
 """A model's sizes in closed form, without building it (no torch): the parameters of each recurrent
 layer and of the output head, and the classes scored per token. The memory estimate and the budget
 size candidate models with them; ``charrnn inspect`` prints them beside the real tensors' sizes
-(tests check the two agree for every cell and head).
+(tests check the two agree for every cell and head, and with --attention).
 
 PyTorch keeps two bias vectors per recurrent layer (b_ih and b_hh), so a layer with G gate blocks,
 input width m and hidden width h has G (m h + h^2 + 2 h) parameters (G = 4 LSTM, 3 GRU, 1 RNN).
@@ -56,13 +56,19 @@ def layer_macs(cell: str, m: int, h: int) -> int:
 
 
 def n_parameters(vocab: int, cell: str, layers: int, hidden: int, emb: int, head: str = "full",
-                 cutoffs=(), tied: bool = False) -> int:
+                 cutoffs=(), tied: bool = False, attention: int = 0) -> int:
     """The model's parameter count in closed form (equals RNNLM(...).num_parameters())."""
     n, m = vocab * emb, emb
     for _ in range(layers):
         n += rnn_layer_count(cell, m, hidden)
         m = hidden
-    return n + head_parameters(vocab, hidden, head, cutoffs, tied)
+    return n + head_parameters(vocab, hidden, head, cutoffs, tied) + (attention_parameters(hidden) if attention else 0)
+
+
+def attention_parameters(h: int) -> int:
+    """--attention's head (model/attention.py), whatever its span M: the query W_q, b_q (h^2 + h), the
+    gates s_q, s_k, s_v (3h) and two layer norms' gains and biases (4h)."""
+    return h * h + 8 * h
 
 
 def head_parameters(vocab, hidden, head, cutoffs, tied) -> int:

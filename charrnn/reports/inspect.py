@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import textwrap
 
-from charrnn.model.sizes import layer_formula, rnn_layer_count
+from charrnn.model.sizes import attention_parameters, layer_formula, rnn_layer_count
 from charrnn.reports import Shown
 from charrnn.system import rundir
 from charrnn.system.progress import human_duration
@@ -44,6 +44,10 @@ def parameter_table(model) -> list[dict]:
         formula, numbers = layer_formula(cfg.cell, m, h)
         rows.append({"part": f"{cfg.cell} layer {i + 1} (m={m}, h={h})", "formula": formula,
                      "numbers": numbers, "closed_form": rnn_layer_count(cfg.cell, m, h), "count": actual})
+    if model.attn is not None:
+        rows.append({"part": f"attention (M={cfg.attention}, h={h})", "formula": "h² + 8h",
+                     "numbers": f"{h}² + 8·{h}", "closed_form": attention_parameters(h),
+                     "count": sum(p.numel() for p in model.attn.parameters())})
     rows.extend(model.head.parameter_rows())
     return rows
 
@@ -116,7 +120,7 @@ def inspect_checkpoint(path: str) -> Inspection:
         "model": {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden, "embedding": cfg.emb,
                   "vocab_size": cfg.vocab_size, "head": cfg.head, "cutoffs": list(cfg.cutoffs),
                   "tie_weights": cfg.tie_weights, "dropout": cfg.dropout, "locked_dropout": cfg.locked_dropout,
-                  "weight_drop": cfg.weight_drop, "embed_dropout": cfg.embed_dropout},
+                  "weight_drop": cfg.weight_drop, "embed_dropout": cfg.embed_dropout, "attention": cfg.attention},
         "tokenizer": tokenizer_summary(tok),
         "parameters": {"rows": rows, "total": total, "num_parameters": model.num_parameters(),
                        "note": bias_note(cfg.cell)},
@@ -138,7 +142,8 @@ def format_report(info: dict) -> str:
     head = "full softmax" if m["head"] == "full" else f"adaptive softmax (clusters at {m['cutoffs']})"
     out = [f"checkpoint  {info['checkpoint']} ({info['bytes'] / 1e6:.1f} MB)",
            f"model       {m['cell']} {m['layers']}x{m['hidden']}, embedding {m['embedding']}, {head} head"
-           f"{' tied to the embedding' if m['tie_weights'] else ''}, dropout {m['dropout']:g}{regularisers(m)}",
+           f"{' tied to the embedding' if m['tie_weights'] else ''}, dropout {m['dropout']:g}{regularisers(m)}"
+           f"{', attention over the last ' + str(m['attention']) + ' states' if m.get('attention') else ''}",
            f"tokenizer   {t['kind']}, {t['vocab_size']:,} tokens: {t['preview']}", "", "parameters"]
     w = max(len(r["part"]) for r in p["rows"]) + 2
     wf = max(len(r["formula"]) for r in p["rows"]) + 2

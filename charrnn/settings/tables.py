@@ -34,6 +34,8 @@ TRAIN = grouped(
     S("layers", default=2, help="Stacked recurrent layers.", **POS),
     S("hidden", default=512, help="Hidden units per layer.", **POS),
     S("emb", default=64, help="Embedding size.", **POS),
+    S("attention", int, 0, "Attend over the top layer's last M hidden states (SHA-RNN's single head, a memory "
+      "carried across windows; docs/guides/attention.md); 0: off.", min=0, metavar="M"),
     "regularisation",
     S("dropout", float, 0.1, "Dropout on embeddings, between layers and before the output layer.", min=0, max=1,
       max_open=True),

@@ -160,7 +160,7 @@ class Planner:
         on_device = 0  # training reads one window at a time from the memory-mapped corpus (batching.py)
         return memory.estimate(vocab=mc.vocab_size, cell=mc.cell, layers=mc.layers, hidden=mc.hidden, emb=mc.emb,
                                batch=cfg.batch_size, window=cfg.seq_len + (cfg.seq_len // 5 if cfg.variable_len else 0),
-                               head=mc.head, cutoffs=mc.cutoffs, ema=cfg.ema > 0,
+                               head=mc.head, cutoffs=mc.cutoffs, ema=cfg.ema > 0, attention=mc.attention,
                                tied=mc.tie_weights, precision=self.precision, val_tokens=len(self.corpus.val.ids),
                                device_data_tokens=on_device, device=self.device.type)
 
@@ -202,7 +202,7 @@ class Planner:
             cap = min(EPOCH_CAP * per_epoch, cfg.max_steps or math.inf,
                       cfg.max_epochs * per_epoch if cfg.max_epochs else math.inf)
             params = sizes.n_parameters(mc.vocab_size, mc.cell, mc.layers, mc.hidden, mc.emb, mc.head, mc.cutoffs,
-                                         mc.tie_weights) - mc.vocab_size * mc.emb
+                                         mc.tie_weights, mc.attention) - mc.vocab_size * mc.emb
             options.append({**s, "params": params, "step_cap": cap, "_mc": mc})
         options.sort(key=lambda o: o["params"] * o["batch_size"] * o["seq_len"])
         return options, ref

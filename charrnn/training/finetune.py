@@ -35,7 +35,7 @@ from charrnn.model.network import RNNLM
 from charrnn.settings import TRAIN, TrainConfig, check_combination, check_values
 from charrnn.system import rundir
 
-ARCHITECTURE = ("cell", "layers", "hidden", "emb", "tie_weights", "head", "tokenizer", "vocab_size")
+ARCHITECTURE = ("cell", "layers", "hidden", "emb", "attention", "tie_weights", "head", "tokenizer", "vocab_size")
 SAMPLE_TOKENS = 4096  # hidden states used to set the new output units' biases
 
 
@@ -45,7 +45,8 @@ def source_settings(ckpt: dict, model: RNNLM, tok) -> dict:
     vocab = run.get("vocab_size") if isinstance(run, dict) and isinstance(run.get("vocab_size"), int) else None
     if vocab is None:
         vocab = tok.vocab_size if tok.kind in ("bpe", "unigram") else 512
-    return {"cell": c.cell, "layers": c.layers, "hidden": c.hidden, "emb": c.emb, "tie_weights": c.tie_weights,
+    return {"cell": c.cell, "layers": c.layers, "hidden": c.hidden, "emb": c.emb, "attention": c.attention,
+            "tie_weights": c.tie_weights,
             "head": c.head, "tokenizer": tok.kind, "vocab_size": vocab}
 
 
@@ -113,6 +114,8 @@ def start_model(ckpt: dict, tok, train_ids: np.ndarray, dropout: float, log=None
     logp = _smoothed_logp(token_counts(train_ids, V)).float()
     with torch.no_grad():
         model.rnn.load_state_dict(src.rnn.state_dict())
+        if src.attn is not None:
+            model.attn.load_state_dict(src.attn.state_dict())
         model.embed.weight[old_pos] = src.embed.weight
         model.embed.weight[new_pos] = src.embed.weight.mean(0)
         h = _hidden_sample(model, train_ids)

@@ -9,6 +9,9 @@ The estimate (bytes), for P parameters, n = batch x window tokens per step, V ou
     activations kept for backward               n (e + L (ACT_PER_H h)) s   (gates, cell, hidden, masks)
     output layer                                3 n V' 4   (logits, log-softmax, their gradient)
     evaluation (weights stay resident)          S streams x 512 (2 V' + 4 h) 4 + 16 bytes per val token
+    attention (--attention M)                   n (8 h + 3 (M + C)) 4 + B (M + T) 4 h 4
+                                                (query, normed keys/values, the band of scores and
+                                                their softmax per token; C = max(M, 64) queries a chunk)
 
 s is 4 bytes (fp32) or 2 (bf16), V' is V for a full softmax and the shortlist plus clusters of
 an adaptive one, S = batching.eval_stream_count (up to 32). benchmarks/memory_estimate.py checks it
@@ -31,28 +34,37 @@ FIT_FRACTION = 0.9  # refuse above this fraction of the available memory
 
 def estimate(*, vocab: int, cell: str, layers: int, hidden: int, emb: int, batch: int, window: int,
              head: str = "full", cutoffs=(), tied: bool = False, precision: str = "fp32",
-             val_tokens: int = 0, device_data_tokens: int = 0, device: str = "cpu", ema: bool = False) -> dict:
+             val_tokens: int = 0, device_data_tokens: int = 0, device: str = "cpu", ema: bool = False,
+             attention: int = 0) -> dict:
     """Bytes a training run needs at its peak, by part (see the module docstring) and in total.
     ``ema``: an fp32 copy of the weights more (--ema).
 
     device_data_tokens: token ids that will be copied to the device (the training streams on a GPU);
     on the CPU they are already in memory.
     """
-    P = n_parameters(vocab, cell, layers, hidden, emb, head, cutoffs, tied)
+    P = n_parameters(vocab, cell, layers, hidden, emb, head, cutoffs, tied, attention)
     n, s, w = batch * window, (2 if precision == "bf16" else 4), output_width(vocab, head, cutoffs)
     state = 16 * P + 4 * P + (2 * P if precision == "bf16" else 0) + (4 * P if ema else 0)
     acts = n * (2 * emb + layers * ACT_PER_H[cell] * hidden) * s + n * hidden * 2 * 4
     logits = 3 * n * w * 4 + (n * w * s if s != 4 else 0)
+    attn = attention_bytes(attention, hidden, batch, window)
     from charrnn.data.batching import eval_stream_count  # here: importing this module stays torch-free
 
     streams = eval_stream_count(val_tokens - 1, max_streams=EVAL_STREAMS) if val_tokens else EVAL_STREAMS
     evaluation = streams * EVAL_WINDOW * (2 * w + 4 * hidden) * 4 + 16 * val_tokens
     data = 4 * device_data_tokens
     fixed = int(RUNTIME.get(device, RUNTIME["cpu"]))
-    parts = {"weights and optimizer state": state, "activations": acts, "output logits": logits,
+    parts = {"weights and optimizer state": state, "activations": acts, "attention": attn, "output logits": logits,
              "evaluation": evaluation, "data": data, "runtime": fixed}
-    total = fixed + state + data + max(acts + logits, evaluation)
+    total = fixed + state + data + max(acts + attn + logits, evaluation)
     return {"parts": parts, "parameters": P, "val_bytes": 16 * val_tokens, "total": total}
+
+
+def attention_bytes(span: int, hidden: int, batch: int, window: int) -> int:
+    """What --attention M keeps for backward (module docstring); 0 without it."""
+    if not span:
+        return 0
+    return batch * window * (8 * hidden + 3 * (span + max(span, 64))) * 4 + batch * (span + window) * 4 * hidden * 4
 
 
 def available_bytes(device) -> int | None:
@@ -96,8 +108,11 @@ def human(n: float) -> str:
 
 def advice(est: dict, cfg) -> str:
     """What to lower: the flags behind the largest part of the estimate."""
-    part = max(("weights and optimizer state", "activations", "output logits", "evaluation"),
-               key=lambda k: est["parts"][k])
+    part = max(("weights and optimizer state", "activations", "output logits", "evaluation", "attention"),
+               key=lambda k: est["parts"].get(k, 0))
+    if part == "attention":
+        return (f"lower --attention (now {cfg.attention}), --batch-size (now {cfg.batch_size}) or --seq-len "
+                f"(now {cfg.seq_len})")
     if part == "weights and optimizer state":
         return f"lower --hidden (now {cfg.hidden}) or --layers (now {cfg.layers})"
     if part == "evaluation":

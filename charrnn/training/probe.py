@@ -70,6 +70,8 @@ def token_macs(mc) -> int:
     for _ in range(mc.layers):
         n += layer_macs(mc.cell, m, mc.hidden)
         m = mc.hidden
+    if getattr(mc, "attention", 0):  # the query's product and the scores and sum over M + C keys (attention.py)
+        n += mc.hidden * mc.hidden + 2 * (mc.attention + max(mc.attention, 64)) * mc.hidden
     return n + (mc.hidden * mc.vocab_size if mc.head != "adaptive" else 0)
 
 
@@ -77,7 +79,8 @@ def shape_key(mc, batch: int, window: int, eval_streams: int) -> str:
     t = timed_config(mc)
     heads = f"{t.head}{list(t.cutoffs) if t.cutoffs else ''}"
     return (f"{t.cell} {t.layers}x{t.hidden} emb {t.emb} vocab <= {t.vocab_size} {heads}"
-            f"{' tied' if t.tie_weights else ''} | batch {batch} x {window} | eval streams {eval_streams}")
+            f"{' tied' if t.tie_weights else ''}{f' attention {t.attention}' if t.attention else ''}"
+            f" | batch {batch} x {window} | eval streams {eval_streams}")
 
 
 def _sync(device: torch.device) -> None:

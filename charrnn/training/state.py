@@ -5,6 +5,7 @@ average; written by the trainer at every save, read back on --resume so the run 
 from __future__ import annotations
 
 from charrnn.errors import CharrnnError
+from charrnn.model import state as states
 from charrnn.system.rng import rng_state, set_rng_state
 
 TRAIN_STATE_VERSION = 3  # 1: format-1 checkpoints; 2 adds the resolved device/precision; 3 the --ema weights
@@ -13,7 +14,7 @@ TRAIN_STATE_VERSION = 3  # 1: format-1 checkpoints; 2 adds the resolved device/p
 def train_state(t) -> dict:
     """Everything of the training position and history that a checkpoint holds (resume is exact)."""
     st = t.state
-    hidden = None if st is None else (list(st) if isinstance(st, tuple) else [st])
+    hidden = states.flatten(st)  # (h, c) or [h], and with --attention its memory last
     return t.dist.state_out({
         "version": TRAIN_STATE_VERSION, "step": t.step, "epoch": t.epoch, "k": t.k, "hidden": hidden,
         "best_val": t.best_val, "best": t.best, "bad_evals": t.bad_evals, "elapsed": t.elapsed, "tokens": t.tokens,
@@ -34,7 +35,7 @@ def restore(t, ckpt: dict) -> None:
         hidden = ts.get("hidden")
         if hidden is not None:
             hidden = [h.to(t.device) for h in hidden]
-            t.state = tuple(hidden) if len(hidden) > 1 else hidden[0]  # (h, c) of an LSTM or a peephole LSTM
+            t.state = states.unflatten(hidden, t.cfg.cell, t.cfg.attention)
         t.best_val, t.bad_evals = float(ts["best_val"]), int(ts["bad_evals"])
         t.best = dict(ts.get("best") or {})
         t.elapsed, t.tokens = float(ts["elapsed"]), int(ts["tokens"])

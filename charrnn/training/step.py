@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from charrnn.errors import CharrnnError
+from charrnn.model import state as states
 from charrnn.system import compat
 
 DEFERRED_DEVICES = ("cuda",)  # the fused AdamW's found_inf input makes the per-step check unneeded
@@ -51,23 +52,6 @@ def make_optimizer(model, lr: float, weight_decay: float, device: torch.device) 
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.99),
                              fused=fused_adamw(device) or None)
-
-
-def _split_state(state, parts):
-    """The carried state (layers, B, H), or an LSTM's (h, c), cut along the batch into parts."""
-    if state is None:
-        return [None] * len(parts)
-    if isinstance(state, tuple):
-        return list(zip(*[_split_state(s, parts) for s in state]))
-    return [state[:, a:b] for a, b in parts]
-
-
-def _cat_state(states):
-    if states[0] is None:
-        return None
-    if isinstance(states[0], tuple):
-        return tuple(torch.cat(s, 1) for s in zip(*states))
-    return torch.cat(states, 1)
 
 
 class StepRunner:
@@ -99,14 +83,14 @@ class StepRunner:
             return loss, state
         B = x.shape[0]
         bounds = [(B * i // self.parts, B * (i + 1) // self.parts) for i in range(self.parts)]
-        total, states = 0.0, []
-        for (a, b), st in zip(bounds, _split_state(state, bounds)):
+        total, parts = 0.0, []
+        for (a, b), st in zip(bounds, states.split(state, bounds)):
             with self.autocast():
                 part, st = self.model.loss(x[a:b], y[a:b], st)
             (part * ((b - a) / B)).backward()
             total = total + part.detach() * ((b - a) / B)
-            states.append(st)
-        return total, _cat_state(states)
+            parts.append(st)
+        return total, states.cat(parts)
 
     def _split_more(self, x) -> None:
         self.opt.zero_grad(set_to_none=True)
@@ -140,7 +124,7 @@ class StepRunner:
         self._bad += bad.long()
         if state is not None and self.skip_nonfinite:  # a skipped batch restarts its streams from zero
             zero = lambda s: torch.where(bad, torch.zeros_like(s), s)  # noqa: E731
-            state = tuple(zero(s) for s in state) if isinstance(state, tuple) else zero(state)
+            state = states.map_state(zero, state)
         return state
 
     def take_nonfinite(self) -> tuple[int, int, str]:

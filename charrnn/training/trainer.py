@@ -251,7 +251,8 @@ class Trainer(Validation):
     def _announce(self) -> None:
         cfg, mc = self.cfg, self.model.cfg
         head = mc.head + (f" softmax, clusters at {list(mc.cutoffs)}" if mc.cutoffs else " softmax")
-        self.log(f"model: {mc.cell} {mc.layers}x{mc.hidden}, emb {mc.emb}, vocab {mc.vocab_size} ({head}), "
+        attn = f", attention over {mc.attention} states" if mc.attention else ""
+        self.log(f"model: {mc.cell} {mc.layers}x{mc.hidden}{attn}, emb {mc.emb}, vocab {mc.vocab_size} ({head}), "
                  f"{self.model.num_parameters():,} parameters; device {self.device.type}, {self.precision}")
         self.log(f"data: {len(self.corpus.train.ids):,} train / {len(self.corpus.val.ids):,} val tokens; "
                  f"batch {cfg.batch_size} x {cfg.seq_len}, {self.batcher.windows_per_epoch} steps per epoch")
