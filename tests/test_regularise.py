@@ -12,7 +12,8 @@ from torch.profiler import profile
 
 import charrnn.model.regularise as reg
 from charrnn.model.network import ModelConfig
-from charrnn.model.regularise import EmbeddingDropout, LockedDropout, RecurrentStack, WeightDrop
+from charrnn.model.regularise import (Dropout, EmbeddingDropout, LockedDropout, RecurrentStack, WeightDrop,
+                                      dropout_mask, dropout_scale, random_bits)
 from tests.conftest import make_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -109,6 +110,84 @@ def test_per_layer_calls_use_the_same_parameters_as_the_stacked_rnn(cell):
     torch.testing.assert_close(st, want_st)
 
 
+_M64 = (1 << 64) - 1
+
+
+def _splitmix64(seed: int, i: int) -> int:
+    """The reference: splitmix64's output for counter i (Steele et al. 2014), in Python integers."""
+    z = (seed + (i + 1) * 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("seed", [0, 1, -(1 << 62), (1 << 62) - 1, -123456789012345])
+def test_random_bits_are_splitmix64_exactly(seed):
+    """Integer arithmetic, so the same words on every CPU class, ISA and thread count (compared bit for
+    bit with the Python reference; 16-bit words in little-endian order, four per 64-bit output)."""
+    n = 4 * 257 + 3
+    want = []
+    for i in range(-(-n // 4)):
+        z = _splitmix64(seed & _M64, i)
+        want += [(z >> (16 * k)) & 0xFFFF for k in range(4)]
+    want = [w - (1 << 16) if w >= 1 << 15 else w for w in want[:n]]
+    assert random_bits(n, seed, "cpu").tolist() == want
+
+
+@pytest.mark.numerics
+def test_dropout_masks_do_not_depend_on_the_thread_count():
+    masks = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        torch.manual_seed(5)
+        masks.append(dropout_mask((64, 64, 256), 0.1, torch.float32, "cpu"))  # above the parallel grain
+    assert torch.equal(masks[0], masks[1])
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_keeps_the_expectation_and_drops_independently(p):
+    """n mask elements, each dropped with probability q (p to 1/32768): the dropped count is
+    Binomial(n, q), so its fraction, the mask's mean (kept fraction x scale) and the fraction of
+    neighbouring pairs both dropped (q^2 if independent: neighbours share a 64-bit hash output) lie
+    within 6 standard deviations of their expectations unless the mask is wrong (a chance of ~2e-9)."""
+    torch.manual_seed(11)
+    n, scale = 1 << 20, dropout_scale(p)
+    q = 1 - 1 / scale
+    m = Dropout(p).train()(torch.ones(n))
+    dropped = m == 0
+    assert set(m.unique().tolist()) == {0.0, float(torch.tensor(scale))}
+    assert abs(dropped.float().mean().item() - q) < 6 * (q * (1 - q) / n) ** 0.5
+    assert abs(m.double().mean().item() - 1) < 6 * scale * (q * (1 - q) / n) ** 0.5
+    pairs = (dropped[:-1] & dropped[1:]).double().mean().item()
+    assert abs(pairs - q * q) < 6 * (q * q * (1 - q * q) / (n - 1)) ** 0.5
+    assert abs(q - p) <= 2 ** -16  # p rounded to 1/32768
+
+
+def test_dropout_acts_in_training_only_and_resumes_from_the_generator_state():
+    x = torch.randn(4, 9, 7)
+    d = Dropout(0.3)
+    assert torch.equal(d.eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)
+    d.train()
+    state = torch.get_rng_state()
+    a, b = d(x), d(x)
+    assert not torch.equal(a, b)  # a new mask per call
+    torch.set_rng_state(state)  # what a resumed run restores (system/rng.py): the same masks again
+    assert torch.equal(d(x), a) and torch.equal(d(x), b)
+
+
+def test_dropout_between_layers_is_ours_with_one_fused_call_per_layer(monkeypatch):
+    m = model(layers=2, dropout=0.5).train()
+    calls = []
+    real = Dropout.forward
+    monkeypatch.setattr(Dropout, "forward", lambda self, x: calls.append(x.shape) or real(self, x))
+    fused, cells = kernel_calls(lambda: m.features(torch.randint(0, 23, (4, 13))), "lstm")
+    assert (fused, cells, len(calls)) == (2, 0, 3)  # embedding output, between the layers, before the head
+    assert m.rnn.dropout == 0.0  # the RNN's own bernoulli_ masks are not drawn
+    x = torch.randint(0, 23, (4, 13))
+    assert torch.equal(m.eval().features(x)[0], m.rnn(m.embed(x))[0])  # eval: the plain stacked RNN
+
+
 def test_locked_dropout_mask_is_constant_over_time_and_differs_across_sequences():
     d = LockedDropout(0.5).train()
     out = d(torch.ones(8, 30, 12))
@@ -146,7 +225,8 @@ def test_embedding_dropout_zeros_whole_rows_and_rescales():
     for tok in range(10):
         rows = out[x == tok]
         assert torch.equal(rows, rows[:1].expand_as(rows))  # every occurrence dropped or kept together
-        assert torch.equal(rows[0], torch.zeros(6)) or torch.allclose(rows[0], emb.weight[tok] / 0.6)
+        kept = emb.weight[tok] * dropout_scale(0.4)  # 1 / (1 - p), p to 1/32768: one float32 multiply
+        assert torch.equal(rows[0], torch.zeros(6)) or torch.equal(rows[0], kept)
     zero = [(out[x == t] == 0).all().item() for t in range(10)]
     assert any(zero) and not all(zero)
     assert torch.equal(d.eval()(emb, x), emb(x))

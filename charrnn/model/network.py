@@ -1,6 +1,7 @@
 """The language model: embedding -> stacked LSTM/GRU/RNN (fused kernels) -> dropout -> output head.
 
-Training-time regularisers (weight drop, locked and embedding dropout) live in regularise.py.
+Training-time regularisers (dropout and its masks, weight drop, locked and embedding dropout) live in
+regularise.py.
 
 The trunk (``features``) is written once; the head (heads.py) turns its hidden states into a
 training loss, per-token negative log-likelihoods or log-probabilities.
@@ -14,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from charrnn.model.heads import resolve_head, make_head
-from charrnn.model.regularise import EmbeddingDropout, LockedDropout, RecurrentStack, WeightDrop
+from charrnn.model.regularise import Dropout, EmbeddingDropout, LockedDropout, RecurrentStack, WeightDrop
 from charrnn.settings import CELLS
 
 RNN_CLASSES = {name: getattr(nn, name.upper()) for name in CELLS}  # lstm -> nn.LSTM, gru -> nn.GRU, ...
@@ -57,11 +58,11 @@ class RNNLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.emb)  # --tie-weights requires emb == hidden
-        self.drop = (LockedDropout if cfg.locked_dropout else nn.Dropout)(cfg.dropout)
+        self.drop = (LockedDropout if cfg.locked_dropout else Dropout)(cfg.dropout)  # embeddings, between
         self.embed_drop, self.weight_drop = EmbeddingDropout(cfg.embed_dropout), WeightDrop(cfg.weight_drop)
-        self.rnn = RNN_CLASSES[cfg.cell](cfg.emb, cfg.hidden, cfg.layers, batch_first=True,
-                                         dropout=cfg.dropout if cfg.layers > 1 and not cfg.locked_dropout else 0.0)
-        self.stack = RecurrentStack(self.rnn)  # not a module: no parameters of its own
+        self.rnn = RNN_CLASSES[cfg.cell](cfg.emb, cfg.hidden, cfg.layers, batch_first=True)  # layers, output
+        self.stack = RecurrentStack(self.rnn)  # not a module: no parameters of its own; applies self.drop
+                                               # between layers (the RNN's own dropout= stays 0)
         self.head = make_head(cfg.head, cfg.hidden, cfg.vocab_size, cfg.cutoffs,
                               tied=self.embed if cfg.tie_weights else None)
         self.reset_parameters()
@@ -87,7 +88,7 @@ class RNNLM(nn.Module):
         """x: (B, T) token ids -> top-layer hidden states (B, T, H) after dropout, and the final state."""
         e = self.drop(self.embed_drop(self.embed, x))
         out, state = self.stack(self.rnn, e, state, self.weight_drop, self.drop)  # = self.rnn(e, state) without
-        return self.drop(out), state                                                # weight drop or locked dropout
+        return self.drop(out), state                                                # weight drop or dropout
 
     def forward(self, x: torch.Tensor, state=None):
         """x: (B, T) token ids -> log-probabilities (B, T, V) and the final hidden state."""
