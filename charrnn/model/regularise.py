@@ -6,7 +6,7 @@ Every mask comes from ``dropout_mask``: one seed drawn from torch's global gener
 RNG state resumes it exactly), hashed with splitmix64 over a counter in integer tensor arithmetic,
 16 bits per element. That is about a third of the cost of ``bernoulli_`` (which draws one element
 at a time on most CPUs, and by another algorithm where PyTorch uses MKL's), runs on every thread,
-and gives the same masks on every CPU class, thread count and device.
+and gives the same masks on every CPU class and thread count (integer arithmetic: exact everywhere).
 
 Weight drop keeps the fused kernel: the raw W_hh stays the parameter, and a masked copy is passed to
 the same ``nn.LSTM/GRU/RNN`` through ``torch.func.functional_call`` (one ``aten::lstm`` call, no
