@@ -2,11 +2,11 @@
 dropout, weight drop (DropConnect on the recurrent matrices W_hh), locked (variational) dropout and
 embedding dropout. Each acts only in training mode, so evaluation, sampling and the state_dict are unchanged.
 
-Every mask comes from ``dropout_mask``: one seed drawn from torch's global generator (so a checkpoint's
-RNG state resumes it exactly), hashed with splitmix64 over a counter in integer tensor arithmetic,
-16 bits per element. That is about a third of the cost of ``bernoulli_`` (which draws one element
-at a time on most CPUs, and by another algorithm where PyTorch uses MKL's), runs on every thread,
-and gives the same masks on every CPU class and thread count (integer arithmetic: exact everywhere).
+Every mask comes from ``dropout_mask``: 16 random bits per element, four elements from each 64-bit
+draw of torch's global generator (so a checkpoint's RNG state resumes it exactly), compared with a
+threshold in float arithmetic that is exact. ``bernoulli_`` draws 32 bits per element, one at a time
+on most CPUs (and by another algorithm where PyTorch uses MKL's, on Intel CPUs): this costs a
+fraction of that and gives the same masks on every CPU class and thread count.
 
 Weight drop keeps the fused kernel: the raw W_hh stays the parameter, and a masked copy is passed to
 the same ``nn.LSTM/GRU/RNN`` through ``torch.func.functional_call`` (one ``aten::lstm`` call, no
@@ -18,7 +18,6 @@ of a one-layer RNN is called with them); the state_dict names are those of the o
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -26,30 +25,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-_GOLDEN, _MIX1, _MIX2 = (v - (1 << 64) for v in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
-_LEVELS = 1 << 15  # a dropped element: 15 random bits below round(p * 2**15)
+_LEVELS = 1 << 16  # p is used to 1/65536: an element is dropped where its 16 random bits are below round(p * 2**16)
 
 
-@functools.lru_cache(maxsize=8)
-def _counters(n: int, device: torch.device) -> torch.Tensor:
-    """(i + 1) * golden ratio for i < n, splitmix64's increments (int64, wrapping): one buffer per size."""
-    with torch.inference_mode(False), torch.no_grad():
-        return torch.arange(1, n + 1, dtype=torch.int64, device=device).mul_(_GOLDEN)
-
-
-def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
-    return (z >> k) & ((1 << (64 - k)) - 1)  # logical: torch's >> on int64 is arithmetic
-
-
-def random_bits(n: int, seed: int, device) -> torch.Tensor:
-    """n 16-bit words (int16) of splitmix64(seed + (i + 1) * golden), four per 64-bit output."""
-    z = _counters(-(-n // 4), torch.device(device)) + seed
-    z ^= _shr(z, 30)
-    z *= _MIX1
-    z ^= _shr(z, 27)
-    z *= _MIX2
-    z ^= _shr(z, 31)
-    return z.view(torch.int16)[:n]
+def random_words(n: int, device) -> torch.Tensor:
+    """n uniform 16-bit words (int16), four from each 64-bit draw of the device's global generator (on
+    the CPU: mt19937, drawn one 64-bit value at a time: the same words on every CPU class and thread
+    count, and part of the RNG state a checkpoint saves)."""
+    words = torch.empty(-(-n // 4), dtype=torch.int64, device=device).random_(-(1 << 63), None)  # all 64 bits
+    return words.view(torch.int16)[:n]
 
 
 def _dropped(p: float) -> int:
@@ -57,26 +41,23 @@ def _dropped(p: float) -> int:
 
 
 def dropout_scale(p: float) -> float:
-    """What a kept element is multiplied by: 1 / (1 - q), q = round(p * 2**15) / 2**15 the probability
-    of a drop (p used to 1/32768: 0.1 drops 3277 in 32768)."""
+    """What a kept element is multiplied by: 1 / (1 - q), q = round(p * 2**16) / 2**16 the probability
+    of a drop (p used to 1/65536: 0.1 drops 6554 in 65536)."""
     return _LEVELS / (_LEVELS - _dropped(p))
 
 
 def dropout_mask(shape, p: float, dtype: torch.dtype, device) -> torch.Tensor:
     """A mask of ``shape`` with each element 0 with probability q (``dropout_scale``) and 1 / (1 - q)
-    otherwise, independently (so its mean is 1: x * mask keeps x's expectation); its seed is one draw
-    from torch's global generator."""
-    dropped = _dropped(p)
-    seed = int(torch.randint(-(1 << 62), 1 << 62, ()).item())
-    r = random_bits(math.prod(shape), seed, device) & (_LEVELS - 1)
-    r -= dropped  # < 0 exactly where dropped
-    r >>= 15      # -1 where dropped, 0 where kept
-    r += 1        # 0 where dropped, 1 where kept
-    return r.view(shape).to(dtype).mul_(dropout_scale(p))
+    otherwise, independently (so its mean is 1: x * mask keeps x's expectation)."""
+    scale, below = dropout_scale(p), -(_LEVELS // 2) + _dropped(p)  # dropped: a word < below
+    r = random_words(math.prod(shape), device).view(shape).to(torch.float32)
+    # r - below + 1 is an integer >= 1 where kept and <= 0 where dropped: times scale, clamped to
+    # [0, scale], it is exactly scale (rounding is monotonic) or 0
+    return r.sub_(below - 1).mul_(scale).clamp_(0, scale).to(dtype)
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout with its masks from ``dropout_mask``: x * m, each m 0 or 1 / (1 - p), p to 1/32768.
+    """nn.Dropout with its masks from ``dropout_mask``: x * m, each m 0 or 1 / (1 - p), p to 1/65536.
 
     A subclass of nn.Dropout so that whatever switches dropouts off by their ``p`` (dynamic.py) also
     switches this one off."""
