@@ -50,6 +50,8 @@ def dropout_mask(shape, p: float, dtype: torch.dtype, device) -> torch.Tensor:
     """A mask of ``shape`` with each element 0 with probability q (``dropout_scale``) and 1 / (1 - q)
     otherwise, independently (so its mean is 1: x * mask keeps x's expectation)."""
     scale, below = dropout_scale(p), -(_LEVELS // 2) + _dropped(p)  # dropped: a word < below
+    if torch.device(device).type not in ("cpu", "cuda"):  # MPS & co.: not measured, torch's own draw
+        return torch.empty(shape, dtype=dtype, device=device).bernoulli_(1 - 1 / scale).mul_(scale)
     r = random_words(math.prod(shape), device).view(shape).to(torch.float32)
     # r - below + 1 is an integer >= 1 where kept and <= 0 where dropped: times scale, clamped to
     # [0, scale], it is exactly scale (rounding is monotonic) or 0
