@@ -10,10 +10,10 @@ fraction of that and gives the same masks on every CPU class and thread count.
 
 Weight drop keeps the fused kernel: the raw W_hh stays the parameter, and a masked copy is passed to
 the same ``nn.LSTM/GRU/RNN`` through ``torch.func.functional_call`` (one ``aten::lstm`` call, no
-Python loop over time). Dropout between layers (plain or locked, from ``dropout_mask``, not the
-kernel's own ``bernoulli_``) needs each layer's output, so in training it
-runs the fused kernel once per layer with that layer's own parameters (a parameterless "meta" copy
-of a one-layer RNN is called with them); the state_dict names are those of the one stacked RNN.
+Python loop over time). Dropout between layers (plain or locked, with ``dropout_mask``'s masks, not
+the kernel's own ``bernoulli_``) needs each layer's output, so in training it runs the fused kernel
+once per layer with that layer's own parameters (a parameterless "meta" copy of a one-layer RNN is
+called with them); the state_dict names are those of the one stacked RNN.
 """
 
 from __future__ import annotations
@@ -69,18 +69,17 @@ class Dropout(nn.Dropout):
             return x
         if self.p >= 1:
             return x * 0
-        return x * dropout_mask(x.shape, self.p, x.dtype, x.device)
+        return x * dropout_mask(self.mask_shape(x), self.p, x.dtype, x.device)
+
+    def mask_shape(self, x: torch.Tensor) -> tuple:
+        return tuple(x.shape)
 
 
 class LockedDropout(Dropout):
     """Dropout with one mask per sequence, shared across time: x (B, T, D) * m (B, 1, D)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        if self.p >= 1:
-            return x * 0
-        return x * dropout_mask((x.shape[0], 1, x.shape[2]), self.p, x.dtype, x.device)
+    def mask_shape(self, x: torch.Tensor) -> tuple:
+        return x.shape[0], 1, x.shape[2]
 
 
 class EmbeddingDropout(nn.Dropout):
