@@ -46,13 +46,18 @@ def dropout_scale(p: float) -> float:
     return _LEVELS / (_LEVELS - _dropped(p))
 
 
-def dropout_mask(shape, p: float, dtype: torch.dtype, device) -> torch.Tensor:
+def dropout_mask(shape, p: float, dtype: torch.dtype, device, like: torch.Tensor | None = None) -> torch.Tensor:
     """A mask of ``shape`` with each element 0 with probability q (``dropout_scale``) and 1 / (1 - q)
-    otherwise, independently (so its mean is 1: x * mask keeps x's expectation)."""
+    otherwise, independently (so its mean is 1: x * mask keeps x's expectation). With ``like`` (a
+    tensor of that shape) the mask has like's memory layout, its words in memory order: x * mask is
+    then a plain pass (an RNN's batch-first output is a transposed view, and a mask in the other
+    layout makes the product, its gradient and the next layer's input copy strided)."""
     scale, below = dropout_scale(p), -(_LEVELS // 2) + _dropped(p)  # dropped: a word < below
     if torch.device(device).type not in ("cpu", "cuda"):  # MPS & co.: not measured, torch's own draw
         return torch.empty(shape, dtype=dtype, device=device).bernoulli_(1 - 1 / scale).mul_(scale)
-    r = random_words(math.prod(shape), device).view(shape).to(torch.float32)
+    r = (torch.empty_like(like, dtype=torch.float32, device=device) if like is not None  # dense: its strides
+         else torch.empty(shape, dtype=torch.float32, device=device))                   # or contiguous ones
+    r.as_strided((r.numel(),), (1,)).copy_(random_words(r.numel(), device))  # in memory order
     # r - below + 1 is an integer >= 1 where kept and <= 0 where dropped: times scale, clamped to
     # [0, scale], it is exactly scale (rounding is monotonic) or 0
     return r.sub_(below - 1).mul_(scale).clamp_(0, scale).to(dtype)
@@ -69,17 +74,17 @@ class Dropout(nn.Dropout):
             return x
         if self.p >= 1:
             return x * 0
-        return x * dropout_mask(self.mask_shape(x), self.p, x.dtype, x.device)
+        return x * self.mask(x)
 
-    def mask_shape(self, x: torch.Tensor) -> tuple:
-        return tuple(x.shape)
+    def mask(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout_mask(x.shape, self.p, x.dtype, x.device, like=x)
 
 
 class LockedDropout(Dropout):
     """Dropout with one mask per sequence, shared across time: x (B, T, D) * m (B, 1, D)."""
 
-    def mask_shape(self, x: torch.Tensor) -> tuple:
-        return x.shape[0], 1, x.shape[2]
+    def mask(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout_mask((x.shape[0], 1, x.shape[2]), self.p, x.dtype, x.device)
 
 
 class EmbeddingDropout(nn.Dropout):
