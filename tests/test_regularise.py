@@ -176,6 +176,18 @@ def test_dropout_acts_in_training_only_and_resumes_from_the_generator_state():
     assert torch.equal(d(x), a) and torch.equal(d(x), b)
 
 
+def test_the_mask_follows_the_memory_layout_of_its_input():
+    """An RNN's batch-first output is a transposed view: its mask is drawn in memory order, so the
+    product is one contiguous pass and keeps the layout (the next layer reads it without a copy)."""
+    d = Dropout(0.5).train()
+    seq_first = torch.randn(7, 5, 6)
+    torch.manual_seed(2)
+    y = d(seq_first.transpose(0, 1))
+    assert y.stride() == seq_first.transpose(0, 1).stride()
+    torch.manual_seed(2)
+    assert torch.equal(y.transpose(0, 1), d(seq_first))  # the same words, element by element in memory
+
+
 def test_dropout_between_layers_is_ours_with_one_fused_call_per_layer(monkeypatch):
     m = model(layers=2, dropout=0.5).train()
     calls = []
