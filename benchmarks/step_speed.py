@@ -334,15 +334,6 @@ def target(args) -> None:
     """Issue #20's target row: charrnn's defaults (dropout 0.1) against a bare step without dropout,
     for each thread count and ISA (this CPU's own, and EMULATED), one child process each."""
     configs = [(threads, isa) for isa in args.isa.split(",") for threads in map(int, args.thread_list.split(","))]
-    out = []
-    for threads, isa in configs:
-        env = {k: v for k, v in os.environ.items() if k not in EMULATED}
-        env.update(EMULATED if isa == "emulated" else {}, OMP_NUM_THREADS=str(threads))
-        cmd = [sys.executable, os.path.abspath(__file__), "--target-one", "--threads", str(threads),
-               "--precision", args.precision.split(",")[0], "--rounds", str(args.rounds), "--steps", str(args.steps)]
-        print(f"target: {threads} thread(s), ISA {isa} ...", file=sys.stderr, flush=True)
-        res = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True)
-        out.append((threads, isa, json.loads(res.stdout.strip().splitlines()[-1])))
     cfg = make_config(precision="fp32", device="cpu")
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; CPU: {lscpu_model()}; torch {torch.__version__}; "
           f"lstm {cfg.layers}x{cfg.hidden}, emb {cfg.emb}, vocab {args.vocab}, batch {cfg.batch_size} x "
@@ -350,15 +341,22 @@ def target(args) -> None:
     print()
     print("| ISA (torch's capability) | threads | bare d=0 tok/s | charrnn defaults tok/s | **defaults / bare d=0** "
           "| wall, median of rounds (min-max) | torch's dropout: bare d=0.1 / bare d=0 | load average before, after |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for threads, isa, res in out:
+    print("|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    for threads, isa in configs:  # each row as soon as it is measured
+        env = {k: v for k, v in os.environ.items() if k not in EMULATED}
+        env.update(EMULATED if isa == "emulated" else {}, OMP_NUM_THREADS=str(threads))
+        cmd = [sys.executable, os.path.abspath(__file__), "--target-one", "--threads", str(threads),
+               "--precision", args.precision.split(",")[0], "--rounds", str(args.rounds), "--steps", str(args.steps)]
+        print(f"target: {threads} thread(s), ISA {isa} ...", file=sys.stderr, flush=True)
+        res = json.loads(subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True,
+                                        check=True).stdout.strip().splitlines()[-1])
         d, torch_d = res["rows"]
         lo, hi = d["range_wall"]
-        name = f"{isa} ({res['isa']})" if isa == "native" else f"ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2 " \
-                                                                   f"({res['isa']})"
+        name = f"native ({res['isa']})" if isa == "native" else " ".join(f"{k}={v}" for k, v in EMULATED.items()) \
+            + f" ({res['isa']})"
         print(f"| {name} | {threads} | {d['tok_bare']:,.0f} | {d['tok_ours']:,.0f} | **{d['ratio']:.3f}** | "
               f"{d['ratio_wall']:.3f} ({lo:.2f}-{hi:.2f}) | {torch_d['ratio']:.3f} | "
-              f"{res['load'][0]:.2f}, {res['load'][1]:.2f} |")
+              f"{res['load'][0]:.2f}, {res['load'][1]:.2f} |", flush=True)
     print()
     print("ratio: 1 thread, CPU seconds, median of the per-round ratios; 2 threads, each side's best wall-clock "
           "round. Target (issue #20): defaults / bare d=0 >= 0.97.")
