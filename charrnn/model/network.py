@@ -88,7 +88,9 @@ class RNNLM(nn.Module):
         """x: (B, T) token ids -> top-layer hidden states (B, T, H) after dropout, and the final state."""
         e = self.drop(self.embed_drop(self.embed, x))
         out, state = self.stack(self.rnn, e, state, self.weight_drop, self.drop)  # = self.rnn(e, state) without
-        return self.drop(out), state                                                # weight drop or dropout
+        # weight drop or dropout. out is a batch-first view of the kernel's time-major output; the head folds
+        # it to (B*T, H), a copy either way: made here, dropout's product and its gradient are contiguous passes
+        return self.drop(out.contiguous()), state
 
     def forward(self, x: torch.Tensor, state=None):
         """x: (B, T) token ids -> log-probabilities (B, T, V) and the final hidden state."""
