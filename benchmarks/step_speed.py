@@ -2,6 +2,7 @@
 
     python benchmarks/step_speed.py [--threads N] [--precision fp32,bf16] [--rounds 7] [--steps 2]
         [--vocab 65] [--ablation] [--profile]
+    python benchmarks/step_speed.py --target [--thread-list 1,2] [--isa native,emulated] [--rounds 7]
 
 Both sides train the default model shape (charrnn.settings: lstm 2x512, emb 64) at batch 32 x 128 on
 the same random token windows (int32 streams cut into int64 windows by ``StreamBatcher.window``, as
@@ -37,11 +38,18 @@ are not steady on a shared machine) through torch.mm (MKL for fp32, oneDNN for b
 oneDNN's inner product, and the faster counts (on AMD CPUs MKL's fp32 GEMM runs far below
 oneDNN's). ``--profile`` instead profiles a few of charrnn's steps with torch.profiler (where the
 time goes).
+
+``--target`` prints only issue #20's row, quickly (~20-60 s per configuration): charrnn's defaults
+(dropout 0.1, fp32) against a bare step without dropout, with a bare step with torch's dropout 0.1
+beside them (what torch's own masks cost), for 1 and 2 threads and for this CPU's ISA and the
+emulated one (``ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2``, set in a child process
+before torch is imported), with the CPU model and the load average. Target: >= 0.97.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -125,6 +133,7 @@ class CharrnnSide:
         t._step = StepRunner(t.model, t.opt, CPU, lambda: autocast(CPU, precision), t.log, cfg.skip_nonfinite)
         t.step, t.epoch, t.k, t.skipped, t.elapsed, t.state = 0, 0, 0, 0, 0.0, None
         t.batcher = type("B", (), {"windows_per_epoch": 10 ** 9})()
+        t._end = type("E", (), {"end": lambda self: 0.0})()  # schedule.EndOfRun: no time kept for the end
         self.t = t
 
     def step(self, x, y):
@@ -202,7 +211,7 @@ def roofline(cfg, V, B, T, dtype, threads) -> dict:
             "rates": rates, "shapes": shapes}
 
 
-def run_precision(cfg, V, precision, rounds, steps, B, T, ablation=False, seed=0) -> list[dict]:
+def run_precision(cfg, V, precision, rounds, steps, B, T, ablation=False, seed=0, target=False) -> list[dict]:
     g = torch.Generator().manual_seed(seed)
     n_windows = (rounds * steps + 4) * 2 * 2
     ids = torch.randint(V, (B * (n_windows * T + 1),), generator=g, dtype=torch.int32).numpy()
@@ -210,9 +219,13 @@ def run_precision(cfg, V, precision, rounds, steps, B, T, ablation=False, seed=0
     batcher = StreamBatcher(ids, B, T, seed)
     streams = batcher.epoch_streams(0)
     d, threads = cfg.dropout, torch.get_num_threads()
-    sides = {"bare d=0.1": BareSide(cfg, V, d, precision), "charrnn d=0.1": CharrnnSide(cfg, V, precision, counts),
-             "bare d=0": BareSide(cfg, V, 0.0, precision),
-             "charrnn d=0": CharrnnSide(make_config(**{**cfg.to_dict(), "dropout": 0.0}), V, precision, counts)}
+    if target:  # only what the target's row needs, and torch's own dropout for scale
+        sides = {"bare d=0": BareSide(cfg, V, 0.0, precision), "charrnn d=0.1": CharrnnSide(cfg, V, precision, counts),
+                 "bare d=0.1": BareSide(cfg, V, d, precision)}
+    else:
+        sides = {"bare d=0.1": BareSide(cfg, V, d, precision),
+                 "charrnn d=0.1": CharrnnSide(cfg, V, precision, counts), "bare d=0": BareSide(cfg, V, 0.0, precision),
+                 "charrnn d=0": CharrnnSide(make_config(**{**cfg.to_dict(), "dropout": 0.0}), V, precision, counts)}
     if ablation:
         sides["charrnn d=0.1 loop AdamW"] = CharrnnSide(cfg, V, precision, counts, loop_adamw=True)
     wall, cpu = {name: [] for name in sides}, {name: [] for name in sides}
@@ -254,6 +267,9 @@ def run_precision(cfg, V, precision, rounds, steps, B, T, ablation=False, seed=0
                 "range_wall": (min(rw), max(rw)), "tok_bare": tok / t_bare, "tok_ours": tok / t_ours,
                 "gflops_bare": total / t_bare / 1e9, "gflops": total / t_ours / 1e9}
 
+    if target:
+        return [row("defaults (bare d=0, charrnn d=0.1)", "bare d=0", "charrnn d=0.1"),
+                row("torch's dropout (bare d=0, bare d=0.1)", "bare d=0", "bare d=0.1")]
     rows = [row("equal, dropout 0.1", "bare d=0.1", "charrnn d=0.1"),
             row("equal, dropout 0", "bare d=0", "charrnn d=0"),
             row("defaults (bare d=0, charrnn d=0.1)", "bare d=0", "charrnn d=0.1")]
@@ -266,8 +282,17 @@ def run_precision(cfg, V, precision, rounds, steps, B, T, ablation=False, seed=0
 def profile_charrnn(cfg, V, precision, B, T, steps=3, top=12) -> None:
     """torch.profiler over a few of charrnn's steps: the ops with the most self CPU time, and the
     share of the fused LSTM kernels, dropout's mask draws and the optimizer."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile, record_function
 
+    import charrnn.model.regularise as regularise
+    real_mask = getattr(regularise, "dropout_mask", None)  # absent before issue #20
+
+    def dropout_mask(*a, **kw):  # charrnn's masks, as one profiler range
+        with record_function("charrnn::dropout_mask"):
+            return real_mask(*a, **kw)
+
+    if real_mask is not None:
+        regularise.dropout_mask = dropout_mask
     ids = torch.randint(V, (B * ((steps + 4) * T + 1),), dtype=torch.int32).numpy()
     batcher = StreamBatcher(ids, B, T, 0)
     streams = batcher.epoch_streams(0)
@@ -277,17 +302,64 @@ def profile_charrnn(cfg, V, precision, B, T, steps=3, top=12) -> None:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for k in range(2, 2 + steps):
             side.step(*batcher.window(streams, k))
+    if real_mask is not None:
+        regularise.dropout_mask = real_mask
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events)
     share = lambda pred: sum(e.self_cpu_time_total for e in events if pred(e.key)) / total  # noqa: E731
+    masks = sum(e.cpu_time_total for e in prof.key_averages() if e.key == "charrnn::dropout_mask") / total
     print(f"profile of charrnn's step, {precision}, dropout {cfg.dropout}: {total / steps / 1e3:.0f} ms self CPU "
           f"per step; fused LSTM kernels {share(lambda k: 'rnn_layer' in k or 'RnnLayer' in k):.1%}, "
-          f"dropout masks (bernoulli_) {share(lambda k: 'bernoulli' in k):.1%}, "
+          f"dropout masks (bernoulli_ {share(lambda k: 'bernoulli' in k):.1%}, charrnn's dropout_mask {masks:.1%}), "
           f"optimizer {share(lambda k: 'adam' in k.lower()):.1%}, "
           f"head GEMMs (mm) {share(lambda k: k == 'aten::mm'):.1%}")
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]:
         print(f"  {e.key[:60]:60s} {e.self_cpu_time_total / steps / 1e3:8.1f} ms/step "
               f"{e.count // steps:4d} calls/step")
+
+
+EMULATED = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX2"}  # issue #20's emulated ISA
+
+
+def target_one(cfg, V, precision, rounds, steps, B, T) -> None:
+    """One configuration of ``--target`` (run in a child process: the ISA is read at torch's import):
+    its two rows as one JSON line on stdout."""
+    load0 = os.getloadavg()
+    rows = run_precision(cfg, V, precision, rounds, steps, B, T, target=True)
+    print(json.dumps({"rows": rows, "threads": torch.get_num_threads(), "load": (load0[0], os.getloadavg()[0]),
+                      "isa": torch.backends.cpu.get_cpu_capability()}))
+
+
+def target(args) -> None:
+    """Issue #20's target row: charrnn's defaults (dropout 0.1) against a bare step without dropout,
+    for each thread count and ISA (this CPU's own, and EMULATED), one child process each."""
+    configs = [(threads, isa) for isa in args.isa.split(",") for threads in map(int, args.thread_list.split(","))]
+    cfg = make_config(precision="fp32", device="cpu")
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; CPU: {lscpu_model()}; torch {torch.__version__}; "
+          f"lstm {cfg.layers}x{cfg.hidden}, emb {cfg.emb}, vocab {args.vocab}, batch {cfg.batch_size} x "
+          f"{cfg.seq_len}, {args.precision.split(',')[0]}; {args.rounds} rounds x {args.steps} steps per side")
+    print()
+    print("| ISA (torch's capability) | threads | bare d=0 tok/s | charrnn defaults tok/s | **defaults / bare d=0** "
+          "| wall, median of rounds (min-max) | torch's dropout: bare d=0.1 / bare d=0 | load average before, after |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    for threads, isa in configs:  # each row as soon as it is measured
+        env = {k: v for k, v in os.environ.items() if k not in EMULATED}
+        env.update(EMULATED if isa == "emulated" else {}, OMP_NUM_THREADS=str(threads))
+        cmd = [sys.executable, os.path.abspath(__file__), "--target-one", "--threads", str(threads),
+               "--precision", args.precision.split(",")[0], "--rounds", str(args.rounds), "--steps", str(args.steps)]
+        print(f"target: {threads} thread(s), ISA {isa} ...", file=sys.stderr, flush=True)
+        res = json.loads(subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True,
+                                        check=True).stdout.strip().splitlines()[-1])
+        d, torch_d = res["rows"]
+        lo, hi = d["range_wall"]
+        name = f"native ({res['isa']})" if isa == "native" else " ".join(f"{k}={v}" for k, v in EMULATED.items()) \
+            + f" ({res['isa']})"
+        print(f"| {name} | {threads} | {d['tok_bare']:,.0f} | {d['tok_ours']:,.0f} | **{d['ratio']:.3f}** | "
+              f"{d['ratio_wall']:.3f} ({lo:.2f}-{hi:.2f}) | {torch_d['ratio']:.3f} | "
+              f"{res['load'][0]:.2f}, {res['load'][1]:.2f} |", flush=True)
+    print()
+    print("ratio: 1 thread, CPU seconds, median of the per-round ratios; 2 threads, each side's best wall-clock "
+          "round. Target (issue #20): defaults / bare d=0 >= 0.97.")
 
 
 def main() -> None:
@@ -299,7 +371,19 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=65, help="vocabulary size (tinyshakespeare: 65)")
     ap.add_argument("--ablation", action="store_true", help="also charrnn with torch's per-tensor AdamW")
     ap.add_argument("--profile", action="store_true", help="only profile charrnn's step (torch.profiler)")
+    ap.add_argument("--target", action="store_true",
+                    help="only issue #20's row (charrnn's defaults / a bare step without dropout), one child process "
+                         "per thread count and ISA")
+    ap.add_argument("--thread-list", default="1,2", help="--target: the thread counts")
+    ap.add_argument("--isa", default="native,emulated",
+                    help="--target: native (this CPU's) and/or emulated (" + " ".join(f"{k}={v}" for k, v in
+                                                                                    EMULATED.items()) + ")")
+    ap.add_argument("--target-one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.target:
+        if args.precision == "fp32,bf16":
+            args.precision = "fp32"  # the defaults' precision on a CPU without AMX
+        return target(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
@@ -310,6 +394,8 @@ def main() -> None:
         for precision in args.precision.split(","):
             profile_charrnn(cfg, V, precision, B, T)
         return
+    if args.target_one:
+        return target_one(cfg, V, args.precision.split(",")[0], args.rounds, args.steps, B, T)
     load0 = os.getloadavg()
     rows, roofs = [], {}
     for precision in args.precision.split(","):

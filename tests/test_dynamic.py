@@ -138,7 +138,8 @@ def test_weights_and_modes_are_restored_even_when_interrupted(tok, monkeypatch):
     before = _weights(model)
     dynamic_nlls(model, tok.encode(TEXT[:300]), CPU, lr=0.3, seq=20, decay=0.1)
     assert _same(before, _weights(model)) and model.training
-    assert model.drop.p == 0.2 and model.rnn.dropout == 0.2 and all(p.grad is None for p in model.parameters())
+    # the model's one dropout (also between the layers: the RNN's own dropout= is 0) restored
+    assert model.drop.p == 0.2 and model.rnn.dropout == 0.0 and all(p.grad is None for p in model.parameters())
 
     calls, real = [], dyn.apply_update
 

@@ -12,7 +12,8 @@ from torch.profiler import profile
 
 import charrnn.model.regularise as reg
 from charrnn.model.network import ModelConfig
-from charrnn.model.regularise import EmbeddingDropout, LockedDropout, RecurrentStack, WeightDrop
+from charrnn.model.regularise import (Dropout, EmbeddingDropout, LockedDropout, RecurrentStack, WeightDrop,
+                                      dropout_mask, dropout_scale, random_words)
 from tests.conftest import make_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -109,6 +110,96 @@ def test_per_layer_calls_use_the_same_parameters_as_the_stacked_rnn(cell):
     torch.testing.assert_close(st, want_st)
 
 
+@pytest.mark.numerics
+def test_a_seed_gives_the_same_masks_on_every_cpu_class():
+    """The words are torch's mt19937 draws (integers) and the threshold's float arithmetic is exact, so
+    these indices hold under every ATEN_CPU_CAPABILITY and thread count (they change only if torch
+    changes its generator, which would change every seeded run)."""
+    torch.manual_seed(0)
+    dropped = (dropout_mask((48,), 0.5, torch.float32, "cpu") == 0).nonzero().flatten().tolist()
+    assert dropped == [0, 1, 3, 4, 5, 6, 7, 9, 10, 11, 13, 15, 16, 17, 18, 20, 23, 26, 28, 31, 32, 34, 35, 41,
+                       43, 44, 46, 47]
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.99999])
+def test_the_mask_is_its_words_against_the_threshold_exactly(p):
+    """Kept exactly where the 16-bit word is at or above -32768 + round(p * 65536), and then exactly
+    the float32 of 1 / (1 - q) (the float route's sub, mul and clamp are exact: see dropout_mask)."""
+    torch.manual_seed(4)
+    words = random_words(5003, "cpu").tolist()
+    torch.manual_seed(4)
+    mask = dropout_mask((5003,), p, torch.float32, "cpu").tolist()
+    below = -32768 + min(round(p * 65536), 65535)
+    scale = float(torch.tensor(dropout_scale(p)))
+    assert mask == [scale if w >= below else 0.0 for w in words]
+
+
+@pytest.mark.numerics
+def test_dropout_masks_do_not_depend_on_the_thread_count():
+    masks = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        torch.manual_seed(5)
+        masks.append(dropout_mask((64, 64, 256), 0.1, torch.float32, "cpu"))  # above the parallel grain
+    assert torch.equal(masks[0], masks[1])
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_keeps_the_expectation_and_drops_independently(p):
+    """n mask elements, each dropped with probability q (p to 1/65536): the dropped count is
+    Binomial(n, q), so its fraction, the mask's mean (kept fraction x scale) and the fraction of
+    neighbouring pairs both dropped (q^2 if independent: neighbours share a 64-bit draw) lie
+    within 6 standard deviations of their expectations unless the mask is wrong (a chance of ~2e-9)."""
+    torch.manual_seed(11)
+    n, scale = 1 << 20, dropout_scale(p)
+    q = 1 - 1 / scale
+    m = Dropout(p).train()(torch.ones(n))
+    dropped = m == 0
+    assert set(m.unique().tolist()) == {0.0, float(torch.tensor(scale))}
+    assert abs(dropped.float().mean().item() - q) < 6 * (q * (1 - q) / n) ** 0.5
+    assert abs(m.double().mean().item() - 1) < 6 * scale * (q * (1 - q) / n) ** 0.5
+    pairs = (dropped[:-1] & dropped[1:]).double().mean().item()
+    assert abs(pairs - q * q) < 6 * (q * q * (1 - q * q) / (n - 1)) ** 0.5
+    assert abs(q - p) <= 2 ** -17  # p rounded to 1/65536
+
+
+def test_dropout_acts_in_training_only_and_resumes_from_the_generator_state():
+    x = torch.randn(4, 9, 7)
+    d = Dropout(0.3)
+    assert torch.equal(d.eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)
+    d.train()
+    state = torch.get_rng_state()
+    a, b = d(x), d(x)
+    assert not torch.equal(a, b)  # a new mask per call
+    torch.set_rng_state(state)  # what a resumed run restores (system/rng.py): the same masks again
+    assert torch.equal(d(x), a) and torch.equal(d(x), b)
+
+
+def test_the_mask_follows_the_memory_layout_of_its_input():
+    """An RNN's batch-first output is a transposed view: its mask is drawn in memory order, so the
+    product is one contiguous pass and keeps the layout (the next layer reads it without a copy)."""
+    d = Dropout(0.5).train()
+    seq_first = torch.randn(7, 5, 6)
+    torch.manual_seed(2)
+    y = d(seq_first.transpose(0, 1))
+    assert y.stride() == seq_first.transpose(0, 1).stride()
+    torch.manual_seed(2)
+    assert torch.equal(y.transpose(0, 1), d(seq_first))  # the same words, element by element in memory
+
+
+def test_dropout_between_layers_is_ours_with_one_fused_call_per_layer(monkeypatch):
+    m = model(layers=2, dropout=0.5).train()
+    calls = []
+    real = Dropout.forward
+    monkeypatch.setattr(Dropout, "forward", lambda self, x: calls.append(x.shape) or real(self, x))
+    fused, cells = kernel_calls(lambda: m.features(torch.randint(0, 23, (4, 13))), "lstm")
+    assert (fused, cells, len(calls)) == (2, 0, 3)  # embedding output, between the layers, before the head
+    assert m.rnn.dropout == 0.0  # the RNN's own bernoulli_ masks are not drawn
+    x = torch.randint(0, 23, (4, 13))
+    assert torch.equal(m.eval().features(x)[0], m.rnn(m.embed(x))[0])  # eval: the plain stacked RNN
+
+
 def test_locked_dropout_mask_is_constant_over_time_and_differs_across_sequences():
     d = LockedDropout(0.5).train()
     out = d(torch.ones(8, 30, 12))
@@ -146,7 +237,8 @@ def test_embedding_dropout_zeros_whole_rows_and_rescales():
     for tok in range(10):
         rows = out[x == tok]
         assert torch.equal(rows, rows[:1].expand_as(rows))  # every occurrence dropped or kept together
-        assert torch.equal(rows[0], torch.zeros(6)) or torch.allclose(rows[0], emb.weight[tok] / 0.6)
+        kept = emb.weight[tok] * dropout_scale(0.4)  # 1 / (1 - p), p to 1/65536: one float32 multiply
+        assert torch.equal(rows[0], torch.zeros(6)) or torch.equal(rows[0], kept)
     zero = [(out[x == t] == 0).all().item() for t in range(10)]
     assert any(zero) and not all(zero)
     assert torch.equal(d.eval()(emb, x), emb(x))

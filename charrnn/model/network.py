@@ -3,7 +3,7 @@ IndRNN, JANET, peephole LSTM) -> [attention] -> dropout -> output head.
 
 ``--attention M`` adds one attention head over the top layer's last M states (attention.py); its
 memory is then part of the state, ``(rnn_state, memory)`` (state.py). Training-time regularisers
-(weight drop, locked and embedding dropout) live in regularise.py.
+(dropout and its masks, weight drop, locked and embedding dropout) live in regularise.py.
 
 The trunk (``features``) is written once; the head (heads.py) turns its hidden states into a
 training loss, per-token negative log-likelihoods or log-probabilities.
@@ -20,7 +20,7 @@ from charrnn.model.cells import STACKS
 from charrnn.model import state as states
 from charrnn.model.attention import Attention
 from charrnn.model.heads import resolve_head, make_head
-from charrnn.model.regularise import EmbeddingDropout, LockedDropout, RecurrentStack, WeightDrop
+from charrnn.model.regularise import Dropout, EmbeddingDropout, LockedDropout, RecurrentStack, WeightDrop
 from charrnn.errors import CharrnnError
 from charrnn.settings import CELLS
 from charrnn.settings.setting import NO_WEIGHT_DROP
@@ -68,13 +68,13 @@ class RNNLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.emb)  # --tie-weights requires emb == hidden
-        self.drop = (LockedDropout if cfg.locked_dropout else nn.Dropout)(cfg.dropout)
+        self.drop = (LockedDropout if cfg.locked_dropout else Dropout)(cfg.dropout)  # embeddings, between
         self.embed_drop, self.weight_drop = EmbeddingDropout(cfg.embed_dropout), WeightDrop(cfg.weight_drop)
         if cfg.weight_drop > 0 and cfg.cell in NO_WEIGHT_DROP:  # settings.check_combination says it first
             raise CharrnnError(f"--weight-drop needs a recurrent matrix W_hh and a {cfg.cell} has none")
-        self.rnn = RNN_CLASSES[cfg.cell](cfg.emb, cfg.hidden, cfg.layers, batch_first=True,
-                                         dropout=cfg.dropout if cfg.layers > 1 and not cfg.locked_dropout else 0.0)
-        self.stack = RecurrentStack(self.rnn)  # not a module: no parameters of its own
+        self.rnn = RNN_CLASSES[cfg.cell](cfg.emb, cfg.hidden, cfg.layers, batch_first=True)  # layers, output
+        self.stack = RecurrentStack(self.rnn)  # not a module: no parameters of its own; applies self.drop
+                                               # between layers (the RNN's own dropout= stays 0)
         self.attn = Attention(cfg.hidden, cfg.attention) if cfg.attention else None
         self.head = make_head(cfg.head, cfg.hidden, cfg.vocab_size, cfg.cutoffs,
                               tied=self.embed if cfg.tie_weights else None)
@@ -107,7 +107,10 @@ class RNNLM(nn.Module):
         e = self.drop(self.embed_drop(self.embed, x))
         rnn_state, memory = states.parts(state, self.cfg.attention)
         out, rnn_state = self.stack(self.rnn, e, rnn_state, self.weight_drop, self.drop)  # = self.rnn(e, state)
-        if self.attn is None:                                              # without weight drop or locked dropout
+        # without weight drop or dropout. out is a batch-first view of the kernel's time-major output; the head
+        # folds it to (B*T, H), a copy either way: made here, dropout's product and its gradient are contiguous
+        out = out.contiguous()
+        if self.attn is None:
             return self.drop(out), rnn_state
         out, memory = self.attn(out, memory)
         return self.drop(out), (rnn_state, memory)
