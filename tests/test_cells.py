@@ -320,19 +320,20 @@ def test_torchrun_two_ranks_follow_one_process(cell, corpus, tmp_path, cli, one_
 
 
 def test_janet_state_stays_in_unit_interval_over_a_long_carried_stream():
-    """charrnn's JANET (beta = 0) makes c_t = f c_{t-1} + (1 - f) c~_t, a convex combination of two values
-    in [-1, 1], so |c| <= 1 over any stream however long. The paper's beta = 1 has the fixed point
+    """charrnn's JANET makes c_t = (f c_{t-1} + i c~_t) / (f + i), a convex combination of two values in
+    [-1, 1], so |c| <= 1 over any stream however long. The paper's f c + i c~ (f + i > 1) has the fixed point
     i / (1 - f) -> e under a steady saturated forget gate: with these adversarial weights (forget bias 4,
     candidate pinned near +1, positive feedback through U) its state settles near 2.6 within the stream.
-    Tolerance: the layer computes in float32; each step's roundings (f c, 1 - f, (1 - f) c~, the sum) move
-    |c| by at most ~4 unit roundoffs U of a value <= 1, and an excess carried from the last step only
-    shrinks (times f < 1), so 4 T U bounds the drift over T steps (~1e-3 here; beta = 1 reaches 2.6)."""
+    Tolerance: the layer computes in float32; each step's five roundings (f c, i c~, their sum, f + i, the
+    quotient) move |c| by at most ~6 unit roundoffs U of a value <= 1, and an excess carried from the last
+    step only shrinks (times f / (f + i) < 1), so 6 T U bounds the drift over T steps (~1.4e-3 here; the
+    paper's form reaches 2.6)."""
     from charrnn.model.cells.recurrent import JANETLayer
 
     torch.manual_seed(0)
     m, h, T = 4, 8, 4000
     layer = JANETLayer(m, h)
-    tol = 4 * T * U
+    tol = 6 * T * U
     with torch.no_grad():
         layer.weight_ih.mul_(3.0)
         layer.weight_hh.abs_().mul_(3.0)       # c > 0 feeds both gates upwards
