@@ -82,7 +82,7 @@ class JANETLayer(_Recurrent):
         c_t = (f_t * c_{t-1} + i_t * c~_t) / (f_t + i_t)                                  h_t = c_t
 
     The paper has c_t = f_t c_{t-1} + i_t c~_t. Here c_t is a convex combination of c_{t-1} and c~_t, so
-    |c_t| <= 1 for good, and keep and write keep the paper's ratio i_t / f_t. Why: f + i = sigmoid(s) +
+    |c_t| <= 1 for good, and the ratio of writing to keeping, i_t / f_t, is the paper's. Why: f + i = sigmoid(s) +
     sigmoid(1 - s) > 1 for every s (up to 1.245), and the paper's c has the fixed point i / (1 - f) =
     (1 + e^s) / (1 + e^(s-1)) -> e under a steady gate: |c| (= h, fed back through U) can sit near 2.7.
     The paper trains fixed-length sequences from a zero state; charrnn carries the state across TBPTT
