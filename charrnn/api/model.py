@@ -8,6 +8,7 @@ from inspect import Parameter as P
 from typing import Iterator
 
 from charrnn.data.records import records_separator
+from charrnn.data.store import IdFile
 from charrnn.data.text import decode_text, read_bytes
 from charrnn.errors import CharrnnError
 from charrnn.evaluation.baselines import compression_baselines, text_of
@@ -140,14 +141,18 @@ class Model:
         else:
             ids, n_chars, n_bytes = split_ids(self._ckpt, self.path, opts["split"])
             where = f"{opts['split']} split of {self.config.corpus}"
-        if len(ids) < 2:
-            raise CharrnnError(f"{where} is too short to evaluate: it needs at least two tokens")
-        dyn = {k[4:]: opts[k] for k in DYNAMIC} if opts["dynamic"] else None
-        m = evaluate_split(self.module, tok, ids, n_chars, n_bytes, self.device, prec,
-                           progress=show_progress(progress), desc="eval", dynamic=dyn)
-        extra = {"dynamic": True, **{k: opts[k] for k in DYNAMIC}} if dyn else {}
-        if opts["baselines"]:  # baselines.py: gzip, bz2, xz, order-0
-            extra["baselines"] = compression_baselines(text_of(tok, ids))
+        try:  # a file's ids are in an unnamed temporary file (store.IdFile), read a window at a time
+            if len(ids) < 2:
+                raise CharrnnError(f"{where} is too short to evaluate: it needs at least two tokens")
+            dyn = {k[4:]: opts[k] for k in DYNAMIC} if opts["dynamic"] else None
+            m = evaluate_split(self.module, tok, ids, n_chars, n_bytes, self.device, prec,
+                               progress=show_progress(progress), desc="eval", dynamic=dyn)
+            extra = {"dynamic": True, **{k: opts[k] for k in DYNAMIC}} if dyn else {}
+            if opts["baselines"]:  # baselines.py: gzip, bz2, xz, order-0
+                extra["baselines"] = compression_baselines(text_of(tok, ids))
+        finally:
+            if isinstance(ids, IdFile):
+                ids.close()
         return {"checkpoint": self.path, "text": where, "tokenizer": tok.kind, **m, **extra}
 
     def score(self, text: str | None = None, *, file=None, progress: bool | None = None, **options) -> list[dict]:

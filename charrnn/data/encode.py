@@ -12,6 +12,8 @@ starts. The result equals encoding the whole text at once (tests check it).
 
 from __future__ import annotations
 
+import codecs
+
 import numpy as np
 
 from charrnn.data.records import encode_records, record_cuts, record_starts
@@ -114,6 +116,51 @@ def encode_corpus(src, val_src, kind: str, vocab_size: int, val_frac: float, tes
     except BaseException:
         w.abort()
         raise
+
+
+def encode_for_eval(src, tok, out, skip_unknown: bool = False, hint: str = "") -> tuple[int, int]:
+    """Encode a text to evaluate (``charrnn eval --file``) chunk by chunk into ``out`` (store.IdFile),
+    with the model's tokenizer: equal to encoding the whole text, which is never held. Returns the
+    characters and bytes the ids stand for. A byte model reads the bytes as they are (a byte-order mark
+    and invalid UTF-8 included, characters counted as a replacing decoder counts them); other models read
+    the text with the checks of text.decode_text (byte-order mark dropped, whitespace only refused);
+    ``skip_unknown``: characters a char model never saw are dropped and not counted, else refused, all
+    of them named, with ``hint``."""
+    if tok.kind == "byte":
+        dec, chars = codecs.getincrementaldecoder("utf-8")("replace"), 0
+        for _, chunk in src.byte_chunks():
+            out.append(np.frombuffer(chunk, np.uint8))
+            chars += len(dec.decode(chunk))
+        return chars + len(dec.decode(b"", final=True)), src.size
+    st, w = _SplitStats(), _OneSplit(out)
+    if tok.kind != "char":
+        feed = _piece_feed(tok)
+    elif skip_unknown:
+        feed = _char_feed_skipping
+    else:
+        def feed(tok, split, part, w, st):
+            if len(ids := tok.encode(part, skip_unknown=True)) < len(part):  # name every unknown one, as a whole text does
+                tok.encode("".join(c for part in src.text_chunks() for c in tok.unknown_chars(part)), hint=hint)
+            w.append(split, ids)
+    for text, n_bytes in src.text_chunks(with_bytes=True):
+        st.chars, st.bytes = st.chars + len(text), st.bytes + n_bytes
+        st.nonspace = st.nonspace or not text.isspace()
+        feed(tok, "val", text, w, st)
+    if getattr(feed, "flush", None):
+        feed.flush(w, {"val": st})
+    if not st.nonspace:
+        refuse_blank(src.path, src.what)
+    return st.chars, st.bytes
+
+
+class _OneSplit:
+    """The writer a feed appends to, for one text (encode_for_eval)."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def append(self, split, ids) -> None:
+        self.out.append(ids)
 
 
 def _encode_regions(src, bounds, tok, w, stats, feed) -> None:

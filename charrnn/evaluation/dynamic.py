@@ -37,8 +37,6 @@ def dynamic_nlls(model: RNNLM, ids: np.ndarray, device: torch.device, precision:
     n = len(ids) - 1
     if n < 1:
         raise CharrnnError("the text to evaluate is too short: it needs at least two tokens")
-    seq_ids = torch.from_numpy(np.array(ids, dtype=np.int64)).to(device).view(1, -1)  # a copy: ids may be a read-only memory map
-    x, y = seq_ids[:, :-1], seq_ids[:, 1:]
     params = [p for p in model.parameters() if p.requires_grad]
     out = torch.empty(n, dtype=torch.float32, device=device)
     bar = progress_bar(total=n, desc=desc, unit="tok", unit_scale=True, leave=False, dynamic_ncols=True,
@@ -47,7 +45,8 @@ def dynamic_nlls(model: RNNLM, ids: np.ndarray, device: torch.device, precision:
         state = None
         for s in range(0, n, seq):
             with torch.set_grad_enabled(lr > 0), autocast(device, precision):  # lr 0: the static one-stream score
-                nll, state = model.token_nll(x[:, s:s + seq], y[:, s:s + seq], state)
+                block = torch.from_numpy(np.array(ids[s:s + seq + 1], np.int64)).to(device).view(1, -1)  # one segment
+                nll, state = model.token_nll(block[:, :-1], block[:, 1:], state)  # ids: a memory map or store.IdFile
             out[s:s + seq] = nll.detach()[0]  # scored: before any step on this segment
             state = detach_state(state)
             if lr > 0 and s + seq < n:  # no step after the last segment: nothing is left to score
