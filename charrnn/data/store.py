@@ -96,9 +96,14 @@ class IdFile:
         if b <= a:
             return np.zeros(0, self.dtype)
         self._f.flush()
-        size = self.dtype.itemsize
-        data = os.pread(self._f.fileno(), (b - a) * size, a * size)
-        return np.frombuffer(data, self.dtype)
+        out = np.empty(b - a, self.dtype)
+        view, offset = memoryview(out).cast("B"), a * self.dtype.itemsize
+        while len(view):
+            got = os.preadv(self._f.fileno(), [view], offset)
+            if not got:
+                raise CharrnnError("the temporary file of token ids ended early; check the disk")
+            view, offset = view[got:], offset + got
+        return out
 
     def close(self) -> None:
         self._f.close()
