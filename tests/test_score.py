@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import charrnn
 import charrnn.evaluation.evaluate as ev
 import charrnn.evaluation.score as sc
-from charrnn.data.batching import eval_layout as real_eval_layout, eval_plan as real_eval_plan
+from charrnn.data.batching import eval_plan as real_eval_plan
 from charrnn.errors import CharrnnError
 from charrnn.evaluation.evaluate import evaluate_split
 from charrnn.evaluation.score import score_lines

@@ -188,8 +188,8 @@ def encode_records_corpus(src, val_src, kind: str, vocab_size: int, val_frac: fl
     a, b = record_cuts(starts, n, sep, 0.0 if val_src else val_frac, test_frac, src.path)
     bounds = [(0, a), (a, a if val_src else b), (b, n)]  # with a --val-file the records between are unused
     skip = False
-    if tok is None and kind == "char":
-        tok = CharTokenizer(np.flatnonzero(counts))
+    if tok is None and kind in ("char", "byte"):
+        tok = CharTokenizer(np.flatnonzero(counts)) if kind == "char" else ByteTokenizer()
     elif tok is None:
         tok = fit_tokenizer(kind, _sample(src, a), vocab_size, log=log)
     elif unknown is not None and tok.kind == "char":
@@ -210,13 +210,52 @@ def encode_records_corpus(src, val_src, kind: str, vocab_size: int, val_frac: fl
         raise
 
 
-class _records_feed:
-    """Buffer each split's text up to the end of its last whole record, then encode those records (their
-    ids and where each starts); only the record being read stays in memory."""
+def encode_byte_records(src, val_src, val_frac: float, test_frac: float, sep: str, writer_for):
+    """``encode_records_corpus`` for a byte model of a text that is not UTF-8: the splits fall on the
+    record boundaries nearest the byte fractions, and each split's characters are counted as a replacing
+    decoder of its bytes counts them (equal to reading it whole). Returns (tokenizer, stats, writer, starts)."""
+    tok, sep_b = ByteTokenizer(), sep.encode("utf-8")
+    starts, n = record_starts((chunk for _, chunk in src.byte_chunks()), sep_b)
+    a, b = record_cuts(starts, n, sep_b, 0.0 if val_src else val_frac, test_frac, src.path)
+    w = writer_for(tok.vocab_size)
+    try:
+        stats = {s: _SplitStats() for s in SPLITS}
+        feed = _records_feed(tok, sep_b, False)
+        decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in SPLITS}
+        _byte_record_regions(src, [(0, a), (a, a if val_src else b), (b, n)], w, stats, feed, decoders)
+        if val_src:
+            decoders["val"] = codecs.getincrementaldecoder("utf-8")("replace")  # the val file is read on its own
+            _byte_record_regions(val_src, [(0, 0), (0, val_src.size), (0, 0)], w, stats, feed, decoders)
+        feed.flush(w, stats)
+        _check_splits(stats, w)
+        return tok, stats, w, {s: np.concatenate(feed.starts[s] or [np.zeros(0, np.int64)]) for s in SPLITS}
+    except BaseException:
+        w.abort()
+        raise
 
-    def __init__(self, tok, sep: str, skip: bool):
+
+def _byte_record_regions(src, bounds, w, stats, feed, decoders) -> None:
+    pos = 0
+    for _, chunk in src.byte_chunks():
+        for s, a, b in _regions(bounds, pos, len(chunk)):
+            part, st = chunk[a:b], stats[s]
+            st.bytes += len(part)
+            st.chars += len(decoders[s].decode(part))
+            st.nonspace = True
+            feed(None, s, part, w, st)
+        pos += len(chunk)
+    for s in SPLITS:  # a cut character at a split's end counts as the whole text's decoder counts it
+        stats[s].chars += len(decoders[s].decode(b"", final=True))
+        decoders[s].reset()
+
+
+class _records_feed:
+    """Buffer each split's text (or bytes) up to the end of its last whole record, then encode those
+    records (their ids and where each starts); only the record being read stays in memory."""
+
+    def __init__(self, tok, sep, skip: bool):
         self.tok, self.sep, self.skip = tok, sep, skip
-        self.buf, self.n = dict.fromkeys(SPLITS, ""), dict.fromkeys(SPLITS, 0)
+        self.buf, self.n = dict.fromkeys(SPLITS, sep[:0]), dict.fromkeys(SPLITS, 0)
         self.starts = {s: [] for s in SPLITS}
 
     def __call__(self, tok, split, part, w, st) -> None:
@@ -241,7 +280,7 @@ class _records_feed:
         for s, text in self.buf.items():
             if text:
                 self._encode(s, text, w, stats[s])
-            self.buf[s] = ""
+            self.buf[s] = self.sep[:0]
 
 
 def _char_feed(tok, split, part, w, st) -> None:
