@@ -96,16 +96,26 @@ def _text_file(path: str) -> bool:
 
 
 def _score_file(model, file: str, as_json: bool, opts: dict, several: bool) -> None:
-    """Print each line's record as it comes (Model.score_lines): a file of any size in bounded memory."""
-    if file == "-":
-        from charrnn.data.corpus import decode_text
+    """Print each line's record as it comes (Model.score_lines): a file of any size in bounded memory;
+    standard input is first copied, a MiB at a time, to a temporary file read the same way."""
+    if file != "-":
+        return _print_records(model, model.score_lines(file=file, **opts), file, as_json, opts, several)
+    import shutil
+    import tempfile
 
-        raw = sys.stdin.buffer.read()
-        if not raw:
+    with tempfile.NamedTemporaryFile(prefix="charrnn-stdin-", suffix=".txt") as tmp:
+        shutil.copyfileobj(sys.stdin.buffer, tmp, 1 << 20)
+        tmp.flush()
+        if not tmp.tell():
             raise CharrnnError("standard input is empty; pipe some text into 'charrnn score -'")
-        records = model.score_lines(decode_text(raw, "<stdin>", "input"), **opts)
-    else:
-        records = model.score_lines(file=file, **opts)
+        try:
+            records = model.score_lines(file=tmp.name, **opts)
+        except CharrnnError as e:  # name what was read, not the copy
+            raise CharrnnError(str(e).replace(f"file '{tmp.name}'", "input '<stdin>'")) from None
+        _print_records(model, records, file, as_json, opts, several)
+
+
+def _print_records(model, records, file: str, as_json: bool, opts: dict, several: bool) -> None:
     n_lines, chars, nll, skipped = len(records), 0, 0.0, 0
     width = max(4, len(str(n_lines)))
     if not as_json:
