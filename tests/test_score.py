@@ -233,6 +233,8 @@ def test_cli_json_lines_add_up_to_eval_file(trained_run, cli, tmp_path):
     model = charrnn.load(run_dir, device="cpu")
     assert model.score(file=corpus) == recs
     assert model.score(corpus.read_text(encoding="utf-8")) == recs
+    lines = model.score_lines(file=corpus)  # one line after another, the count known at once
+    assert len(lines) == len(recs) and list(lines) == recs
 
 
 def test_cli_table_and_stdin(trained_run, cli, monkeypatch, tmp_path):
@@ -252,6 +254,9 @@ def test_cli_table_and_stdin(trained_run, cli, monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(f.read_bytes())))
     r2 = cli("score", run_dir, "-", "--device", "cpu")
     assert r2.code == 0 and r2.out == r.out
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ab\xff\n")))
+    r3 = cli("score", run_dir, "-", "--device", "cpu")  # read through a temporary copy, named as what it is
+    assert r3.code != 0 and "input '<stdin>' is not valid UTF-8 (bad byte 0xff at offset 2)" in r3.err
 
 
 def test_cli_independent_ranks_lines(trained_run, cli, tmp_path):
