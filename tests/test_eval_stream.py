@@ -115,6 +115,8 @@ def test_score_file_streams_and_gives_the_in_memory_records(kind, toks, tmp_path
     assert len(got) == len(want)
     # the same token nll (eval's streams) summed per line in the same order: equal records
     assert list(got) == want
+    with pytest.raises(CharrnnError, match="read once"):  # its files are gone
+        list(got)
     assert max(small_buffers) < len(tok.encode(text)) // 4  # read a piece at a time, never the whole
 
 

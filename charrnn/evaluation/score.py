@@ -121,7 +121,9 @@ class LineScores:
         token_nlls(self.model, self.ids, self.device, self.precision, self.progress, "score", sink=sink)
 
     def __iter__(self):
-        """Third pass: the records, line by line, in text order."""
+        """Third pass: the records, line by line, in text order (once: the files are gone afterwards)."""
+        if self.ids is None:
+            raise CharrnnError("these line scores were already read (they are read once); score the text again")
         bar = None
         if self.independent:
             bar = progress_bar(total=len(self.ids), desc="score", unit="tok", unit_scale=True, leave=False,
@@ -145,9 +147,11 @@ class LineScores:
         return np.frombuffer(data, np.float32).astype(np.float64)
 
     def close(self) -> None:
-        self.ids.close()
+        if self.ids is not None:
+            self.ids.close()
         if self.nll is not None:
             self.nll.close()
+        self.ids = self.nll = None
 
 
 def _file_chunks(tok, path: str, what: str):
