@@ -164,8 +164,7 @@ def evaluate_split(model: RNNLM, tokenizer, ids: np.ndarray, n_chars: int, n_byt
     per token (exact for characters and bytes, an average for subwords).
     """
     if dynamic is not None:
-        nll_each = dynamic_nlls(model, ids, device, precision, progress=progress, **dynamic)
-        nll, count = float(nll_each.sum()), len(nll_each)
+        nll, count = dynamic_nlls(model, ids, device, precision, progress=progress, total=True, **dynamic)
     else:
         nll, count = score(model, ids, device, precision, progress, desc, limit, part, deadline)
     first_chars, first_bytes = first_token_size(tokenizer, ids)
