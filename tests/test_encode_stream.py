@@ -165,7 +165,7 @@ def test_records_stream_equal_the_whole_text(tmp_path, monkeypatch, chunk, kind,
     """--records: the streaming pass finds the same record boundaries as text.split(sep) on the whole
     (a separator may straddle two chunks, and "\\n\\n\\n" must split greedily), so the splits, ids and
     record starts equal splitting and encoding the whole text."""
-    from charrnn.data.encode import encode_records_corpus
+    from charrnn.data.encode_records import encode_records_corpus
     from charrnn.data.records import encode_records, split_records
 
     rng = random.Random(7)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from charrnn.data.encode import encode_byte_records, encode_corpus, encode_records_corpus, split_sizes
+from charrnn.data.encode import encode_corpus, split_sizes
+from charrnn.data.encode_records import encode_byte_records, encode_records_corpus
 from charrnn.data.store import SPLITS, StoreWriter, prune, read_entry, remove
 from charrnn.data.text import Source, decode_text, read_bytes
 from charrnn.data.tokenizers import tokenizer_from_state
