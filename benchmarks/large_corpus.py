@@ -139,7 +139,8 @@ MAKE_MODEL = """
 import sys
 import charrnn
 corpus, vocab_text, ckdir = sys.argv[1:4]
-text = open(corpus, encoding="utf-8").read(1_000_000) + open(vocab_text, encoding="utf-8").read()
+text = (open(corpus, encoding="utf-8", newline="").read(1_000_000)
+        + open(vocab_text, encoding="utf-8", newline="").read())
 charrnn.train(text=text, checkpoint_dir=ckdir, name="evalbench", layers=1, hidden=64, emb=32, batch_size=8,
               seq_len=64, max_steps=2, eval_every=2, save_every=2, verbose=False)
 """
@@ -149,10 +150,10 @@ def all_characters(path: str, dest: str) -> None:
     """Every distinct character of a file, read in chunks, one line: the model for eval and score knows
     them all (no unknown characters, so the char path itself is measured)."""
     seen = set()
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", newline="") as f:  # newline="": a \r is a character of its own
         while chunk := f.read(1 << 22):
             seen.update(chunk)
-    with open(dest, "w", encoding="utf-8") as out:
+    with open(dest, "w", encoding="utf-8", newline="") as out:
         out.write("".join(sorted(seen)) + "\n")
 
 
