@@ -65,8 +65,18 @@ def build_corpus(path: str, mb: float) -> tuple[int, int]:
     return size, files
 
 
+def child_cpu() -> float:
+    """CPU seconds of every child process reaped so far (user + system)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def peak_rss_run(cmd: list[str], env: dict, until=None, poll: float = 0.05) -> tuple[int, float, str]:
-    """Run cmd; (peak RSS bytes, wall seconds, stderr). ``until()`` true: the process is killed."""
+    """Run cmd; (peak RSS bytes, wall seconds, stderr). ``until()`` true: the process is killed.
+    ``peak_rss_run.cpu``: the CPU seconds it used (a steadier figure than wall time on a shared machine)."""
+    c0 = child_cpu()
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = 0
@@ -82,6 +92,7 @@ def peak_rss_run(cmd: list[str], env: dict, until=None, poll: float = 0.05) -> t
             break
         time.sleep(poll)
     _, err = p.communicate()
+    peak_rss_run.cpu = child_cpu() - c0
     return peak, time.perf_counter() - t0, err
 
 
@@ -189,14 +200,18 @@ def paths(args, corpus: str, env: dict) -> None:
         start = os.path.join(args.workdir, "start.txt")
         with open(corpus, "rb") as f, open(start, "wb") as out:
             out.write(f.read(4096).decode("utf-8", "ignore").encode("utf-8"))
-        startup = {how: peak_rss_run(_command(how, model, start), env)[1] for how in ("eval", "score")}
+        startup = {}
+        for how in ("eval", "score"):
+            peak_rss_run(_command(how, model, start), env)
+            startup[how] = peak_rss_run.cpu
     print(f"# other read paths: each at --mb and a quarter of it, fresh process, cold cache; CPU: {cpu_model()}, "
           f"{args.threads} threads; {time.strftime('%Y-%m-%d %H:%M')}; load {os.getloadavg()[0]:.1f}")
     if model:
-        print(f"# eval and score: the whole command; its start-up (a 4 KB file) took {startup['eval']:.1f} s and "
-              f"{startup['score']:.1f} s, left out of the ratio")
-    print("| path | MB | seconds | time ratio (x4 text) | peak RSS | target |")
-    print("|---|---:|---:|---:|---:|---|")
+        print(f"# eval and score: the whole command; its start-up (a 4 KB file) took {startup['eval']:.1f} and "
+              f"{startup['score']:.1f} CPU seconds, left out of their ratio, which is of CPU seconds (the machine "
+              "is shared: wall seconds stretch with its load)")
+    print("| path | MB | seconds | CPU seconds | time ratio (x4 text) | peak RSS | target |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     for how in which:
         src = words if how == "bpe" else corpus
         times = []
@@ -217,10 +232,11 @@ def paths(args, corpus: str, env: dict) -> None:
                     t = float(err.split()[-2])
                 except (IndexError, ValueError):
                     raise SystemExit(f"{how}: {err[-2000:]}")
-            times.append(t - startup[how] if how in ("eval", "score") else t)
+            cpu = peak_rss_run.cpu
+            times.append(cpu - startup[how] if how in ("eval", "score") else t)
             ratio = f"{times[1] / times[0]:.2f}" if len(times) == 2 else ""
-            print(f"| {PATHS[how]} | {os.path.getsize(part) / 1e6:.1f} | {t:.1f} | {ratio} | {rss / 1e9:.2f} GB | "
-                  "< 1.5 GB, ratio ~4 |", flush=True)
+            print(f"| {PATHS[how]} | {os.path.getsize(part) / 1e6:.1f} | {t:.1f} | {cpu:.1f} | {ratio} | "
+                  f"{rss / 1e9:.2f} GB | < 1.5 GB, ratio ~4 |", flush=True)
             shutil.rmtree(cache, ignore_errors=True)
 
 
