@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 import charrnn  # noqa: E402
 import charrnn.evaluation.evaluate as ev  # noqa: E402
-from charrnn.data.batching import eval_layout  # noqa: E402
+from charrnn.data.batching import eval_plan  # noqa: E402
 
 
 def total(model, ids, warm: int) -> tuple[float, float, float]:
@@ -55,15 +55,14 @@ def main() -> None:
     else:
         ids = ev.split_ids(model._ckpt, model.path, "val")[0]
     n = len(ids) - 1
-    x, _, _ = eval_layout(ids)
-    cuts = x.shape[0] - 1
-    print(f"{model!r}, {torch.get_num_threads()} threads\n{n:,} targets, {x.shape[0]} streams of {x.shape[1]:,} "
+    plan = eval_plan(ids)
+    cuts = plan.streams - 1
+    print(f"{model!r}, {torch.get_num_threads()} threads\n{n:,} targets, {plan.streams} streams of {plan.length:,} "
           f"({cuts} cuts)", flush=True)
     one = None
     if not a.timing_only:
         t0 = time.perf_counter()
-        one, _ = ev._stateful_pass(model.module, *eval_layout(ids, max_streams=1)[:2], model.device, "fp32", False,
-                                   "")[:2]
+        one, _ = ev._stateful_pass(model.module, ids, eval_plan(ids, max_streams=1), model.device, "fp32", False, "")
         print(f"one stream: {one / n:.6f} nats/token ({time.perf_counter() - t0:.1f}s)", flush=True)
     print(f"{'W':>6} {'W / stream':>10} {'gap nats/token':>15} {'e(W) nats/cut':>14} {'CPU s / W=0':>12} "
           f"{'wall s / W=0':>13} {'W=0 CPU s':>10}", flush=True)
@@ -76,7 +75,7 @@ def main() -> None:
             cpu0.append(c), wall0.append(t)
         med = statistics.median
         gap = f"{(nll - one) / n:>15.2e} {(nll - one) / max(cuts, 1):>14.3f}" if one is not None else f"{'':>30}"
-        print(f"{w:>6} {w / x.shape[1]:>10.3f} {gap} {med(cpu) / med(cpu0):>12.3f} {med(wall) / med(wall0):>13.3f} "
+        print(f"{w:>6} {w / plan.length:>10.3f} {gap} {med(cpu) / med(cpu0):>12.3f} {med(wall) / med(wall0):>13.3f} "
               f"{med(cpu0):>10.2f}", flush=True)
 
 

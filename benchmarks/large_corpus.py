@@ -12,8 +12,10 @@ up to --mb megabytes), then, each in a fresh process:
 
 With ``--paths`` it measures instead the other ways a large text is read, each at --mb and at a
 quarter of it in a fresh process (peak RSS, and time: linear when the ratio is about 4):
-records (``--records '\\n'``), fine-tuning a char model on text with characters it never saw
-(extend and skip), and sentencepiece (bpe) on a text8-like file with no newlines.
+records (``--records '\\n'``, chars and bytes), fine-tuning a char model on text with characters it
+never saw (extend and skip), sentencepiece (bpe) on a text8-like file with no newlines, and
+``charrnn eval MODEL --file`` and ``charrnn score MODEL FILE`` (a 1x64 LSTM that knows every character
+of the corpus; the whole command from process start, so its fixed start-up is in both sizes).
 
 Prints one table; record it in docs/BENCHMARKS.md with the CPU model.
 """
@@ -25,6 +27,7 @@ import glob
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -62,8 +65,18 @@ def build_corpus(path: str, mb: float) -> tuple[int, int]:
     return size, files
 
 
+def child_cpu() -> float:
+    """CPU seconds of every child process reaped so far (user + system)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def peak_rss_run(cmd: list[str], env: dict, until=None, poll: float = 0.05) -> tuple[int, float, str]:
-    """Run cmd; (peak RSS bytes, wall seconds, stderr). ``until()`` true: the process is killed."""
+    """Run cmd; (peak RSS bytes, wall seconds, stderr). ``until()`` true: the process is killed.
+    ``peak_rss_run.cpu``: the CPU seconds it used (a steadier figure than wall time on a shared machine)."""
+    c0 = child_cpu()
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = 0
@@ -79,6 +92,7 @@ def peak_rss_run(cmd: list[str], env: dict, until=None, poll: float = 0.05) -> t
             break
         time.sleep(poll)
     _, err = p.communicate()
+    peak_rss_run.cpu = child_cpu() - c0
     return peak, time.perf_counter() - t0, err
 
 
@@ -108,6 +122,8 @@ import torch
 from charrnn.data.corpus import load_corpus
 path, cache, how = sys.argv[1:4]
 kw = {"records": "\\n"} if how == "records" else {"tokenizer": "bpe", "vocab_size": 512} if how == "bpe" else {}
+if how == "records-byte":
+    kw = {"records": "\\n", "tokenizer": "byte"}
 if how in ("extend", "skip"):  # a char model that never saw the digits
     cps = sorted(set(range(32, 127)) - set(range(48, 58)) | {9, 10})
     kw = {"tok_state": {"kind": "char", "codepoints": torch.tensor(cps)}, "unknown": how}
@@ -130,14 +146,74 @@ def ascii_words(src: str, dest: str) -> None:
     os.replace(dest + ".tmp", dest)
 
 
+MAKE_MODEL = """
+import sys
+import charrnn
+corpus, vocab_text, ckdir = sys.argv[1:4]
+text = (open(corpus, encoding="utf-8", newline="").read(1_000_000)
+        + open(vocab_text, encoding="utf-8", newline="").read())
+charrnn.train(text=text, checkpoint_dir=ckdir, name="evalbench", layers=1, hidden=64, emb=32, batch_size=8,
+              seq_len=64, max_steps=2, eval_every=2, save_every=2, verbose=False)
+"""
+
+
+def all_characters(path: str, dest: str) -> None:
+    """Every distinct character of a file, read in chunks, one line: the model for eval and score knows
+    them all (no unknown characters, so the char path itself is measured)."""
+    seen = set()
+    with open(path, encoding="utf-8", newline="") as f:  # newline="": a \r is a character of its own
+        while chunk := f.read(1 << 22):
+            seen.update(chunk)
+    with open(dest, "w", encoding="utf-8", newline="") as out:
+        out.write("".join(sorted(seen)) + "\n")
+
+
+PATHS = {
+    "records": "`--records '\\n'` (chars)",
+    "extend": "fine-tune, new characters, `--extend-vocab`",
+    "skip": "fine-tune, new characters, `--skip-unknown`",
+    "bpe": "`--tokenizer bpe`, one line of words (text8-like)",
+    "records-byte": "`--records '\\n' --tokenizer byte`",
+    "eval": "`charrnn eval MODEL --file F` (1x64 LSTM, chars, `--no-baselines`)",
+    "score": "`charrnn score MODEL F --json` (1x64 LSTM, chars)",
+}
+
+
+def _command(how: str, model: str, path: str) -> list[str]:
+    if how == "eval":
+        return [sys.executable, "-m", "charrnn", "eval", model, "--file", path, "--json", "--no-baselines", "--device", "cpu"]
+    return [sys.executable, "-m", "charrnn", "score", model, path, "--json", "--device", "cpu"]
+
+
 def paths(args, corpus: str, env: dict) -> None:
     words = os.path.join(args.workdir, "words.txt")
     ascii_words(corpus, words)
+    which = args.only.split(",") if args.only else list(PATHS)
+    model, startup = None, {}
+    if {"eval", "score"} & set(which):
+        vocab = os.path.join(args.workdir, "vocab.txt")
+        all_characters(corpus, vocab)
+        ckdir = os.path.join(args.workdir, "checkpoints-eval")
+        subprocess.run([sys.executable, "-c", MAKE_MODEL, corpus, vocab, ckdir], env=env, check=True,
+                       capture_output=True)
+        model = os.path.join(ckdir, "evalbench", "best.pt")
+        start = os.path.join(args.workdir, "start.txt")
+        with open(corpus, "rb") as f, open(start, "wb") as out:
+            out.write(f.read(4096).decode("utf-8", "ignore").encode("utf-8"))
+        startup = {}
+        for how in ("eval", "score"):
+            peak_rss_run(_command(how, model, start), env)
+            startup[how] = peak_rss_run.cpu
     print(f"# other read paths: each at --mb and a quarter of it, fresh process, cold cache; CPU: {cpu_model()}, "
-          f"{args.threads} threads; {time.strftime('%Y-%m-%d')}; load {os.getloadavg()[0]:.1f}")
-    print("| path | MB | seconds | time ratio (x4 text) | peak RSS | target |")
-    print("|---|---:|---:|---:|---:|---|")
-    for how, src in (("records", corpus), ("extend", corpus), ("skip", corpus), ("bpe", words)):
+          f"{args.threads} threads; {time.strftime('%Y-%m-%d %H:%M')}; load {os.getloadavg()[0]:.1f}")
+    if model:
+        print(f"# eval and score: the whole command; its start-up (a 4 KB file) took {startup['eval']:.1f} and "
+              f"{startup['score']:.1f} CPU seconds, left out of their ratio, which is of CPU seconds (the machine "
+              "is shared: wall seconds stretch with its load)")
+    print("| path | MB | seconds | CPU seconds | time ratio (x4 text) | peak RSS | target |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for how in which:
+        src = words if how == "bpe" else corpus
         times = []
         for frac in (0.25, 1.0):
             part = os.path.join(args.workdir, f"part-{how}-{frac}.txt")
@@ -146,15 +222,22 @@ def paths(args, corpus: str, env: dict) -> None:
             with open(part, "wb") as out:
                 out.write(data.decode("utf-8", "ignore").encode("utf-8"))
             cache = os.path.join(args.workdir, f"cache-{how}-{frac}")
-            rss, _, err = peak_rss_run([sys.executable, "-c", ENCODE_PATH, part, cache, how], env)
-            try:
-                t = float(err.split()[-2])
-            except (IndexError, ValueError):
-                raise SystemExit(f"{how}: {err[-2000:]}")
-            times.append(t)
+            if how in ("eval", "score"):  # the whole command, from process start (torch's import included)
+                rss, t, err = peak_rss_run(_command(how, model, part), env)
+                if "Traceback" in err or "error" in err.lower():
+                    raise SystemExit(f"{how}: {err[-2000:]}")
+            else:
+                rss, _, err = peak_rss_run([sys.executable, "-c", ENCODE_PATH, part, cache, how], env)
+                try:
+                    t = float(err.split()[-2])
+                except (IndexError, ValueError):
+                    raise SystemExit(f"{how}: {err[-2000:]}")
+            cpu = peak_rss_run.cpu
+            times.append(cpu - startup[how] if how in ("eval", "score") else t)
             ratio = f"{times[1] / times[0]:.2f}" if len(times) == 2 else ""
-            print(f"| {how} | {os.path.getsize(part) / 1e6:.1f} | {t:.1f} | {ratio} | {rss / 1e9:.2f} GB | "
-                  "< 1.5 GB, ratio ~4 |", flush=True)
+            print(f"| {PATHS[how]} | {os.path.getsize(part) / 1e6:.1f} | {t:.1f} | {cpu:.1f} | {ratio} | "
+                  f"{rss / 1e9:.2f} GB | < 1.5 GB, ratio ~4 |", flush=True)
+            shutil.rmtree(cache, ignore_errors=True)
 
 
 def main() -> None:
@@ -162,7 +245,9 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=100.0)
     ap.add_argument("--workdir", default="/tmp/charrnn-large")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--paths", action="store_true", help="measure records, fine-tuning and bpe on text8-like text")
+    ap.add_argument("--paths", action="store_true",
+                    help="measure records, fine-tuning, bpe on text8-like text, eval --file and score")
+    ap.add_argument("--only", default="", help="with --paths: a comma-separated subset of " + ",".join(PATHS))
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     corpus = os.path.join(args.workdir, "pystdlib100.txt")

@@ -109,10 +109,14 @@ def test_each_segment_is_scored_by_the_weights_before_its_own_step(tok, monkeypa
 
     monkeypatch.setattr(dyn, "apply_update", counting_update)
     monkeypatch.setattr(model, "token_nll", recording_nll)
-    dynamic_nlls(model, ids, CPU, lr=0.5, seq=30)
+    each = dynamic_nlls(model, ids, CPU, lr=0.5, seq=30)
     n_seg = -(-(len(ids) - 1) // 30)
     assert scored_after == list(range(n_seg))            # segment k scored after k steps
     assert steps == list(range(1, n_seg))                 # step k after segment k was scored; none after the last
+    # total=True (what evaluate reads: nothing per token): the same float32 NLLs, summed per segment in float64
+    # on the device rather than all at once, ~1e-15 relative
+    total, count = dynamic_nlls(model, ids, CPU, lr=0.5, seq=30, total=True)
+    assert count == len(each) == len(ids) - 1 and total == pytest.approx(float(each.sum()), rel=1e-12)
 
 
 @pytest.mark.slow

@@ -160,12 +160,12 @@ def test_fine_tuning_on_new_characters_streams(tmp_path, monkeypatch, chunk, unk
 
 
 @pytest.mark.parametrize("chunk", [1, 6, 1 << 20])
-@pytest.mark.parametrize("kind,sep", [("char", "\n"), ("char", "\n\n"), ("bpe", "\n")])
+@pytest.mark.parametrize("kind,sep", [("char", "\n"), ("char", "\n\n"), ("bpe", "\n"), ("byte", "\n")])
 def test_records_stream_equal_the_whole_text(tmp_path, monkeypatch, chunk, kind, sep):
     """--records: the streaming pass finds the same record boundaries as text.split(sep) on the whole
     (a separator may straddle two chunks, and "\\n\\n\\n" must split greedily), so the splits, ids and
     record starts equal splitting and encoding the whole text."""
-    from charrnn.data.encode import encode_records_corpus
+    from charrnn.data.encode_records import encode_records_corpus
     from charrnn.data.records import encode_records, split_records
 
     rng = random.Random(7)
@@ -183,3 +183,34 @@ def test_records_stream_equal_the_whole_text(tmp_path, monkeypatch, chunk, kind,
         assert np.array_equal(ids[name], want_ids)
         assert np.array_equal(starts[name], want_starts)
         assert stats[name].chars == len(part)
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 1 << 20])
+@pytest.mark.parametrize("utf8", [True, False])
+def test_byte_records_stream_equal_the_whole_file(tmp_path, monkeypatch, chunk, utf8):
+    """--records with --tokenizer byte streams like the char path (the file is never read whole): UTF-8
+    text splits at the records nearest the character fractions, other bytes at the byte fractions, each
+    split's characters counted as decoding it whole (with replacement) counts them."""
+    from charrnn.data.corpus import load_corpus
+    from charrnn.data.records import encode_records, split_records
+    from charrnn.data.tokenizers import ByteTokenizer
+
+    rng = random.Random(9)
+    pieces = ["a", "é", "你", "b c", "\xff" if not utf8 else "d", "\n"]
+    records = ["".join(rng.choice(pieces[:-1]) for _ in range(rng.randint(1, 15))) for _ in range(300)]
+    raw = "\n".join(records).encode("utf-8") + b"\n"
+    if not utf8:
+        raw = raw.replace("\xff".encode("utf-8"), b"\xff")  # a lone 0xff: not UTF-8
+    f = tmp_path / "r.bin"
+    f.write_bytes(raw)
+    monkeypatch.setattr(ts, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(Source, "read_all", lambda self: pytest.fail("the whole file was read"))
+    c = load_corpus(str(f), "byte", val_frac=0.1, test_frac=0.05, records="\n", cache_dir=str(tmp_path / "cache"))
+    tok = ByteTokenizer()
+    whole = raw.decode("utf-8") if utf8 else raw
+    for name, part in zip(("train", "val", "test"), split_records(whole, "\n" if utf8 else b"\n", 0.1, 0.05)):
+        want_ids, want_starts = encode_records(tok, part, "\n")
+        got = getattr(c, name)
+        assert np.array_equal(got.ids, want_ids) and np.array_equal(got.starts, want_starts)
+        part_bytes = part.encode("utf-8") if utf8 else part
+        assert (got.n_chars, got.n_bytes) == (len(part_bytes.decode("utf-8", "replace")), len(part_bytes))

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import charrnn.evaluation.evaluate as ev
-from charrnn.data.batching import eval_layout as real_eval_layout
+from charrnn.data.batching import eval_layout as real_eval_layout, eval_plan as real_eval_plan
 from charrnn.errors import CharrnnError
 from charrnn.evaluation.evaluate import evaluate_split, metrics, score
 from charrnn.model.network import RNNLM
@@ -124,7 +124,7 @@ def test_score_warms_each_stream_on_the_text_before_its_cut(monkeypatch, kind, c
     tok = char_tok if kind == "char" else bpe_tok
     ids = tok.encode(TEXT[:1200])
     model = _model(tok.vocab_size, seed=4)
-    monkeypatch.setattr(ev, "eval_layout", lambda i, **kw: real_eval_layout(i, **{
+    monkeypatch.setattr(ev, "eval_plan", lambda i, **kw: real_eval_plan(i, **{
         **kw, "max_streams": max_streams, "min_len": min_len}))
     monkeypatch.setattr(ev, "EVAL_WINDOW", window)
     monkeypatch.setattr(ev, "EVAL_WARM", warm)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import charrnn
 import charrnn.evaluation.evaluate as ev
 import charrnn.evaluation.score as sc
-from charrnn.data.batching import eval_layout as real_eval_layout
+from charrnn.data.batching import eval_plan as real_eval_plan
 from charrnn.errors import CharrnnError
 from charrnn.evaluation.evaluate import evaluate_split
 from charrnn.evaluation.score import score_lines
@@ -91,8 +91,8 @@ def test_lines_add_up_to_evals_total_with_several_streams(kind, toks, monkeypatc
     tok = toks[kind]
     text = TEXT[:2500]
     ids = tok.encode(text)
-    monkeypatch.setattr(ev, "eval_layout",
-                        lambda i, **kw: real_eval_layout(i, **{**kw, "max_streams": 5, "min_len": 60}))
+    monkeypatch.setattr(ev, "eval_plan",
+                        lambda i, **kw: real_eval_plan(i, **{**kw, "max_streams": 5, "min_len": 60}))
     monkeypatch.setattr(ev, "EVAL_WINDOW", 37)
     model = _model(tok.vocab_size, seed=22)
     m = evaluate_split(model, tok, ids, len(text), len(text.encode()), CPU)
@@ -113,8 +113,8 @@ def test_lines_equal_one_pass_over_the_whole_text(monkeypatch):
     forget, hidden = 0.95, 16
     model = _fading_model(tok.vocab_size, hidden, forget)
     one = np.concatenate([[0.0], ev.token_nlls(model, tok.encode(text), CPU, one_stream=True)])
-    monkeypatch.setattr(ev, "eval_layout",
-                        lambda i, **kw: real_eval_layout(i, **{**kw, "max_streams": 5, "min_len": 2000}))
+    monkeypatch.setattr(ev, "eval_plan",
+                        lambda i, **kw: real_eval_plan(i, **{**kw, "max_streams": 5, "min_len": 2000}))
     line_of = np.cumsum([c == "\n" for c in text]) - [c == "\n" for c in text]
     want = np.bincount(line_of, weights=one)
     # The warm-up's residual at a cut, for this model (see test_evaluate_sample's bound): at most
@@ -233,6 +233,8 @@ def test_cli_json_lines_add_up_to_eval_file(trained_run, cli, tmp_path):
     model = charrnn.load(run_dir, device="cpu")
     assert model.score(file=corpus) == recs
     assert model.score(corpus.read_text(encoding="utf-8")) == recs
+    lines = model.score_lines(file=corpus)  # one line after another, the count known at once
+    assert len(lines) == len(recs) and list(lines) == recs
 
 
 def test_cli_table_and_stdin(trained_run, cli, monkeypatch, tmp_path):
@@ -252,6 +254,9 @@ def test_cli_table_and_stdin(trained_run, cli, monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(f.read_bytes())))
     r2 = cli("score", run_dir, "-", "--device", "cpu")
     assert r2.code == 0 and r2.out == r.out
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ab\xff\n")))
+    r3 = cli("score", run_dir, "-", "--device", "cpu")  # read through a temporary copy, named as what it is
+    assert r3.code != 0 and "input '<stdin>' is not valid UTF-8 (bad byte 0xff at offset 2)" in r3.err
 
 
 def test_cli_independent_ranks_lines(trained_run, cli, tmp_path):

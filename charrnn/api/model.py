@@ -8,12 +8,13 @@ from inspect import Parameter as P
 from typing import Iterator
 
 from charrnn.data.records import records_separator
+from charrnn.data.store import IdFile
 from charrnn.data.text import decode_text, read_bytes
 from charrnn.errors import CharrnnError
 from charrnn.evaluation.baselines import compression_baselines, text_of
 from charrnn.evaluation.evaluate import evaluate_split, file_ids, split_ids, text_ids
 from charrnn.evaluation.records import evaluate_run_split
-from charrnn.evaluation.score import score_lines, scoring_text
+from charrnn.evaluation.score import LineScores
 from charrnn.generation.novelty import TrainRecords, check_records_run, mark
 from charrnn.generation.sample import Job, Sample, sample_options
 from charrnn.model.checkpoint import load_checkpoint, model_from_checkpoint
@@ -140,30 +141,42 @@ class Model:
         else:
             ids, n_chars, n_bytes = split_ids(self._ckpt, self.path, opts["split"])
             where = f"{opts['split']} split of {self.config.corpus}"
-        if len(ids) < 2:
-            raise CharrnnError(f"{where} is too short to evaluate: it needs at least two tokens")
-        dyn = {k[4:]: opts[k] for k in DYNAMIC} if opts["dynamic"] else None
-        m = evaluate_split(self.module, tok, ids, n_chars, n_bytes, self.device, prec,
-                           progress=show_progress(progress), desc="eval", dynamic=dyn)
-        extra = {"dynamic": True, **{k: opts[k] for k in DYNAMIC}} if dyn else {}
-        if opts["baselines"]:  # baselines.py: gzip, bz2, xz, order-0
-            extra["baselines"] = compression_baselines(text_of(tok, ids))
+        try:  # a file's ids are in an unnamed temporary file (store.IdFile), read a window at a time
+            if len(ids) < 2:
+                raise CharrnnError(f"{where} is too short to evaluate: it needs at least two tokens")
+            dyn = {k[4:]: opts[k] for k in DYNAMIC} if opts["dynamic"] else None
+            m = evaluate_split(self.module, tok, ids, n_chars, n_bytes, self.device, prec,
+                               progress=show_progress(progress), desc="eval", dynamic=dyn)
+            extra = {"dynamic": True, **{k: opts[k] for k in DYNAMIC}} if dyn else {}
+            if opts["baselines"]:  # baselines.py: gzip, bz2, xz, order-0
+                extra["baselines"] = compression_baselines(text_of(tok, ids))
+        finally:
+            if isinstance(ids, IdFile):
+                ids.close()
         return {"checkpoint": self.path, "text": where, "tokenizer": tok.kind, **m, **extra}
 
     def score(self, text: str | None = None, *, file=None, progress: bool | None = None, **options) -> list[dict]:
         """Per line of a text (or of ``file=``): {"line", "text", "chars", "nll", "bpc"}; the text is read as
         one continuous stream (the lines' nll add up to evaluate()'s total), or each line alone after a
         newline (``independent=True``). ``per_char=True`` adds "surprisal": bits of every character."""
+        return list(self.score_lines(text, file=file, progress=progress, **options))
+
+    def score_lines(self, text: str | None = None, *, file=None, progress: bool | None = None,
+                    **options) -> LineScores:
+        """``score``'s records one line after another, for a file of any size: memory holds a piece of the
+        text, never all of it (evaluation/score.py). ``len(...)`` is the number of lines, known at once;
+        every check has been made before the first record comes."""
         opts = {**defaults(SCORE), **check_values(SCORE, options, "scoring option")}
         if (file is None) == (text is None):
             raise CharrnnError("give a text or a file to score (one of them)")
-        if file is not None:
-            text = scoring_text(self.tokenizer, os.fspath(file))
-        elif not isinstance(text, str):
+        if file is None and not isinstance(text, str):
             raise CharrnnError(f"the text to score must be a string (got {type(text).__name__})")
-        return score_lines(self.module, self.tokenizer, text, self.device, self._precision(opts["precision"]),
-                           independent=opts["independent"], per_char=opts["per_char"],
-                           skip_unknown=opts["skip_unknown"], progress=show_progress(progress))
+        if file is None and not text:
+            raise CharrnnError("nothing to score: the text is empty")
+        return LineScores(self.module, self.tokenizer, self.device, self._precision(opts["precision"]), text=text,
+                          path=None if file is None else os.fspath(file), independent=opts["independent"],
+                          per_char=opts["per_char"], skip_unknown=opts["skip_unknown"],
+                          progress=show_progress(progress))
 
     def viz(self, text: str | None = None, *, file=None, max_chars: int = MAX_CHARS, layer: int | None = None,
             unit: int | None = None, state: str = "h", skip_unknown: bool = False) -> Page:
@@ -199,3 +212,4 @@ Model.sample.__doc__ += f"""
 Model.score.__signature__ = signature(SCORE, P("self", P.POSITIONAL_OR_KEYWORD),
                                       P("text", P.POSITIONAL_OR_KEYWORD, default=None),
                                       *[P(n, P.KEYWORD_ONLY, default=None) for n in ("file", "progress")])
+Model.score_lines.__signature__ = Model.score.__signature__

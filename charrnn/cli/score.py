@@ -96,32 +96,46 @@ def _text_file(path: str) -> bool:
 
 
 def _score_file(model, file: str, as_json: bool, opts: dict, several: bool) -> None:
-    if file == "-":
-        from charrnn.data.corpus import decode_text
+    """Print each line's record as it comes (Model.score_lines): a file of any size in bounded memory;
+    standard input is first copied, a MiB at a time, to a temporary file read the same way."""
+    if file != "-":
+        return _print_records(model, model.score_lines(file=file, **opts), file, as_json, opts, several)
+    import shutil
+    import tempfile
 
-        raw = sys.stdin.buffer.read()
-        if not raw:
+    with tempfile.NamedTemporaryFile(prefix="charrnn-stdin-", suffix=".txt") as tmp:
+        shutil.copyfileobj(sys.stdin.buffer, tmp, 1 << 20)
+        tmp.flush()
+        if not tmp.tell():
             raise CharrnnError("standard input is empty; pipe some text into 'charrnn score -'")
-        records = model.score(decode_text(raw, "<stdin>", "input"), **opts)
-    else:
-        records = model.score(file=file, **opts)
-    log(f"scored {len(records):,} lines of {'standard input' if file == '-' else file} with {model.path}"
-         + (" (each line on its own)" if opts["independent"] else ""))
+        try:
+            records = model.score_lines(file=tmp.name, **opts)
+        except CharrnnError as e:  # name what was read, not the copy
+            raise CharrnnError(str(e).replace(f"file '{tmp.name}'", "input '<stdin>'")) from None
+        _print_records(model, records, file, as_json, opts, several)
+
+
+def _print_records(model, records, file: str, as_json: bool, opts: dict, several: bool) -> None:
+    n_lines, chars, nll, skipped = len(records), 0, 0.0, 0
+    width = max(4, len(str(n_lines)))
+    if not as_json:
+        click.echo(f"{'line':>{width}}  {'chars':>6}  {'bpc':>6}  text")
+    for r in records:
+        chars, nll, skipped = chars + r["chars"], nll + r["nll"], skipped + r.get("skipped", 0)
+        if as_json:
+            click.echo(json.dumps({**r, "file": file} if several else r, ensure_ascii=False))
+        else:
+            bpc = f"{r['bpc']:6.3f}" if r["bpc"] is not None else f"{'-':>6}"
+            click.echo(f"{r['line']:>{width}}  {r['chars']:>6}  {bpc}  {_shorten(r['text'], 60)}")
+    log(f"scored {n_lines:,} lines of {'standard input' if file == '-' else file} with {model.path}"
+        + (" (each line on its own)" if opts["independent"] else ""))
     if opts["skip_unknown"]:
-        log(f"skipped {sum(r['skipped'] for r in records):,} characters the model never saw")
-    chars, nll = sum(r["chars"] for r in records), sum(r["nll"] for r in records)
+        log(f"skipped {skipped:,} characters the model never saw")
     total = f"{nll / math.log(2) / chars:.4f} bits/char" if chars else "no characters scored"
     if as_json:
-        for r in records:
-            click.echo(json.dumps({**r, "file": file} if several else r, ensure_ascii=False))
         log(f"total: {chars:,} characters, {total}")
         return
-    width = max(4, len(str(len(records))))
-    click.echo(f"{'line':>{width}}  {'chars':>6}  {'bpc':>6}  text")
-    for r in records:
-        bpc = f"{r['bpc']:6.3f}" if r["bpc"] is not None else f"{'-':>6}"
-        click.echo(f"{r['line']:>{width}}  {r['chars']:>6}  {bpc}  {_shorten(r['text'], 60)}")
-    click.echo(f"total: {len(records):,} lines, {chars:,} characters, {total} (nll {nll:,.2f} nats)")
+    click.echo(f"total: {n_lines:,} lines, {chars:,} characters, {total} (nll {nll:,.2f} nats)")
 
 
 def _shorten(text: str, width: int) -> str:

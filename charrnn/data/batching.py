@@ -3,10 +3,13 @@ a split for one stateful evaluation pass."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from charrnn.errors import CharrnnError
+
 
 def check_fits(n_tokens: int, batch_size: int, seq_len: int) -> None:
     """The training split must give every stream at least one full window (plus the shifted target)."""
@@ -53,7 +56,7 @@ class StreamBatcher:
 
 
 def eval_stream_count(n_targets: int, limit: int | None = None, max_streams: int = 32, min_len: int = 4096) -> int:
-    """How many streams ``eval_layout`` cuts ``n_targets`` targets into: one per ``min_len`` tokens
+    """How many streams ``eval_plan`` cuts ``n_targets`` targets into: one per ``min_len`` tokens
     (at least one, at most ``max_streams``); with ``limit`` below the text, one per 512 of the limit.
     Pure arithmetic, so memory and duration estimates use the same rule without torch."""
     if limit and n_targets > limit:
@@ -61,19 +64,61 @@ def eval_stream_count(n_targets: int, limit: int | None = None, max_streams: int
     return int(max(1, min(max_streams, n_targets // min_len)))
 
 
-def eval_layout(ids: np.ndarray, max_streams: int = 32, min_len: int = 4096, limit: int | None = None,
-                warm: int = 0):
-    """Lay out a split for one stateful pass that scores every target once: (x, y), both (S, L), and
-    each stream's warm-up context ``ctx`` (S, W).
+@dataclass
+class EvalPlan:
+    """Where each evaluation stream lies in the ids (see ``eval_plan``), read a window at a time.
 
-    Inputs ``ids[:-1]`` and targets ``ids[1:]`` are cut into S contiguous streams (S grows with the
-    text, at least ``min_len`` tokens each); the last stream is padded with target -100 (ignored).
+    Row i reads inputs ``ids[starts[i] + a]`` and targets ``ids[starts[i] + a + 1]`` for positions a in
+    [0, length) below ``end`` (the targets' count: later positions are padding, target -100). ``ctx``
+    (S, W): each row's warm-up context, -1 for a row without one.
+    """
+    starts: np.ndarray   # (S,) int64
+    length: int
+    end: int
+    ctx: torch.Tensor
+
+    @property
+    def streams(self) -> int:
+        return len(self.starts)
+
+    def rows(self, pick) -> "EvalPlan":
+        """The plan of some rows: ``pick`` slices an array by its first axis (distributed.py's ``rows``)."""
+        return EvalPlan(pick(self.starts), self.length, self.end, pick(self.ctx))
+
+    def targets(self) -> int:
+        """Targets scored over all rows (padding excluded)."""
+        return int(np.clip(self.end - self.starts, 0, self.length).sum())
+
+    def valid(self, a: int, b: int) -> np.ndarray:
+        """(S,) how many of the positions [a, b) of each row are real targets."""
+        return np.clip(np.minimum(self.starts + b, np.minimum(self.starts + self.length, self.end))
+                       - (self.starts + a), 0, b - a)
+
+    def window(self, ids, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets of positions [a, b) of every row, (S, b - a) int64: only this window is
+        read from ``ids`` (a memory map or an evaluation's id file, never copied whole); input 0 and
+        target -100 where a row has no more targets."""
+        x = np.zeros((self.streams, b - a), np.int64)
+        y = np.full((self.streams, b - a), -100, np.int64)
+        for i, (st, k) in enumerate(zip(self.starts.tolist(), self.valid(a, b).tolist())):
+            if k:
+                block = np.asarray(ids[st + a:st + a + k + 1], np.int64)
+                x[i, :k], y[i, :k] = block[:-1], block[1:]
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def eval_plan(ids, max_streams: int = 32, min_len: int = 4096, limit: int | None = None,
+              warm: int = 0) -> EvalPlan:
+    """Lay out a split for one stateful pass that scores every target once, without copying it:
+    S contiguous streams of inputs ``ids[:-1]`` and targets ``ids[1:]`` (S grows with the text, at
+    least ``min_len`` tokens each); the last stream is padded with target -100 (ignored).
     ``limit`` (--eval-tokens): a longer text is scored only in S equal blocks spread evenly over it,
     ``limit`` targets in all, always the same ones (so periodic evaluations stay comparable).
     ``ctx`` holds the W tokens just before each stream's first input, read (unscored) to bring the
-    state to where a single pass over the whole text would have it. The stream that starts the text has no context: its row is -1 and
-    its state starts at zero, as a single pass's does. W = min(warm, the earliest later cut), so
-    every other stream has its full W tokens (W = 0 for a single stream).
+    state to where a single pass over the whole text would have it. The stream that starts the text
+    has no context: its row is -1 and its state starts at zero, as a single pass's does.
+    W = min(warm, the earliest later cut), so every other stream has its full W tokens (W = 0 for a
+    single stream).
     """
     n = len(ids) - 1
     if n < 1:
@@ -82,23 +127,25 @@ def eval_layout(ids: np.ndarray, max_streams: int = 32, min_len: int = 4096, lim
     if limit and n > limit:
         length = limit // s
         starts = [(n - length) * i // max(s - 1, 1) for i in range(s)]
-        x = np.stack([np.asarray(ids[a:a + length], np.int64) for a in starts])
-        y = np.stack([np.asarray(ids[a + 1:a + length + 1], np.int64) for a in starts])
-        x, y = torch.from_numpy(x), torch.from_numpy(y)
     else:
         length = -(-n // s)
         starts = [i * length for i in range(s)]
-        xf = np.zeros(s * length, np.int64)
-        yf = np.full(s * length, -100, np.int64)
-        xf[:n], yf[:n] = ids[:-1], ids[1:]
-        x, y = torch.from_numpy(xf).view(s, length), torch.from_numpy(yf).view(s, length)
     cuts = [a for a in starts if a > 0]
     w = int(min(warm, *cuts)) if cuts else 0
     ctx = np.full((s, w), -1, np.int64)
     for i, a in enumerate(starts):
         if a > 0 and w:
             ctx[i] = ids[a - w:a]
-    return x, y, torch.from_numpy(ctx)
+    return EvalPlan(np.asarray(starts, np.int64), int(length), n, torch.from_numpy(ctx))
+
+
+def eval_layout(ids, max_streams: int = 32, min_len: int = 4096, limit: int | None = None, warm: int = 0):
+    """``eval_plan``'s layout as whole tensors: (x, y), both (S, L), and ``ctx`` (S, W). It holds the
+    text as int64 (16 bytes a token): for tests and small texts; evaluation reads ``eval_plan`` a window
+    at a time."""
+    plan = eval_plan(ids, max_streams, min_len, limit, warm)
+    x, y = plan.window(ids, 0, plan.length)
+    return x, y, plan.ctx
 
 
 # ----------------------------------------------------------------------------- variable-length windows

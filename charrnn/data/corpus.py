@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from charrnn.data.encode import encode_corpus, encode_records_corpus, split_sizes
-from charrnn.data.records import encode_records, split_records
-from charrnn.data.store import SPLITS, StoreWriter, prune, read_entry, remove, write_entry
+from charrnn.data.encode import encode_corpus, split_sizes
+from charrnn.data.encode_records import encode_byte_records, encode_records_corpus
+from charrnn.data.store import SPLITS, StoreWriter, prune, read_entry, remove
 from charrnn.data.text import Source, decode_text, read_bytes
-from charrnn.data.tokenizers import adapt_vocab, fit_tokenizer, tokenizer_from_state
+from charrnn.data.tokenizers import tokenizer_from_state
 from charrnn.errors import CharrnnError
 
 BUILTIN_CORPORA = ("pystdlib",)
@@ -92,14 +92,6 @@ def split_text(text, val_frac: float, test_frac: float):
     return text[:n_train], text[n_train:n_train + n_val], text[n_train + n_val:]
 
 
-def make_split(tok, text: str, records: str | None = None) -> Split:
-    n_chars, n_bytes = len(text), len(text.encode("utf-8"))
-    if records is not None:
-        ids, starts = encode_records(tok, text, records)
-        return Split(ids, n_chars, n_bytes, starts)
-    return Split(tok.encode(text) if text else np.zeros(0, np.int32), n_chars, n_bytes)
-
-
 def load_corpus(path: str, tokenizer: str = "char", vocab_size: int = 512, val_frac: float = 0.05,
                 test_frac: float = 0.05, val_file: str | None = None, cache_dir: str | None = None,
                 log=None, tok_state: dict | None = None, expect_digest: str | None = None,
@@ -142,23 +134,16 @@ def load_corpus(path: str, tokenizer: str = "char", vocab_size: int = 512, val_f
     # A given tokenizer (resume, fine-tuning) is not part of the digest: such encodings stay out of the cache.
     store = cache_dir if cache_dir and tok_state is None else tempfile.mkdtemp(prefix="charrnn-")
     try:
-        if records is not None and kind != "byte":
+        if records is not None:
             corpus = _encode_records_streaming(src, val_src, kind, vocab_size, val_frac, test_frac, store, digest,
-                                               tok_state, path, log, records, unknown)
-        elif records is None:
+                                               tok_state, path, log, records, unknown, raw_info)
+        else:
             corpus = _encode_streaming(src, val_src, kind, vocab_size, val_frac, test_frac, store, digest,
                                        tok_state, path, log, raw_info, unknown)
-        else:
-            corpus = _encode_in_memory(src, val_src, kind, vocab_size, val_frac, test_frac, tok_state, path,
-                                       records, unknown, log, raw_info)
-            corpus.digest = digest
         if len(corpus.val.ids) < 2:
             raise CharrnnError("the validation split is shorter than two tokens; raise --val-frac or give --val-file")
         if check is not None:
             check(corpus)  # e.g. too short for the batch shape: fail before caching anything
-        if records is not None and kind == "byte" and store == cache_dir:
-            write_entry(cache_dir, digest, corpus.tokenizer.vocab_size,
-                        {s: getattr(corpus, s).ids for s in SPLITS}, _meta(corpus))
     except BaseException:
         if store == cache_dir:
             remove(os.path.join(cache_dir, digest))  # an entry that failed its check is not a cache
@@ -169,16 +154,6 @@ def load_corpus(path: str, tokenizer: str = "char", vocab_size: int = 512, val_f
     if cache_dir and store == cache_dir and cache_limit is not None:
         prune(cache_dir, cache_limit, keep=digest, log=log)
     return corpus
-
-
-def _meta(corpus: Corpus) -> dict:
-    meta = {"tokenizer": corpus.tokenizer.state(), "source": corpus.source}
-    for s in SPLITS:
-        part = getattr(corpus, s)
-        meta[s + "_chars"], meta[s + "_bytes"] = part.n_chars, part.n_bytes
-        if part.starts is not None:
-            meta[s + "_starts"] = torch.from_numpy(part.starts.astype(np.int64))
-    return meta
 
 
 def _from_entry(entry: dict, path: str, digest: str, records: str | None) -> Corpus:
@@ -207,11 +182,18 @@ def _encode_streaming(src, val_src, kind, vocab_size, val_frac, test_frac, store
 
 
 def _encode_records_streaming(src, val_src, kind, vocab_size, val_frac, test_frac, store, digest, tok_state,
-                              path, log, records, unknown) -> Corpus:
+                              path, log, records, unknown, raw_info=None) -> Corpus:
+    """Records: split on record boundaries and encoded chunk by chunk (encode.py); a byte model of a text
+    that is not UTF-8 splits by bytes and needs no decoding (any file trains)."""
     tok = tokenizer_from_state(tok_state) if tok_state else None
-    tok, stats, writer, starts = encode_records_corpus(src, val_src, kind, vocab_size, val_frac, test_frac, records,
-                                                       lambda v: StoreWriter(store, digest, v), tok=tok, log=log,
-                                                       unknown=unknown)
+    writer_for = lambda v: StoreWriter(store, digest, v)  # noqa: E731
+    if kind == "byte" and raw_info and not raw_info["utf8"]:
+        if log:
+            log(f"note: '{path}' is not valid UTF-8; training on its raw bytes")
+        tok, stats, writer, starts = encode_byte_records(src, val_src, val_frac, test_frac, records, writer_for)
+    else:
+        tok, stats, writer, starts = encode_records_corpus(src, val_src, kind, vocab_size, val_frac, test_frac,
+                                                           records, writer_for, tok=tok, log=log, unknown=unknown)
     meta = {"tokenizer": tok.state(), "source": path}
     for s in SPLITS:
         meta[s + "_chars"], meta[s + "_bytes"] = stats[s].chars, stats[s].bytes
@@ -221,64 +203,6 @@ def _encode_records_streaming(src, val_src, kind, vocab_size, val_frac, test_fra
     if entry is None:
         raise CharrnnError(f"cannot read back the encoded corpus in '{store}'; check the disk (space, permissions)")
     return _from_entry(entry, path, digest, records)
-
-
-def _encode_in_memory(src, val_src, kind, vocab_size, val_frac, test_frac, tok_state, path, records, unknown,
-                      log, raw_info) -> Corpus:
-    """Records of a byte model: the whole text in memory (they split by bytes, invalid UTF-8 included)."""
-    raw = src.read_all()
-    raw_val = val_src.read_all() if val_src else b""
-    val_file = val_src.path if val_src else None
-    if kind == "byte" and not raw_info["utf8"]:
-        # Bytes need no decoding: any file trains. Characters are counted with replacement chars.
-        if log:
-            log(f"note: '{path}' is not valid UTF-8; training on its raw bytes")
-        tok = tokenizer_from_state({"kind": "byte"})
-        sep = records.encode("utf-8") if records is not None else None
-        parts = _cut(raw, 0.0 if val_file else val_frac, test_frac, sep, path)
-        train, val, test = (_byte_split(tok, p, records) for p in (parts[0], raw_val or parts[1], parts[2]))
-        return Corpus(tok, train, val, test, source=path, digest="", records=records)
-    text = decode_text(raw, path, "corpus")
-    val_text = decode_text(raw_val, val_file, "validation file") if val_file else None
-    tok = tokenizer_from_state(tok_state) if tok_state else None
-    if tok is not None and unknown is not None:
-        new = set(tok.unknown_chars(text)) | set(tok.unknown_chars(val_text or "")) if tok.kind == "char" else ()
-        tok, skip = adapt_vocab(tok, new, unknown, log)
-        if skip:
-            text, val_text = (tok.decode(tok.encode(t, skip_unknown=True)) if t else t for t in (text, val_text))
-    if val_file:
-        train_text, _, test_text = _cut(text, 0.0, test_frac, records, path)
-    else:
-        train_text, val_text, test_text = _cut(text, val_frac, test_frac, records, path)
-    if not train_text.strip():
-        raise CharrnnError("the training split is empty; lower --val-frac/--test-frac")
-    if not val_text:
-        raise CharrnnError("the validation split is empty; raise --val-frac or give --val-file")
-    if tok is None:
-        # Characters come from the whole corpus (as in char-rnn); subword models see only train.
-        fit_on = text + val_text if (kind == "char" and val_file) else text if kind == "char" else train_text
-        tok = fit_tokenizer(kind, fit_on, vocab_size, log=log)
-    hint = "use --tokenizer byte, which never meets an unknown character"
-    train, val, test = (make_split_checked(tok, t, hint, records) for t in (train_text, val_text, test_text))
-    return Corpus(tok, train, val, test, source=path, digest="", records=records)
-
-
-def _cut(text, val_frac: float, test_frac: float, records, path: str):
-    if records is None:
-        return split_text(text, val_frac, test_frac)
-    return split_records(text, records, val_frac, test_frac, path)
-
-
-def _byte_split(tok, p: bytes, records: str | None) -> Split:
-    ids, starts = encode_records(tok, p, records) if records else (np.frombuffer(p, np.uint8).astype(np.int32), None)
-    return Split(ids, len(p.decode("utf-8", "replace")), len(p), starts)
-
-
-def make_split_checked(tok, text: str, hint: str, records: str | None = None) -> Split:
-    try:
-        return make_split(tok, text, records)
-    except CharrnnError as e:
-        raise CharrnnError(f"{e}; {hint}") from None
 
 
 def _same_state(a: dict, b: dict) -> bool:

@@ -5,16 +5,17 @@ would find it) and the text's length, which fixes the split points; a second pas
 chunk with a lookup table. Bytes: no vocabulary to fit, splits by byte fractions (the standard
 enwik8 split). Sentencepiece: fitted on a bounded, evenly spread sample of the training split,
 then each split is encoded in pieces cut after a newline (newline is its own piece, so this equals
-encoding the whole split). Records (--records): the splits fall on record boundaries found in a
-streaming pass, and each split is encoded a run of whole records at a time, with where each record
-starts. The result equals encoding the whole text at once (tests check it).
+encoding the whole split). Records (--records): encode_records.py. A text to evaluate
+(``encode_for_eval``): the model's tokenizer, chunk by chunk, into an id file. The result equals
+encoding the whole text at once (tests check it).
 """
 
 from __future__ import annotations
 
+import codecs
+
 import numpy as np
 
-from charrnn.data.records import encode_records, record_cuts, record_starts
 from charrnn.data.store import SPLITS
 from charrnn.data.text import codepoints, refuse_blank
 from charrnn.data.tokenizers import ByteTokenizer, CharTokenizer, adapt_vocab, fit_tokenizer
@@ -116,6 +117,51 @@ def encode_corpus(src, val_src, kind: str, vocab_size: int, val_frac: float, tes
         raise
 
 
+def encode_for_eval(src, tok, out, skip_unknown: bool = False, hint: str = "") -> tuple[int, int]:
+    """Encode a text to evaluate (``charrnn eval --file``) chunk by chunk into ``out`` (store.IdFile),
+    with the model's tokenizer: equal to encoding the whole text, which is never held. Returns the
+    characters and bytes the ids stand for. A byte model reads the bytes as they are (a byte-order mark
+    and invalid UTF-8 included, characters counted as a replacing decoder counts them); other models read
+    the text with the checks of text.decode_text (byte-order mark dropped, whitespace only refused);
+    ``skip_unknown``: characters a char model never saw are dropped and not counted, else refused, all
+    of them named, with ``hint``."""
+    if tok.kind == "byte":
+        dec, chars = codecs.getincrementaldecoder("utf-8")("replace"), 0
+        for _, chunk in src.byte_chunks():
+            out.append(np.frombuffer(chunk, np.uint8))
+            chars += len(dec.decode(chunk))
+        return chars + len(dec.decode(b"", final=True)), src.size
+    st, w = _SplitStats(), _OneSplit(out)
+    if tok.kind != "char":
+        feed = _piece_feed(tok)
+    elif skip_unknown:
+        feed = _char_feed_skipping
+    else:
+        def feed(tok, split, part, w, st):
+            if len(ids := tok.encode(part, skip_unknown=True)) < len(part):  # name every unknown one, as a whole text does
+                tok.encode("".join(c for part in src.text_chunks() for c in tok.unknown_chars(part)), hint=hint)
+            w.append(split, ids)
+    for text, n_bytes in src.text_chunks(with_bytes=True):
+        st.chars, st.bytes = st.chars + len(text), st.bytes + n_bytes
+        st.nonspace = st.nonspace or not text.isspace()
+        feed(tok, "val", text, w, st)
+    if getattr(feed, "flush", None):
+        feed.flush(w, {"val": st})
+    if not st.nonspace:
+        refuse_blank(src.path, src.what)
+    return st.chars, st.bytes
+
+
+class _OneSplit:
+    """The writer a feed appends to, for one text (encode_for_eval)."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def append(self, split, ids) -> None:
+        self.out.append(ids)
+
+
 def _encode_regions(src, bounds, tok, w, stats, feed) -> None:
     pos = 0
     for text, n_bytes in src.text_chunks(with_bytes=True):
@@ -127,74 +173,6 @@ def _encode_regions(src, bounds, tok, w, stats, feed) -> None:
             st.nonspace = st.nonspace or not part.isspace()
             feed(tok, s, part, w, st)
         pos += len(text)
-
-
-def encode_records_corpus(src, val_src, kind: str, vocab_size: int, val_frac: float, test_frac: float, sep: str,
-                          writer_for, tok=None, log=None, unknown: str | None = None):
-    """``encode_corpus`` for a corpus of records (--records SEP, characters or sentencepiece): the splits
-    fall on the record boundaries nearest the fractions (records.record_cuts, from a streaming pass),
-    and each split is encoded a run of whole records at a time (records.encode_records), so that its
-    record starts are known without holding the text. Returns (tokenizer, stats, writer, starts)."""
-    sources = [src] + ([val_src] if val_src else [])
-    lengths, counts = scan_text(sources)
-    starts, n = record_starts(src.text_chunks(), sep)
-    a, b = record_cuts(starts, n, sep, 0.0 if val_src else val_frac, test_frac, src.path)
-    bounds = [(0, a), (a, a if val_src else b), (b, n)]  # with a --val-file the records between are unused
-    skip = False
-    if tok is None and kind == "char":
-        tok = CharTokenizer(np.flatnonzero(counts))
-    elif tok is None:
-        tok = fit_tokenizer(kind, _sample(src, a), vocab_size, log=log)
-    elif unknown is not None and tok.kind == "char":
-        present = np.flatnonzero(counts)
-        tok, skip = adapt_vocab(tok, map(chr, present[~np.isin(present, tok.codepoints)]), unknown, log)
-    w = writer_for(tok.vocab_size)
-    try:
-        stats = {s: _SplitStats() for s in SPLITS}
-        feed = _records_feed(tok, sep, skip)
-        _encode_regions(src, bounds, tok, w, stats, feed)
-        if val_src:
-            _encode_regions(val_src, [(0, 0), (0, lengths[1]), (0, 0)], tok, w, stats, feed)
-        feed.flush(w, stats)
-        _check_splits(stats, w)
-        return tok, stats, w, {s: np.concatenate(feed.starts[s] or [np.zeros(0, np.int64)]) for s in SPLITS}
-    except BaseException:
-        w.abort()
-        raise
-
-
-class _records_feed:
-    """Buffer each split's text up to the end of its last whole record, then encode those records (their
-    ids and where each starts); only the record being read stays in memory."""
-
-    def __init__(self, tok, sep: str, skip: bool):
-        self.tok, self.sep, self.skip = tok, sep, skip
-        self.buf, self.n = dict.fromkeys(SPLITS, ""), dict.fromkeys(SPLITS, 0)
-        self.starts = {s: [] for s in SPLITS}
-
-    def __call__(self, tok, split, part, w, st) -> None:
-        text = self.buf[split] + part
-        cut = len(text) - len(text.split(self.sep)[-1])  # after the last separator, greedy as the whole splits
-        if cut:
-            self._encode(split, text[:cut], w, st)
-        self.buf[split] = text[cut:]
-
-    def _encode(self, split, text: str, w, st) -> None:
-        if self.skip:  # --skip-unknown: drop what the tokenizer never saw, and leave it out of the counts
-            kept = self.tok.decode(self.tok.encode(text, skip_unknown=True))
-            st.chars -= len(text) - len(kept)
-            st.bytes -= len(text.encode("utf-8")) - len(kept.encode("utf-8"))
-            text = kept
-        ids, starts = encode_records(self.tok, text, self.sep)
-        self.starts[split].append(starts + self.n[split])
-        self.n[split] += len(ids)
-        w.append(split, ids)
-
-    def flush(self, w, stats) -> None:
-        for s, text in self.buf.items():
-            if text:
-                self._encode(s, text, w, stats[s])
-            self.buf[s] = ""
 
 
 def _char_feed(tok, split, part, w, st) -> None:

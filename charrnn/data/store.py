@@ -60,6 +60,61 @@ class StoreWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+class IdFile:
+    """Token ids in an unnamed temporary file (an evaluation's text): ``append`` while encoding, then read
+    back by slices (``ids[a:b]``, one ``pread`` each), never mapped or held whole, so a process's memory
+    does not grow with the text. The file is unlinked when made: nothing is left behind, even on a crash."""
+
+    def __init__(self, vocab_size: int, directory: str | None = None):
+        import tempfile
+
+        self.dtype = id_dtype(vocab_size)
+        self._f = tempfile.TemporaryFile(prefix="charrnn-ids-", dir=directory)
+        self._n = 0
+
+    def append(self, ids: np.ndarray) -> None:
+        if len(ids):
+            self._f.write(memoryview(np.ascontiguousarray(ids, dtype=self.dtype)))
+            self._n += len(ids)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            a, b, step = key.indices(self._n)
+            if step != 1:
+                raise IndexError("IdFile reads contiguous slices only")
+            return self.read(a, max(a, b))
+        i = int(key) + (self._n if int(key) < 0 else 0)
+        if not 0 <= i < self._n:
+            raise IndexError(f"token {key} of {self._n}")
+        return self.read(i, i + 1)[0]
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        """ids[a:b] as a new array of the file's dtype."""
+        if b <= a:
+            return np.zeros(0, self.dtype)
+        self._f.flush()
+        out = np.empty(b - a, self.dtype)
+        view, offset = memoryview(out).cast("B"), a * self.dtype.itemsize
+        while len(view):
+            got = os.preadv(self._f.fileno(), [view], offset)
+            if not got:
+                raise CharrnnError("the temporary file of token ids ended early; check the disk")
+            view, offset = view[got:], offset + got
+        return out
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def read_entry(cache_dir: str, digest: str) -> dict | None:
     """A cache entry's meta with each split's ids memory-mapped (read-only), or None if absent/stale."""
     path = os.path.join(cache_dir, digest)

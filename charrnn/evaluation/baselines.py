@@ -46,7 +46,7 @@ def compression_baselines(text: str | bytes, bound: int = BOUND) -> dict:
 
 def text_of(tokenizer, ids, bound: int = BOUND) -> str:
     """The text of token ids, decoded only as far as ``bound`` bytes need (a token is at least one byte)."""
-    return tokenizer.decode(np.asarray(ids)[:bound])
+    return tokenizer.decode(np.asarray(ids[:bound]))  # a slice: ids may be a memory map or store.IdFile
 
 
 def describe(b: dict) -> str:

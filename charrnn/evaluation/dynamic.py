@@ -28,8 +28,9 @@ from charrnn.system.progress import progress_bar
 
 def dynamic_nlls(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = "fp32", *,
                  lr: float, seq: int, decay: float = 0.0, progress: bool = False,
-                 desc: str = "dynamic eval") -> np.ndarray:
-    """The nll (nats) of each of ids[1:], each scored before the model trains on it (float64, text order)."""
+                 desc: str = "dynamic eval", total: bool = False):
+    """The nll (nats) of each of ids[1:], each scored before the model trains on it (float64, text order);
+    with ``total``, only their sum and count (nothing that grows with the text: a file of any size)."""
     if not (lr >= 0 and seq >= 1 and 0 <= decay <= 1):
         raise CharrnnError(f"dynamic evaluation needs --dyn-lr >= 0, --dyn-seq >= 1 and --dyn-decay in [0, 1] "
                            f"(got {lr}, {seq}, {decay})")
@@ -38,25 +39,28 @@ def dynamic_nlls(model: RNNLM, ids: np.ndarray, device: torch.device, precision:
     n = len(ids) - 1
     if n < 1:
         raise CharrnnError("the text to evaluate is too short: it needs at least two tokens")
-    seq_ids = torch.from_numpy(np.array(ids, dtype=np.int64)).to(device).view(1, -1)  # a copy: ids may be a read-only memory map
-    x, y = seq_ids[:, :-1], seq_ids[:, 1:]
     params = [p for p in model.parameters() if p.requires_grad]
-    out = torch.empty(n, dtype=torch.float32, device=device)
+    out = None if total else torch.empty(n, dtype=torch.float32, device=device)
+    acc = torch.zeros((), dtype=torch.float64, device=device)  # with total: summed on the device, no sync
     bar = progress_bar(total=n, desc=desc, unit="tok", unit_scale=True, leave=False, dynamic_ncols=True,
                        disable=not (progress and n >= 4 * seq))
     with _adapting(model, params) as theta0:
         state = None
         for s in range(0, n, seq):
             with torch.set_grad_enabled(lr > 0), autocast(device, precision):  # lr 0: the static one-stream score
-                nll, state = model.token_nll(x[:, s:s + seq], y[:, s:s + seq], state)
-            out[s:s + seq] = nll.detach()[0]  # scored: before any step on this segment
+                block = torch.from_numpy(np.array(ids[s:s + seq + 1], np.int64)).to(device).view(1, -1)  # one segment
+                nll, state = model.token_nll(block[:, :-1], block[:, 1:], state)  # ids: a memory map or store.IdFile
+            if total:
+                acc += nll.detach()[0].double().sum()
+            else:
+                out[s:s + seq] = nll.detach()[0]  # scored: before any step on this segment
             state = detach_state(state)
             if lr > 0 and s + seq < n:  # no step after the last segment: nothing is left to score
                 grads = torch.autograd.grad(nll.mean(), params, allow_unused=True)
                 apply_update(params, grads, theta0, lr, decay)
             bar.update(nll.shape[1])
     bar.close()
-    return out.double().cpu().numpy()
+    return (float(acc), n) if total else out.double().cpu().numpy()
 
 
 @torch.no_grad()

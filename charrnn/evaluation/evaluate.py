@@ -11,9 +11,11 @@ import time
 import numpy as np
 import torch
 
-from charrnn.data.batching import eval_layout
+from charrnn.data.batching import eval_plan
 from charrnn.data.corpus import load_corpus
-from charrnn.data.text import decode_text, read_bytes
+from charrnn.data.encode import encode_for_eval
+from charrnn.data.store import IdFile
+from charrnn.data.text import Source
 from charrnn.errors import CharrnnError
 from charrnn.evaluation.dynamic import dynamic_nlls
 from charrnn.model import state as states
@@ -25,7 +27,7 @@ from charrnn.system.rundir import cache_dir, checkpoint_dir_of
 
 EVAL_WINDOW = 512
 # Every stream cut from the middle of a text first reads the EVAL_WARM tokens before its cut, unscored
-# (batching.eval_layout), so its state is close to the one a single pass over the whole text has there.
+# (batching.eval_plan), so its state is close to the one a single pass over the whole text has there.
 # What is left is the state's memory of text more than EVAL_WARM tokens back, which decays (forget gates):
 # benchmarks/eval_warmup.py measures the excess nll of a cut against a single pass as the warm-up grows
 # (docs/BENCHMARKS.md). A cut adds at most e(W) nats over the tokens after it, and streams are at least
@@ -34,72 +36,87 @@ EVAL_WINDOW = 512
 EVAL_WARM = 256
 
 
-def score(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = "fp32",
+def score(model: RNNLM, ids, device: torch.device, precision: str = "fp32",
           progress: bool = False, desc: str = "eval", limit: int | None = None, part=None,
           deadline: float | None = None) -> tuple[float, int]:
     """Total negative log-likelihood (nats) of ids[1:] given everything before, and the count.
 
-    The text is cut into a few contiguous streams (see batching.eval_layout); each stream is read
+    The text is cut into a few contiguous streams (see batching.eval_plan); each stream is read
     window by window with the hidden state carried, so context flows through the whole stream, and a
     stream cut from the middle of the text is first warmed on the EVAL_WARM tokens before its cut
     (unscored), so the total matches one pass over the whole text (within the tolerance at EVAL_WARM).
+    Only the window being read is copied out of ``ids`` (a memory map, or store.IdFile).
     ``limit``: score only that many targets, in blocks spread over the text (--eval-tokens).
     ``part`` (distributed.py): this rank scores its rows of the streams, the sums are reduced.
     ``deadline`` (a perf_counter() time; --max-time): no window starts that would end after it, going by
     the last one (one at least), so only the first part of every stream is scored, and the count says
     how much (one process only).
     """
-    x, y, ctx = eval_layout(ids, limit=limit, warm=EVAL_WARM)
+    plan = eval_plan(ids, limit=limit, warm=EVAL_WARM)
     if part is not None:
-        x, y, ctx = part.rows(x), part.rows(y), part.rows(ctx)
-    total, count, _ = _stateful_pass(model, x, y, device, precision, progress, desc, ctx=ctx,
-                                     deadline=deadline if part is None or part.world == 1 else None) if len(x) else (
-        0.0, 0, None)
+        plan = plan.rows(part.rows)
+    total, count = _stateful_pass(model, ids, plan, device, precision, progress, desc,
+                                  deadline=deadline if part is None or part.world == 1 else None) if plan.streams else (
+        0.0, 0)
     return part.reduce(total, count) if part is not None else (total, count)
 
 
-def token_nlls(model: RNNLM, ids: np.ndarray, device: torch.device, precision: str = "fp32",
-               progress: bool = False, desc: str = "score", one_stream: bool = False) -> np.ndarray:
+def token_nlls(model: RNNLM, ids, device: torch.device, precision: str = "fp32",
+               progress: bool = False, desc: str = "score", one_stream: bool = False, sink=None) -> np.ndarray | None:
     """The nll (nats) of each of ids[1:] given everything before it, in text order (float64).
 
     The layout is score's (so these sum to the total eval reports, warm-ups included), or, with
-    ``one_stream``, a single stream (what dynamic evaluation reads).
+    ``one_stream``, a single stream (what dynamic evaluation reads). ``sink(p, nll)``: instead of an
+    array, each stream's piece of a window as it is scored: float32 nll of targets p, p + 1, ...
+    (a target p predicts ids[p + 1]); then nothing is returned and nothing grows with the text.
     """
-    x, y, ctx = eval_layout(ids, max_streams=1) if one_stream else eval_layout(ids, warm=EVAL_WARM)
-    _, _, nll = _stateful_pass(model, x, y, device, precision, progress, desc, keep=True, ctx=ctx)
-    return nll.reshape(-1)[:len(ids) - 1].double().numpy()
+    plan = eval_plan(ids, max_streams=1) if one_stream else eval_plan(ids, warm=EVAL_WARM)
+    out = None
+    if sink is None:
+        out = np.empty(plan.end, np.float64)
+
+        def sink(p, nll):
+            out[p:p + len(nll)] = nll
+    _stateful_pass(model, ids, plan, device, precision, progress, desc, sink=sink)
+    return out
 
 
 @torch.no_grad()
-def _stateful_pass(model, x, y, device, precision, progress, desc, keep=False, ctx=None, deadline=None):
-    """Read streams x (S, L) window by window with the state carried, each after its warm-up context
-    ``ctx`` (S, W; see warm_state); total nll, count, and with ``keep`` every target's nll (S, L) on the CPU."""
+def _stateful_pass(model, ids, plan, device, precision, progress, desc, sink=None, deadline=None):
+    """Read the plan's streams (batching.EvalPlan) window by window with the state carried, each after its
+    warm-up context (see warm_state); total nll and count; ``sink(p, nll)`` gets every row's scored
+    targets of each window (float32, on the CPU)."""
     was_training = model.training
     model.eval()
-    x, y = x.to(device), y.to(device)
-    total, count, parts = 0.0, 0, []
-    state = warm_state(model, ctx, device, precision)
-    n_windows = -(-x.shape[1] // EVAL_WINDOW)
-    bar = progress_bar(total=int((y >= 0).sum()), desc=desc, unit="tok", unit_scale=True, leave=False, dynamic_ncols=True,
+    total, count = 0.0, 0
+    state = warm_state(model, plan.ctx, device, precision)
+    n_windows = -(-plan.length // EVAL_WINDOW)
+    bar = progress_bar(total=plan.targets(), desc=desc, unit="tok", unit_scale=True, leave=False, dynamic_ncols=True,
                        disable=not (progress and n_windows >= 4))
     window_s = 0.0  # the last window's seconds: a window that would end past the deadline is not started
-    for s in range(0, x.shape[1], EVAL_WINDOW):
+    for s in range(0, plan.length, EVAL_WINDOW):
         t0 = time.perf_counter()
         if s and deadline is not None and t0 + window_s > deadline:
             break
-        xb, yb = x[:, s:s + EVAL_WINDOW], y[:, s:s + EVAL_WINDOW]
+        e = min(s + EVAL_WINDOW, plan.length)
+        xb, yb = plan.window(ids, s, e)
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         with autocast(device, precision):
             nll, state = model.token_nll(xb, yb, state)
         total += float(nll.sum())
-        if keep:
-            parts.append(nll.float().cpu())
-        scored = int((yb >= 0).sum())
+        valid = plan.valid(s, e)
+        if sink is not None:
+            rows = nll.float().cpu().numpy()
+            for i, (st, k) in enumerate(zip(plan.starts.tolist(), valid.tolist())):
+                if k:
+                    sink(st + s, rows[i, :k])
+        scored = int(valid.sum())
         count += scored
         bar.update(scored)
         window_s = time.perf_counter() - t0
     bar.close()
     model.train(was_training)
-    return total, count, torch.cat(parts, 1) if keep else None
+    return total, count
 
 
 def warm_state(model, ctx, device, precision):
@@ -148,8 +165,7 @@ def evaluate_split(model: RNNLM, tokenizer, ids: np.ndarray, n_chars: int, n_byt
     per token (exact for characters and bytes, an average for subwords).
     """
     if dynamic is not None:
-        nll_each = dynamic_nlls(model, ids, device, precision, progress=progress, **dynamic)
-        nll, count = float(nll_each.sum()), len(nll_each)
+        nll, count = dynamic_nlls(model, ids, device, precision, progress=progress, total=True, **dynamic)
     else:
         nll, count = score(model, ids, device, precision, progress, desc, limit, part, deadline)
     first_chars, first_bytes = first_token_size(tokenizer, ids)
@@ -168,9 +184,17 @@ def first_token_size(tokenizer, ids: np.ndarray) -> tuple[int, int]:
 
 
 def file_ids(tok, path: str, skip_unknown: bool = False):
-    """Token ids of a text file, and the characters and bytes they stand for."""
-    raw = read_bytes(path, "file")
-    return text_ids(tok, raw if tok.kind == "byte" else decode_text(raw, path, "file"), skip_unknown)
+    """Token ids of a text file, and the characters and bytes they stand for: the file is encoded chunk
+    by chunk (data/encode.encode_for_eval) into an unnamed temporary file read back a window at a time
+    (store.IdFile; close it when done), so memory does not grow with the file."""
+    out = IdFile(tok.vocab_size)
+    try:
+        n_chars, n_bytes = encode_for_eval(Source(path, "file"), tok, out, skip_unknown,
+                                           hint="pass --skip-unknown to drop them")
+    except BaseException:
+        out.close()
+        raise
+    return out, n_chars, n_bytes
 
 
 def text_ids(tok, text: str | bytes, skip_unknown: bool = False):

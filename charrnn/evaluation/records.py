@@ -20,18 +20,32 @@ from charrnn.system.progress import progress_bar
 EVAL_ROWS = 32  # windows of about EVAL_ROWS x EVAL_WINDOW tokens
 
 
+class _Prefixed:
+    """``SEP + ids`` for ``gather`` without copying ids (a memory map of the split): each window reads
+    only the positions it indexes."""
+
+    def __init__(self, sep_ids: np.ndarray, ids):
+        self.sep, self.ids, self.k = np.asarray(sep_ids, np.int64), ids, len(sep_ids)
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        i = idx.numpy()
+        body = np.asarray(self.ids[np.maximum(i - self.k, 0).reshape(-1)], np.int64).reshape(i.shape)
+        return torch.from_numpy(np.where(i < self.k, self.sep[np.minimum(i, self.k - 1)], body))
+
+
 @torch.no_grad()
 def record_token_nll(model, ids: np.ndarray, starts: np.ndarray, sep_ids: np.ndarray, device: torch.device,
-                     precision: str = "fp32", progress: bool = False, desc: str = "eval") -> np.ndarray:
+                     precision: str = "fp32", progress: bool = False, desc: str = "eval", total: bool = False):
     """Negative log-likelihood (nats) of every token of ids (float64, len(ids)), each record scored
-    from a fresh state: no prediction depends on another record."""
+    from a fresh state: no prediction depends on another record. ``total``: only their sum (float64),
+    nothing per token; ids are read a window at a time in either case."""
     was_training = model.training
     model.eval()
     k, starts = len(sep_ids), np.asarray(starts, np.int64)
-    ext = torch.from_numpy(np.concatenate([sep_ids, ids]).astype(np.int32))
+    ext = _Prefixed(sep_ids, ids)
     lengths = record_lengths(len(ids), starts, k)
     plan = plan_windows(lengths, EVAL_ROWS, EVAL_WINDOW)
-    out = np.zeros(len(ids), np.float64)
+    out = 0.0 if total else np.zeros(len(ids), np.float64)
     bar = progress_bar(total=len(ids), desc=desc, unit="tok", unit_scale=True, leave=False, dynamic_ncols=True,
                        disable=not (progress and len(plan) >= 4))
     state = None
@@ -40,7 +54,10 @@ def record_token_nll(model, ids: np.ndarray, starts: np.ndarray, sep_ids: np.nda
         with autocast(device, precision):
             nll, state = model.token_nll(x.to(device), y.to(device), None if w.fresh else state)
         scored = pos >= 0
-        out[pos[scored].numpy()] = nll.float().cpu()[scored].double().numpy()
+        if total:
+            out += float(nll.float()[scored.to(nll.device)].double().sum())
+        else:
+            out[pos[scored].numpy()] = nll.float().cpu()[scored].double().numpy()
         bar.update(int(scored.sum()))
     bar.close()
     model.train(was_training)
@@ -51,8 +68,8 @@ def evaluate_records(model, tokenizer, split, sep: str, device: torch.device, pr
                      progress: bool = False, desc: str = "eval") -> dict:
     """Metrics of a records split (data.Split with starts); every character is predicted, so all count."""
     nll = record_token_nll(model, split.ids, split.starts, separator_ids(tokenizer, sep), device, precision,
-                           progress, desc)
-    return metrics(float(nll.sum()), len(split.ids), split.n_chars, split.n_bytes)
+                           progress, desc, total=True)
+    return metrics(nll, len(split.ids), split.n_chars, split.n_bytes)
 
 
 def evaluate_run_split(model, ckpt: dict, path: str, split: str, device: torch.device, precision: str,

@@ -15,11 +15,14 @@ of its own), and each token is placed on characters through its UTF-8 bytes, vec
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 
 import numpy as np
 import torch
 
-from charrnn.data.text import codepoints, decode_text, read_bytes
+from charrnn.data.store import IdFile
+from charrnn.data.text import Source, codepoints, refuse_blank
 from charrnn.errors import CharrnnError
 from charrnn.evaluation.evaluate import EVAL_WINDOW, first_token_size, token_nlls
 from charrnn.system.device import autocast
@@ -30,16 +33,7 @@ LN2 = math.log(2)
 SPACE_PIECE = "\u2581"  # how sentencepiece writes a space inside a piece
 
 
-def scoring_text(tok, path: str) -> str:
-    """A file's text: as eval reads it (a byte model reads the bytes as they are, BOM included)."""
-    raw = read_bytes(path, "file")
-    if tok.kind != "byte":
-        return decode_text(raw, path, "file")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CharrnnError(f"file '{path}' is not valid UTF-8 (bad byte 0x{raw[e.start]:02x} at offset {e.start}); "
-                           "scoring reads lines of text: convert it to UTF-8 (e.g. iconv -t utf-8)") from None
+SCORE_PIECE = 1 << 20  # characters (bytes of a file) read at a time; pieces end after a newline
 
 
 def score_lines(model, tok, text: str, device: torch.device, precision: str = "fp32", *,
@@ -49,45 +43,187 @@ def score_lines(model, tok, text: str, device: torch.device, precision: str = "f
     with ``per_char``, + "skipped" unknown characters dropped with ``skip_unknown``)."""
     if not isinstance(text, str) or not text:
         raise CharrnnError("nothing to score: the text is empty")
+    return list(LineScores(model, tok, device, precision, text=text, independent=independent, per_char=per_char,
+                           skip_unknown=skip_unknown, progress=progress))
+
+
+class LineScores:
+    """The records of ``score_lines``, one line after another, for a text (``text=``) or a file (``path=``)
+    of any size: memory holds a piece of SCORE_PIECE characters (and the line that crosses it), never the
+    whole text or its ids. Made in three passes: the text is encoded piece by piece (pieces end after a
+    newline, and tokens never straddle lines, so this equals encoding it whole) into an unnamed id file
+    (store.IdFile); in the continuous mode the model reads those ids as eval does (evaluate.token_nlls,
+    its streams warmed before their cuts) and each token's nll goes to an unnamed float32 file; then,
+    iterating, each piece is read again and its lines' records are made from its ids and nll, as the
+    whole text's would be. Every check (unknown characters, too short a text) fails before the first
+    record. ``lines``: how many records there are."""
+
+    def __init__(self, model, tok, device, precision: str = "fp32", *, text: str | None = None,
+                 path: str | None = None, what: str = "file", independent: bool = False, per_char: bool = False,
+                 skip_unknown: bool = False, progress: bool = False):
+        self.model, self.tok, self.device, self.precision, self.progress = model, tok, device, precision, progress
+        self.text, self.path, self.what = text, path, what
+        self.independent, self.per_char, self.skip_unknown = independent, per_char, skip_unknown
+        self.ids, self.nll = IdFile(tok.vocab_size), None
+        try:
+            self._encode()
+            if independent:
+                _check_newline(tok)
+            else:
+                self._score()
+        except BaseException:
+            self.close()
+            raise
+
+    def __len__(self) -> int:
+        return self.lines
+
+    def _pieces(self):
+        return _line_pieces(self._chunks())
+
+    def _chunks(self):
+        if self.text is not None:
+            return (self.text[i:i + SCORE_PIECE] for i in range(0, len(self.text), SCORE_PIECE))
+        return _file_chunks(self.tok, self.path, self.what)
+
+    def _encode(self) -> None:
+        """First pass: every piece's ids into the id file, the tokens of each piece, the lines."""
+        self.counts, self.lines, nonspace = [], 0, False
+        for text in self._pieces():
+            try:
+                _, line_of, _, scored, _ = _prep(self.tok, text, self.skip_unknown)
+            except CharrnnError:  # name every unknown character of the text, as encoding it whole does
+                self.tok.encode("".join(c for t in self._pieces() for c in self.tok.unknown_chars(t)),
+                                hint="pass --skip-unknown to drop them")
+                raise
+            ids = self.tok.encode(scored) if scored else np.zeros(0, np.int32)
+            if len(ids) and self.tok.kind == "char" and len(ids) != len(scored):
+                raise CharrnnError("the character tokenizer did not give one token per character; "
+                                   "cannot place tokens on lines")
+            self.ids.append(ids)
+            self.counts.append(len(ids))
+            self.lines += int(line_of[-1]) + 1
+            nonspace = nonspace or not text.isspace()
+        if self.path is not None and self.tok.kind != "byte" and not nonspace:
+            refuse_blank(self.path, self.what)
+
+    def _score(self) -> None:
+        """Second pass (continuous): the nll of every token but the first (NaN), in text order, to a file."""
+        if len(self.ids) < 2:
+            raise CharrnnError("the text is too short to score: it needs at least two tokens "
+                               "(or --independent, which scores every line from a newline)")
+        self.nll = tempfile.TemporaryFile(prefix="charrnn-nll-")
+        fd = self.nll.fileno()
+        os.pwrite(fd, np.float32([np.nan]).tobytes(), 0)
+
+        def sink(p, nll):  # targets p, p + 1, ... are tokens p + 1, p + 2, ...
+            os.pwrite(fd, np.ascontiguousarray(nll, np.float32).tobytes(), 4 * (p + 1))
+        token_nlls(self.model, self.ids, self.device, self.precision, self.progress, "score", sink=sink)
+
+    def __iter__(self):
+        """Third pass: the records, line by line, in text order (once: the files are gone afterwards)."""
+        if self.ids is None:
+            raise CharrnnError("these line scores were already read (they are read once); score the text again")
+        bar = None
+        if self.independent:
+            bar = progress_bar(total=len(self.ids), desc="score", unit="tok", unit_scale=True, leave=False,
+                               dynamic_ncols=True, disable=not (self.progress and len(self.ids) >= 4 * EVAL_WINDOW))
+        try:
+            line0, t0 = 0, 0
+            for text, k in zip(self._pieces(), self.counts):
+                ids = self.ids.read(t0, t0 + k)
+                nll = self._read_nll(t0, k)
+                yield from _piece_records(self, text, ids, nll, line0, t0 == 0, bar)
+                line0, t0 = line0 + text.count("\n") + (not text.endswith("\n")), t0 + k
+        finally:
+            if bar is not None:
+                bar.close()
+            self.close()
+
+    def _read_nll(self, a: int, k: int):
+        if self.nll is None:
+            return None
+        data = os.pread(self.nll.fileno(), 4 * k, 4 * a)
+        return np.frombuffer(data, np.float32).astype(np.float64)
+
+    def close(self) -> None:
+        if self.ids is not None:
+            self.ids.close()
+        if self.nll is not None:
+            self.nll.close()
+        self.ids = self.nll = None
+
+
+def _file_chunks(tok, path: str, what: str):
+    """A file's text, chunk by chunk, as eval reads it: a byte model reads the bytes as they are (a
+    byte-order mark included); other models with the checks of text.decode_text."""
+    src = Source(path, what)
+    if tok.kind != "byte":
+        yield from src.text_chunks(SCORE_PIECE)
+        return
+    for offset, raw in src.byte_chunks(SCORE_PIECE):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise CharrnnError(f"{what} '{path}' is not valid UTF-8 (bad byte 0x{raw[e.start]:02x} at offset "
+                               f"{offset + e.start}); scoring reads lines of text: convert it to UTF-8 "
+                               "(e.g. iconv -t utf-8)") from None
+
+
+def _line_pieces(chunks):
+    """The text in pieces that each end after a newline (the last one where the text ends): no line is
+    cut, and a line longer than a chunk is one piece."""
+    held = []
+    for chunk in chunks:
+        cut = chunk.rfind("\n") + 1
+        if not cut:
+            held.append(chunk)
+            continue
+        yield "".join(held) + chunk[:cut]
+        held = [chunk[cut:]] if cut < len(chunk) else []
+    if held and (rest := "".join(held)):
+        yield rest
+
+
+def _prep(tok, text: str, skip_unknown: bool):
+    """A piece's code points, the line of each, the mask of the characters scored (None: all), the
+    scored text and the line of each of its characters."""
     cps = codepoints(text)
     nl = cps == 10
     line_of = np.cumsum(nl) - nl                     # line index of every character
-    n_lines = int(line_of[-1]) + 1
     keep = _known(tok, text, cps, skip_unknown)
     scored = text if keep is None else _codepoints_text(cps[keep])
-    char_line = line_of if keep is None else line_of[keep]
-    ids = tok.encode(scored) if scored else np.zeros(0, np.int32)
-    if len(ids) and tok.kind == "char" and len(ids) != len(scored):
-        raise CharrnnError("the character tokenizer did not give one token per character; cannot place tokens on lines")
+    return cps, line_of, keep, scored, line_of if keep is None else line_of[keep]
+
+
+def _piece_records(job, text: str, ids, nll, line0: int, first: bool, bar):
+    """The records of a piece's lines (numbered from line0 + 1); ``first``: it holds the text's first
+    token (if any), which nothing predicts."""
+    tok = job.tok
+    _, line_of, keep, scored, char_line = _prep(tok, text, job.skip_unknown)
+    n_lines = int(line_of[-1]) + 1
     c_last, n_done = _token_chars(tok, ids, codepoints(scored))
     tok_line = char_line[c_last]
-    if independent:
-        nll = _independent_nlls(model, tok, ids, tok_line, device, precision, progress)
-    else:
-        if len(ids) < 2:
-            raise CharrnnError("the text is too short to score: it needs at least two tokens "
-                               "(or --independent, which scores every line from a newline)")
-        nll = np.concatenate([[np.nan], token_nlls(model, ids, device, precision, progress, "score")])
+    if job.independent:
+        nll = _independent_nlls(job.model, tok, ids, tok_line, job.device, job.precision, bar)
     chars = np.bincount(char_line, minlength=n_lines)
-    if not independent:
+    if not job.independent and first and len(ids):
         chars[tok_line[0]] -= first_token_size(tok, ids)[0]
     line_nll = np.bincount(tok_line, weights=np.nan_to_num(nll), minlength=n_lines)
     starts = np.searchsorted(char_line, np.arange(n_lines + 1))
-    if per_char:  # JSON-ready: 3 decimals, None where nothing predicts the character
+    if job.per_char:  # JSON-ready: 3 decimals, None where nothing predicts the character
         bits = _char_bits(nll / LN2, n_done, len(scored))
         bits = np.where(np.isnan(bits), None, np.round(bits, 3).astype(object))
     skipped = np.bincount(line_of[~keep], minlength=n_lines) if keep is not None else None
-    records = []
     for i in range(n_lines):
         a, b = int(starts[i]), int(starts[i + 1])
-        r = {"line": i + 1, "text": scored[a:b].removesuffix("\n"), "chars": int(chars[i]), "nll": float(line_nll[i]),
-             "bpc": float(line_nll[i] / LN2 / chars[i]) if chars[i] > 0 else None}
-        if per_char:
+        r = {"line": line0 + i + 1, "text": scored[a:b].removesuffix("\n"), "chars": int(chars[i]),
+             "nll": float(line_nll[i]), "bpc": float(line_nll[i] / LN2 / chars[i]) if chars[i] > 0 else None}
+        if job.per_char:
             r["surprisal"] = bits[a:b].tolist()
-        if skip_unknown:
+        if job.skip_unknown:
             r["skipped"] = int(skipped[i]) if skipped is not None else 0
-        records.append(r)
-    return records
+        yield r
 
 
 def _known(tok, text: str, cps: np.ndarray, skip_unknown: bool):
@@ -149,11 +285,9 @@ def _char_bits(bits: np.ndarray, n_done: np.ndarray, n_chars: int) -> np.ndarray
 
 
 @torch.no_grad()
-def _independent_nlls(model, tok, ids, tok_line, device, precision, progress) -> np.ndarray:
+def _independent_nlls(model, tok, ids, tok_line, device, precision, bar) -> np.ndarray:
     """Each line's tokens scored after a newline from a fresh state, lines batched by length."""
-    if tok.kind == "char" and 10 not in tok.codepoints:
-        raise CharrnnError("the model never saw a newline, so --independent has no line start to read "
-                           "from; score the text as a whole (without --independent)")
+    _check_newline(tok)
     ctx = np.asarray(tok.encode("\n"), np.int64)
     starts = np.searchsorted(tok_line, np.arange(int(tok_line[-1]) + 2)) if len(ids) else np.zeros(1, np.int64)
     lens = np.diff(starts)
@@ -162,8 +296,6 @@ def _independent_nlls(model, tok, ids, tok_line, device, precision, progress) ->
     ids_t, p = torch.as_tensor(np.asarray(ids), dtype=torch.long), len(ctx)
     was_training = model.training
     model.eval()
-    bar = progress_bar(total=len(ids), desc="score", unit="tok", unit_scale=True, leave=False, dynamic_ncols=True,
-                       disable=not (progress and len(ids) >= 4 * EVAL_WINDOW))
     for b in range(0, len(order), LINE_BATCH):
         rows = np.array(order[b:b + LINE_BATCH])
         n, st = torch.as_tensor(lens[rows]), torch.as_tensor(starts[rows])
@@ -185,6 +317,11 @@ def _independent_nlls(model, tok, ids, tok_line, device, precision, progress) ->
         nll = torch.cat(parts, 1)[:, p - 1:]
         out[where[valid].numpy()] = nll[valid].double().numpy()
         bar.update(int(n.sum()))
-    bar.close()
     model.train(was_training)
     return out
+
+
+def _check_newline(tok) -> None:
+    if tok.kind == "char" and 10 not in tok.codepoints:
+        raise CharrnnError("the model never saw a newline, so --independent has no line start to read "
+                           "from; score the text as a whole (without --independent)")
