@@ -18,11 +18,13 @@ The compute model, fitted by benchmarks/calibrate_budget.py (table and constants
 
 N: parameters without the embedding (millions); S: optimizer steps; D = S x batch x window, the
 tokens trained on (millions); in the prediction, steps beyond EPOCH_CAP passes over the training
-text are not counted (repeats teach little and start to overfit); the run still makes them all. Its losses are tinyshakespeare nats/char: the
-``budget:`` line states one only for tinyshakespeare with the char tokenizer and only below uniform
-(ln V; the power law knows nothing of the vocabulary and, for few steps, runs past it); on other
-text only the order of the predictions is used, and the line says so. Probing goes from the cheapest shape up and stops after two
-in a row predict worse than the best (once the fixed defaults were seen) or after PROBE_CAP.
+text are not counted (repeats teach little and start to overfit), but the run makes them all and
+the plan announces them (issue #24: announcing the capped count was 3-5x off on small corpora).
+Its losses are tinyshakespeare nats/char: the ``budget:`` line states one only for tinyshakespeare
+with the char tokenizer and only below uniform (ln V; the power law knows nothing of the vocabulary
+and, for few steps, runs past it); on other text only the order of the predictions is used, and
+the line says so. Probing goes from the cheapest shape up and stops after two in a row predict
+worse than the best (once the fixed defaults were seen) or after PROBE_CAP.
 Without --max-time (or with --no-budget) the fixed defaults stay, except the batch: larger on a
 GPU (DEVICE_BATCH), and halved until the run fits in memory when --batch-size is not given.
 """
