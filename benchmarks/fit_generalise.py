@@ -2,12 +2,13 @@
 
     python3 benchmarks/fit_generalise.py [benchmarks/data/generalise_runs.json]
 
-The runs (benchmarks/small_corpora.py --fit) train each small corpus for the same seconds with the
-budget's own choice of shape and with `--weight-drop s --dropout max(0.1, s)` for a few strengths s
-(--patience 0: every run goes to the end; best.pt's loss counts). For each corpus and budget, the
+The runs (benchmarks/small_corpora.py --fit) train the first part of each small corpus for the same
+number of steps (a busy machine moves no point) with the shape the budget picks on this CPU (lstm
+2x128, batch 16 x 64) and `--weight-drop s --dropout max(0.1, s)` for a few strengths s (--patience
+0: every run goes to the end; the best evaluation counts). For each corpus and budget, the
 best strength s* is the minimum of the parabola through its three (s, best loss) points (the best
-grid point when the parabola opens downwards), clipped to [0, S_MAX]; the epochs are those the plan
-announced. Issue #14's two measured points join them (docs/BENCHMARKS.md: 31 epochs of 40,000
+grid point when the parabola opens downwards), clipped to [0, S_MAX]; the epochs are the run's
+steps over its windows per epoch. Issue #14's two measured points join them (docs/BENCHMARKS.md: 31 epochs of 40,000
 characters, where --weight-drop 0.3 was best of 0 and 0.3; 0.6 epochs of tinyshakespeare, where
 no regulariser helped). Then s* = K ln(epochs / E0) by least squares (on the points with s* > 0 and
 the others as s* = 0 where the line would be above 0), K >= 0. Prints GENERALISE and the table.
@@ -68,13 +69,15 @@ def main() -> None:
         runs = json.load(f)
     groups = defaultdict(list)
     for r in runs:
-        groups[(r["corpus"], r["seconds"], r.get("fraction", 1.0))].append(r)
+        groups[(r["corpus"], r["steps_budget"], r.get("fraction", 1.0))].append(r)
     points, rows = [], []
-    for (corpus, seconds, fraction), rs in sorted(groups.items()):
+    for (corpus, steps, fraction), rs in sorted(groups.items()):
+        if len({r["strength"] for r in rs}) < 3:
+            continue  # a group cut short (fewer than three strengths) says nothing of the best one
         epochs = next((r["planned_epochs"] for r in rs if r["strength"] == 0), rs[0]["planned_epochs"])
         s = best_strength([(r["strength"], r["best_val"]) for r in rs])
         points.append((epochs, s))
-        rows.append((f"{corpus} (first {fraction:.0%}), {seconds:g} s", epochs, s, {r["strength"]: r["best_val"] for r in rs}))
+        rows.append((f"{corpus} (first {fraction:.0%}), {steps} steps", epochs, s, {r["strength"]: r["best_val"] for r in rs}))
     for label, e, s in DOCUMENTED:
         points.append((e, s))
         rows.append((label, e, s, {}))

@@ -17,7 +17,7 @@ and the load average while the pair ran. --noise CORPUS runs today's defaults ag
 on it (the spread of one figure). --fit runs the grid benchmarks/fit_generalise.py fits instead.
 
     OMP_NUM_THREADS=1 python3 benchmarks/small_corpora.py --work /tmp/small --seconds 250
-    OMP_NUM_THREADS=1 python3 benchmarks/small_corpora.py --work /tmp/smallfit --fit --seconds 80 --fraction 0.3
+    OMP_NUM_THREADS=1 python3 benchmarks/small_corpora.py --work /tmp/smallfit --fit --steps 400 --fraction 0.3
 
 Finished runs are reused from --work (delete it to measure again).
 """
@@ -44,6 +44,8 @@ KINDS = {"shakespeare": "verse (drama)", "zh_poems": "Chinese verse", "pystdlib"
          "code": "code (Python packages)", "prose": "prose (Python reference)", "words": "word list, records"}
 RECORDS = {"words": "\\n"}
 FIT_STRENGTHS = (0.0, 0.2, 0.4)  # --fit: --weight-drop s and --dropout max(0.1, s)
+FIT_SHAPE = ["--layers", "2", "--hidden", "128", "--batch-size", "16", "--seq-len", "64", "--eval-every", "50"]
+# --fit: step budgets, not seconds (a busy machine moves no point), with the shape the budget picks here
 
 
 def cpu_model() -> str:
@@ -115,8 +117,9 @@ def run(work: str, code: str, corpus: str, name: str, label: str, seconds: float
             return json.load(f)
     os.makedirs(ck, exist_ok=True)
     rec = RECORDS.get(name)
+    limit = ["--max-time", str(seconds)] if seconds else []  # --fit: --max-steps in the flags
     cmd = [sys.executable, "-m", "charrnn", "train", corpus, "--checkpoint-dir", ck, "--name", "run",
-           "--max-time", str(seconds), *(["--records", rec] if rec else []), *flags]
+           *limit, *(["--records", rec] if rec else []), *flags]
     env = {**os.environ, "PYTHONPATH": code, "OMP_NUM_THREADS": "1"}
     t0 = time.time()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=work)
@@ -144,7 +147,9 @@ def summarise(run_dir: str, err: str) -> dict:
     steps = max(m["step"] for m in metrics if "step" in m)
     train = [m for m in metrics if m.get("split") == "train"]
     stop = re.search(r"^done \((.*)\) after", err, re.M)
-    return {"budget_line": line, "planned_steps": num(r"~([\d,]+) steps"), "planned_epochs": num(r"~([\d.]+) epochs"),
+    per_epoch = re.search(r"(\d+) steps per epoch", err)
+    return {"per_epoch": int(per_epoch.group(1)) if per_epoch else None,
+            "budget_line": line, "planned_steps": num(r"~([\d,]+) steps"), "planned_epochs": num(r"~([\d.]+) epochs"),
             "left": num(r"in the (\d+)s left"), "steps": steps, "epochs": train[-1]["epoch"] if train else None,
             "best_val": best["loss"], "best_step": best["step"], "stop": stop.group(1) if stop else "",
             "elapsed": val[-1]["elapsed"] if val else None,
@@ -168,8 +173,9 @@ def pairs(a) -> list[list[tuple]]:
         corpus = build(a.work, name, a.fraction if a.fit else 1.0)
         if a.fit:
             for s in FIT_STRENGTHS:
-                flags = ["--patience", "0", "--weight-drop", str(s), "--dropout", str(max(0.1, s))]
-                jobs.append((ROOT, corpus, name, f"{name}-fit-{s:g}", a.seconds, flags))
+                flags = ["--patience", "0", "--weight-drop", str(s), "--dropout", str(max(0.1, s)),
+                         "--max-steps", str(a.steps), *FIT_SHAPE]
+                jobs.append((ROOT, corpus, name, f"{name}-fit-{s:g}", 0, flags))
         else:
             jobs.append((today, corpus, name, f"{name}-today", a.seconds, []))
             jobs.append((ROOT, corpus, name, f"{name}-new", a.seconds, []))
@@ -187,6 +193,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--today", default="main", help="git ref of today's code (default: main)")
     ap.add_argument("--fit", action="store_true", help="the regularisation grid for benchmarks/fit_generalise.py")
+    ap.add_argument("--steps", type=int, default=400, help="--fit: steps of each run")
     ap.add_argument("--fraction", type=float, default=1.0, help="--fit: train on this first part of each corpus")
     ap.add_argument("--out", default=None, help="--fit: append the runs to this JSON (default: benchmarks/data/"
                                                 "generalise_runs.json)")
@@ -217,9 +224,8 @@ def write_fit(a, results: dict) -> None:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     for label, r in sorted(results.items()):
         name, s = label.split("-fit-")
-        rows.append({"corpus": name, "kind": KINDS[name], "seconds": a.seconds, "fraction": a.fraction,
-                     "strength": float(s),
-                     "planned_epochs": r["planned_epochs"], "epochs": r["epochs"], "shape": r["shape"],
+        rows.append({"corpus": name, "kind": KINDS[name], "steps_budget": a.steps, "fraction": a.fraction,
+                     "strength": float(s), "planned_epochs": round(a.steps / r["per_epoch"], 2), "epochs": r["epochs"], "shape": r["shape"],
                      "best_val": r["best_val"], "best_step": r["best_step"], "steps": r["steps"], "measured": stamp,
                      "cpu": cpu_model()})
     os.makedirs(os.path.dirname(out), exist_ok=True)

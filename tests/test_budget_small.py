@@ -127,7 +127,7 @@ def test_many_epochs_add_regularisation_and_the_line_says_why(tiny_corpus, tmp_p
 def test_the_strength_grows_with_epochs_and_is_zero_for_a_large_corpus():
     k = generalise.GENERALISE
     assert generalise.strength(0.5) == 0 and generalise.strength(k["E0"]) == 0
-    assert 0 < generalise.strength(10) < generalise.strength(40) <= k["S_MAX"]
+    assert 0 < generalise.strength(2 * k["E0"]) < generalise.strength(4 * k["E0"]) <= k["S_MAX"]
     assert generalise.strength(1e9) == k["S_MAX"]
     assert generalise.regularisers(0.5, set(), 0.1) == ({}, "")
     chosen, why = generalise.regularisers(1e9, {"dropout", "weight_drop"}, 0.1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-GENERALISE = {"K": 0.11, "E0": 2.0, "S_MAX": 0.5}  # benchmarks/fit_generalise.py (docs/BENCHMARKS.md)
+GENERALISE = {"K": 0.145, "E0": 13.97, "S_MAX": 0.5}  # benchmarks/fit_generalise.py, 2026-12-06 (docs/BENCHMARKS.md)
 STRENGTHS = ("dropout", "weight_drop")
 
 
