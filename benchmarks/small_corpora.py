@@ -106,6 +106,9 @@ def export_today(work: str, ref: str) -> str:
         os.makedirs(dest, exist_ok=True)
         archive = subprocess.run(["git", "-C", ROOT, "archive", ref], capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", dest], input=archive, check=True)
+        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", ref], capture_output=True, text=True)
+        with open(os.path.join(dest, "COMMIT"), "w") as f:
+            f.write(commit.stdout)
     return dest
 
 
@@ -237,7 +240,10 @@ def write_fit(a, results: dict) -> None:
 
 def table(a, res: dict, loads: dict) -> None:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    ref = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", a.today], capture_output=True, text=True).stdout
+    try:
+        ref = open(os.path.join(a.work, "today", "COMMIT")).read()  # what was exported, whatever the ref is now
+    except OSError:
+        ref = "?"
     print(f"Small corpora, --max-time {a.seconds:g} s each, today = {a.today} ({ref.strip()}), new = this tree; "
           f"{cpu_model()}, "
           f"1 thread per run, {a.jobs} runs at once; {stamp}\n")

@@ -4,10 +4,12 @@ slows it; a run of tens of epochs memorises a small corpus and validation loss t
 
 The strength s = clip(K x ln(epochs / E0), 0, S_MAX) sets ``--weight-drop s`` and ``--dropout
 max(default, s)``; below E0 epochs nothing changes. K and E0 are fitted by
-benchmarks/fit_generalise.py on measured runs over small corpora of several kinds (prose, verse,
-code, a word list as records, Chinese), kept in benchmarks/data/generalise_runs.json: for each
-corpus and budget the strength with the lowest best validation loss, then K and E0 by least squares
-(docs/BENCHMARKS.md, "Small corpora"). A regulariser the user gave is never changed."""
+benchmarks/fit_generalise.py on measured runs over small corpora of several kinds (verse, Python
+code, a word list as records, Chinese; benchmarks/data/generalise_runs.json) and issue #14's two
+runs: for each corpus the strength with the lowest best validation loss, then K and E0 by least
+squares (docs/BENCHMARKS.md, "Small corpora under --max-time"). On this 2-core CPU no strength
+helped a 2x128 model below ~36 epochs, so E0 is high: the fit is weak (epochs alone; overfitting
+grows with parameters per token too). A regulariser the user gave is never changed."""
 
 from __future__ import annotations
 
