@@ -171,3 +171,19 @@ def test_an_early_stop_keeps_best_pt_and_a_resume_continues_only_when_asked(tmp_
     assert last["train_state"]["step"] == 30
     assert weights_hash(run / "best.pt") == h  # no evaluation improved: best.pt is still step 3's
     assert torch.load(run / "best.pt", weights_only=True)["train_state"]["step"] == 3
+
+
+def test_a_regulariser_the_run_refuses_is_left_out(monkeypatch):
+    """A cell without weight drop (a check_combination refusal): the plan keeps the dropout it can set."""
+    from charrnn.errors import CharrnnError
+
+    def check(cfg):
+        if cfg.weight_drop > 0:
+            raise CharrnnError("this cell has no weight drop")
+
+    monkeypatch.setattr(budget, "check_combination", check)
+    cfg = make_config(max_time=60)
+    planner = budget.Planner(cfg, set(), log=lambda m: None)
+    chosen, why = planner._regularise(1e6)
+    assert chosen == {"dropout": generalise.GENERALISE["S_MAX"]} and cfg.weight_drop == 0 and "weight drop" not in why
+    assert cfg.dropout == generalise.GENERALISE["S_MAX"]

@@ -273,9 +273,7 @@ class Planner:
             setattr(cfg, k, best[k])
         if given_every is None:
             cfg.eval_every = best["eval_every"]
-        chosen_reg, self.reason = regularisers(best["epochs"], self.given, by_name(TRAIN)["dropout"].default)
-        for k, v in chosen_reg.items():
-            setattr(cfg, k, v)
+        chosen_reg, self.reason = self._regularise(best["epochs"])
         took = time.perf_counter() - t0
         reference = next((r for r in seen if _same(r, ref)), None)
         self.log(self._line(best, reference, took, all(hits), left))
@@ -288,6 +286,24 @@ class Planner:
                                                                                                self.precision),
                        "probe_s": round(took, 2), "probe_cached": all(hits), "candidates": rows,
                        "compute_model": COMPUTE_MODEL}
+
+    def _regularise(self, epochs: float) -> tuple[dict, str]:
+        """Set the regularisers the plan's epochs call for (generalise.py), but none the run's other
+        settings refuse (e.g. a cell without weight drop): (what was set, the reason for the line)."""
+        cfg, given = self.cfg, set(self.given)
+        default = by_name(TRAIN)["dropout"].default
+        while True:
+            chosen, reason = regularisers(epochs, given, default)
+            try:
+                check_combination(replace(cfg, **chosen))
+            except CharrnnError:
+                if not chosen:
+                    return {}, ""  # the settings given are the problem: the check after the plan names it
+                given.add(sorted(chosen)[-1])  # weight_drop first, then dropout
+                continue
+            for k, v in chosen.items():
+                setattr(cfg, k, v)
+            return chosen, reason
 
     def _line(self, best: dict, ref: dict | None, took: float, cached: bool, left: float) -> str:
         cfg = self.cfg
