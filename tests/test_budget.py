@@ -254,11 +254,11 @@ def test_the_budget_line_states_a_prediction_only_where_it_means_something(corpu
     planner = budget.Planner(cfg, set(), log=lambda m: None)
     planner.corpus = SimpleNamespace(tokenizer=SimpleNamespace(vocab_size=vocab))
     best = {"layers": 2, "hidden": 128, "batch_size": 16, "seq_len": 64, "tok_s": 9000.0, "steps": 600,
-            "predicted_loss": 1.9}
+            "predicted_loss": 1.9, "epochs": 3.04}
     ref = {"layers": 2, "hidden": 512, "batch_size": 32, "seq_len": 128, "predicted_loss": 8.58}  # > ln 65 = 4.17
     line = planner._line(best, ref, 2.0, False, 54.0)
     assert want in line and "8.58" not in line and "nats/char on tinyshakespeare" not in line
-    assert "~600 steps in the 54s left of 60s" in line
+    assert "~600 steps, ~3.0 epochs, in the 54s left of 60s" in line
     if "no loss figure" in want:
         assert "1.90" not in line and "nats/char" not in line
     else:  # a prediction at or above uniform is never a figure

@@ -7,8 +7,8 @@ Adding a training setting is one ``Setting(...)`` entry in TRAIN (tables.py); th
 """
 
 from charrnn.settings.run import (NEEDS_TENSORBOARD, PREDATED, TrainConfig, apply_changes,  # noqa: F401
-                                  check_combination, config_from_saved, installed, make_config, with_default_limit)
-from charrnn.settings.setting import (CELLS, CHECKPOINT_DIR, DEFAULT_MAX_EPOCHS, DEVICES, ESCAPES,  # noqa: F401
+                                  check_combination, patience, config_from_saved, installed, make_config, with_default_limit)
+from charrnn.settings.setting import (AUTO_PATIENCE, CELLS, CHECKPOINT_DIR, DEFAULT_MAX_EPOCHS, DEVICES, ESCAPES,  # noqa: F401
                                       GROUPS, HEADS, PRECISIONS, SPLITS, TOKENIZERS, Setting, by_name,
                                       check_values, defaults, grouped, help_lines, signature, unescape)
 from charrnn.settings.tables import DYNAMIC, EVAL, SAMPLE, SCORE, SCORING_PRECISION, TRAIN  # noqa: F401

@@ -7,7 +7,7 @@ import importlib.util
 from dataclasses import asdict, field, make_dataclass
 
 from charrnn.errors import CharrnnError
-from charrnn.settings.setting import DEFAULT_MAX_EPOCHS, NO_WEIGHT_DROP, by_name, check_values
+from charrnn.settings.setting import AUTO_PATIENCE, DEFAULT_MAX_EPOCHS, NO_WEIGHT_DROP, by_name, check_values
 from charrnn.settings.tables import TRAIN
 
 
@@ -95,3 +95,11 @@ def with_default_limit(cfg):
     if not (cfg.max_steps or cfg.max_epochs or cfg.max_time):
         cfg.max_epochs = DEFAULT_MAX_EPOCHS
     return cfg
+
+
+def patience(cfg) -> int:
+    """Evaluations without improvement that stop a run (0: never): --patience, or when it is not given
+    AUTO_PATIENCE under --max-time (the early stop that leaves the rest of the budget unspent), else 0."""
+    if cfg.patience is not None:
+        return cfg.patience
+    return AUTO_PATIENCE if cfg.max_time else 0

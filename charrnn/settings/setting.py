@@ -24,6 +24,7 @@ PRECISIONS = ("auto", "fp32", "bf16")              # system.device.resolve_preci
 DEVICES = ("auto", "cpu", "cuda", "mps")           # system.device.resolve_device
 SPLITS = ("val", "test")                           # data.Corpus parts that can be evaluated
 DEFAULT_MAX_EPOCHS = 10                            # when no limit at all is given
+AUTO_PATIENCE = 4                                  # --patience when not given, under --max-time
 CHECKPOINT_DIR = "checkpoints"                     # --checkpoint-dir: where the runs are (every command)
 
 

@@ -6,6 +6,7 @@ validation and whether ``--resume`` may change it all follow."""
 from __future__ import annotations
 
 from charrnn.settings.setting import (TOKENIZERS, CELLS, HEADS, PRECISIONS, DEVICES, SPLITS, DEFAULT_MAX_EPOCHS,
+                                      AUTO_PATIENCE,
                                       CHECKPOINT_DIR, Setting, grouped)
 
 S = Setting
@@ -75,8 +76,9 @@ TRAIN = grouped(
     S("budget", bool, True, "With --max-time: choose the layers, hidden size, batch, window and evaluation "
       "interval not given, for this machine and this budget (a short probe, cached per machine; --no-budget: the "
       "fixed defaults).", negatable=True, resumable=True),
-    S("patience", int, 0, "Stop after this many evaluations without improvement (0: never).", min=0,
-      resumable=True),
+    S("patience", int, None, f"Stop early after this many evaluations without improvement, leaving the rest of the "
+      f"time unspent (0: never; default: {AUTO_PATIENCE} with --max-time, whose evaluations are planned for it, else never).",
+      min=0, optional=True, resumable=True, metavar="N"),
     "output",
     S("eval_every", default=200, help="Evaluate on the validation split (--eval-tokens of it) every N steps.",
       resumable=True, **POS),

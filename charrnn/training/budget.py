@@ -4,20 +4,27 @@ hidden size, batch, window, evaluation interval) are chosen for this machine and
   1. candidates: a short list of shapes for the device (CANDIDATES) with every given setting put in;
      shapes that do not fit the corpus or the device's memory are dropped;
   2. the probe (probe.py) measures what a step and an evaluation cost here (cached per machine);
-  3. the budget buys each shape S = (budget - evaluations) / (seconds per step) optimizer steps;
-  4. the compute model predicts each shape's loss after S steps; the lowest prediction wins.
+  3. the budget buys each shape S = (budget - evaluations) / (seconds per step) optimizer steps, a
+     step being a window of the layout the run will use (layout.py: with --records, the packed record
+     windows, timed at their own shapes), and S / (windows per epoch) passes over the text;
+  4. the compute model predicts each shape's loss after S steps; the lowest prediction wins;
+  5. the passes the plan implies set the regularisation (generalise.py: dropout and weight drop when
+     a small corpus would be read many times), and under --max-time the run stops early when
+     validation stops improving (--patience, validation.py).
 
 The compute model, fitted by benchmarks/calibrate_budget.py (table and constants in docs/BENCHMARKS.md):
 
     L(N, S, D) = E + A / N^alpha + B / S^beta + C / D^gamma
 
 N: parameters without the embedding (millions); S: optimizer steps; D = S x batch x window, the
-tokens trained on (millions); steps beyond EPOCH_CAP passes over the training text are not
-counted (repeats teach little and start to overfit). Its losses are tinyshakespeare nats/char: the
-``budget:`` line states one only for tinyshakespeare with the char tokenizer and only below uniform
-(ln V; the power law knows nothing of the vocabulary and, for few steps, runs past it); on other
-text only the order of the predictions is used, and the line says so. Probing goes from the cheapest shape up and stops after two
-in a row predict worse than the best (once the fixed defaults were seen) or after PROBE_CAP.
+tokens trained on (millions); in the prediction, steps beyond EPOCH_CAP passes over the training
+text are not counted (repeats teach little and start to overfit), but the run makes them all and
+the plan announces them (issue #24: announcing the capped count was 3-5x off on small corpora).
+Its losses are tinyshakespeare nats/char: the ``budget:`` line states one only for tinyshakespeare
+with the char tokenizer and only below uniform (ln V; the power law knows nothing of the vocabulary
+and, for few steps, runs past it); on other text only the order of the predictions is used, and
+the line says so. Probing goes from the cheapest shape up and stops after two in a row predict
+worse than the best (once the fixed defaults were seen) or after PROBE_CAP.
 Without --max-time (or with --no-budget) the fixed defaults stay, except the batch: larger on a
 GPU (DEVICE_BATCH), and halved until the run fits in memory when --batch-size is not given.
 """
@@ -37,6 +44,8 @@ from charrnn.settings import TRAIN, by_name, check_combination
 from charrnn.system import clock
 from charrnn.training import memory
 from charrnn.training import probe
+from charrnn.training.generalise import regularisers
+from charrnn.training.layout import Layout
 
 COMPUTE_MODEL = {"E": 0.027705, "A": 0.43062, "alpha": 0.2, "B": 12.524, "beta": 0.575, "C": 1.0039,
                  "gamma": 0.1}  # benchmarks/calibrate_budget.py, 2026-11-23 (docs/BENCHMARKS.md)
@@ -46,6 +55,8 @@ EVAL_SHARE = 0.05      # intermediate evaluations may take this share of the bud
 PROBE_CAP = (1.0, 30.0, 0.1)  # the probe stops starting shapes after max(1 s, min(30 s, 10% of the budget)):
                               # its time is the run's (--max-time counts from the start, system/clock.py)
 MAX_EVALS = 10
+MAX_EVALS_EPOCHS = 20  # a plan of more than EPOCHS_FINE epochs: finer evaluations (best.pt, the early stop)
+EPOCHS_FINE = 2.0
 SHAPE = ("layers", "hidden", "batch_size", "seq_len")
 CHOSEN = SHAPE + ("eval_every",)
 CANDIDATES = {  # (layers, hidden, batch, window), smallest first
@@ -66,18 +77,28 @@ def predict_loss(n_params: float, steps: float, tokens_per_step: float, k: dict 
 
 
 def plan_time(budget_s: float, step_s: float, eval_s: float, eval_every: int | None = None,
-              step_cap: float = math.inf) -> tuple[int, int, int]:
+              step_cap: float = math.inf, max_evals: int = MAX_EVALS) -> tuple[int, int, int]:
     """(steps, eval_every, intermediate evaluations) a budget buys; evaluations count against it
-    (the final one comes after). Without a given interval, evaluations take <= EVAL_SHARE of it."""
+    (the final one comes after). Without a given interval, evaluations take <= EVAL_SHARE of it.
+    ``step_cap``: --max-steps / --max-epochs, the limits that really end the run."""
     if eval_every is not None:
         steps = min(step_cap, budget_s / (step_s + eval_s / eval_every))
         return int(steps), eval_every, int(steps // eval_every)
-    n_evals = max(0, min(MAX_EVALS, int(EVAL_SHARE * budget_s / max(eval_s, 1e-9))))
+    n_evals = max(0, min(max_evals, int(EVAL_SHARE * budget_s / max(eval_s, 1e-9))))
     steps = min(step_cap, (budget_s - n_evals * eval_s) / step_s)
     default = by_name(TRAIN)["eval_every"].default
     every = _round_up(steps / (n_evals + 1), 50) if n_evals else _round_up(2 * steps + 1, 50)
     every = max(default, every)
     return int(steps), every, int(steps // every)
+
+
+def plan_option(budget_s: float, opt: dict, fig: dict, eval_every: int | None = None) -> tuple[int, int, int]:
+    """plan_time for one option: a plan of more than EPOCHS_FINE passes over the text evaluates up to
+    MAX_EVALS_EPOCHS times (finer for best.pt and the early stop; a small text's evaluations are cheap)."""
+    plan = plan_time(budget_s, fig["step_s"], fig["eval_s"], eval_every, opt["step_cap"])
+    if plan[0] / opt.get("per_epoch", math.inf) > EPOCHS_FINE:
+        plan = plan_time(budget_s, fig["step_s"], fig["eval_s"], eval_every, opt["step_cap"], MAX_EVALS_EPOCHS)
+    return plan
 
 
 def _round_up(x: float, to: int) -> int:
@@ -94,8 +115,9 @@ def choose(options: list[dict], speed, budget_s: float, eval_every: int | None =
     seen, best, worse = [], None, 0
     for opt in options:
         fig = speed(opt)
-        steps, every, n_evals = plan_time(budget_s, fig["step_s"], fig["eval_s"], eval_every, opt["step_cap"])
-        pred = predict_loss(opt["params"], steps, opt["batch_size"] * opt["seq_len"], k or COMPUTE_MODEL)
+        steps, every, n_evals = plan_option(budget_s, opt, fig, eval_every)
+        counted = min(steps, opt.get("epoch_cap", math.inf))  # repeats beyond EPOCH_CAP passes teach little
+        pred = predict_loss(opt["params"], counted, opt["batch_size"] * opt["seq_len"], k or COMPUTE_MODEL)
         row = {**opt, **fig, "steps": steps, "eval_every": every, "evals": n_evals, "predicted_loss": pred}
         seen.append(row)
         if best is None or pred < best["predicted_loss"]:
@@ -135,6 +157,7 @@ class Planner:
             self.given.add("hidden")  # tied weights need --emb equal to --hidden
         self.choose_settings, self.done, self.record = choose_settings, False, None
         self.eval_tok_s = None  # the probe's evaluation speed for the chosen shape (the trainer's EndOfRun)
+        self.reason = ""  # why the plan added regularisation (generalise.py), for the budget line
 
     def __call__(self, corpus, device, precision) -> None:
         if self.done:
@@ -179,6 +202,7 @@ class Planner:
     # -- the budget
     def _options(self) -> tuple[list[dict], dict]:
         cfg, n_train = self.cfg, len(self.corpus.train.ids)
+        self.layout = layout = Layout(self.corpus, cfg.records)
         defaults = {k: by_name(TRAIN)[k].default for k in SHAPE}
         ref = {k: (getattr(cfg, k) if k in self.given else defaults[k]) for k in SHAPE}
         shapes = [dict(zip(SHAPE, c)) for c in CANDIDATES.get(self.device.type, CANDIDATES["cpu"])]
@@ -191,19 +215,20 @@ class Planner:
             keys.add(key)
             trial = replace(cfg, **s)
             try:
-                check_fits(n_train, s["batch_size"], s["seq_len"])
+                if not cfg.records:
+                    check_fits(n_train, s["batch_size"], s["seq_len"])
                 check_combination(trial)
             except CharrnnError:
                 continue
             if not memory.fits(self.estimate(trial), self.available):
                 continue
             mc = ModelConfig.from_settings(trial, self.corpus.tokenizer.vocab_size)
-            per_epoch = ((n_train - s["seq_len"]) // s["batch_size"] - 1) // s["seq_len"]
-            cap = min(EPOCH_CAP * per_epoch, cfg.max_steps or math.inf,
-                      cfg.max_epochs * per_epoch if cfg.max_epochs else math.inf)
+            per_epoch = layout.windows_per_epoch(s["batch_size"], s["seq_len"])
+            cap = min(cfg.max_steps or math.inf, math.ceil(cfg.max_epochs * per_epoch) if cfg.max_epochs else math.inf)
             params = sizes.n_parameters(mc.vocab_size, mc.cell, mc.layers, mc.hidden, mc.emb, mc.head, mc.cutoffs,
                                          mc.tie_weights, mc.attention) - mc.vocab_size * mc.emb
-            options.append({**s, "params": params, "step_cap": cap, "_mc": mc})
+            options.append({**s, "params": params, "step_cap": cap, "epoch_cap": EPOCH_CAP * per_epoch,
+                            "per_epoch": per_epoch, "_mc": mc})
         options.sort(key=lambda o: o["params"] * o["batch_size"] * o["seq_len"])
         return options, ref
 
@@ -222,10 +247,15 @@ class Planner:
         hits = []
 
         def speed(o):
-            fig, hit = probe.probe(o["_mc"], o["batch_size"], o["seq_len"], streams, self.device, self.precision,
-                                   cache, deadline=t0 + cap)
-            hits.append(hit)
-            return {"step_s": fig["step_s"], "tok_s": fig["tok_s"], "eval_s": val / fig["eval_tok_s"]}
+            figs = []  # a step of each shape of the layout (one for plain text; records: a few windows)
+            for rows, width in self.layout.shapes(o["batch_size"], o["seq_len"]):
+                fig, hit = probe.probe(o["_mc"], rows, width, streams, self.device, self.precision,
+                                       cache, deadline=t0 + cap)
+                hits.append(hit)
+                figs.append(fig)
+            step_s = sum(f["step_s"] for f in figs) / len(figs)
+            return {"step_s": step_s, "tok_s": o["batch_size"] * o["seq_len"] / step_s,
+                    "eval_s": val / figs[0]["eval_tok_s"]}
 
         given_every = cfg.eval_every if "eval_every" in self.given else None
         lo, hi, share = PROBE_CAP
@@ -236,29 +266,52 @@ class Planner:
         finally:
             cache.save()
         left = max(cfg.max_time - clock.since_start(), share * cfg.max_time)  # after the probe: what is left
-        steps, every, n_evals = plan_time(left, best["step_s"], best["eval_s"], given_every, best["step_cap"])
-        best = {**best, "steps": steps, "eval_every": every, "evals": n_evals}
+        steps, every, n_evals = plan_option(left, best, best, given_every)
+        best = {**best, "steps": steps, "eval_every": every, "evals": n_evals, "epochs": steps / best["per_epoch"]}
         self.eval_tok_s = val / best["eval_s"] if best["eval_s"] > 0 else None
         for k in SHAPE:
             setattr(cfg, k, best[k])
         if given_every is None:
             cfg.eval_every = best["eval_every"]
+        chosen_reg, self.reason = self._regularise(best["epochs"])
         took = time.perf_counter() - t0
         reference = next((r for r in seen if _same(r, ref)), None)
         self.log(self._line(best, reference, took, all(hits), left))
-        rows = [{k: v for k, v in r.items() if k not in ("_mc", "step_cap")} for r in seen]
-        self.record = {"rule": "budget", "budget_s": cfg.max_time, "chosen": {k: getattr(cfg, k) for k in CHOSEN},
+        rows = [{k: v for k, v in (best if _same(r, best) else r).items() if k not in ("_mc", "step_cap", "epoch_cap")}
+                for r in seen]  # the chosen shape's row: its plan for the time left after the probe
+        self.record = {"rule": "budget", "budget_s": cfg.max_time,
+                       "chosen": {k: getattr(cfg, k) for k in CHOSEN + tuple(chosen_reg)},
+                       "planned_steps": steps, "planned_epochs": round(best["epochs"], 2),
                        "given": sorted(self.given & set(CHOSEN)), "machine": probe.machine_key(self.device,
                                                                                                self.precision),
                        "probe_s": round(took, 2), "probe_cached": all(hits), "candidates": rows,
                        "compute_model": COMPUTE_MODEL}
 
+    def _regularise(self, epochs: float) -> tuple[dict, str]:
+        """Set the regularisers the plan's epochs call for (generalise.py), but none the run's other
+        settings refuse (e.g. a cell without weight drop): (what was set, the reason for the line)."""
+        cfg, given = self.cfg, set(self.given)
+        default = by_name(TRAIN)["dropout"].default
+        while True:
+            chosen, reason = regularisers(epochs, given, default)
+            try:
+                check_combination(replace(cfg, **chosen))
+            except CharrnnError:
+                if not chosen:
+                    return {}, ""  # the settings given are the problem: the check after the plan names it
+                given.add(sorted(chosen)[-1])  # weight_drop first, then dropout
+                continue
+            for k, v in chosen.items():
+                setattr(cfg, k, v)
+            return chosen, reason
+
     def _line(self, best: dict, ref: dict | None, took: float, cached: bool, left: float) -> str:
         cfg = self.cfg
         how = "cached probe" if cached else f"probe {took:.1f}s"
+        reg = f"; {self.reason}" if self.reason else ""
         return (f"budget: {cfg.cell} {_shape_text(best)}, eval every {cfg.eval_every:,} steps ({how}: "
-                f"{best['tok_s'] / 1000:.1f}k tok/s, ~{best['steps']:,} steps in the {left:.0f}s left of "
-                f"{cfg.max_time:g}s; {self._prediction(best, ref)})")
+                f"{best['tok_s'] / 1000:.1f}k tok/s, ~{best['steps']:,} steps, ~{best['epochs']:.1f} epochs, in the "
+                f"{left:.0f}s left of {cfg.max_time:g}s{reg}; {self._prediction(best, ref)})")
 
     def _prediction(self, best: dict, ref: dict | None) -> str:
         """The compute model's figure where it means something (module docstring), else what it was used for."""

@@ -116,6 +116,10 @@ class Trainer(Validation):
         if stop:  # e.g. resuming a run that finished (or was killed just after its final save)
             self.log(f"nothing to train: the run already {stop}; give a larger limit to continue it")
             return self._summary(stop)
+        stop = self._early_stop()
+        if stop:  # resuming a run that stopped early: best.pt stays as it was
+            self.log(f"nothing to train: the run {stop}; give a larger --patience (0: never) to continue it")
+            return self._summary(stop)
         with self._stop_request.caught() as signals, self._progress_bar() as bar, self.watchers:
             self.model.train()
             self.elapsed += clock.since_start()  # start-up (imports, corpus, --max-time's probe) is run time too

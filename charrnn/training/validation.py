@@ -1,7 +1,8 @@
 """The trainer's validation: score the validation split (bounded by --eval-tokens and by what is left
-of --max-time), keep best.pt, write the val line, stop on --patience; at the end, best.pt scored on
-every token of the split (the run's one best validation figure, rundir.full_best). ``Validation`` is
-a part of ``Trainer`` (its attributes are the trainer's)."""
+of --max-time), keep best.pt, write the val line, stop early on --patience (settings.patience: on
+under --max-time, the rest of the budget left unspent); at the end, best.pt scored on every token
+of the split (the run's one best validation figure, rundir.full_best). ``Validation`` is a part of
+``Trainer`` (its attributes are the trainer's)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from charrnn.evaluation.evaluate import evaluate_split
 from charrnn.evaluation.records import evaluate_records
 from charrnn.model.checkpoint import load_checkpoint
+from charrnn.settings import patience
 from charrnn.system import rundir
 
 
@@ -24,8 +26,20 @@ class Validation:
         if bar.disable:
             self.log(f"step {self.step}: {self._val_label(m)} loss {m['loss']:.4f}, bpc {m['bpc']:.4f} "
                      f"({self.elapsed:.0f}s)")
-        if self.cfg.patience and self.bad_evals >= self.cfg.patience and not self._stop_reason():
-            return f"no val improvement in {self.cfg.patience} evaluations"
+        stop = self._early_stop()
+        if stop and not final and not self._stop_reason():
+            left = f"; {self.cfg.max_time - self.elapsed:.0f}s of --max-time {self.cfg.max_time:g}s left unspent" if (
+                self.cfg.max_time) else ""
+            self.log(f"early stop: no val improvement in {self.bad_evals} evaluations (best {self.best_val:.4f} at "
+                     f"step {self.best.get('step', 0):,}){left}; --patience 0 trains to the end")
+            return stop
+        return None
+
+    def _early_stop(self) -> str | None:
+        """The early stop's reason when --patience evaluations in a row did not improve (settings.patience)."""
+        n = patience(self.cfg)
+        if n and self.bad_evals >= n:
+            return f"stopped early: no val improvement in {n} evaluations"
         return None
 
     def evaluate(self, final: bool = False) -> dict:
