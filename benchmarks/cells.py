@@ -199,13 +199,14 @@ def quality(args) -> None:
             for p in procs:
                 out, _ = p.communicate()
                 results.append(json.loads(out.strip().splitlines()[-1]))
-    common = min(max((int(s) for s in r["curve"]), default=0) for r in results)
+    steps = set.intersection(*({int(s) for s in r["curve"]} for r in results))
+    common = max(steps, default=0)  # the last evaluation every row made (equal steps)
     ref = next((r for r in results if r["spec"] == "lstm"), results[0])
     print(f"\n| row | steps in {args.seconds:g} s | best val bits/char (best.pt, whole split) | vs {ref['spec']} (nats/char) | "
           f"val nats/char at step {common} (est.) |")
     print("|---|---:|---:|---:|---:|")
     for r in results:
-        at = r["curve"].get(str(common), r["curve"].get(common))
+        at = r["curve"].get(str(common))
         print(f"| {r['spec']} | {r['steps']:,} | {r['bpc']:.3f} | {r['loss'] - ref['loss']:+.3f} | "
               f"{at if at is None else f'{at:.3f}'} |", flush=True)
 

@@ -31,11 +31,13 @@ class Chooser:
         self.u = torch.empty(B, 1, dtype=torch.float64, device=dev)
         self.target = torch.empty(B, 1, dtype=torch.float64, device=dev)
         self.tok = torch.empty(B, 1, dtype=torch.long, device=dev)
+        self.temp = torch.tensor(self.temperature, dtype=logp.dtype, device=dev)  # a Python float operand is
+                                                                  # wrapped into a tensor on every call (same value)
 
     def weights(self, logp: torch.Tensor) -> torch.Tensor:
         """Unnormalised probabilities (B, V) after temperature, top-k and top-p (the largest is 1)."""
         torch.amax(logp, -1, keepdim=True, out=self.mx)
-        w = torch.sub(logp, self.mx, out=self.w).div_(self.temperature)
+        w = torch.sub(logp, self.mx, out=self.w).div_(self.temp)
         if 0 < self.top_k < w.shape[-1]:
             kth = torch.topk(w, self.top_k, dim=-1).values[:, -1:]
             w.masked_fill_(w < kth, -float("inf"))
@@ -54,7 +56,7 @@ class Chooser:
             self._alloc(logp)
         w = self.weights(logp)
         torch.cumsum(w, -1, dtype=torch.float64, out=self.cdf)
-        torch.rand(self.u.shape, generator=self.gen, dtype=torch.float64, device=self.u.device, out=self.u)
+        self.u.uniform_(generator=self.gen)  # = torch.rand(..., out=u): the same draws, without the out= checks
         torch.mul(self.u, self.cdf[:, -1:], out=self.target)
         # the first token whose cumulative weight exceeds the target (zero-weight tokens never are)
         return torch.searchsorted(self.cdf, self.target, right=True, out=self.tok).clamp_(max=w.shape[-1] - 1).view(-1)
