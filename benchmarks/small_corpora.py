@@ -30,13 +30,15 @@ import datetime
 import glob
 import json
 import os
-import platform
 import random
 import re
 import subprocess
 import sys
 import sysconfig
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from charrnn.system.device import cpu_model  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared", "corpora")
@@ -46,14 +48,6 @@ RECORDS = {"words": "\\n"}
 FIT_STRENGTHS = (0.0, 0.2, 0.4)  # --fit: --weight-drop s and --dropout max(0.1, s)
 FIT_SHAPE = ["--layers", "2", "--hidden", "128", "--batch-size", "16", "--seq-len", "64", "--eval-every", "50"]
 # --fit: step budgets, not seconds (a busy machine moves no point), with the shape the budget picks here
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def _read(path: str) -> str:
