@@ -45,9 +45,7 @@ def encode_records_corpus(src, val_src, kind: str, vocab_size: int, val_frac: fl
         _encode_regions(src, bounds, tok, w, stats, feed)
         if val_src:
             _encode_regions(val_src, [(0, 0), (0, lengths[1]), (0, 0)], tok, w, stats, feed)
-        feed.flush(w, stats)
-        _check_splits(stats, w)
-        return tok, stats, w, {s: np.concatenate(feed.starts[s] or [np.zeros(0, np.int64)]) for s in SPLITS}
+        return _finish(tok, feed, w, stats)
     except BaseException:
         w.abort()
         raise
@@ -69,12 +67,17 @@ def encode_byte_records(src, val_src, val_frac: float, test_frac: float, sep: st
         if val_src:
             decoders["val"] = codecs.getincrementaldecoder("utf-8")("replace")  # the val file is read on its own
             _byte_record_regions(val_src, [(0, 0), (0, val_src.size), (0, 0)], w, stats, feed, decoders)
-        feed.flush(w, stats)
-        _check_splits(stats, w)
-        return tok, stats, w, {s: np.concatenate(feed.starts[s] or [np.zeros(0, np.int64)]) for s in SPLITS}
+        return _finish(tok, feed, w, stats)
     except BaseException:
         w.abort()
         raise
+
+
+def _finish(tok, feed, w, stats):
+    """The last record flushed and the splits checked: (tokenizer, stats, writer, each split's record starts)."""
+    feed.flush(w, stats)
+    _check_splits(stats, w)
+    return tok, stats, w, {s: np.concatenate(feed.starts[s] or [np.zeros(0, np.int64)]) for s in SPLITS}
 
 
 def _byte_record_regions(src, bounds, w, stats, feed, decoders) -> None:
