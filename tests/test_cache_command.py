@@ -42,16 +42,39 @@ def test_cache_refuses_contradictions(tmp_path, cli):
     assert r.code != 0 and r.err.count("\n") == 1 and "--clear and --prune" in r.err
 
 
-def test_eval_tokens_bounds_periodic_evaluations_and_the_final_one_scores_all(tmp_path, one_thread):
+def test_eval_tokens_bounds_evaluations_and_best_pt_is_scored_on_all(tmp_path, one_thread):
     corpus, ckdir = train_tiny(tmp_path, "tiny", "--max-steps", "40", "--eval-tokens", "64", "--val-frac", "0.2")
     lines = [json.loads(x) for x in (ckdir / "tiny" / "metrics.jsonl").read_text().splitlines()]
     vals = [x for x in lines if x["split"] == "val"]
     periodic, last, final = vals[:-2], vals[-2], vals[-1]
     c = load_corpus(str(corpus), val_frac=0.2, cache_dir=str(ckdir / ".cache"))
     assert len(periodic) == 1 and all(v["tokens"] <= 64 and "scope" not in v for v in periodic)
-    assert last["step"] == 40 and last["tokens"] == len(c.val.ids) - 1  # the last evaluation: the whole split
+    # the last evaluation scores the periodic ones' tokens, so best.pt is chosen like with like
+    assert last["step"] == 40 and last["tokens"] == periodic[0]["tokens"] and "scope" not in last
     assert final["scope"] == "all" and final["tokens"] == len(c.val.ids) - 1
     best = min(periodic + [last], key=lambda v: v["loss"])
-    assert final["step"] == best["step"]  # best.pt, on the whole split (scored again only when it is older)
+    assert final["step"] == best["step"]  # best.pt, then scored on the whole split
     assert isinstance(c.train.ids, np.memmap)
     assert os.path.exists(ckdir / ".cache" / c.digest / "meta.pt")
+
+
+def test_an_evaluation_on_fewer_tokens_neither_replaces_best_pt_nor_counts(tmp_path, one_thread, monkeypatch):
+    """An evaluation --max-time cut short scores other tokens than best.pt's: its figure, however low, is
+    not compared with best.pt's (like with like), and it does not count towards the early stop."""
+    from charrnn.training import validation
+
+    real, calls = validation.evaluate_split, []
+
+    def fake(*args, **kw):  # the real figures, except that the third evaluation scored half the tokens
+        m = real(*args, **kw)
+        calls.append(m)
+        return {**m, "loss": 0.01, "tokens": m["tokens"] // 2} if len(calls) == 3 else m
+
+    monkeypatch.setattr(validation, "evaluate_split", fake)
+    _, ckdir = train_tiny(tmp_path, "tiny", "--max-steps", "30", "--eval-every", "10", "--eval-tokens", "64",
+                          "--val-frac", "0.2", "--patience", "1")
+    vals = [json.loads(x) for x in (ckdir / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    vals = [v for v in vals if v["split"] == "val"]
+    assert [v["step"] for v in vals[:3]] == [10, 20, 30] and vals[2]["loss"] == 0.01
+    first_two = min(vals[:2], key=lambda v: v["loss"])
+    assert vals[-1]["scope"] == "all" and vals[-1]["step"] == first_two["step"]  # best.pt: not step 30's

@@ -82,8 +82,9 @@ TRAIN = grouped(
     "output",
     S("eval_every", default=200, help="Evaluate on the validation split (--eval-tokens of it) every N steps.",
       resumable=True, **POS),
-    S("eval_tokens", int, 131072, "Periodic evaluations score this many tokens of the validation split, the same "
-      "ones each time, spread over it (0: all); the run's final evaluation and `charrnn eval` score every token.",
+    S("eval_tokens", int, 131072, "Evaluations score this many tokens of the validation split, the same ones "
+      "each time, spread over it (0: all), so best.pt is chosen like with like; at the end best.pt is scored on "
+      "every token, as `charrnn eval` does.",
       min=0, resumable=True, metavar="N"),
     S("save_every", default=200, help="Write last.pt every N steps (also at the end and on Ctrl-C).",
       resumable=True, **POS),

@@ -19,10 +19,10 @@ from charrnn.system import rundir
 
 class Validation:
     def _evaluate_and_track(self, bar, final: bool = False) -> str | None:
-        """Validate, keep best.pt, write the val line; a stop reason when patience runs out. The final
-        evaluation scores the whole split when it fits (then, when it is the best, it is the run's figure
-        at once: no second pass over best.pt)."""
-        m = self.evaluate(final)
+        """Validate, keep best.pt, write the val line; a stop reason when patience runs out. The last
+        evaluation scores the same tokens as the periodic ones (so best.pt is chosen like with like);
+        then best.pt alone is scored on the whole split (_score_best_in_full)."""
+        m = self.evaluate()
         if bar.disable:
             self.log(f"step {self.step}: {self._val_label(m)} loss {m['loss']:.4f}, bpc {m['bpc']:.4f} "
                      f"({self.elapsed:.0f}s)")
@@ -42,23 +42,19 @@ class Validation:
             return f"stopped early: no val improvement in {n} evaluations"
         return None
 
-    def evaluate(self, final: bool = False) -> dict:
+    def evaluate(self) -> dict:
         """Score the validation split (its time counts towards --max-time), keep best.pt, log the line;
         with --ema the averaged weights are scored and saved as best.pt."""
         with self.ema.applied(self.model) if self.ema else contextlib.nullcontext():
-            return self._evaluate(final)
+            return self._evaluate()
 
-    def _evaluate(self, final: bool = False) -> dict:
+    def _evaluate(self) -> dict:
         self._check_nonfinite()
         c, t0 = self.corpus, time.perf_counter()
         args = (self.device, self.precision, self.progress_bar, "val")
-        whole = len(c.val.ids) - 1
+        wanted = min(self.cfg.eval_tokens or len(c.val.ids), len(c.val.ids) - 1)
         after = 2 * self._end.save_s
-        if final and self._end.fit_tokens(self.elapsed, whole, after=after) is None:
-            limit = None  # the last evaluation: the whole split when it fits
-        else:
-            wanted = min(self.cfg.eval_tokens or len(c.val.ids), whole)
-            limit = self._end.fit_tokens(self.elapsed, wanted, after=after) or self.cfg.eval_tokens or None
+        limit = self._end.fit_tokens(self.elapsed, wanted, after=after) or self.cfg.eval_tokens or None
         deadline = t0 + self.cfg.max_time - self.elapsed - 2 * self._end.save_s if self.cfg.max_time else None
         m = (evaluate_records(self.model, self.tok, c.val, c.records, *args) if c.records else
              evaluate_split(self.model, self.tok, c.val.ids, c.val.n_chars, c.val.n_bytes, *args,
@@ -71,11 +67,14 @@ class Validation:
         rec = {"step": self.step, "split": "val", **m,  # unrounded: best figures print alike everywhere
                "elapsed": round(self.elapsed, 2)}
         self.dist.write(rundir.append_metrics, self.run_dir, rec)
-        if m["loss"] < self.best_val:
+        # like with like: an evaluation --max-time cut short scored fewer (other) tokens than best.pt's did,
+        # so it neither replaces best.pt nor counts against the early stop
+        cut = m.get("tokens", 0) < self.best.get("tokens", 0)
+        if not cut and m["loss"] < self.best_val:
             self.best_val, self.bad_evals = m["loss"], 0
             self.best = {**m, "step": self.step}
             self.save(rundir.BEST)
-        else:
+        elif not cut:
             self.bad_evals += 1
         self.watchers.on_eval(rec)
         if self.on_eval:
@@ -86,11 +85,6 @@ class Validation:
         """--eval-tokens bounded the evaluations: best.pt is scored on every token of the validation split."""
         c, limit = self.corpus, self.cfg.eval_tokens
         if c.records or not limit or len(c.val.ids) - 1 <= limit or not self.best:
-            return
-        if self.best.get("tokens", 0) >= len(c.val.ids) - 1:  # the last evaluation, the best, scored it whole
-            self.best = {**self.best, "scope": "all"}
-            self.dist.write(rundir.append_metrics, self.run_dir, {**self.best, "split": "val",
-                                                                  "elapsed": round(self.elapsed, 2)})
             return
         if self._end.fit_tokens(self.elapsed + self._end.save_s, len(c.val.ids) - 1) is not None:  # --max-time
             self.log(f"best.pt was scored on {self.best.get('tokens', limit):,} of the {len(c.val.ids) - 1:,} "
