@@ -273,3 +273,20 @@ def test_both_tanh_forms_step_like_the_fused_lstm_and_the_runner_like_the_steppe
             torch.testing.assert_close(logp, torch.log_softmax(want[:, t], -1), atol=1e-5, rtol=1e-5)
             # the Runner runs the very same ops in place: equal to the bit
             assert torch.equal(runner(ids[:, t]), logp)
+
+
+@pytest.mark.parametrize("second_cost, chosen", [(0.99, "plain"), (0.9, "other")])
+def test_another_kernel_must_beat_the_plain_one_by_the_margin(monkeypatch, second_cost, chosen):
+    """A candidate 1% faster than the first (the plain one) is within timing noise and is not chosen
+    (its choice would be cached for good); 10% faster is (kernels.MARGIN = 3%). A fake clock: each call
+    advances it by its cost, so the timings are exact."""
+    clock = [0.0]
+    monkeypatch.setattr(kernels.time, "perf_counter", lambda: clock[0])
+
+    def cost(c):
+        def call():
+            clock[0] += c * 1e-4
+        return call
+
+    assert kernels.MARGIN == 0.03
+    assert kernels.fastest({"plain": cost(1.0), "other": cost(second_cost)}) == chosen

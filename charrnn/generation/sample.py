@@ -89,6 +89,15 @@ def sample_options(options: dict) -> dict:
     return {**defaults(SAMPLE), **check_values(SAMPLE, options, "sampling option")}
 
 
+def chosen_logprobs(logp: torch.Tensor, ids: list) -> list:
+    """Each row's log-probability of its chosen token, as Python floats (read from the CPU buffer
+    directly: no tensor op per step)."""
+    if logp.device.type == "cpu":
+        rows = logp.numpy()
+        return [float(rows[r, t]) for r, t in enumerate(ids)]
+    return logp.gather(1, torch.tensor(ids, device=logp.device).view(-1, 1)).view(-1).tolist()
+
+
 def make_generator(seed: int | None, device) -> torch.Generator:
     gen = torch.Generator(device=device)
     if seed is not None:
@@ -154,8 +163,8 @@ class Job:
 
     def _steps(self, context, gen, echo, live: bool = True) -> Iterator[list]:
         """The events of each step, as one list; ``live=False``: only the finished samples matter.
-        (No autograd anywhere: the Runner and Chooser work on tensors that need no gradient, so no
-        no_grad context is entered and left at every yield.)"""
+        (Each step runs under torch.inference_mode, entered and left inside the step, so a caller's
+        code between two yields never runs in it.)"""
         o, model = self.opts, self.model
         model.eval()
         with torch.no_grad():
@@ -179,27 +188,30 @@ class Job:
         if self.prime_text and echo:
             yield [(i, self.prime_text) for i in rows]
         for _ in range(o["length"]):
-            nxt = pick(logp)
-            if self.rules.line_starts:
-                forced = [(r, t.forced[0]) for r, t in enumerate(trackers) if t.forced]
-                if forced:
-                    where, what = zip(*forced)
-                    nxt[list(where)] = torch.tensor(what, device=nxt.device)
-            ids, lps = nxt.tolist(), logp.gather(1, nxt.view(-1, 1)).view(-1).tolist()
-            out = [(i, text) for i, t, tok, lp in zip(rows, trackers, ids, lps) if (text := t.feed(tok, lp))]
-            logp = run(nxt)
-            self._last = (run, logp)
-            if any(t.done for t in trackers):
-                keep = [r for r, t in enumerate(trackers) if not t.done]
-                out += [self.result(rows[r], t) for r, t in enumerate(trackers) if t.done]
-                if not keep:
-                    yield out
-                    return
-                index = torch.tensor(keep, device=self.device)
-                run.select(index)
-                logp = logp.index_select(0, index)
-                rows, trackers = [rows[r] for r in keep], [trackers[r] for r in keep]
+            with torch.inference_mode():  # per step (never across a yield): torch's cheapest dispatch
+                nxt = pick(logp)
+                if self.rules.line_starts:
+                    forced = [(r, t.forced[0]) for r, t in enumerate(trackers) if t.forced]
+                    if forced:
+                        where, what = zip(*forced)
+                        nxt[list(where)] = torch.tensor(what, device=nxt.device)
+                ids = nxt.tolist()
+                out = [(i, text) for i, t, tok, lp in zip(rows, trackers, ids, chosen_logprobs(logp, ids))
+                       if (text := t.feed(tok, lp))]
+                logp = run(nxt)
+                self._last = (run, logp)
+                keep = None
+                if any(t.done for t in trackers):
+                    keep = [r for r, t in enumerate(trackers) if not t.done]
+                    out += [self.result(rows[r], t) for r, t in enumerate(trackers) if t.done]
+                    if keep:
+                        index = torch.tensor(keep, device=self.device)
+                        run.select(index)
+                        logp = logp.index_select(0, index)
+                        rows, trackers = [rows[r] for r in keep], [trackers[r] for r in keep]
             yield out
+            if keep == []:
+                return
         out = []
         for i, t in zip(rows, trackers):
             text = t.finish("length")
@@ -212,11 +224,12 @@ class Job:
         o, n = self.opts, logp.shape[0]
         ids = torch.empty(o["length"], n, dtype=torch.long, device=self.device)
         total = torch.zeros(n, dtype=torch.float64, device=self.device)  # summed in order, as a Tracker sums
-        for t in range(o["length"]):
-            nxt = ids[t] = pick(logp)
-            total += logp.gather(1, nxt.view(-1, 1)).view(-1)
-            logp = run(nxt)
-            self._last = (run, logp)
+        with torch.inference_mode():
+            for t in range(o["length"]):
+                nxt = ids[t] = pick(logp)
+                total += logp.gather(1, nxt.view(-1, 1)).view(-1)
+                logp = run(nxt)
+                self._last = (run, logp)
         out = []
         for i, (row, lp) in enumerate(zip(ids.t().tolist(), total.tolist()), 1):
             t = self.tracker()
