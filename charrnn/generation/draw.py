@@ -31,6 +31,7 @@ class Chooser:
         self.u = torch.empty(B, 1, dtype=torch.float64, device=dev)
         self.target = torch.empty(B, 1, dtype=torch.float64, device=dev)
         self.tok = torch.empty(B, 1, dtype=torch.long, device=dev)
+        self.total, self.flat = self.cdf[:, -1:], self.tok.view(-1)  # views made once, not per token
         self.temp = torch.tensor(self.temperature, dtype=logp.dtype, device=dev)  # a Python float operand is
                                                                   # wrapped into a tensor on every call (same value)
 
@@ -57,9 +58,10 @@ class Chooser:
         w = self.weights(logp)
         torch.cumsum(w, -1, dtype=torch.float64, out=self.cdf)
         self.u.uniform_(generator=self.gen)  # = torch.rand(..., out=u): the same draws, without the out= checks
-        torch.mul(self.u, self.cdf[:, -1:], out=self.target)
+        torch.mul(self.u, self.total, out=self.target)
         # the first token whose cumulative weight exceeds the target (zero-weight tokens never are)
-        return torch.searchsorted(self.cdf, self.target, right=True, out=self.tok).clamp_(max=w.shape[-1] - 1).view(-1)
+        torch.searchsorted(self.cdf, self.target, right=True, out=self.tok).clamp_(max=w.shape[-1] - 1)
+        return self.flat
 
 
 def choose(logp: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0,
