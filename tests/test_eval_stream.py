@@ -118,6 +118,8 @@ def test_score_file_streams_and_gives_the_in_memory_records(kind, toks, tmp_path
     with pytest.raises(CharrnnError, match="read once"):  # its files are gone
         list(got)
     assert max(small_buffers) < len(tok.encode(text)) // 4  # read a piece at a time, never the whole
+    if kind != "bpe":  # even the line longer than a piece: read in parts of at most two chunks (pieces.py)
+        assert max(small_buffers) <= 2 * PIECE * (4 if kind == "byte" else 1)
 
 
 @pytest.mark.parametrize("kind", ["char", "bpe"])

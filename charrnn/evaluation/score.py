@@ -25,6 +25,7 @@ from charrnn.data.store import IdFile
 from charrnn.data.text import Source, codepoints, refuse_blank
 from charrnn.errors import CharrnnError
 from charrnn.evaluation.evaluate import EVAL_WINDOW, first_token_size, token_nlls
+from charrnn.evaluation.pieces import Joiner, line_pieces, lines_ended
 from charrnn.system.device import autocast
 from charrnn.system.progress import progress_bar
 
@@ -49,8 +50,8 @@ def score_lines(model, tok, text: str, device: torch.device, precision: str = "f
 
 class LineScores:
     """The records of ``score_lines``, one line after another, for a text (``text=``) or a file (``path=``)
-    of any size: memory holds a piece of SCORE_PIECE characters (and the line that crosses it), never the
-    whole text or its ids. Made in three passes: the text is encoded piece by piece (pieces end after a
+    of any size: memory holds a piece of SCORE_PIECE characters (with the line that crosses it, cut into
+    parts where that changes nothing: pieces.py), never the whole text or its ids. Made in three passes: the text is encoded piece by piece (pieces end after a
     newline, and tokens never straddle lines, so this equals encoding it whole) into an unnamed id file
     (store.IdFile); in the continuous mode the model reads those ids as eval does (evaluate.token_nlls,
     its streams warmed before their cuts) and each token's nll goes to an unnamed float32 file; then,
@@ -79,7 +80,8 @@ class LineScores:
         return self.lines
 
     def _pieces(self):
-        return _line_pieces(self._chunks())
+        """(piece, continues): see pieces.py; a long line is cut where that changes nothing."""
+        return line_pieces(self._chunks(), cut_lines=not self.independent and self.tok.kind in ("char", "byte"))
 
     def _chunks(self):
         if self.text is not None:
@@ -89,11 +91,11 @@ class LineScores:
     def _encode(self) -> None:
         """First pass: every piece's ids into the id file, the tokens of each piece, the lines."""
         self.counts, self.lines, nonspace = [], 0, False
-        for text in self._pieces():
+        for text, continues in self._pieces():
             try:
                 _, line_of, _, scored, _ = _prep(self.tok, text, self.skip_unknown)
             except CharrnnError:  # name every unknown character of the text, as encoding it whole does
-                self.tok.encode("".join(c for t in self._pieces() for c in self.tok.unknown_chars(t)),
+                self.tok.encode("".join(c for t, _ in self._pieces() for c in self.tok.unknown_chars(t)),
                                 hint="pass --skip-unknown to drop them")
                 raise
             ids = self.tok.encode(scored) if scored else np.zeros(0, np.int32)
@@ -102,7 +104,7 @@ class LineScores:
                                    "cannot place tokens on lines")
             self.ids.append(ids)
             self.counts.append(len(ids))
-            self.lines += int(line_of[-1]) + 1
+            self.lines += lines_ended(text, continues)
             nonspace = nonspace or not text.isspace()
         if self.path is not None and self.tok.kind != "byte" and not nonspace:
             refuse_blank(self.path, self.what)
@@ -129,12 +131,26 @@ class LineScores:
             bar = progress_bar(total=len(self.ids), desc="score", unit="tok", unit_scale=True, leave=False,
                                dynamic_ncols=True, disable=not (self.progress and len(self.ids) >= 4 * EVAL_WINDOW))
         try:
-            line0, t0 = 0, 0
-            for text, k in zip(self._pieces(), self.counts):
+            line0, t0, held = 0, 0, None  # held: the parts of a line cut into pieces so far (Joiner)
+            for (text, continues), k in zip(self._pieces(), self.counts):
                 ids = self.ids.read(t0, t0 + k)
                 nll = self._read_nll(t0, k)
-                yield from _piece_records(self, text, ids, nll, line0, t0 == 0, bar)
-                line0, t0 = line0 + text.count("\n") + (not text.endswith("\n")), t0 + k
+                last = None
+                carry = held.rec["nll"] if held is not None else None
+                for r in _piece_records(self, text, ids, nll, line0, t0 == 0, bar, carry):
+                    if held is not None:  # the first record of a piece continues the held line
+                        held.add(r)
+                        r, held = held, None
+                    if last is not None:
+                        yield Joiner.whole(last)
+                    last = r
+                if continues:
+                    held = last if isinstance(last, Joiner) else Joiner(last)
+                elif last is not None:
+                    yield Joiner.whole(last)
+                line0, t0 = line0 + lines_ended(text, continues), t0 + k
+            if held is not None:
+                yield held.record()
         finally:
             if bar is not None:
                 bar.close()
@@ -170,21 +186,6 @@ def _file_chunks(tok, path: str, what: str):
                                "(e.g. iconv -t utf-8)") from None
 
 
-def _line_pieces(chunks):
-    """The text in pieces that each end after a newline (the last one where the text ends): no line is
-    cut, and a line longer than a chunk is one piece."""
-    held = []
-    for chunk in chunks:
-        cut = chunk.rfind("\n") + 1
-        if not cut:
-            held.append(chunk)
-            continue
-        yield "".join(held) + chunk[:cut]
-        held = [chunk[cut:]] if cut < len(chunk) else []
-    if held and (rest := "".join(held)):
-        yield rest
-
-
 def _prep(tok, text: str, skip_unknown: bool):
     """A piece's code points, the line of each, the mask of the characters scored (None: all), the
     scored text and the line of each of its characters."""
@@ -196,9 +197,10 @@ def _prep(tok, text: str, skip_unknown: bool):
     return cps, line_of, keep, scored, line_of if keep is None else line_of[keep]
 
 
-def _piece_records(job, text: str, ids, nll, line0: int, first: bool, bar):
+def _piece_records(job, text: str, ids, nll, line0: int, first: bool, bar, carry: float | None = None):
     """The records of a piece's lines (numbered from line0 + 1); ``first``: it holds the text's first
-    token (if any), which nothing predicts."""
+    token (if any), which nothing predicts; ``carry``: the nll of the line's parts in earlier pieces, summed
+    before this piece's tokens (the same order as the line's tokens summed whole)."""
     tok = job.tok
     _, line_of, keep, scored, char_line = _prep(tok, text, job.skip_unknown)
     n_lines = int(line_of[-1]) + 1
@@ -209,7 +211,10 @@ def _piece_records(job, text: str, ids, nll, line0: int, first: bool, bar):
     chars = np.bincount(char_line, minlength=n_lines)
     if not job.independent and first and len(ids):
         chars[tok_line[0]] -= first_token_size(tok, ids)[0]
-    line_nll = np.bincount(tok_line, weights=np.nan_to_num(nll), minlength=n_lines)
+    bins, weights = tok_line, np.nan_to_num(nll)
+    if carry is not None:
+        bins, weights = np.concatenate([[0], tok_line]), np.concatenate([[carry], weights])
+    line_nll = np.bincount(bins, weights=weights, minlength=n_lines)
     starts = np.searchsorted(char_line, np.arange(n_lines + 1))
     if job.per_char:  # JSON-ready: 3 decimals, None where nothing predicts the character
         bits = _char_bits(nll / LN2, n_done, len(scored))
