@@ -3,15 +3,16 @@
 A sampling step is one product per layer (and one for a full softmax head) of a few rows. Which kernel
 multiplies them fastest depends on the CPU, the instruction sets torch and oneDNN may use, the threads,
 the torch version, the shape and the number of rows: oneDNN's packed weights win on some CPUs and
-batches, plain BLAS ``addmm`` on others, BLAS's matrix-vector ``addmv`` for one stream (5-10% faster than
-``addmm`` for one row on the CPUs measured), and the weight layout matters. So the candidates are timed
-on the model's shapes and row count (interleaved rounds, the fastest of each counts: a shared machine
-only ever slows a call down; ~0.1 s for a 64-row 2x512 LSTM) and the fastest is used: for sampling's loop
-one kernel for the whole step (``choose_together``: every layer's weights read in turn, as in the loop),
-elsewhere per product. The choice is kept per machine (``machine_id``), shape and row count (rounded up
-to a power of two) in ``checkpoints/.cache/kernels.json`` (atomic JSON; delete it to time again) and in
-memory. A candidate that fails, or whose result disagrees with ``addmm`` on the probe, is not chosen; one
-that fails later falls back to ``addmm``.
+batches, plain BLAS ``addmm`` on others, BLAS's matrix-vector ``addmv`` for one stream (faster than
+``addmm`` here on one product whose weights stay in cache, slower in the whole step, where they do not),
+and the weight layout matters. So the candidates are timed on the model's shapes and row count
+(interleaved rounds, the fastest of each counts: a shared machine only ever slows a call down; ~0.1 s for
+a 64-row 2x512 LSTM) and the fastest is used: for sampling's loop one kernel for the whole step
+(``choose_together``: every layer's weights read in turn, as in the loop), elsewhere per product. The
+choice is kept per machine (``machine_id``), shape and row count (rounded up to a power of two) in
+``checkpoints/.cache/kernels.json`` (atomic JSON; delete it to time again) and in memory. A candidate
+that fails, or whose result disagrees with ``addmm`` on the probe, is not chosen; one that fails later
+falls back to ``addmm``.
 
 fp32 candidates give the same products up to float rounding (summation order), so a seed gives
 the same samples whichever wins (tests/test_kernels.py shows the bound). bf16 candidates (only with
@@ -146,8 +147,8 @@ class Product:
             return self._act(torch.addmm(self.b, x, lay.t(), out=out))
         if name == "addmm_new":  # the same product; torch's out= variant is slower for some shapes
             return self._act(torch.addmm(self.b, x, lay))
-        if name == "addmv":  # one row: BLAS's matrix-vector product (5-10% faster than addmm's for one row on
-            if x.shape[0] == 1:  # the CPUs measured); more rows: addmm on the same layout
+        if name == "addmv":  # one row: BLAS's matrix-vector product; more rows: addmm on the same layout
+            if x.shape[0] == 1:
                 torch.addmv(self.b, lay, x.view(-1), out=out.view(-1))
                 return self._act(out)
             return self._act(torch.addmm(self.b, x, lay.t(), out=out))
