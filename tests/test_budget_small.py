@@ -107,7 +107,20 @@ def test_a_records_plan_times_the_record_windows_and_states_its_epochs(words, tm
     assert f"~{choice['planned_epochs']:.1f} epochs" in line
 
 
-def test_many_epochs_add_regularisation_and_the_line_says_why(tiny_corpus, tmp_path, fake_probe, cli):
+def test_many_epochs_add_no_regularisation_by_default(tiny_corpus, tmp_path, fake_probe, cli):
+    """generalise.GENERALISE is off: a plan of hundreds of epochs keeps the default regularisers."""
+    r = cli("train", tiny_corpus, "--checkpoint-dir", tmp_path / "ck", "--max-time", 1, "--emb", 8,
+            "--precision", "fp32")
+    assert r.code == 0, r.err
+    cfg = json.loads((tmp_path / "ck" / "tiny" / "config.json").read_text())
+    assert cfg["budget_choice"]["planned_epochs"] > 100 and generalise.FITTED["on"] is True
+    assert cfg["weight_drop"] == 0 and cfg["dropout"] == 0.1
+    assert "against overfitting" not in r.err
+
+
+def test_many_epochs_add_regularisation_and_the_line_says_why(tiny_corpus, tmp_path, fake_probe, cli, monkeypatch):
+    """With the fitted rule switched on, the plan sets its strength and the budget line says why."""
+    monkeypatch.setitem(generalise.GENERALISE, "on", True)
     r = cli("train", tiny_corpus, "--checkpoint-dir", tmp_path / "ck", "--max-time", 1, "--emb", 8,
             "--precision", "fp32")
     assert r.code == 0, r.err
@@ -125,12 +138,13 @@ def test_many_epochs_add_regularisation_and_the_line_says_why(tiny_corpus, tmp_p
 
 
 def test_the_strength_grows_with_epochs_and_is_zero_for_a_large_corpus():
-    k = generalise.GENERALISE
-    assert generalise.strength(0.5) == 0 and generalise.strength(k["E0"]) == 0
-    assert 0 < generalise.strength(2 * k["E0"]) < generalise.strength(4 * k["E0"]) <= k["S_MAX"]
-    assert generalise.strength(1e9) == k["S_MAX"]
-    assert generalise.regularisers(0.5, set(), 0.1) == ({}, "")
-    chosen, why = generalise.regularisers(1e9, {"dropout", "weight_drop"}, 0.1)
+    k = generalise.FITTED
+    assert generalise.strength(0.5, k) == 0 and generalise.strength(k["E0"], k) == 0
+    assert 0 < generalise.strength(2 * k["E0"], k) < generalise.strength(4 * k["E0"], k) <= k["S_MAX"]
+    assert generalise.strength(1e9, k) == k["S_MAX"]
+    assert generalise.strength(1e9) == 0  # what plans use: off
+    assert generalise.regularisers(0.5, set(), 0.1, k) == ({}, "")
+    chosen, why = generalise.regularisers(1e9, {"dropout", "weight_drop"}, 0.1, k)
     assert chosen == {} and why == ""
 
 
@@ -182,6 +196,7 @@ def test_a_regulariser_the_run_refuses_is_left_out(monkeypatch):
             raise CharrnnError("this cell has no weight drop")
 
     monkeypatch.setattr(budget, "check_combination", check)
+    monkeypatch.setitem(generalise.GENERALISE, "on", True)
     cfg = make_config(max_time=60)
     planner = budget.Planner(cfg, set(), log=lambda m: None)
     chosen, why = planner._regularise(1e6)

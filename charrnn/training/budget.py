@@ -8,9 +8,9 @@ hidden size, batch, window, evaluation interval) are chosen for this machine and
      step being a window of the layout the run will use (layout.py: with --records, the packed record
      windows, timed at their own shapes), and S / (windows per epoch) passes over the text;
   4. the compute model predicts each shape's loss after S steps; the lowest prediction wins;
-  5. the passes the plan implies set the regularisation (generalise.py: dropout and weight drop when
-     a small corpus would be read many times), and under --max-time the run stops early when
-     validation stops improving (--patience, validation.py).
+  5. the passes the plan implies may set the regularisation (generalise.py: dropout and weight drop for
+     a small corpus read many times; off, as epochs alone did not predict overfitting), and under
+     --max-time the run stops early when validation stops improving (--patience, validation.py).
 
 The compute model, fitted by benchmarks/calibrate_budget.py (table and constants in docs/BENCHMARKS.md):
 
