@@ -38,6 +38,7 @@ import sysconfig
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from charrnn.system import rundir  # noqa: E402
 from charrnn.system.device import cpu_model  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,9 +110,10 @@ def export_today(work: str, ref: str) -> str:
 def run(work: str, code: str, corpus: str, name: str, label: str, seconds: float, flags: list[str]) -> dict:
     ck = os.path.join(work, "runs", label)
     done = os.path.join(ck, "done.json")
-    if os.path.exists(done):
-        with open(done) as f:
-            return json.load(f)
+    if os.path.exists(done):  # finished: summarised again from its files (the reading may have changed)
+        with open(done) as f, open(os.path.join(ck, "stderr.txt")) as e:
+            kept = json.load(f)
+            return {**kept, **summarise(os.path.join(ck, "run"), e.read())}
     os.makedirs(ck, exist_ok=True)
     rec = RECORDS.get(name)
     limit = ["--max-time", str(seconds)] if seconds else []  # --fit: --max-steps in the flags
@@ -136,9 +138,8 @@ def summarise(run_dir: str, err: str) -> dict:
     line = next((x for x in err.splitlines() if x.startswith("budget: ")), "")
     num = lambda pat: (float(m.group(1).replace(",", "")) if (m := re.search(pat, line)) else None)  # noqa: E731
     metrics = [json.loads(x) for x in open(os.path.join(run_dir, "metrics.jsonl"))]
+    best = rundir.best_from_metrics(run_dir, metrics)  # best.pt's figure, as train, runs and inspect show it
     val = [m for m in metrics if m.get("split") == "val"]
-    full = [m for m in val if m.get("scope") == "all"]
-    best = full[-1] if full else min(val, key=lambda m: m["loss"])
     with open(os.path.join(run_dir, "config.json")) as f:
         cfg = json.load(f)
     steps = max(m["step"] for m in metrics if "step" in m)

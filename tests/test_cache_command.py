@@ -10,6 +10,7 @@ import numpy as np
 
 from charrnn.data import store as corpus_store
 from charrnn.data.corpus import load_corpus
+from charrnn.system import rundir
 from tests.conftest import TINY_TEXT, train_tiny
 
 
@@ -78,3 +79,5 @@ def test_an_evaluation_on_fewer_tokens_neither_replaces_best_pt_nor_counts(tmp_p
     assert [v["step"] for v in vals[:3]] == [10, 20, 30] and vals[2]["loss"] == 0.01
     first_two = min(vals[:2], key=lambda v: v["loss"])
     assert vals[-1]["scope"] == "all" and vals[-1]["step"] == first_two["step"]  # best.pt: not step 30's
+    # runs, inspect and the benchmarks read the same figure from metrics.jsonl
+    assert rundir.best_from_metrics(str(ckdir / "tiny")) == vals[-1]

@@ -181,13 +181,24 @@ def full_best(run_dir: str, best: dict | None) -> dict | None:
     return full[-1] if full else best  # "scope": "estimate": --max-time left no time to score all of it
 
 
+def comparable(m: dict, best: dict | None) -> bool:
+    """Whether evaluation ``m`` may replace the best so far (like with like): one that --max-time cut
+    short scored fewer (other) tokens than the best did, and is not compared with it."""
+    return not best or m.get("tokens", 0) >= best.get("tokens", 0)
+
+
 def best_from_metrics(run_dir: str, metrics: list[dict] | None = None) -> dict | None:
-    """The best validation figure from metrics.jsonl alone: the evaluation with the lowest loss (the
-    one best.pt holds), scored on the whole split when the run wrote that line (full_best)."""
+    """The best validation figure from metrics.jsonl alone: the evaluation best.pt holds (the lowest loss
+    among those the trainer compared, in their order: ``comparable``), scored on the whole split when the
+    run wrote that line (full_best)."""
     metrics = read_metrics(run_dir) if metrics is None else metrics
-    val = [r for r in metrics if r.get("split") == "val" and r.get("scope") not in ("all", "estimate")
-           and isinstance(r.get("loss"), (int, float)) and isinstance(r.get("bpc"), (int, float))]
-    return full_best(run_dir, min(val, key=lambda r: r["loss"])) if val else None
+    best = None
+    for r in metrics:
+        if (r.get("split") == "val" and r.get("scope") not in ("all", "estimate") and isinstance(r.get("loss"), (
+                int, float)) and isinstance(r.get("bpc"), (int, float)) and comparable(r, best)
+                and (best is None or r["loss"] < best["loss"])):
+            best = r
+    return full_best(run_dir, best)
 
 
 def truncate_metrics(run_dir: str, step: int) -> None:

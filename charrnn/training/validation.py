@@ -67,9 +67,9 @@ class Validation:
         rec = {"step": self.step, "split": "val", **m,  # unrounded: best figures print alike everywhere
                "elapsed": round(self.elapsed, 2)}
         self.dist.write(rundir.append_metrics, self.run_dir, rec)
-        # like with like: an evaluation --max-time cut short scored fewer (other) tokens than best.pt's did,
-        # so it neither replaces best.pt nor counts against the early stop
-        cut = m.get("tokens", 0) < self.best.get("tokens", 0)
+        # like with like (rundir.comparable): an evaluation --max-time cut short scored fewer (other) tokens
+        # than best.pt's did, so it neither replaces best.pt nor counts against the early stop
+        cut = not rundir.comparable(m, self.best)
         if not cut and m["loss"] < self.best_val:
             self.best_val, self.bad_evals = m["loss"], 0
             self.best = {**m, "step": self.step}
