@@ -199,3 +199,28 @@ def fading_model(V: int, hidden: int = 16, forget: float = 0.95, sharpen: float 
         model.rnn.bias_ih_l0.normal_(0, 1.0)
         model.rnn.bias_ih_l0[hidden:2 * hidden].fill_(math.log(forget / (1 - forget)))
     return model.eval()
+
+
+# -- the --max-time planner with a fake probe (test_budget.py, test_budget_small.py)
+
+FAKE_COMPUTE_MODEL = {"E": 0.5, "A": 0.5, "alpha": 0.5, "B": 10.0, "beta": 0.5, "C": 1.0, "gamma": 0.1}  # made up
+TINY_CANDIDATES = [(1, 16, 4, 16), (1, 32, 4, 16), (2, 32, 8, 16)]
+
+
+def install_fake_probe(monkeypatch, seconds_per_unit: float) -> list:
+    """probe.measure answers from a speed table (no timing): a step costs seconds_per_unit x hidden^2 x
+    layers x batch x window. The tiny candidates and the made-up compute model are used; every call is
+    recorded as (layers, hidden, batch, window) in the list returned."""
+    from charrnn.training import budget, probe
+
+    calls = []
+
+    def measure(mc, batch, window, eval_streams, device, precision, deadline=None):
+        calls.append((mc.layers, mc.hidden, batch, window))
+        step_s = seconds_per_unit * mc.hidden ** 2 * mc.layers * batch * window
+        return {"step_s": step_s, "tok_s": batch * window / step_s, "eval_tok_s": 1e6, "measured": "test"}
+
+    monkeypatch.setattr(probe, "measure", measure)
+    monkeypatch.setitem(budget.CANDIDATES, "cpu", TINY_CANDIDATES)
+    monkeypatch.setattr(budget, "COMPUTE_MODEL", FAKE_COMPUTE_MODEL)
+    return calls

@@ -16,11 +16,10 @@ from charrnn.training import budget
 from charrnn.training import probe
 from charrnn.model.network import ModelConfig
 from charrnn.settings import make_config
-from tests.conftest import TINY_TEXT
+from tests.conftest import FAKE_COMPUTE_MODEL as K, TINY_TEXT, install_fake_probe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-K = {"E": 0.5, "A": 0.5, "alpha": 0.5, "B": 10.0, "beta": 0.5, "C": 1.0, "gamma": 0.1}  # a made-up compute model
 
 
 def _opt(layers, hidden, batch, window, params=None, cap=float("inf")):
@@ -82,23 +81,12 @@ def test_evaluations_count_against_the_budget_and_their_interval_is_chosen():
 
 # -- the Planner inside real (tiny) runs, with a fake probe
 
-TINY_CANDIDATES = [(1, 16, 4, 16), (1, 32, 4, 16), (2, 32, 8, 16)]
 
 
 @pytest.fixture
 def fake_probe(monkeypatch):
     """probe.measure answers from a speed table (no timing); every call is recorded."""
-    calls = []
-
-    def measure(mc, batch, window, eval_streams, device, precision, deadline=None):
-        calls.append((mc.layers, mc.hidden, batch, window))
-        step_s = 1e-9 * mc.hidden ** 2 * mc.layers * batch * window
-        return {"step_s": step_s, "tok_s": batch * window / step_s, "eval_tok_s": 1e6, "measured": "test"}
-
-    monkeypatch.setattr(probe, "measure", measure)
-    monkeypatch.setitem(budget.CANDIDATES, "cpu", TINY_CANDIDATES)
-    monkeypatch.setattr(budget, "COMPUTE_MODEL", K)
-    return calls
+    return install_fake_probe(monkeypatch, 1e-9)
 
 
 @pytest.fixture

@@ -8,23 +8,19 @@ import json
 import math
 import random
 
-import numpy as np
 import pytest
 import torch
 
-import charrnn
 from charrnn.data.batching import StreamBatcher
 from charrnn.data.corpus import load_corpus
 from charrnn.data.records import RecordBatcher, separator_ids
 from charrnn.settings import AUTO_PATIENCE, make_config, patience
-from charrnn.training import budget, generalise, probe
+from charrnn.training import budget, generalise
 from charrnn.training.layout import Layout
-from tests.conftest import TINY_TEXT, weights_hash
+from tests.conftest import FAKE_COMPUTE_MODEL as K, TINY_TEXT, install_fake_probe, weights_hash
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-K = {"E": 0.5, "A": 0.5, "alpha": 0.5, "B": 10.0, "beta": 0.5, "C": 1.0, "gamma": 0.1}  # a made-up compute model
-TINY_CANDIDATES = [(1, 16, 4, 16), (1, 32, 4, 16), (2, 32, 8, 16)]
 
 
 def _words(n: int, seed: int = 0) -> str:
@@ -43,17 +39,7 @@ def words(tmp_path):
 @pytest.fixture
 def fake_probe(monkeypatch):
     """probe.measure answers from a speed table (no timing), very fast: the plan reads the text many times."""
-    calls = []
-
-    def measure(mc, batch, window, eval_streams, device, precision, deadline=None):
-        calls.append((batch, window))
-        step_s = 1e-11 * mc.hidden ** 2 * mc.layers * batch * window
-        return {"step_s": step_s, "tok_s": batch * window / step_s, "eval_tok_s": 1e6, "measured": "test"}
-
-    monkeypatch.setattr(probe, "measure", measure)
-    monkeypatch.setitem(budget.CANDIDATES, "cpu", TINY_CANDIDATES)
-    monkeypatch.setattr(budget, "COMPUTE_MODEL", K)
-    return calls
+    return install_fake_probe(monkeypatch, 1e-11)
 
 
 def _load(path, records=None, tmp=None):
@@ -100,7 +86,7 @@ def test_a_records_plan_times_the_record_windows_and_states_its_epochs(words, tm
     lay = Layout(c, "\n")
     for row in choice["candidates"]:
         assert row["per_epoch"] == lay.windows_per_epoch(row["batch_size"], row["seq_len"])
-    assert all(w < 16 for _, w in fake_probe)  # timed at the word windows' widths, never at batch x 16
+    assert all(w < 16 for *_, w in fake_probe)  # timed at the word windows' widths, never at batch x 16
     chosen = next(row for row in choice["candidates"] if all(row[k] == cfg[k] for k in budget.SHAPE))
     assert choice["planned_epochs"] == pytest.approx(choice["planned_steps"] / chosen["per_epoch"], abs=0.01)
     line = next(x for x in r.err.splitlines() if x.startswith("budget: "))
