@@ -152,7 +152,9 @@ def summarise(run_dir: str, err: str) -> dict:
             "best_val": best["loss"], "best_step": best["step"], "stop": stop.group(1) if stop else "",
             "elapsed": val[-1]["elapsed"] if val else None,
             "shape": f"{cfg['layers']}x{cfg['hidden']} {cfg['batch_size']}x{cfg['seq_len']}",
-            "dropout": cfg.get("dropout"), "weight_drop": cfg.get("weight_drop", 0.0)}
+            "dropout": cfg.get("dropout"), "weight_drop": cfg.get("weight_drop", 0.0),
+            "raised": [(int(a.replace(",", "")), float(b)) for a, b in  # --adaptive-dropout's raises
+                       re.findall(r"^step ([\d,]+): validation .* dropout [\d.]+ -> ([\d.]+)", err, re.M)]}
 
 
 def pace_steps(r: dict, seconds: float) -> float | None:
@@ -233,6 +235,11 @@ def write_fit(a, results: dict) -> None:
     print(f"wrote {len(results)} runs to {out}")
 
 
+def _dropout(r: dict) -> str:
+    """The run's dropout, and where --adaptive-dropout raised it: 0.1 -> 0.2 (1,600) -> 0.3 (1,800)."""
+    return " -> ".join([f"{r['dropout']:g}"] + [f"{p:g} ({s:,})" for s, p in r.get("raised", [])])
+
+
 def table(a, res: dict, loads: dict) -> None:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     try:
@@ -253,7 +260,7 @@ def table(a, res: dict, loads: dict) -> None:
                 continue
             pace = pace_steps(r, a.seconds) if "early" in r["stop"] else None
             ep = f" ({r['planned_epochs']:g})" if r["planned_epochs"] is not None else ""
-            print(f"| {name} | {KINDS[name]} | {which} | {r['shape']} | {r['dropout']:g} / {r['weight_drop']:g} | "
+            print(f"| {name} | {KINDS[name]} | {which} | {r['shape']} | {_dropout(r)} / {r['weight_drop']:g} | "
                   f"{r['planned_steps'] or 0:,.0f}{ep} | {r['steps']:,} ({r['epochs'] or 0:.1f} ep) | "
                   f"{'' if pace is None else f'{pace:,.0f}'} | {r['best_val']:.4f} ({r['best_step']:,}) | "
                   f"{r['stop']} | {loads.get(f'{name}-{which}', '')} |")

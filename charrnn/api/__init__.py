@@ -36,8 +36,8 @@ from charrnn.system.progress import show_progress
 from charrnn.training import budget
 from charrnn.training import distributed
 from charrnn.training.finetune import finetune_config
-from charrnn.settings import (CHECKPOINT_DIR, TRAIN, apply_changes, config_from_saved, defaults, help_lines,
-                              make_config, signature, with_default_limit)
+from charrnn.settings import (CHECKPOINT_DIR, TRAIN, adaptive_dropout, apply_changes, config_from_saved, defaults,
+                              help_lines, make_config, signature, with_default_limit)
 from charrnn.training.trainer import Trainer
 
 from charrnn.api.model import Model  # noqa: E402  (the front door's names, in their modules)
@@ -95,6 +95,7 @@ def train(corpus=None, *, text: str | None = None, texts: list[str] | None = Non
     cfg, source = (finetune_config(values, explicit=set(settings)) if values.get("init_from") is not None
                    else (make_config(**values), None))  # source: the checkpoint being fine-tuned
     cfg = with_default_limit(cfg)
+    cfg.adaptive_dropout = adaptive_dropout(cfg, set(settings))  # resolved: the run's config.json says which
     with distributed.session(cfg, resolve_device(cfg.device), given=set(settings)) as dist:  # under torchrun
         log = _logger(verbose and dist.main)
         # settings not given are chosen for this machine and --max-time (never for a fine-tuned architecture);

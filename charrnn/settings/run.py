@@ -103,3 +103,11 @@ def patience(cfg) -> int:
     if cfg.patience is not None:
         return cfg.patience
     return AUTO_PATIENCE if cfg.max_time else 0
+
+
+def adaptive_dropout(cfg, given: set) -> bool:
+    """--adaptive-dropout as given, or when not given on under --max-time unless --dropout is given (a
+    regulariser the user chose is never changed; training/adapt.py)."""
+    if cfg.adaptive_dropout is not None:
+        return cfg.adaptive_dropout
+    return bool(cfg.max_time) and "dropout" not in given

@@ -6,7 +6,7 @@ validation and whether ``--resume`` may change it all follow."""
 from __future__ import annotations
 
 from charrnn.settings.setting import (TOKENIZERS, CELLS, HEADS, PRECISIONS, DEVICES, SPLITS, DEFAULT_MAX_EPOCHS,
-                                      AUTO_PATIENCE,
+                                      ADAPTIVE_DROPOUT, AUTO_PATIENCE,
                                       CHECKPOINT_DIR, Setting, grouped)
 
 S = Setting
@@ -66,6 +66,11 @@ TRAIN = grouped(
       "evaluations and best.pt use the averaged weights.", min=0, max=1, max_open=True, metavar="DECAY"),
     S("variable_len", bool, False, "Randomized truncation (AWD-LSTM): each step's window length is drawn around "
       "--seq-len (up to 1.2x), and the learning rate scaled by length / --seq-len.", negatable=True),
+    S("adaptive_dropout", bool, None, f"Raise --dropout by {ADAPTIVE_DROPOUT['step']:g} (up to "
+      f"{ADAPTIVE_DROPOUT['max']:g}) at each evaluation where validation stopped improving while it stood "
+      f"{ADAPTIVE_DROPOUT['gap']:g} nats/token or more above the training loss: the run is memorising its text "
+      "(default: on with --max-time unless --dropout is given, else off).", negatable=True, optional=True,
+      resumable=True),
     "budget",  # when to stop, and on what
     S("max_steps", int, None, "Stop after this many steps.", min=1, optional=True, resumable=True),
     S("max_epochs", float, None, f"Stop after this many passes over the training text ({DEFAULT_MAX_EPOCHS} if no "

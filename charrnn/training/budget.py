@@ -9,8 +9,9 @@ hidden size, batch, window, evaluation interval) are chosen for this machine and
      windows, timed at their own shapes), and S / (windows per epoch) passes over the text;
   4. the compute model predicts each shape's loss after S steps; the lowest prediction wins;
   5. the passes the plan implies may set the regularisation (generalise.py: dropout and weight drop for
-     a small corpus read many times; off, as epochs alone did not predict overfitting), and under
-     --max-time the run stops early when validation stops improving (--patience, validation.py).
+     a small corpus read many times; off, as epochs alone did not predict overfitting); instead, under
+     --max-time dropout rises when the run's own curves show it memorising (--adaptive-dropout,
+     adapt.py), and the run stops early when validation stops improving (--patience, validation.py).
 
 The compute model, fitted by benchmarks/calibrate_budget.py (table and constants in docs/BENCHMARKS.md):
 
@@ -309,6 +310,8 @@ class Planner:
         cfg = self.cfg
         how = "cached probe" if cached else f"probe {took:.1f}s"
         reg = f"; {self.reason}" if self.reason else ""
+        if cfg.adaptive_dropout:  # adapt.py: the run's own curves decide, not the epochs
+            reg += "; dropout rises if the run memorises its text (--adaptive-dropout)"
         return (f"budget: {cfg.cell} {_shape_text(best)}, eval every {cfg.eval_every:,} steps ({how}: "
                 f"{best['tok_s'] / 1000:.1f}k tok/s, ~{best['steps']:,} steps, ~{best['epochs']:.1f} epochs, in the "
                 f"{left:.0f}s left of {cfg.max_time:g}s{reg}; {self._prediction(best, ref)})")

@@ -1,5 +1,5 @@
 """The training state inside a checkpoint (its own version): the position in the streams, the
-carried hidden state, the best and last evaluations, time and token counts, every RNG, --ema's
+carried hidden state, the best and last evaluations, time and token counts, the training loss since the last evaluation, every RNG, --ema's
 average; written by the trainer at every save, read back on --resume so the run continues exactly."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 from charrnn.errors import CharrnnError
 from charrnn.model import state as states
 from charrnn.system.rng import rng_state, set_rng_state
+from charrnn.training.adapt import TrainLoss
 
 TRAIN_STATE_VERSION = 3  # 1: format-1 checkpoints; 2 adds the resolved device/precision; 3 the --ema weights
 
@@ -19,7 +20,8 @@ def train_state(t) -> dict:
         "version": TRAIN_STATE_VERSION, "step": t.step, "epoch": t.epoch, "k": t.k, "hidden": hidden,
         "best_val": t.best_val, "best": t.best, "bad_evals": t.bad_evals, "elapsed": t.elapsed, "tokens": t.tokens,
         "skipped": t.skipped, "last_val": t.last_val, "rng": rng_state(t.device), "corpus_digest": t.corpus.digest,
-        "device": t.device.type, "precision": t.precision, "ema": t.ema.state() if t.ema else None})
+        "device": t.device.type, "precision": t.precision, "ema": t.ema.state() if t.ema else None,
+        "train_loss": t.train_loss.state()})  # since the last evaluation (adapt.py; older checkpoints: none)
 
 
 def restore(t, ckpt: dict) -> None:
@@ -40,6 +42,7 @@ def restore(t, ckpt: dict) -> None:
         t.best = dict(ts.get("best") or {})
         t.elapsed, t.tokens = float(ts["elapsed"]), int(ts["tokens"])
         t.skipped, t.last_val = int(ts.get("skipped", 0)), ts.get("last_val")
+        t.train_loss = TrainLoss(*ts.get("train_loss", (0.0, 0)))
         set_rng_state(ts["rng"], t.device)
         if t.ema:
             t.ema.load(ts["ema"])

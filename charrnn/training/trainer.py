@@ -23,6 +23,7 @@ from charrnn.system.device import autocast, resolve_device, resolve_precision, s
 from charrnn.system.progress import progress_bar, show_progress
 from charrnn.system.rng import seed_everything
 from charrnn.training import schedule
+from charrnn.training.adapt import TrainLoss
 from charrnn.training.distributed import OneProcess
 from charrnn.training.duration import DurationNote
 from charrnn.training.ema import EMA
@@ -91,6 +92,7 @@ class Trainer(Validation):
         self.state = None
         self.best_val, self.best, self.bad_evals, self.last_val = math.inf, {}, 0, None
         self.elapsed, self.tokens, self.skipped = 0.0, 0, 0
+        self.train_loss = TrainLoss()  # since the last evaluation: --adaptive-dropout's gap (adapt.py)
         if resume_ckpt:
             restore(self, resume_ckpt)  # state.py
         self.tokens_per_char = len(self.corpus.train.ids) / max(self.corpus.train.n_chars, 1)
@@ -213,6 +215,7 @@ class Trainer(Validation):
         bar.update(1)
         self._duration.after_step(self.step, self.elapsed, bar)  # without --max-time: how long, said once
         self._window.add(loss, gnorm, self.clip)
+        self.train_loss.add(loss)
         if self.step % self.cfg.log_every:
             return
         self._check_nonfinite()

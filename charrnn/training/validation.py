@@ -1,6 +1,7 @@
 """The trainer's validation: score the validation split (bounded by --eval-tokens and by what is left
-of --max-time), keep best.pt, write the val line, stop early on --patience (settings.patience: on
-under --max-time, the rest of the budget left unspent); at the end, best.pt scored on every token
+of --max-time), keep best.pt, write the val line, raise dropout when the run memorises its text
+(--adaptive-dropout, adapt.py), stop early on --patience (settings.patience: on under --max-time, the
+rest of the budget left unspent); at the end, best.pt scored on every token
 of the split (the run's one best validation figure, rundir.full_best). ``Validation`` is a part of
 ``Trainer`` (its attributes are the trainer's)."""
 
@@ -15,6 +16,7 @@ from charrnn.evaluation.records import evaluate_records
 from charrnn.model.checkpoint import load_checkpoint
 from charrnn.settings import patience
 from charrnn.system import rundir
+from charrnn.training import adapt
 
 
 class Validation:
@@ -26,6 +28,8 @@ class Validation:
         if bar.disable:
             self.log(f"step {self.step}: {self._val_label(m)} loss {m['loss']:.4f}, bpc {m['bpc']:.4f} "
                      f"({self.elapsed:.0f}s)")
+        if self.cfg.adaptive_dropout and not final:
+            self._adapt_dropout(m)
         stop = self._early_stop()
         if stop and not final and not self._stop_reason():
             left = f"; {self.cfg.max_time - self.elapsed:.0f}s of --max-time {self.cfg.max_time:g}s left unspent" if (
@@ -70,6 +74,7 @@ class Validation:
         # like with like (rundir.comparable): an evaluation --max-time cut short scored fewer (other) tokens
         # than best.pt's did, so it neither replaces best.pt nor counts against the early stop
         cut = not rundir.comparable(m, self.best)
+        self._gain, self._train_mean = None if cut else self.best_val - m["loss"], self.train_loss.take()
         if not cut and m["loss"] < self.best_val:
             self.best_val, self.bad_evals = m["loss"], 0
             self.best = {**m, "step": self.step}
@@ -80,6 +85,19 @@ class Validation:
         if self.on_eval:
             self.on_eval(rec)
         return m
+
+    def _adapt_dropout(self, m: dict) -> None:
+        """--adaptive-dropout (adapt.py): raise dropout when validation stopped improving while it stood
+        well above the training loss; the early stop's count starts again."""
+        p = self.model.drop.p
+        new = None if self._gain is None else adapt.raised(p, self._gain, m["loss"], self._train_mean)
+        if new is None:
+            return
+        self.model.drop.p = self.model.cfg.dropout = new  # the checkpoints' model config: resume keeps it
+        self.bad_evals = 0
+        self.log(f"step {self.step}: validation {m['loss']:.4f} stopped improving {m['loss'] - self._train_mean:.2f} "
+                 f"nats/token above the training loss (memorising): dropout {p:g} -> {new:g} "
+                 "(--no-adaptive-dropout: keep it)")
 
     def _score_best_in_full(self) -> None:
         """--eval-tokens bounded the evaluations: best.pt is scored on every token of the validation split."""
