@@ -95,15 +95,25 @@ def test_a_records_plan_times_the_record_windows_and_states_its_epochs(words, tm
     assert f"~{choice['planned_steps'] / chosen['per_epoch']:.1f} epochs" in line
 
 
-def test_many_epochs_add_no_regularisation_by_default(tiny_corpus, tmp_path, fake_probe, cli):
-    """generalise.GENERALISE is off: a plan of hundreds of epochs keeps the default regularisers."""
+def test_many_epochs_start_from_the_default_regularisers_and_the_line_names_the_adaptive_dropout(
+        tiny_corpus, tmp_path, fake_probe, cli):
+    """generalise.GENERALISE is off: a plan of hundreds of epochs keeps the default regularisers; the
+    dropout may rise during the run (adapt.py), and the budget line says so, unless --dropout is given."""
     r = cli("train", tiny_corpus, "--checkpoint-dir", tmp_path / "ck", "--max-time", 1, "--emb", 8,
             "--precision", "fp32")
     assert r.code == 0, r.err
     cfg = json.loads((tmp_path / "ck" / "tiny" / "config.json").read_text())
     assert cfg["budget_choice"]["planned_epochs"] > 100 and generalise.FITTED["on"] is True
-    assert cfg["weight_drop"] == 0 and cfg["dropout"] == 0.1
-    assert "against overfitting" not in r.err
+    assert cfg["weight_drop"] == 0 and cfg["dropout"] == 0.1 and cfg["adaptive_dropout"] is True
+    line = next(x for x in r.err.splitlines() if x.startswith("budget: "))
+    assert "against overfitting" not in line
+    assert "epochs, in the" in line and "; dropout rises if the run memorises its text (--adaptive-dropout)" in line
+    r = cli("train", tiny_corpus, "--checkpoint-dir", tmp_path / "ck", "--max-time", 1, "--emb", 8,
+            "--precision", "fp32", "--dropout", 0.2, "--name", "given")
+    assert r.code == 0, r.err
+    cfg = json.loads((tmp_path / "ck" / "given" / "config.json").read_text())
+    assert cfg["dropout"] == 0.2 and cfg["adaptive_dropout"] is False  # a given regulariser is never changed
+    assert "--adaptive-dropout" not in next(x for x in r.err.splitlines() if x.startswith("budget: "))
 
 
 def test_many_epochs_add_regularisation_and_the_line_says_why(tiny_corpus, tmp_path, fake_probe, cli, monkeypatch):

@@ -25,7 +25,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")           # system.device.resolve_devic
 SPLITS = ("val", "test")                           # data.Corpus parts that can be evaluated
 DEFAULT_MAX_EPOCHS = 10                            # when no limit at all is given
 AUTO_PATIENCE = 4                                  # --patience when not given, under --max-time
-ADAPTIVE_DROPOUT = {"gap": 0.1, "step": 0.1, "max": 0.5}  # --adaptive-dropout (training/adapt.py): nats/token
+ADAPTIVE_DROPOUT = {"gap": 0.15, "step": 0.1, "max": 0.5}  # --adaptive-dropout (training/adapt.py): nats/token
 CHECKPOINT_DIR = "checkpoints"                     # --checkpoint-dir: where the runs are (every command)
 
 

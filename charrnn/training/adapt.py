@@ -26,6 +26,7 @@ GAP = ADAPTIVE_DROPOUT["gap"]    # nats/token: validation this far above the tra
 STEP = ADAPTIVE_DROPOUT["step"]  # dropout added at each such evaluation
 MAX = ADAPTIVE_DROPOUT["max"]    # and no further
 STALL = 0.005  # nats/token: an evaluation that improves on best.pt by less has stopped improving (here)
+ANNOUNCE_EPOCHS = 2.0  # the budget line names the rule for a plan of this many passes over the text or more
 
 
 def raised(dropout: float, gain: float, val_loss: float, train_loss: float | None) -> float | None:

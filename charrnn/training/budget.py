@@ -43,7 +43,7 @@ from charrnn.model import sizes
 from charrnn.model.network import ModelConfig
 from charrnn.settings import TRAIN, by_name, check_combination
 from charrnn.system import clock
-from charrnn.training import memory
+from charrnn.training import adapt, memory
 from charrnn.training import probe
 from charrnn.training.generalise import regularisers
 from charrnn.training.layout import Layout
@@ -310,7 +310,7 @@ class Planner:
         cfg = self.cfg
         how = "cached probe" if cached else f"probe {took:.1f}s"
         reg = f"; {self.reason}" if self.reason else ""
-        if cfg.adaptive_dropout:  # adapt.py: the run's own curves decide, not the epochs
+        if cfg.adaptive_dropout and best["epochs"] >= adapt.ANNOUNCE_EPOCHS:  # the run's own curves decide
             reg += "; dropout rises if the run memorises its text (--adaptive-dropout)"
         return (f"budget: {cfg.cell} {_shape_text(best)}, eval every {cfg.eval_every:,} steps ({how}: "
                 f"{best['tok_s'] / 1000:.1f}k tok/s, ~{best['steps']:,} steps, ~{best['epochs']:.1f} epochs, in the "
