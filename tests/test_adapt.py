@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 
 import pytest
 import torch
 
+import charrnn
 from charrnn.settings import ADAPTIVE_DROPOUT, adaptive_dropout, make_config
 from charrnn.training import adapt
 from charrnn.training.adapt import TrainLoss, raised
@@ -65,31 +68,38 @@ def _raises(err: str) -> list[str]:
 
 
 def test_raises_reach_the_model_and_its_checkpoints_and_a_resume_repeats_them(tmp_path, cli, always_memorising):
-    """Raises at steps 5, 10, 15, 20 (0.1 -> 0.5, then capped); a run stopped at step 12 (two steps into
-    an evaluation's stretch) and resumed to 30 ends with the uninterrupted run's weights, bit for bit,
-    and prints the same step-15 line (its training-loss mean spans the resume)."""
+    """Raises at steps 10, 15, 20, 25 (0.1 -> 0.5; the first evaluation, at step 5, always improves on
+    the empty best). A run interrupted at step 12 (SIGINT, as Ctrl-C: last.pt two steps into the
+    stretch after the step-10 evaluation) and resumed to 30 ends with the uninterrupted run's
+    weights, bit for bit, and prints the same lines: the step-15 gap's training-loss mean spans the
+    interruption."""
     text = tmp_path / "t.txt"
     text.write_text(TINY_TEXT * 8, encoding="utf-8")
-    args = ["train", text, "--checkpoint-dir", tmp_path / "ck", "--layers", 1, "--hidden", 16, "--emb", 8,
-            "--batch-size", 2, "--seq-len", 8, "--precision", "fp32", "--eval-every", 5, "--save-every", 5,
-            "--adaptive-dropout"]
-    whole = cli(*args, "--max-steps", 30, "--name", "whole")
+    model = dict(layers=1, hidden=16, emb=8, batch_size=2, seq_len=8, precision="fp32", eval_every=5,
+                 save_every=5, log_every=6, adaptive_dropout=True, max_steps=30)
+    args = ["train", text, "--checkpoint-dir", tmp_path / "ck"] + [
+        x for k, v in model.items() for x in (f"--{k.replace('_', '-')}", *([] if v is True else [v]))]
+    whole = cli(*args, "--name", "whole")
     assert whole.code == 0, whole.err
     lines = _raises(whole.err)
-    assert [x.split(":")[0] for x in lines] == ["step 5", "step 10", "step 15", "step 20"]
+    assert [x.split(":")[0] for x in lines] == ["step 10", "step 15", "step 20", "step 25"]
     assert lines[-1].endswith("dropout 0.4 -> 0.5 (--no-adaptive-dropout: keep it)")
     run = tmp_path / "ck" / "whole"
     assert torch.load(run / "last.pt", weights_only=True)["model_config"]["dropout"] == 0.5
     assert json.loads((run / "config.json").read_text())["adaptive_dropout"] is True
 
-    part = cli(*args, "--max-steps", 12, "--name", "part")
-    assert part.code == 0, part.err
+    def interrupt(record):
+        if record["step"] == 12:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(charrnn.Interrupted):
+        charrnn.train(str(text), checkpoint_dir=tmp_path / "ck", name="part", on_log=interrupt, **model)
     run = tmp_path / "ck" / "part"
     state = torch.load(run / "last.pt", weights_only=True)["train_state"]
     assert state["step"] == 12 and state["train_loss"][1] == 2  # steps 11 and 12 since the step-10 evaluation
-    rest = cli("train", "--resume", run, "--max-steps", 30)
+    rest = cli("train", "--resume", run)
     assert rest.code == 0, rest.err
-    assert _raises(part.err + rest.err) == lines
+    assert _raises(rest.err) == lines[1:]
     assert weights_hash(run / "last.pt") == weights_hash(tmp_path / "ck" / "whole" / "last.pt")
 
 
