@@ -56,7 +56,8 @@ def main() -> None:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"--adaptive-dropout off against on, {a.steps} steps each, seed {a.seed}, lstm 2x256 16x64; {cpu_model()}, "
           f"1 thread per run, 2 runs at once; {now}\n")
-    print("| corpus | kind | dropout raised at (step: to) | best val off (step) | best val on (step) | on lower by | load |")
+    print("| corpus | kind | dropout raised at (step: to) | best val off (step) | best val on (step) | on lower by "
+          "| load |")
     print("|---|---|---|---:|---:|---:|---|")
     gains = []
     for name, off, on, load in rows:

@@ -59,7 +59,8 @@ def test_eval_tokens_bounds_evaluations_and_best_pt_is_scored_on_all(tmp_path, o
     assert os.path.exists(ckdir / ".cache" / c.digest / "meta.pt")
 
 
-def test_an_evaluation_on_fewer_tokens_neither_replaces_best_pt_nor_counts(tmp_path, one_thread, monkeypatch):
+def test_an_evaluation_on_fewer_tokens_neither_replaces_best_pt_nor_counts(tmp_path, one_thread, monkeypatch,
+                                                                          capsys):
     """An evaluation --max-time cut short scores other tokens than best.pt's: its figure, however low, is
     not compared with best.pt's (like with like), and it does not count towards the early stop."""
     from charrnn.training import validation
@@ -77,6 +78,8 @@ def test_an_evaluation_on_fewer_tokens_neither_replaces_best_pt_nor_counts(tmp_p
     vals = [json.loads(x) for x in (ckdir / "tiny" / "metrics.jsonl").read_text().splitlines()]
     vals = [v for v in vals if v["split"] == "val"]
     assert [v["step"] for v in vals[:3]] == [10, 20, 30] and vals[2]["loss"] == 0.01
+    cut = f"step 30: val (cut short by --max-time: {vals[2]['tokens']:,} of {vals[0]['tokens']:,} tokens, not compared)"
+    assert f"{cut} loss 0.0100" in capsys.readouterr().err  # its line says it is not best.pt's kind of figure
     first_two = min(vals[:2], key=lambda v: v["loss"])
     assert vals[-1]["scope"] == "all" and vals[-1]["step"] == first_two["step"]  # best.pt: not step 30's
     # runs, inspect and the benchmarks read the same figure from metrics.jsonl

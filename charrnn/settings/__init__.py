@@ -6,9 +6,11 @@ Adding a training setting is one ``Setting(...)`` entry in TRAIN (tables.py); th
 ``charrnn.train(...)`` keyword, its validation and whether ``--resume`` may change it all follow.
 """
 
-from charrnn.settings.run import (NEEDS_TENSORBOARD, adaptive_dropout, PREDATED, TrainConfig, apply_changes,  # noqa: F401
-                                  check_combination, patience, config_from_saved, installed, make_config, with_default_limit)
-from charrnn.settings.setting import (ADAPTIVE_DROPOUT, AUTO_PATIENCE, CELLS, CHECKPOINT_DIR, DEFAULT_MAX_EPOCHS, DEVICES, ESCAPES,  # noqa: F401
-                                      GROUPS, HEADS, PRECISIONS, SPLITS, TOKENIZERS, Setting, by_name,
-                                      check_values, defaults, grouped, help_lines, signature, unescape)
+from charrnn.settings.run import (NEEDS_TENSORBOARD, PREDATED, TrainConfig, adaptive_dropout,  # noqa: F401
+                                  apply_changes, check_combination, patience, config_from_saved, installed,
+                                  make_config, with_default_limit)
+from charrnn.settings.setting import (ADAPTIVE_DROPOUT, AUTO_PATIENCE, CELLS, CHECKPOINT_DIR,  # noqa: F401
+                                      DEFAULT_MAX_EPOCHS, DEVICES, ESCAPES, GROUPS, HEADS, PRECISIONS, SPLITS,
+                                      TOKENIZERS, Setting, by_name, check_values, defaults, grouped, help_lines,
+                                      signature, unescape)
 from charrnn.settings.tables import DYNAMIC, EVAL, SAMPLE, SCORE, SCORING_PRECISION, TRAIN  # noqa: F401

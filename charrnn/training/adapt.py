@@ -9,7 +9,7 @@ the first 200 kB of tinyshakespeare stopped improving after 8 passes with its tr
 below validation, while zh_poems was still improving after 39 with validation below training. A run
 whose validation keeps improving, or stays near its training loss, is never changed.
 
-On by default under --max-time (budget.py), unless --dropout is given: a regulariser the user chose
+On by default under --max-time (settings.adaptive_dropout), unless --dropout is given: a regulariser the user chose
 is never changed. The training loss counted is the mean of the steps since the last evaluation (with
 dropout on, as trained); its sum and count are part of the training state, so a resumed run decides
 as the uninterrupted one would."""

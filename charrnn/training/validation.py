@@ -129,6 +129,10 @@ class Validation:
         return not c.records and bool(limit) and len(c.val.ids) - 1 > limit
 
     def _val_label(self, m: dict) -> str:
-        """'val', or 'val~ (est. on N tokens)': an estimate of the run's figure (best.pt on the whole split)."""
+        """'val', or 'val~ (est. on N tokens)': an estimate of the run's figure (best.pt on the whole split);
+        an evaluation --max-time cut short says so (it is not compared with best.pt: rundir.comparable)."""
+        if self._gain is None:
+            whole = self.best.get("tokens", 0)
+            return f"val (cut short by --max-time: {m['tokens']:,} of {whole:,} tokens, not compared)"
         part = self._estimates() and m.get("tokens", 0) < len(self.corpus.val.ids) - 1
         return f"val~ (est. on {m['tokens']:,} tokens)" if part else "val"
