@@ -41,25 +41,32 @@ def raised(dropout: float, gain: float, val_loss: float, train_loss: float | Non
 
 
 class TrainLoss:
-    """The mean training loss since the last evaluation. A CUDA step's loss stays a tensor (summed on
-    the device, read once at the evaluation); a non-finite (skipped) step does not count."""
+    """The mean training loss since the last evaluation. A CUDA step's loss stays a tensor, kept until
+    the evaluation reads them all at once (no work per step); a non-finite (skipped) step does not count."""
 
     def __init__(self, total: float = 0.0, n: int = 0):
-        self.total, self.n = total, n
+        self.total, self.n, self.pending = total, n, []
 
     def add(self, loss) -> None:
         if isinstance(loss, torch.Tensor):
-            ok = torch.isfinite(loss)
-            self.total = self.total + torch.where(ok, loss.float(), 0.0)
-            self.n = self.n + ok.int()
+            self.pending.append(loss)
         elif math.isfinite(loss):
             self.total, self.n = self.total + loss, self.n + 1
 
+    def _settle(self) -> None:
+        if self.pending:
+            v = torch.stack([x.float() for x in self.pending])
+            ok = torch.isfinite(v)
+            self.total, self.n = self.total + float(v[ok].sum()), self.n + int(ok.sum())
+            self.pending = []
+
     def take(self) -> float | None:
         """The mean since the last take (None when no finite step), and start again."""
-        total, n = float(self.total), int(self.n)
+        self._settle()
+        total, n = self.total, self.n
         self.total, self.n = 0.0, 0
         return total / n if n else None
 
     def state(self) -> list:
+        self._settle()
         return [float(self.total), int(self.n)]
