@@ -1,6 +1,7 @@
 """The training state inside a checkpoint (its own version): the position in the streams, the
-carried hidden state, the best and last evaluations, time and token counts, the training loss since the last evaluation, every RNG, --ema's
-average; written by the trainer at every save, read back on --resume so the run continues exactly."""
+carried hidden state, the best and last evaluations, time and token counts, the training loss since
+the last evaluation (--adaptive-dropout), every RNG, --ema's average; written by the trainer at every
+save, read back on --resume so the run continues exactly."""
 
 from __future__ import annotations
 
