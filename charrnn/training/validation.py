@@ -131,7 +131,7 @@ class Validation:
     def _val_label(self, m: dict) -> str:
         """'val', or 'val~ (est. on N tokens)': an estimate of the run's figure (best.pt on the whole split);
         an evaluation --max-time cut short says so (it is not compared with best.pt: rundir.comparable)."""
-        if self._gain is None:
+        if not rundir.comparable(m, self.best):  # best.pt is unchanged by a cut evaluation
             whole = self.best.get("tokens", 0)
             return f"val (cut short by --max-time: {m['tokens']:,} of {whole:,} tokens, not compared)"
         part = self._estimates() and m.get("tokens", 0) < len(self.corpus.val.ids) - 1
