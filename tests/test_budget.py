@@ -118,7 +118,7 @@ def test_a_budget_chooses_the_settings_not_given_and_says_why_in_one_line(corpus
     lines = [line for line in r.err.splitlines() if line.startswith("budget: ")]
     assert len(lines) == 1
     assert lines[0].startswith(f"budget: lstm {cfg['layers']}x{cfg['hidden']}, batch {cfg['batch_size']} x "
-                               f"{cfg['seq_len']}, eval every ")
+                               f"{cfg['seq_len']}, lr {cfg['lr']:g}, eval every ")  # the rate: peak_lr.py
     assert "for 2x512, batch 32 x 128" not in lines[0]  # too big here
     # tiny.txt is not what the compute model was fitted on: no loss figure, and it says why
     assert "nats/char" not in lines[0] and "fitted on tinyshakespeare: no loss figure for this corpus" in lines[0]

@@ -56,7 +56,8 @@ TRAIN = grouped(
     S("extend_vocab", bool, False, "With --init-from: add the characters the model never saw to its vocabulary."),
     S("skip_unknown", bool, False, "With --init-from: drop the characters the model never saw from the text."),
     "optimisation",
-    S("lr", float, 3e-3, "Peak learning rate (AdamW).", min=0, min_open=True),
+    S("lr", float, 3e-3, "Peak learning rate (AdamW). Under --max-time, when not given, the plan sets it from its "
+      "steps: higher for a short run.", min=0, min_open=True),
     S("min_lr_frac", float, 0.1, "Final learning rate as a fraction of --lr (cosine decay).", min=0, max=1),
     S("warmup", int, 30, "Linear warmup steps.", min=0),
     S("weight_decay", float, 0.01, "AdamW weight decay on weight matrices.", min=0),
@@ -78,8 +79,8 @@ TRAIN = grouped(
     S("max_time", float, None, "Stop within this wall time for the whole run, from its start to its last file "
       "(start-up, the budget's probe, evaluations and saves included); the LR schedule fits the budget.",
       min=0, min_open=True, optional=True, resumable=True, metavar="SECONDS"),
-    S("budget", bool, True, "With --max-time: choose the layers, hidden size, batch, window and evaluation "
-      "interval not given, for this machine and this budget (a short probe, cached per machine; --no-budget: the "
+    S("budget", bool, True, "With --max-time: choose the layers, hidden size, batch, window, evaluation "
+      "interval and peak learning rate not given, for this machine and this budget (a short probe, cached per machine; --no-budget: the "
       "fixed defaults).", negatable=True, resumable=True),
     S("patience", int, None, f"Stop early after this many evaluations without improvement, leaving the rest of the "
       f"time unspent (0: never; default: {AUTO_PATIENCE} with --max-time, whose evaluations are planned for it, else never).",

@@ -11,7 +11,9 @@ hidden size, batch, window, evaluation interval) are chosen for this machine and
   5. the passes the plan implies may set the regularisation (generalise.py: dropout and weight drop for
      a small corpus read many times; off, as epochs alone did not predict overfitting); instead, under
      --max-time dropout rises when the run's own curves show it memorising (--adaptive-dropout,
-     adapt.py), and the run stops early when validation stops improving (--patience, validation.py).
+     adapt.py), and the run stops early when validation stops improving (--patience, validation.py);
+  6. the plan's steps set the peak learning rate when --lr is not given (peak_lr.py: higher for a
+     short plan).
 
 The compute model, fitted by benchmarks/calibrate_budget.py (table and constants in docs/BENCHMARKS.md):
 
@@ -47,6 +49,7 @@ from charrnn.training import adapt, memory
 from charrnn.training import probe
 from charrnn.training.generalise import regularisers
 from charrnn.training.layout import Layout
+from charrnn.training.peak_lr import peak_lr
 
 COMPUTE_MODEL = {"E": 0.027705, "A": 0.43062, "alpha": 0.2, "B": 12.524, "beta": 0.575, "C": 1.0039,
                  "gamma": 0.1}  # benchmarks/calibrate_budget.py, 2026-11-23 (docs/BENCHMARKS.md)
@@ -275,6 +278,9 @@ class Planner:
         if given_every is None:
             cfg.eval_every = best["eval_every"]
         chosen_reg, self.reason = self._regularise(best["epochs"])
+        if "lr" not in self.given:  # a short plan: a higher peak (peak_lr.py)
+            cfg.lr = peak_lr(steps, cfg.hidden, by_name(TRAIN)["lr"].default, cfg.cell)
+            chosen_reg["lr"] = cfg.lr
         took = time.perf_counter() - t0
         reference = next((r for r in seen if _same(r, ref)), None)
         self.log(self._line(best, reference, took, all(hits), left))
@@ -312,7 +318,8 @@ class Planner:
         reg = f"; {self.reason}" if self.reason else ""
         if cfg.adaptive_dropout and best["epochs"] >= adapt.ANNOUNCE_EPOCHS:  # the run's own curves decide
             reg += "; dropout rises if the run memorises its text (--adaptive-dropout)"
-        return (f"budget: {cfg.cell} {_shape_text(best)}, eval every {cfg.eval_every:,} steps ({how}: "
+        lr = "" if "lr" in self.given else f", lr {cfg.lr:g}"
+        return (f"budget: {cfg.cell} {_shape_text(best)}{lr}, eval every {cfg.eval_every:,} steps ({how}: "
                 f"{best['tok_s'] / 1000:.1f}k tok/s, ~{best['steps']:,} steps, ~{best['epochs']:.1f} epochs, in the "
                 f"{left:.0f}s left of {cfg.max_time:g}s{reg}; {self._prediction(best, ref)})")
 
