@@ -13,7 +13,7 @@ with git archive: the branch point with main by default) and "new" this tree. Bo
 own settings (the budget), each in its own checkpoint directory (each probes this machine as a
 new user's first run would). The table: the budget line's planned steps and epochs, the steps made,
 whether the run stopped early, the best validation loss (best.pt on the whole split, nats/token),
-and the load average while the pair ran. --noise CORPUS runs today's defaults again with --seed 7
+and the load average while the pair ran. --noise CORPUS runs both arms again with --seed 7
 on it (the spread of one figure). --fit runs the grid benchmarks/fit_generalise.py fits instead.
 
     OMP_NUM_THREADS=1 python3 benchmarks/small_corpora.py --work /tmp/small --seconds 250
@@ -152,7 +152,7 @@ def summarise(run_dir: str, err: str) -> dict:
             "best_val": best["loss"], "best_step": best["step"], "stop": stop.group(1) if stop else "",
             "elapsed": val[-1]["elapsed"] if val else None,
             "shape": f"{cfg['layers']}x{cfg['hidden']} {cfg['batch_size']}x{cfg['seq_len']}",
-            "dropout": cfg.get("dropout"), "weight_drop": cfg.get("weight_drop", 0.0),
+            "lr": cfg.get("lr"), "dropout": cfg.get("dropout"), "weight_drop": cfg.get("weight_drop", 0.0),
             "raised": [(int(a.replace(",", "")), float(b)) for a, b in  # --adaptive-dropout's raises
                        re.findall(r"^step ([\d,]+): validation .* dropout [\d.]+ -> ([\d.]+)", err, re.M)]}
 
@@ -179,8 +179,9 @@ def pairs(a) -> list[list[tuple]]:
         else:
             jobs.append((today, corpus, name, f"{name}-today", a.seconds, []))
             jobs.append((ROOT, corpus, name, f"{name}-new", a.seconds, []))
-    for name in ([] if a.fit else a.noise):
+    for name in ([] if a.fit else a.noise):  # the spread of one figure: each arm again with another seed
         jobs.append((today, build(a.work, name), name, f"{name}-today-seed7", a.seconds, ["--seed", "7"]))
+        jobs.append((ROOT, build(a.work, name), name, f"{name}-new-seed7", a.seconds, ["--seed", "7"]))
     return [jobs[i:i + a.jobs] for i in range(0, len(jobs), a.jobs)]
 
 
@@ -189,7 +190,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/small_corpora")
     ap.add_argument("--seconds", type=float, default=250.0, help="--max-time of each run")
     ap.add_argument("--corpora", default=",".join(KINDS))
-    ap.add_argument("--noise", default="shakespeare,pystdlib", help="today's defaults again with --seed 7 on these")
+    ap.add_argument("--noise", default="shakespeare,pystdlib", help="both arms again with --seed 7 on these")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--today", default="main", help="git ref of today's code (default: main)")
     ap.add_argument("--fit", action="store_true", help="the regularisation grid for benchmarks/fit_generalise.py")
@@ -249,18 +250,18 @@ def table(a, res: dict, loads: dict) -> None:
     print(f"Small corpora, --max-time {a.seconds:g} s each, today = {a.today} ({ref.strip()}), new = this tree; "
           f"{cpu_model()}, "
           f"1 thread per run, {a.jobs} runs at once; {stamp}\n")
-    print("| corpus | kind | run | shape | dropout / weight drop | planned steps (epochs) | steps made | "
+    print("| corpus | kind | run | shape | lr | dropout / weight drop | planned steps (epochs) | steps made | "
           "pace steps | best val (step) | stop | load |")
-    print("|---|---|---|---|---|---:|---:|---:|---:|---|---|")
+    print("|---|---|---|---|---:|---|---:|---:|---:|---:|---|---|")
     gains, errors = [], []
     for name in a.corpora:
-        for which in ("today", "new", "today-seed7"):
+        for which in ("today", "new", "today-seed7", "new-seed7"):
             r = res.get(f"{name}-{which}")
             if not r:
                 continue
             pace = pace_steps(r, a.seconds) if "early" in r["stop"] else None
             ep = f" ({r['planned_epochs']:g})" if r["planned_epochs"] is not None else ""
-            print(f"| {name} | {KINDS[name]} | {which} | {r['shape']} | {_dropout(r)} / {r['weight_drop']:g} | "
+            print(f"| {name} | {KINDS[name]} | {which} | {r['shape']} | {r['lr']:g} | {_dropout(r)} / {r['weight_drop']:g} | "
                   f"{r['planned_steps'] or 0:,.0f}{ep} | {r['steps']:,} ({r['epochs'] or 0:.1f} ep) | "
                   f"{'' if pace is None else f'{pace:,.0f}'} | {r['best_val']:.4f} ({r['best_step']:,}) | "
                   f"{r['stop']} | {loads.get(f'{name}-{which}', '')} |")
@@ -277,9 +278,13 @@ def table(a, res: dict, loads: dict) -> None:
     for name, e in errors:
         print(f"- {name}: planned steps {e:+.0%} against those made (or, after an early stop, its pace)")
     for name in a.noise:
-        if f"{name}-today-seed7" in res and f"{name}-today" in res:
-            d = res[f"{name}-today-seed7"]["best_val"] - res[f"{name}-today"]["best_val"]
-            print(f"- noise on {name}: today's defaults, seed 7 against 1337: {d:+.4f} nats/token")
+        for arm in ("today", "new"):
+            if f"{name}-{arm}-seed7" in res and f"{name}-{arm}" in res:
+                d = res[f"{name}-{arm}-seed7"]["best_val"] - res[f"{name}-{arm}"]["best_val"]
+                print(f"- noise on {name}: {arm}, seed 7 against 1337: {d:+.4f} nats/token")
+        if all(f"{name}-{arm}{s}" in res for arm in ("today", "new") for s in ("", "-seed7")):
+            g = [res[f"{name}-today{s}"]["best_val"] - res[f"{name}-new{s}"]["best_val"] for s in ("", "-seed7")]
+            print(f"- {name}: new plan lower by {g[0]:+.4f} (seed 1337) and {g[1]:+.4f} (seed 7) nats/token")
 
 
 if __name__ == "__main__":
