@@ -137,12 +137,16 @@ def test_given_settings_always_win(corpus, tmp_path, fake_probe):
 @pytest.mark.slow
 def test_nothing_is_chosen_when_everything_is_given(corpus, tmp_path, fake_probe, monkeypatch):
     charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=1, budget=True, layers=1, hidden=24, emb=8, batch_size=4,
-                  seq_len=16, eval_every=7, verbose=False)
+                  seq_len=16, eval_every=7, lr=2e-3, verbose=False)
     assert fake_probe == [] and "budget_choice" not in _config(tmp_path / "ck")
     monkeypatch.setitem(budget.CANDIDATES, "cpu", [(2, 16, 4, 16), (2, 32, 8, 16)])
     charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=1, budget=True, hidden=24, emb=8, batch_size=4,
-                  seq_len=16, eval_every=7, verbose=False)  # layers not given, but every candidate has 2: nothing to probe
+                  seq_len=16, eval_every=7, lr=2e-3, verbose=False)  # layers not given, but every candidate has 2
     assert fake_probe == [] and _config(tmp_path / "ck", "tiny-2")["layers"] == 2
+    charrnn.train(corpus, checkpoint_dir=tmp_path / "ck", max_time=1, budget=True, layers=1, hidden=24, emb=8, batch_size=4,
+                  seq_len=16, eval_every=7, verbose=False)  # all but --lr: its steps set the rate (peak_lr.py)
+    cfg = _config(tmp_path / "ck", "tiny-3")
+    assert {(c[1], c[3]) for c in fake_probe} == {(24, 16)} and cfg["lr"] == cfg["budget_choice"]["chosen"]["lr"]
 
 
 @pytest.mark.slow

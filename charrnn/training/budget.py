@@ -45,11 +45,10 @@ from charrnn.model import sizes
 from charrnn.model.network import ModelConfig
 from charrnn.settings import TRAIN, by_name, check_combination
 from charrnn.system import clock
-from charrnn.training import adapt, memory
+from charrnn.training import adapt, memory, peak_lr
 from charrnn.training import probe
 from charrnn.training.generalise import regularisers
 from charrnn.training.layout import Layout
-from charrnn.training.peak_lr import peak_lr
 
 COMPUTE_MODEL = {"E": 0.027705, "A": 0.43062, "alpha": 0.2, "B": 12.524, "beta": 0.575, "C": 1.0039,
                  "gamma": 0.1}  # benchmarks/calibrate_budget.py, 2026-11-23 (docs/BENCHMARKS.md)
@@ -170,7 +169,7 @@ class Planner:
         self.device, self.precision, self.corpus = device, precision, corpus
         self.available = memory.available_bytes(device)
         cfg = self.cfg
-        free = [k for k in CHOSEN if k not in self.given]
+        free = [k for k in CHOSEN if k not in self.given] + (["lr"] if self._lr_free() else [])
         if self.choose_settings and cfg.budget and cfg.max_time and free:
             self._choose_for_budget()
         elif self.choose_settings and "batch_size" not in self.given and device.type in DEVICE_BATCH:
@@ -241,7 +240,7 @@ class Planner:
         options, ref = self._options()
         if not options:
             return  # nothing fits: the memory check below names the problem
-        if len(options) == 1 and "eval_every" in self.given:
+        if len(options) == 1 and "eval_every" in self.given and not self._lr_free():
             for k in SHAPE:  # one shape left and nothing else to choose: no probe needed
                 setattr(cfg, k, options[0][k])
             return
@@ -278,9 +277,8 @@ class Planner:
         if given_every is None:
             cfg.eval_every = best["eval_every"]
         chosen_reg, self.reason = self._regularise(best["epochs"])
-        if "lr" not in self.given:  # a short plan: a higher peak (peak_lr.py)
-            cfg.lr = peak_lr(steps, cfg.hidden, by_name(TRAIN)["lr"].default, cfg.cell)
-            chosen_reg["lr"] = cfg.lr
+        if self._lr_free():  # a short plan: a higher peak (peak_lr.py)
+            cfg.lr = chosen_reg["lr"] = peak_lr.peak_lr(steps, cfg.hidden, by_name(TRAIN)["lr"].default, cfg.cell)
         took = time.perf_counter() - t0
         reference = next((r for r in seen if _same(r, ref)), None)
         self.log(self._line(best, reference, took, all(hits), left))
@@ -293,6 +291,10 @@ class Planner:
                                                                                                self.precision),
                        "probe_s": round(took, 2), "probe_cached": all(hits), "candidates": rows,
                        "compute_model": COMPUTE_MODEL}
+
+    def _lr_free(self) -> bool:
+        """Whether the plan sets the peak learning rate: not given, and a cell peak_lr.py was measured on."""
+        return "lr" not in self.given and self.cfg.cell in peak_lr.CELLS
 
     def _regularise(self, epochs: float) -> tuple[dict, str]:
         """Set the regularisers the plan's epochs call for (generalise.py), but none the run's other
@@ -318,7 +320,7 @@ class Planner:
         reg = f"; {self.reason}" if self.reason else ""
         if cfg.adaptive_dropout and best["epochs"] >= adapt.ANNOUNCE_EPOCHS:  # the run's own curves decide
             reg += "; dropout rises if the run memorises its text (--adaptive-dropout)"
-        lr = "" if "lr" in self.given else f", lr {cfg.lr:g}"
+        lr = f", lr {cfg.lr:g}" if self._lr_free() else ""
         return (f"budget: {cfg.cell} {_shape_text(best)}{lr}, eval every {cfg.eval_every:,} steps ({how}: "
                 f"{best['tok_s'] / 1000:.1f}k tok/s, ~{best['steps']:,} steps, ~{best['epochs']:.1f} epochs, in the "
                 f"{left:.0f}s left of {cfg.max_time:g}s{reg}; {self._prediction(best, ref)})")
