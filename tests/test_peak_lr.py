@@ -70,6 +70,17 @@ def test_the_plan_sets_the_rate_for_its_steps_and_says_it(tiny_corpus, tmp_path,
     assert ", lr " not in next(x for x in r.err.splitlines() if x.startswith("budget: "))
 
 
+def test_an_attention_layer_keeps_the_default_rate(tiny_corpus, tmp_path, monkeypatch, cli):
+    """The rule was measured without --attention: with it the plan does not touch the rate."""
+    install_fake_probe(monkeypatch, 1e-8)
+    r = cli("train", tiny_corpus, "--checkpoint-dir", tmp_path / "ck", "--max-time", 1, "--emb", 8,
+            "--precision", "fp32", "--attention", 4)
+    assert r.code == 0, r.err
+    cfg, choice = _budget(tmp_path, "tiny")
+    assert cfg["lr"] == DEFAULT and "lr" not in choice["chosen"]
+    assert ", lr " not in next(x for x in r.err.splitlines() if x.startswith("budget: "))
+
+
 def test_without_max_time_the_default_rate_stays(tiny_corpus, tmp_path, cli):
     r = cli("train", tiny_corpus, "--checkpoint-dir", tmp_path / "ck", "--max-steps", 2, "--layers", 1,
             "--hidden", 16, "--emb", 8, "--batch-size", 2, "--seq-len", 8, "--precision", "fp32")

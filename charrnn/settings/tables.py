@@ -80,8 +80,8 @@ TRAIN = grouped(
       "(start-up, the budget's probe, evaluations and saves included); the LR schedule fits the budget.",
       min=0, min_open=True, optional=True, resumable=True, metavar="SECONDS"),
     S("budget", bool, True, "With --max-time: choose the layers, hidden size, batch, window, evaluation "
-      "interval and peak learning rate not given, for this machine and this budget (a short probe, cached per machine; --no-budget: the "
-      "fixed defaults).", negatable=True, resumable=True),
+      "interval and peak learning rate not given, for this machine and this budget (a short probe, cached per "
+      "machine; --no-budget: the fixed defaults).", negatable=True, resumable=True),
     S("patience", int, None, f"Stop early after this many evaluations without improvement, leaving the rest of the "
       f"time unspent (0: never; default: {AUTO_PATIENCE} with --max-time, whose evaluations are planned for it, else never).",
       min=0, optional=True, resumable=True, metavar="N"),

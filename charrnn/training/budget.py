@@ -293,8 +293,8 @@ class Planner:
                        "compute_model": COMPUTE_MODEL}
 
     def _lr_free(self) -> bool:
-        """Whether the plan sets the peak learning rate: not given, and a cell peak_lr.py was measured on."""
-        return "lr" not in self.given and self.cfg.cell in peak_lr.CELLS
+        """Whether the plan sets the peak learning rate: not given, and a model peak_lr.py was measured on."""
+        return "lr" not in self.given and self.cfg.cell in peak_lr.CELLS and not self.cfg.attention
 
     def _regularise(self, epochs: float) -> tuple[dict, str]:
         """Set the regularisers the plan's epochs call for (generalise.py), but none the run's other

@@ -7,11 +7,11 @@ the plan raises the peak as its steps fall,
 
     lr = default x (REF_STEPS / steps) ** POWER x min(1, REF_HIDDEN / hidden),  within [default, MAX],
 
-rounded to two significant digits, for the cells it was measured on (CELLS; the others keep the
-default until measured: a ReLU or attention cell may not take the same rate). The width factor is Adam's usual 1/width rule for wider layers:
-the rule was measured on 2x256 and smaller, and never raises a wider model's rate above what its
-width would allow there. A run that fine-tunes (its architecture is the source's) or resumes keeps
-its rate; a given --lr is never changed."""
+rounded to two significant digits, for the cells it was measured on (CELLS, without --attention; the
+others keep the default until measured: a ReLU cell or an attention layer may not take the same rate).
+The width factor is Adam's usual 1/width rule: the rule was measured on 2x256 and smaller, and never
+raises a wider model's rate above what its width would allow there. A run that fine-tunes (its
+architecture is the source's) or resumes keeps its rate; a given --lr is never changed."""
 
 from __future__ import annotations
 
